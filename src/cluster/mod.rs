@@ -1,0 +1,207 @@
+//! Cluster metadata: which topics exist, their partitions, and which shard owns each.
+//!
+//! Shard 0 runs the [`controller`], the only writer of this state: it appends every change
+//! to the durable [`metadata_log`] and then pushes an immutable [`ClusterSnapshot`] to every
+//! shard. Shards answer Metadata and route produce/fetch from their snapshot without asking
+//! anyone, exactly as brokers of a Kafka cluster answer from their metadata cache.
+//!
+//! Node ids and shard ids are different types from day one: today there is one node and a
+//! shard is advertised as broker `shard index`; a cluster of many nodes will fold the node
+//! into the broker id without changing the partition→shard bookkeeping.
+
+pub mod controller;
+pub mod metadata_log;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A core-pinned executor within one node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardId(pub u16);
+
+/// A machine in a (future) multi-node cluster. Single-node today: always 0.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(pub i32);
+
+/// Upper bound of shards per node; it spaces broker ids of different nodes apart.
+pub const SHARDS_PER_NODE_MAX: i32 = 1024;
+
+/// The Kafka broker id under which a shard is advertised.
+pub fn broker_id(node: NodeId, shard: ShardId) -> i32 {
+    node.0 * SHARDS_PER_NODE_MAX + shard.0 as i32
+}
+
+/// The shard behind a Kafka broker id on this node, if any.
+pub fn shard_of_broker(node: NodeId, broker: i32, shard_count: usize) -> Option<ShardId> {
+    let local = broker - node.0 * SHARDS_PER_NODE_MAX;
+    (0..shard_count as i32)
+        .contains(&local)
+        .then_some(ShardId(local as u16))
+}
+
+/// Kafka's longest legal topic name.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Partitions per topic accepted by CreateTopics (each partition holds open files).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
+        return Err(format!(
+            "topic name must be 1 to {TOPIC_NAME_LEN_MAX} characters long"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "topic name {name:?} has characters other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// One topic as the controller created it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    /// The shard each partition was assigned to when created (index = partition).
+    pub partitions: Vec<ShardId>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// An immutable view of the cluster metadata, shared by all shards.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSnapshot {
+    pub version: u64,
+    pub cluster_id: String,
+    pub shard_count: usize,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    pub topic_ids: HashMap<Uuid, String>,
+}
+
+impl ClusterSnapshot {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+    }
+
+    /// The shard that owns a partition now. A partition keeps its assigned shard across
+    /// restarts; if the broker restarts with fewer shards, the assignment wraps around.
+    pub fn owner(&self, topic: &TopicMeta, partition: i32) -> Option<ShardId> {
+        let assigned = topic.partitions.get(usize::try_from(partition).ok()?)?;
+        Some(ShardId((assigned.0 as usize % self.shard_count.max(1)) as u16))
+    }
+
+    /// Every partition owned by `shard`.
+    pub fn partitions_of(&self, shard: ShardId) -> Vec<(Arc<TopicMeta>, i32)> {
+        let mut owned = Vec::new();
+        for topic in self.topics.values() {
+            for partition in 0..topic.partitions.len() as i32 {
+                if self.owner(topic, partition) == Some(shard) {
+                    owned.push((topic.clone(), partition));
+                }
+            }
+        }
+        owned
+    }
+}
+
+/// Picks shards for `count` new partitions: each goes to the shard that owns the fewest
+/// partitions so far, ties broken by a rotation seeded from the topic name so that many
+/// one-partition topics do not all land on shard 0.
+pub fn assign_partitions(
+    existing: &BTreeMap<String, Arc<TopicMeta>>,
+    shard_count: usize,
+    topic: &str,
+    count: usize,
+) -> Vec<ShardId> {
+    let shard_count = shard_count.max(1);
+    let mut load = vec![0usize; shard_count];
+    for meta in existing.values() {
+        for shard in &meta.partitions {
+            load[shard.0 as usize % shard_count] += 1;
+        }
+    }
+    let rotation = topic
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % shard_count;
+    let mut assigned = Vec::with_capacity(count);
+    for _ in 0..count {
+        let shard = (0..shard_count)
+            .map(|i| (i + rotation) % shard_count)
+            .min_by_key(|&s| load[s])
+            .unwrap_or(0);
+        load[shard] += 1;
+        assigned.push(ShardId(shard as u16));
+    }
+    assigned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_a-b").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn assignment_is_balanced() {
+        let mut topics = BTreeMap::new();
+        for (i, n) in [(0, 3usize), (1, 1), (2, 4), (3, 2)] {
+            let name = format!("t{i}");
+            let partitions = assign_partitions(&topics, 2, &name, n);
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicMeta {
+                    name,
+                    id: Uuid::new_v4(),
+                    partitions,
+                    configs: BTreeMap::new(),
+                }),
+            );
+        }
+        let mut load = [0; 2];
+        for t in topics.values() {
+            for s in &t.partitions {
+                load[s.0 as usize] += 1;
+            }
+        }
+        assert_eq!(load, [5, 5]);
+    }
+
+    #[test]
+    fn owner_wraps_when_shards_shrink() {
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: Uuid::nil(),
+            partitions: vec![ShardId(0), ShardId(3)],
+            configs: BTreeMap::new(),
+        };
+        let snap = ClusterSnapshot {
+            shard_count: 2,
+            ..Default::default()
+        };
+        assert_eq!(snap.owner(&topic, 1), Some(ShardId(1)));
+        assert_eq!(snap.owner(&topic, 2), None);
+        assert_eq!(snap.owner(&topic, -1), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! Broker configuration: every limit is a named flag with a default an operator can rely
+//! on. The parsed [`Config`] is immutable and shared by all shards.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+
+/// Flags of `strand serve`.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Directory holding the partition logs and the cluster metadata log.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address of shard 0; shard k listens on the same host at port + k.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Host:port advertised to clients for shard 0 (shard k: port + k), for NAT or
+    /// containers. Defaults to the listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+
+    /// Number of shards (one pinned executor per shard). Default: all online cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing-subscriber directive.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Create a topic when a client asks for its metadata and it does not exist.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Partition count of topics created automatically or with num_partitions = -1.
+    #[arg(long, default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Largest request frame accepted; a larger length prefix closes the connection.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest record batch accepted in a produce request (Kafka's max.message.bytes).
+    #[arg(long, default_value_t = 1024 * 1024 + 12)]
+    pub max_message_bytes: usize,
+
+    /// Requests a connection may have in flight before the broker stops reading from it.
+    #[arg(long, default_value_t = 64)]
+    pub max_inflight_requests: usize,
+
+    /// Connections a shard accepts at once; further connections are closed on accept.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections_per_shard: usize,
+
+    /// Size at which a partition's active segment is rolled.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+    pub segment_bytes: u64,
+
+    /// Recent batches each partition keeps in memory for tailing consumers.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub partition_cache_bytes: usize,
+
+    /// Upper bound on a fetch's max_wait_ms (long poll), whatever the client asks.
+    #[arg(long, default_value_t = 30_000)]
+    pub fetch_max_wait_ms: u64,
+
+    /// Grace period for in-flight requests when draining on SIGTERM.
+    #[arg(long, default_value_t = 5_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// io_uring registered buffer memory per shard (glommio io_memory).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub io_memory_bytes: usize,
+}
+
+impl Config {
+    /// The shard count in force (`serve` resolves the default before starting shards).
+    pub fn shards_resolved(&self) -> usize {
+        self.shards.unwrap_or(1).max(1)
+    }
+
+    /// The listen address of a shard.
+    pub fn shard_listen_addr(&self, shard: usize) -> SocketAddr {
+        let mut addr = self.listen;
+        addr.set_port(self.listen.port() + shard as u16);
+        addr
+    }
+
+    /// The host and port a shard is advertised as in Metadata.
+    pub fn shard_advertised(&self, shard: usize) -> (String, i32) {
+        match &self.advertise {
+            Some(adv) => {
+                let (host, port) = match adv.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), p.parse::<i32>().unwrap_or(9092)),
+                    None => (adv.clone(), self.listen.port() as i32),
+                };
+                (host, port + shard as i32)
+            }
+            None => {
+                let addr = self.shard_listen_addr(shard);
+                (addr.ip().to_string(), addr.port() as i32)
+            }
+        }
+    }
+}

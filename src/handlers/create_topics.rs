@@ -1,0 +1,147 @@
+//! CreateTopics and DeleteTopics: validated here, carried out by the controller on shard 0,
+//! answered once every shard has applied the change (so a client that creates a topic and
+//! then produces to it never sees it missing).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Ctx, Response};
+use crate::cluster::controller::{ControlReply, ControlRequest, TopicOutcome, TopicRef, TopicSpec};
+use crate::cluster::{shard_of_broker, ShardId};
+use crate::protocol::errors::*;
+use crate::shard::Shard;
+
+pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) -> Response {
+    let shard_count = shard.snapshot().shard_count;
+    let mut results: Vec<Option<CreatableTopicResult>> = Vec::new();
+    let mut specs = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let mut error = None;
+        let assignment = if topic.assignments.is_empty() {
+            None
+        } else {
+            let mut shards = vec![None; topic.assignments.len()];
+            for a in &topic.assignments {
+                let slot = usize::try_from(a.partition_index).ok().and_then(|i| shards.get_mut(i));
+                match (slot, a.broker_ids.as_slice()) {
+                    (Some(slot), [broker]) => match shard_of_broker(shard.node, broker.0, shard_count) {
+                        Some(s) => *slot = Some(s),
+                        None => error = Some((INVALID_REPLICA_ASSIGNMENT, format!("broker {} does not exist", broker.0))),
+                    },
+                    _ => error = Some((INVALID_REPLICA_ASSIGNMENT, "each partition needs exactly one broker, partitions numbered from 0".to_string())),
+                }
+            }
+            if shards.iter().any(|s| s.is_none()) && error.is_none() {
+                error = Some((INVALID_REPLICA_ASSIGNMENT, "assignment leaves a partition without a broker".into()));
+            }
+            Some(shards.into_iter().map(|s| s.unwrap_or(ShardId(0))).collect())
+        };
+        let mut configs = BTreeMap::new();
+        for c in &topic.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => error = Some((INVALID_CONFIG, format!("config {} has no value", c.name.as_str()))),
+            }
+        }
+        match error {
+            Some((code, message)) => results.push(Some(
+                CreatableTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            )),
+            None => {
+                results.push(None);
+                specs.push(TopicSpec {
+                    name,
+                    partitions: topic.num_partitions,
+                    replication_factor: topic.replication_factor,
+                    assignment,
+                    configs,
+                });
+            }
+        }
+    }
+    let outcomes = if specs.is_empty() {
+        Vec::new()
+    } else {
+        match shard
+            .control(ControlRequest::CreateTopics {
+                topics: specs,
+                validate_only: request.validate_only,
+            })
+            .await
+        {
+            Ok(ControlReply::Topics(outcomes)) => outcomes,
+            _ => {
+                return Response::Close("controller unavailable".into());
+            }
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
+    let topics = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| outcomes.next().map(created_result).unwrap_or_default()))
+        .collect();
+    let mut response = CreateTopicsResponse::default();
+    response.topics = topics;
+    ctx.respond(&response)
+}
+
+fn created_result(o: TopicOutcome) -> CreatableTopicResult {
+    let mut r = CreatableTopicResult::default()
+        .with_name(TopicName(StrBytes::from_string(o.name.unwrap_or_default())))
+        .with_topic_id(o.id)
+        .with_error_code(o.error_code)
+        .with_error_message(o.message.map(StrBytes::from_string));
+    if o.error_code == NONE {
+        r.num_partitions = o.partitions;
+        r.replication_factor = 1;
+    }
+    r
+}
+
+pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteTopicsRequest) -> Response {
+    let refs: Vec<TopicRef> = if ctx.version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(name) => TopicRef::Name(name.0.to_string()),
+                None => TopicRef::Id(t.topic_id),
+            })
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| TopicRef::Name(n.0.to_string()))
+            .collect()
+    };
+    let outcomes = match shard.control(ControlRequest::DeleteTopics { topics: refs }).await {
+        Ok(ControlReply::Topics(outcomes)) => outcomes,
+        _ => return Response::Close("controller unavailable".into()),
+    };
+    let mut response = DeleteTopicsResponse::default();
+    response.responses = outcomes
+        .into_iter()
+        .map(|o| {
+            DeletableTopicResult::default()
+                .with_name(o.name.map(|n| TopicName(StrBytes::from_string(n))))
+                .with_topic_id(o.id)
+                .with_error_code(o.error_code)
+                .with_error_message(o.message.map(StrBytes::from_string))
+        })
+        .collect();
+    ctx.respond(&response)
+}

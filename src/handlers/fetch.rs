@@ -1,0 +1,146 @@
+//! Fetch: whole batches from each partition's log, up to the durable end, as a long poll.
+//!
+//! A fetch first plans every partition synchronously (errors, empty partitions, read plans
+//! over the recent-batch cache or the segment files), then runs the reads. If fewer than
+//! `min_bytes` came back it waits — woken by the shard's flush cycle, not by a timer — and
+//! tries again until `max_wait_ms` (capped by `--fetch-max-wait-ms`) runs out. Fetch
+//! sessions (KIP-227) are not kept: the response carries session id 0, which tells
+//! clients to send full requests.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Ctx, Response};
+use crate::protocol::errors::*;
+use crate::shard::Shard;
+use crate::storage::{ReadError, ReadPlan};
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Response {
+    let wait_ms = (request.max_wait_ms.max(0) as u64).min(shard.config.fetch_max_wait_ms);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    loop {
+        let seen = shard.flushed.generation();
+        let (response, bytes, must_answer) = fetch_once(shard, ctx, &request).await;
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get() {
+            return ctx.respond(&response);
+        }
+        if bytes > 0 && shard.flushed.generation() != seen {
+            continue;
+        }
+        let _ = crate::util::timeout(deadline - now, shard.flushed.wait(seen)).await;
+    }
+}
+
+/// One pass over the requested partitions: the response, the record bytes in it, and
+/// whether it must be sent now (an error the client has to act on).
+async fn fetch_once(shard: &Rc<Shard>, ctx: &Ctx, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let snapshot = shard.snapshot();
+    let mut must_answer = false;
+    let mut budget = request.max_bytes.max(0) as usize;
+    let mut first_data = true;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    // (topic index, partition index, plan)
+    let mut reads: Vec<(usize, usize, ReadPlan)> = Vec::new();
+
+    for (t, topic) in request.topics.iter().enumerate() {
+        let meta = if ctx.version >= 13 {
+            snapshot.topic_by_id(&topic.topic_id)
+        } else {
+            snapshot.topic(&topic.topic)
+        };
+        let name = meta
+            .map(|m| TopicName(StrBytes::from_string(m.name.clone())))
+            .unwrap_or_else(|| topic.topic.clone());
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (p, wanted) in topic.partitions.iter().enumerate() {
+            let mut out = PartitionData::default()
+                .with_partition_index(wanted.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            let Some(meta) = meta else {
+                out.error_code = if ctx.version >= 13 { UNKNOWN_TOPIC_ID } else { UNKNOWN_TOPIC_OR_PARTITION };
+                must_answer = true;
+                partitions.push(out);
+                continue;
+            };
+            let partition = match snapshot.owner(meta, wanted.partition) {
+                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
+                Some(_) => shard.partition(&meta.name, wanted.partition).ok_or(KAFKA_STORAGE_ERROR),
+            };
+            let partition = match partition {
+                Ok(partition) => partition,
+                Err(code) => {
+                    out.error_code = code;
+                    must_answer = true;
+                    partitions.push(out);
+                    continue;
+                }
+            };
+            let log = partition.log.borrow();
+            out.high_watermark = log.high_watermark();
+            out.last_stable_offset = log.high_watermark();
+            out.log_start_offset = log.log_start_offset();
+            if log.is_offline() {
+                out.error_code = KAFKA_STORAGE_ERROR;
+                must_answer = true;
+            } else if wanted.fetch_offset == log.high_watermark() || (!first_data && budget == 0) {
+                // Nothing new (or the response is full): empty records.
+            } else {
+                let limit = (wanted.partition_max_bytes.max(0) as usize).min(budget);
+                match log.read_plan(wanted.fetch_offset, limit) {
+                    Ok(plan) => reads.push((t, p, plan)),
+                    Err(ReadError::OffsetOutOfRange { .. }) => {
+                        out.error_code = OFFSET_OUT_OF_RANGE;
+                        must_answer = true;
+                    }
+                    Err(err) => {
+                        tracing::warn!(topic = %meta.name, partition = wanted.partition, %err, "read failed");
+                        out.error_code = KAFKA_STORAGE_ERROR;
+                        must_answer = true;
+                    }
+                }
+                // Assume the plan fills its limit until the read tells otherwise; the first
+                // partition with data may exceed it (KIP-74), later ones may not.
+                first_data = false;
+                budget = budget.saturating_sub(limit);
+            }
+            drop(log);
+            partitions.push(out);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_topic_id(meta.map(|m| m.id).unwrap_or(topic.topic_id))
+                .with_partitions(partitions),
+        );
+    }
+
+    let mut bytes = 0;
+    for (t, p, plan) in reads {
+        let out = &mut topics[t].partitions[p];
+        match plan.read().await {
+            Ok(data) => {
+                bytes += data.records.len();
+                out.records = Some(data.records);
+            }
+            Err(err) => {
+                tracing::error!(%err, "fetch read failed");
+                out.error_code = KAFKA_STORAGE_ERROR;
+                must_answer = true;
+            }
+        }
+    }
+    let mut response = FetchResponse::default();
+    response.responses = topics;
+    (response, bytes, must_answer)
+}

@@ -1,0 +1,32 @@
+//! InitProducerId for idempotent producers: a fresh producer id (epoch 0) from the
+//! controller, which reserves ids durably so none is handed out twice across restarts.
+//! Transactional ids need the transaction coordinator, which this broker does not run yet.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{Ctx, Response};
+use crate::cluster::controller::{ControlReply, ControlRequest};
+use crate::protocol::errors::*;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: InitProducerIdRequest) -> Response {
+    let mut response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if let Some(txn) = &request.transactional_id {
+        tracing::warn!(transactional_id = %txn.0.as_str(), "transactional producers are not supported yet");
+        response.error_code = INVALID_REQUEST;
+        return ctx.respond(&response);
+    }
+    match shard.control(ControlRequest::AllocateProducerId).await {
+        Ok(ControlReply::ProducerId(Ok(id))) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Ok(ControlReply::ProducerId(Err(code))) => response.error_code = code,
+        Ok(_) | Err(_) => response.error_code = UNKNOWN_SERVER_ERROR,
+    }
+    ctx.respond(&response)
+}

@@ -1,0 +1,82 @@
+//! ListOffsets: earliest (-2), latest (-1) and the first offset at or after a timestamp.
+//!
+//! "Latest" is the durable end of the log (the high watermark): a consumer never learns of
+//! an offset that a crash could take back.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{Ctx, Response};
+use crate::protocol::errors::*;
+use crate::shard::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -> Response {
+    let snapshot = shard.snapshot();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in topic.partitions {
+            let mut out = ListOffsetsPartitionResponse::default()
+                .with_partition_index(wanted.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            if ctx.version >= 4 {
+                out.leader_epoch = 0;
+            }
+            let partition = match snapshot.topic(&name) {
+                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                Some(meta) => match snapshot.owner(meta, wanted.partition_index) {
+                    None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                    Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
+                    Some(_) => shard
+                        .partition(&name, wanted.partition_index)
+                        .ok_or(KAFKA_STORAGE_ERROR),
+                },
+            };
+            let partition = match partition {
+                Ok(p) => p,
+                Err(code) => {
+                    out.error_code = code;
+                    partitions.push(out);
+                    continue;
+                }
+            };
+            match wanted.timestamp {
+                LATEST => out.offset = partition.log.borrow().high_watermark(),
+                EARLIEST => out.offset = partition.log.borrow().log_start_offset(),
+                ts if ts >= 0 => {
+                    let plan = partition.log.borrow().timestamp_plan(ts);
+                    match plan.resolve().await {
+                        Ok(Some((offset, timestamp))) => {
+                            out.offset = offset;
+                            out.timestamp = timestamp;
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            tracing::error!(topic = %name, %err, "timestamp lookup failed");
+                            out.error_code = KAFKA_STORAGE_ERROR;
+                        }
+                    }
+                }
+                _ => out.error_code = INVALID_REQUEST,
+            }
+            partitions.push(out);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    let mut response = ListOffsetsResponse::default();
+    response.topics = topics;
+    ctx.respond(&response)
+}

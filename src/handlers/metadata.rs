@@ -1,0 +1,144 @@
+//! Metadata: brokers (one per shard), topics, and the shard that leads each partition.
+//!
+//! This is what steers clients: a partition's leader is the broker id of the shard that
+//! owns it, so the client opens its produce/fetch connection to that shard's port.
+//! Unknown topics are created on the fly when both the broker (`--auto-create-topics`) and
+//! the client (`allow_auto_topic_creation`) allow it.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::{Ctx, Response};
+use crate::cluster::controller::{ControlReply, ControlRequest, TopicSpec};
+use crate::cluster::{broker_id, validate_topic_name, ClusterSnapshot, ShardId, TopicMeta};
+use crate::protocol::errors::*;
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> Response {
+    let mut snapshot = shard.snapshot();
+    // v0: an empty list means all topics; v1+: null means all topics.
+    let wanted: Option<Vec<(Option<String>, Uuid)>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && ctx.version == 0 => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_create = shard.config.auto_create_topics
+        && (ctx.version < 4 || request.allow_auto_topic_creation);
+
+    if let (Some(wanted), true) = (&wanted, allow_create) {
+        let missing: Vec<TopicSpec> = wanted
+            .iter()
+            .filter_map(|(name, _)| name.as_ref())
+            .filter(|name| snapshot.topic(name).is_none() && validate_topic_name(name).is_ok())
+            .map(|name| TopicSpec {
+                name: name.clone(),
+                partitions: -1,
+                replication_factor: -1,
+                assignment: None,
+                configs: Default::default(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            match shard
+                .control(ControlRequest::CreateTopics {
+                    topics: missing,
+                    validate_only: false,
+                })
+                .await
+            {
+                Ok(ControlReply::Topics(outcomes)) => {
+                    for o in outcomes.iter().filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS) {
+                        tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, "auto topic creation failed");
+                    }
+                }
+                Ok(other) => tracing::error!(?other, "unexpected controller reply"),
+                Err(err) => tracing::error!(?err, "auto topic creation failed"),
+            }
+            snapshot = shard.snapshot();
+        }
+    }
+
+    let mut response = MetadataResponse::default();
+    response.brokers = brokers(shard, &snapshot);
+    response.cluster_id = Some(StrBytes::from_string(snapshot.cluster_id.clone()));
+    response.controller_id = BrokerId(broker_id(shard.node, ShardId(0)));
+    response.topics = match wanted {
+        None => snapshot
+            .topics
+            .values()
+            .map(|t| topic_entry(shard, &snapshot, t))
+            .collect(),
+        Some(wanted) => wanted
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(name) => snapshot.topic(name),
+                    None => snapshot.topic_by_id(&id),
+                };
+                match found {
+                    Some(topic) => topic_entry(shard, &snapshot, topic),
+                    None => {
+                        let code = match &name {
+                            Some(n) if validate_topic_name(n).is_err() => INVALID_TOPIC_EXCEPTION,
+                            Some(_) => UNKNOWN_TOPIC_OR_PARTITION,
+                            None => UNKNOWN_TOPIC_ID,
+                        };
+                        let mut entry = MetadataResponseTopic::default();
+                        entry.error_code = code;
+                        entry.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+                        entry.topic_id = id;
+                        entry
+                    }
+                }
+            })
+            .collect(),
+    };
+    ctx.respond(&response)
+}
+
+/// One broker per shard, at the shard's advertised address.
+pub fn brokers(shard: &Shard, snapshot: &ClusterSnapshot) -> Vec<MetadataResponseBroker> {
+    (0..snapshot.shard_count.max(1))
+        .map(|k| {
+            let (host, port) = shard.config.shard_advertised(k);
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker_id(shard.node, ShardId(k as u16))))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+        })
+        .collect()
+}
+
+fn topic_entry(shard: &Shard, snapshot: &ClusterSnapshot, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
+    entry.topic_id = topic.id;
+    entry.is_internal = false;
+    entry.partitions = (0..topic.partitions.len() as i32)
+        .map(|p| {
+            let leader = snapshot
+                .owner(topic, p)
+                .map(|s| BrokerId(broker_id(shard.node, s)))
+                .unwrap_or(BrokerId(-1));
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(leader)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![leader])
+                .with_isr_nodes(vec![leader])
+        })
+        .collect();
+    entry
+}

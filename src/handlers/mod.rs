@@ -1,0 +1,113 @@
+//! Request handlers, one module per Kafka API family.
+//!
+//! [`dispatch`] checks the version against [`crate::protocol::versions`], decodes the body
+//! with `kafka-protocol` and calls the handler. A handler returns the encoded response, no
+//! response (acks=0 produce) or a reason to close the connection (what Kafka does when a
+//! request cannot be decoded). Handlers must not await before their state changes: see
+//! the ordering note in [`crate::server`].
+
+mod api_versions;
+mod create_topics;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::protocol::codec::{self, RequestFrame};
+use crate::protocol::versions::{self, PRODUCE_MIN_ACCEPTED};
+use crate::shard::Shard;
+
+pub enum Response {
+    Bytes(Bytes),
+    /// The request wants no response (Produce with acks=0).
+    None,
+    /// Close the connection; the reason is logged.
+    Close(String),
+}
+
+/// What a handler needs to know about the request it answers.
+pub struct Ctx {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+impl Ctx {
+    pub fn respond<R: Encodable>(&self, body: &R) -> Response {
+        match codec::encode_response(self.correlation_id, self.api, self.version, body) {
+            Ok(bytes) => Response::Bytes(bytes),
+            // A response we cannot encode is a bug of ours, not the client's; still, keep
+            // the broker up and tell the client by closing.
+            Err(err) => Response::Close(format!(
+                "cannot encode {:?} v{} response: {err}",
+                self.api, self.version
+            )),
+        }
+    }
+}
+
+fn decode<T: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<T, Response> {
+    let request = codec::decode_body(body, ctx.version).map_err(|err| {
+        Response::Close(format!(
+            "cannot decode {:?} v{} request: {err}",
+            ctx.api, ctx.version
+        ))
+    })?;
+    Ok(request)
+}
+
+pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Response {
+    let RequestFrame {
+        api_key,
+        version,
+        header,
+        mut body,
+    } = frame;
+    let ctx = Ctx {
+        api: api_key,
+        version,
+        correlation_id: header.correlation_id,
+    };
+    if api_key == ApiKey::ApiVersions {
+        return api_versions::handle(&ctx);
+    }
+    if !versions::is_supported(api_key, version) {
+        return Response::Close(format!(
+            "unsupported request {api_key:?} v{version} (see docs/protocol.md)"
+        ));
+    }
+    macro_rules! call {
+        ($module:ident) => {
+            match decode(&ctx, &mut body) {
+                Ok(request) => $module::handle(shard, &ctx, request).await,
+                Err(response) => response,
+            }
+        };
+    }
+    match api_key {
+        ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
+            "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
+        )),
+        ApiKey::Produce => call!(produce),
+        ApiKey::Fetch => call!(fetch),
+        ApiKey::ListOffsets => call!(list_offsets),
+        ApiKey::Metadata => call!(metadata),
+        ApiKey::CreateTopics => match decode(&ctx, &mut body) {
+            Ok(request) => create_topics::create(shard, &ctx, request).await,
+            Err(response) => response,
+        },
+        ApiKey::DeleteTopics => match decode(&ctx, &mut body) {
+            Ok(request) => create_topics::delete(shard, &ctx, request).await,
+            Err(response) => response,
+        },
+        ApiKey::InitProducerId => call!(init_producer_id),
+        other => Response::Close(format!("unsupported request {other:?}")),
+    }
+}

@@ -1,0 +1,25 @@
+//! Strand: a Kafka-wire-compatible streaming broker, thread-per-core on glommio.
+//!
+//! One pinned glommio executor per core (a *shard*) owns a disjoint set of partitions.
+//! Each shard is advertised to clients as its own broker, so the Kafka protocol itself
+//! steers a partition's produce and fetch connections to the core that owns it: the data
+//! path has no locks and no cross-core hops. Shard 0 also runs the control plane (topic
+//! metadata), which it pushes to every shard as immutable snapshots over the shard mesh.
+//!
+//! - [`protocol`]: what `kafka-protocol` does not do for us: request framing, the record
+//!   batch header view and validation, error codes, the versions table.
+//! - [`storage`]: per-partition logs of verbatim Kafka batches in direct-I/O segments,
+//!   with sparse indexes, group commit and crash recovery.
+//! - [`cluster`]: topic metadata, its durable log and the controller on shard 0.
+//! - [`shard`]: process start-up, the per-core executors, the shard mesh, the flusher.
+//! - [`server`]: listeners and the per-connection request loop.
+//! - [`handlers`]: one module per Kafka API family.
+
+pub mod cluster;
+pub mod config;
+pub mod handlers;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod util;

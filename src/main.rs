@@ -1,0 +1,40 @@
+//! The `strand` command line: `strand serve` runs the broker.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use strand::config::Config;
+
+#[derive(Parser)]
+#[command(name = "strand", version, about = "A Kafka-wire-compatible streaming broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker: one shard per core, shard k listening on the --listen port + k.
+    Serve(Config),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|err| {
+                eprintln!("invalid --log-level {:?}: {err}", config.log_level);
+                std::process::exit(2);
+            });
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            if let Err(err) = strand::shard::startup::serve(config) {
+                tracing::error!("{err}");
+                eprintln!("strand: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The API versions Strand negotiates. docs/protocol.md mirrors this table.
+//!
+//! Ranges are chosen from what real clients send: librdkafka 2.16 / 2.0.2 (kcat 1.7.1),
+//! kafka-python 3.0, aiokafka 0.14, Java 3.x/4.x. Produce is advertised from v0 because
+//! librdkafka disables compression when a broker does not advertise Produce v0..; requests
+//! below v3 (which cannot carry magic-2 batches) are refused when they arrive.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, min, max) for every API the broker answers.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// Produce versions that can carry magic-2 record batches.
+pub const PRODUCE_MIN_ACCEPTED: i16 = 3;
+
+/// The supported range of an API, if it is supported at all.
+pub fn range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|&(_, min, max)| (min, max))
+}
+
+pub fn is_supported(api: ApiKey, version: i16) -> bool {
+    range(api).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Every advertised version must be one the message crate can decode and encode
+    /// (Produce v0..v2 excepted: refused before decoding).
+    #[test]
+    fn advertised_versions_are_decodable() {
+        use kafka_protocol::messages::*;
+        let crate_range = |api: ApiKey| -> (i16, i16) {
+            let r = match api {
+                ApiKey::Produce => ProduceRequest::VERSIONS,
+                ApiKey::Fetch => FetchRequest::VERSIONS,
+                ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+                ApiKey::Metadata => MetadataRequest::VERSIONS,
+                ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+                ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+                ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+                ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+                other => panic!("no range for {other:?}"),
+            };
+            (r.min, r.max)
+        };
+        for &(api, min, max) in SUPPORTED {
+            let (cmin, cmax) = crate_range(api);
+            let min = if api == ApiKey::Produce { PRODUCE_MIN_ACCEPTED } else { min };
+            assert!(cmin <= min && max <= cmax, "{api:?} {min}..{max} vs {cmin}..{cmax}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The shard mesh: bounded channels between every pair of shards.
+//!
+//! Shards never share state; when one needs another (a CreateTopics arriving on shard 3
+//! goes to the controller on shard 0, the controller pushes a new metadata snapshot to every
+//! shard), it sends a message and awaits the reply. Requests carry an id; replies resolve
+//! the matching oneshot in the sender's pending table. The channels are created by the main
+//! thread, one per ordered pair (from, to), so a shard's index is its position in the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+
+use crate::cluster::controller::{ControlReply, ControlRequest};
+use crate::cluster::{ClusterSnapshot, ShardId};
+
+/// Messages a channel holds before senders wait.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+pub enum MeshRequest {
+    /// For the controller on shard 0.
+    Control(ControlRequest),
+    /// From the controller: apply this metadata, reply `Applied` when done.
+    ApplySnapshot(Arc<ClusterSnapshot>),
+}
+
+pub enum MeshReply {
+    Control(ControlReply),
+    Applied,
+}
+
+pub enum MeshMessage {
+    Request {
+        from: ShardId,
+        id: u64,
+        body: MeshRequest,
+    },
+    Reply {
+        id: u64,
+        body: MeshReply,
+    },
+}
+
+/// The not-yet-connected ends of every channel; built on the main thread.
+pub struct MeshEnds {
+    /// senders[to] for one shard.
+    pub senders: Vec<Option<SharedSender<MeshMessage>>>,
+    /// receivers[from] for one shard.
+    pub receivers: Vec<Option<SharedReceiver<MeshMessage>>>,
+}
+
+/// Builds the ends for `shards` shards; element k belongs to shard k.
+pub fn build(shards: usize) -> Vec<MeshEnds> {
+    let mut ends: Vec<MeshEnds> = (0..shards)
+        .map(|_| MeshEnds {
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(MESH_CHANNEL_CAPACITY);
+                ends[from].senders[to] = Some(tx);
+                ends[to].receivers[from] = Some(rx);
+            }
+        }
+    }
+    ends
+}
+
+#[derive(Debug)]
+pub struct MeshError(pub String);
+
+/// One shard's connected view of the mesh.
+pub struct Mesh {
+    me: ShardId,
+    senders: Vec<Option<ConnectedSender<MeshMessage>>>,
+    next_id: Cell<u64>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<MeshReply>>>,
+}
+
+impl Mesh {
+    /// Connects this shard's ends; returns the mesh and the receivers to poll.
+    pub async fn connect(
+        me: ShardId,
+        ends: MeshEnds,
+    ) -> (Mesh, Vec<(ShardId, ConnectedReceiver<MeshMessage>)>) {
+        let mut senders = Vec::with_capacity(ends.senders.len());
+        for sender in ends.senders {
+            senders.push(match sender {
+                Some(s) => Some(s.connect().await),
+                None => None,
+            });
+        }
+        let mut receivers = Vec::new();
+        for (from, receiver) in ends.receivers.into_iter().enumerate() {
+            if let Some(r) = receiver {
+                receivers.push((ShardId(from as u16), r.connect().await));
+            }
+        }
+        let mesh = Mesh {
+            me,
+            senders,
+            next_id: Cell::new(1),
+            pending: RefCell::new(HashMap::new()),
+        };
+        (mesh, receivers)
+    }
+
+    pub fn me(&self) -> ShardId {
+        self.me
+    }
+
+    /// Sends a request to another shard and waits for its reply.
+    pub async fn request(&self, to: ShardId, body: MeshRequest) -> Result<MeshReply, MeshError> {
+        let sender = self
+            .senders
+            .get(to.0 as usize)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(|| MeshError(format!("no mesh channel to shard {}", to.0)))?;
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let message = MeshMessage::Request {
+            from: self.me,
+            id,
+            body,
+        };
+        if sender.send(message).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(MeshError(format!("shard {} is gone", to.0)));
+        }
+        rx.await
+            .map_err(|_| MeshError(format!("shard {} dropped the request", to.0)))
+    }
+
+    /// Answers a request received from `to`.
+    pub async fn reply(&self, to: ShardId, id: u64, body: MeshReply) {
+        if let Some(sender) = self.senders.get(to.0 as usize).and_then(|s| s.as_ref()) {
+            if sender.send(MeshMessage::Reply { id, body }).await.is_err() {
+                tracing::warn!(shard = to.0, "could not deliver a mesh reply: shard is gone");
+            }
+        }
+    }
+
+    /// Routes a reply to the task waiting for it.
+    pub fn complete(&self, id: u64, body: MeshReply) {
+        if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+            let _ = tx.send(body);
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! A shard: one pinned glommio executor and everything it owns.
+//!
+//! A shard owns a disjoint set of partitions (their logs, producer state and caches), its
+//! listener on `base port + shard index`, its connections and a flusher task that group-
+//! commits every partition with pending appends: one write and one `fdatasync` per dirty
+//! segment per cycle, however many produce requests arrived meanwhile. State is `Rc` and
+//! `RefCell`, never borrowed across an `.await`; other shards are reached only through the
+//! [`mesh`]. Shard 0 additionally runs the [`Controller`].
+
+pub mod mesh;
+pub mod startup;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use crate::cluster::controller::{ControlReply, ControlRequest, Controller};
+use crate::cluster::{broker_id, ClusterSnapshot, NodeId, ShardId, TopicMeta};
+use crate::config::Config;
+use crate::storage::{LogConfig, PartitionLog};
+use crate::util::Notify;
+use mesh::{Mesh, MeshError, MeshMessage, MeshReply, MeshRequest};
+
+/// Control requests the controller queues before callers wait.
+const CONTROLLER_QUEUE_CAPACITY: usize = 1024;
+
+/// A partition owned by this shard.
+pub struct Partition {
+    pub topic: Arc<TopicMeta>,
+    pub index: i32,
+    pub log: RefCell<PartitionLog>,
+    /// Queued in the shard's dirty list, waiting for the flusher.
+    queued_for_flush: Cell<bool>,
+    /// Set when the topic is deleted; waiters stop waiting.
+    pub removed: Cell<bool>,
+}
+
+type ControlJob = (ControlRequest, futures_channel::oneshot::Sender<ControlReply>);
+
+pub struct Shard {
+    pub id: ShardId,
+    pub node: NodeId,
+    pub config: Arc<Config>,
+    pub mesh: Mesh,
+    snapshot: RefCell<Arc<ClusterSnapshot>>,
+    partitions: RefCell<HashMap<String, HashMap<i32, Rc<Partition>>>>,
+    dirty: RefCell<Vec<Rc<Partition>>>,
+    controller_queue: RefCell<Option<Rc<LocalSender<ControlJob>>>>,
+    /// Appends are waiting for the flusher.
+    pub flush_wanted: Notify,
+    /// A flush cycle completed: durable offsets moved (produce acks, long-polling fetches).
+    pub flushed: Notify,
+    /// A new metadata snapshot was applied.
+    pub snapshot_changed: Notify,
+    pub shutting_down: Cell<bool>,
+    pub shutdown: Notify,
+    pub connections: Cell<usize>,
+    pub connections_changed: Notify,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            node: NodeId(0),
+            config,
+            mesh,
+            snapshot: RefCell::new(Arc::new(ClusterSnapshot::default())),
+            partitions: RefCell::new(HashMap::new()),
+            dirty: RefCell::new(Vec::new()),
+            controller_queue: RefCell::new(None),
+            flush_wanted: Notify::default(),
+            flushed: Notify::default(),
+            snapshot_changed: Notify::default(),
+            shutting_down: Cell::new(false),
+            shutdown: Notify::default(),
+            connections: Cell::new(0),
+            connections_changed: Notify::default(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn broker_id(&self) -> i32 {
+        broker_id(self.node, self.id)
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(topic)?.get(&index).cloned()
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.partitions.borrow().values().map(|m| m.len()).sum()
+    }
+
+    /// Tells the flusher that `partition` has pending appends.
+    pub fn mark_dirty(&self, partition: &Rc<Partition>) {
+        if !partition.queued_for_flush.replace(true) {
+            self.dirty.borrow_mut().push(partition.clone());
+            self.flush_wanted.notify_all();
+        }
+    }
+
+    pub fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.config.segment_bytes,
+            cache_bytes: self.config.partition_cache_bytes,
+            max_message_bytes: self.config.max_message_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Sends a request to the controller (locally on shard 0, over the mesh otherwise).
+    pub async fn control(self: &Rc<Self>, request: ControlRequest) -> Result<ControlReply, MeshError> {
+        if self.id == ShardId(0) {
+            let sender = self.controller_queue.borrow().clone();
+            let sender = sender.ok_or_else(|| MeshError("controller is not running".into()))?;
+            let (tx, rx) = futures_channel::oneshot::channel();
+            sender
+                .send((request, tx))
+                .await
+                .map_err(|_| MeshError("controller is gone".into()))?;
+            rx.await.map_err(|_| MeshError("controller dropped the request".into()))
+        } else {
+            match self.mesh.request(ShardId(0), MeshRequest::Control(request)).await? {
+                MeshReply::Control(reply) => Ok(reply),
+                MeshReply::Applied => Err(MeshError("unexpected reply from controller".into())),
+            }
+        }
+    }
+
+    /// Shard 0: starts the controller task, then publishes the recovered metadata.
+    pub async fn start_controller(self: &Rc<Self>, controller: Controller) {
+        let (tx, rx) = local_channel::new_bounded::<ControlJob>(CONTROLLER_QUEUE_CAPACITY);
+        *self.controller_queue.borrow_mut() = Some(Rc::new(tx));
+        let controller = Rc::new(controller);
+        self.publish(controller.snapshot()).await;
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            while let Some((request, reply_to)) = rx.recv().await {
+                let (reply, snapshot) = controller.handle(request).await;
+                if let Some(snapshot) = snapshot {
+                    shard.publish(snapshot).await;
+                }
+                let _ = reply_to.send(reply);
+            }
+        })
+        .detach();
+    }
+
+    /// Applies a snapshot here and on every other shard; returns when all have applied it.
+    async fn publish(self: &Rc<Self>, snapshot: Arc<ClusterSnapshot>) {
+        let shard_count = snapshot.shard_count;
+        let mut remote = Vec::new();
+        for k in 0..shard_count {
+            let to = ShardId(k as u16);
+            if to == self.id {
+                continue;
+            }
+            let shard = self.clone();
+            let snapshot = snapshot.clone();
+            remote.push(glommio::spawn_local(async move {
+                if let Err(err) = shard
+                    .mesh
+                    .request(to, MeshRequest::ApplySnapshot(snapshot))
+                    .await
+                {
+                    tracing::error!(shard = to.0, ?err, "metadata snapshot not applied");
+                }
+            }));
+        }
+        self.apply_snapshot(snapshot).await;
+        for task in remote {
+            task.await;
+        }
+    }
+
+    /// Opens the partitions this snapshot gives us, drops the ones it takes away.
+    pub async fn apply_snapshot(self: &Rc<Self>, snapshot: Arc<ClusterSnapshot>) {
+        let current = self.snapshot();
+        if current.version >= snapshot.version && current.version != 0 {
+            return;
+        }
+        let owned = snapshot.partitions_of(self.id);
+        let wanted: HashSet<(String, i32)> = owned
+            .iter()
+            .map(|(t, p)| (t.name.clone(), *p))
+            .collect();
+
+        // Drop partitions of deleted (or re-created) topics first, so a re-created topic
+        // starts from an empty directory.
+        let mut removed = Vec::new();
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            for (topic, by_index) in partitions.iter_mut() {
+                let live_id = snapshot.topic(topic).map(|t| t.id);
+                by_index.retain(|index, p| {
+                    let keep = wanted.contains(&(topic.clone(), *index))
+                        && live_id == Some(p.topic.id);
+                    if !keep {
+                        removed.push(p.clone());
+                    }
+                    keep
+                });
+            }
+            partitions.retain(|_, m| !m.is_empty());
+        }
+        for partition in removed {
+            partition.removed.set(true);
+            let dir = self.partition_dir(&partition.topic.name, partition.index);
+            let deleted = snapshot.topic(&partition.topic.name).map(|t| t.id) != Some(partition.topic.id);
+            if deleted {
+                remove_partition_dir(dir, partition.topic.id).await;
+            } else {
+                // Moved to another shard (shard count changed): close cleanly.
+                let job = partition.log.borrow_mut().close_job();
+                if let Some(job) = job {
+                    if let Err(err) = job.run().await {
+                        tracing::warn!(%err, "closing a moved partition failed");
+                    }
+                }
+            }
+        }
+
+        for (topic, index) in owned {
+            if self.partition(&topic.name, index).is_some() {
+                continue;
+            }
+            let dir = self.partition_dir(&topic.name, index);
+            if let Err(err) = prepare_partition_dir(&dir, topic.id).await {
+                tracing::error!(topic = %topic.name, partition = index, %err, "cannot prepare partition directory");
+                continue;
+            }
+            match PartitionLog::open(&dir, self.log_config()).await {
+                Ok(log) => {
+                    tracing::debug!(topic = %topic.name, partition = index, shard = self.id.0, "partition opened");
+                    let partition = Rc::new(Partition {
+                        topic: topic.clone(),
+                        index,
+                        log: RefCell::new(log),
+                        queued_for_flush: Cell::new(false),
+                        removed: Cell::new(false),
+                    });
+                    self.partitions
+                        .borrow_mut()
+                        .entry(topic.name.clone())
+                        .or_default()
+                        .insert(index, partition);
+                }
+                Err(err) => {
+                    tracing::error!(topic = %topic.name, partition = index, %err, "cannot open partition log");
+                }
+            }
+        }
+        *self.snapshot.borrow_mut() = snapshot;
+        self.snapshot_changed.notify_all();
+        // Waiters on removed partitions re-check.
+        self.flushed.notify_all();
+    }
+
+    /// Serves messages arriving from one peer shard.
+    pub fn spawn_mesh_receiver(self: &Rc<Self>, from: ShardId, receiver: ConnectedReceiver<MeshMessage>) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    MeshMessage::Reply { id, body } => shard.mesh.complete(id, body),
+                    MeshMessage::Request { from: sender, id, body } => {
+                        debug_assert_eq!(sender, from);
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let reply = match body {
+                                MeshRequest::ApplySnapshot(snapshot) => {
+                                    shard.apply_snapshot(snapshot).await;
+                                    MeshReply::Applied
+                                }
+                                MeshRequest::Control(request) => match shard.control(request).await {
+                                    Ok(reply) => MeshReply::Control(reply),
+                                    Err(err) => {
+                                        tracing::error!(?err, "control request failed");
+                                        return;
+                                    }
+                                },
+                            };
+                            shard.mesh.reply(sender, id, reply).await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// The group-commit loop: takes every dirty partition's pending bytes, writes and
+    /// syncs them concurrently, then wakes everything waiting on durability at once.
+    pub fn spawn_flusher(self: &Rc<Self>) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let seen = shard.flush_wanted.generation();
+                let dirty = std::mem::take(&mut *shard.dirty.borrow_mut());
+                if dirty.is_empty() {
+                    shard.flush_wanted.wait(seen).await;
+                    continue;
+                }
+                let mut running = Vec::with_capacity(dirty.len());
+                for partition in dirty {
+                    partition.queued_for_flush.set(false);
+                    let job = partition.log.borrow_mut().take_flush();
+                    if let Some(job) = job {
+                        running.push(glommio::spawn_local(async move {
+                            let result = job.run().await;
+                            (partition, result)
+                        }));
+                    }
+                }
+                for task in running {
+                    let (partition, result) = task.await;
+                    if let Err(err) = &result {
+                        tracing::error!(topic = %partition.topic.name, partition = partition.index, %err, "flush failed; partition is offline");
+                    }
+                    let mut log = partition.log.borrow_mut();
+                    log.complete_flush(result);
+                    let again = log.is_dirty();
+                    drop(log);
+                    if again {
+                        shard.mark_dirty(&partition);
+                    }
+                }
+                shard.flushed.notify_all();
+            }
+        })
+        .detach();
+    }
+
+    /// Waits until nothing is pending, then closes every log cleanly (indexes, snapshots,
+    /// files trimmed to their logical length).
+    pub async fn close_partitions(&self) {
+        loop {
+            let seen = self.flushed.generation();
+            let pending = self
+                .partitions
+                .borrow()
+                .values()
+                .flat_map(|m| m.values())
+                .any(|p| p.log.borrow().is_dirty());
+            if !pending {
+                break;
+            }
+            if crate::util::timeout(std::time::Duration::from_secs(10), self.flushed.wait(seen))
+                .await
+                .is_none()
+            {
+                tracing::warn!("gave up waiting for the last flush");
+                break;
+            }
+        }
+        let all: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        for partition in all {
+            let job = partition.log.borrow_mut().close_job();
+            if let Some(job) = job {
+                if let Err(err) = job.run().await {
+                    tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "close failed");
+                }
+            }
+        }
+    }
+}
+
+/// Marks a partition directory with its topic id; a directory left by a deleted topic of
+/// the same name (a crash between the delete and the cleanup) is removed first.
+async fn prepare_partition_dir(dir: &std::path::Path, topic_id: uuid::Uuid) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || {
+            let marker = dir.join(PARTITION_MARKER);
+            let expected = format!("topic_id: {topic_id}\n");
+            if dir.exists() {
+                match std::fs::read_to_string(&marker) {
+                    Ok(found) if found == expected => return Ok(()),
+                    Ok(found) => {
+                        tracing::warn!(dir = %dir.display(), found = found.trim(), "partition directory belongs to an older topic of the same name; removing it");
+                        std::fs::remove_dir_all(&dir)?;
+                    }
+                    Err(_) => {}
+                }
+            }
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!("{PARTITION_MARKER}.tmp"));
+            std::fs::write(&tmp, expected)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &marker)?;
+            crate::cluster::metadata_log::sync_dir(&dir)?;
+            if let Some(parent) = dir.parent() {
+                crate::cluster::metadata_log::sync_dir(parent)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// File in each partition directory naming the topic id it belongs to.
+pub const PARTITION_MARKER: &str = "partition.metadata";
+/// Suffix of directories being deleted.
+pub const DELETE_SUFFIX: &str = "-delete";
+
+async fn remove_partition_dir(dir: PathBuf, topic_id: uuid::Uuid) {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return;
+            };
+            let doomed = dir.with_file_name(format!("{name}.{}{DELETE_SUFFIX}", topic_id.simple()));
+            if let Err(err) = std::fs::rename(&dir, &doomed) {
+                tracing::warn!(dir = %dir.display(), %err, "cannot rename deleted partition");
+                return;
+            }
+            if let Err(err) = std::fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), %err, "cannot remove deleted partition");
+            }
+        })
+        .await
+}

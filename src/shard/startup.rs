@@ -1,0 +1,298 @@
+//! Process start-up and shutdown: from `strand serve` to N running shards and back.
+//!
+//! The main thread does what must happen once per process and can fail with a clear
+//! message before any shard starts: lock the data directory, bind every shard's port (a
+//! plain bind without `SO_REUSEPORT`, so a second broker on the same port is refused
+//! instead of silently sharing it), raise the memlock limit, build the mesh. Then it starts
+//! one pinned executor per shard and waits for SIGTERM/SIGINT, which it relays to the shards
+//! so they drain in-flight requests and close their logs.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::mesh::{self, Mesh, MeshEnds};
+use super::{Shard, DELETE_SUFFIX};
+use crate::cluster::controller::Controller;
+use crate::cluster::ShardId;
+use crate::config::Config;
+
+/// glommio refuses to start below this locked-memory limit.
+const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+/// How often a shard checks the process-wide shutdown flag.
+const SHUTDOWN_POLL_MS: u64 = 50;
+
+/// Everything a shard thread is handed by the main thread.
+struct ShardStart {
+    id: ShardId,
+    config: Arc<Config>,
+    ends: MeshEnds,
+    listener: StdListener,
+    shutdown: Arc<AtomicBool>,
+    ready: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
+pub fn serve(config: Config) -> Result<(), String> {
+    let shards = config
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if shards == 0 || shards > crate::cluster::SHARDS_PER_NODE_MAX as usize {
+        return Err(format!("--shards must be between 1 and {}", crate::cluster::SHARDS_PER_NODE_MAX));
+    }
+    if config.listen.port() as usize + shards > 65536 {
+        return Err("--listen port + shard count exceeds 65535".into());
+    }
+    if let Some(adv) = &config.advertise {
+        let ok = adv
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("--advertise {adv:?} must be HOST:PORT"));
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    raise_memlock_limit()?;
+
+    let mut listeners = Vec::with_capacity(shards);
+    for k in 0..shards {
+        let addr = config.shard_listen_addr(k);
+        let listener = StdListener::bind(addr).map_err(|e| {
+            format!("cannot listen on {addr} for shard {k}: {e} (is another broker running on this port?)")
+        })?;
+        listeners.push(listener);
+    }
+    clean_deleted_dirs(&config.data_dir);
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut config = config;
+    config.shards = Some(shards);
+    let config = Arc::new(config);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::with_capacity(shards);
+    for (k, (ends, listener)) in mesh::build(shards).into_iter().zip(listeners).enumerate() {
+        let start = ShardStart {
+            id: ShardId(k as u16),
+            config: config.clone(),
+            ends,
+            listener,
+            shutdown: shutdown.clone(),
+            ready: ready.clone(),
+            failed: failed.clone(),
+        };
+        let placement = if shards <= cores {
+            Placement::Fixed(k)
+        } else {
+            Placement::Fixed(k % cores)
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{k}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || async move {
+                let id = start.id;
+                let failed = start.failed.clone();
+                let shutdown = start.shutdown.clone();
+                if let Err(err) = run_shard(start).await {
+                    tracing::error!(shard = id.0, "{err}");
+                    failed.store(true, Ordering::SeqCst);
+                    shutdown.store(true, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| format!("cannot start shard {k}: {e}"))?;
+        handles.push(handle);
+    }
+
+    // Relay SIGTERM/SIGINT to the shards through the shared flag.
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    let flag = shutdown.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutdown requested; draining");
+                flag.store(true, Ordering::SeqCst);
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    for handle in handles {
+        if handle.join().is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+    }
+    signal_handle.close();
+    if failed.load(Ordering::SeqCst) {
+        return Err("a shard failed; see the log above".into());
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_shard(start: ShardStart) -> Result<(), String> {
+    let config = start.config.clone();
+    crate::storage::warm_up_io(&config.data_dir)
+        .await
+        .map_err(|e| format!("direct I/O warm-up in {} failed: {e}", config.data_dir.display()))?;
+    let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
+    let shard = Shard::new(start.id, config.clone(), mesh);
+    for (from, receiver) in receivers {
+        shard.spawn_mesh_receiver(from, receiver);
+    }
+    shard.spawn_flusher();
+    spawn_shutdown_watch(&shard, start.shutdown.clone());
+
+    if shard.id == ShardId(0) {
+        let data_dir = config.data_dir.clone();
+        let shard_count = config.shards_resolved();
+        let default_partitions = config.default_partitions;
+        let controller = glommio::executor()
+            .spawn_blocking(move || Controller::load(&data_dir, shard_count, default_partitions))
+            .await
+            .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
+        shard.start_controller(controller).await;
+    } else {
+        // Wait for the controller's first snapshot before serving anything.
+        while shard.snapshot().version == 0 {
+            let seen = shard.snapshot_changed.generation();
+            if shard.snapshot().version != 0 || shard.shutting_down.get() {
+                break;
+            }
+            let _ = futures_lite::future::or(shard.snapshot_changed.wait(seen), shard.shutdown.wait(shard.shutdown.generation())).await;
+            if shard.shutting_down.get() {
+                break;
+            }
+        }
+    }
+
+    // The listener was bound by the main thread; glommio adopts the socket.
+    let fd = start.listener.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket whose ownership we just took.
+    let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let addr = config.shard_listen_addr(shard.id.0 as usize);
+    tracing::info!(shard = shard.id.0, %addr, partitions = shard.partition_count(), "listening");
+    if start.ready.fetch_add(1, Ordering::SeqCst) + 1 == config.shards_resolved() {
+        tracing::info!(
+            shards = config.shards_resolved(),
+            data_dir = %config.data_dir.display(),
+            "ready"
+        );
+    }
+
+    crate::server::accept_loop(&shard, listener).await;
+
+    // Drain: connections finish their in-flight requests (bounded by the grace period).
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let drained = crate::util::timeout(grace, async {
+        while shard.connections.get() > 0 {
+            let seen = shard.connections_changed.generation();
+            if shard.connections.get() == 0 {
+                break;
+            }
+            shard.connections_changed.wait(seen).await;
+        }
+    })
+    .await;
+    if drained.is_none() {
+        tracing::warn!(shard = shard.id.0, open = shard.connections.get(), "connections still open after the grace period");
+    }
+    shard.close_partitions().await;
+    tracing::info!(shard = shard.id.0, "shard stopped");
+    Ok(())
+}
+
+fn spawn_shutdown_watch(shard: &Rc<Shard>, flag: Arc<AtomicBool>) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        while !flag.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        }
+        shard.shutting_down.set(true);
+        shard.shutdown.notify_all();
+        // Long-polling fetches and produce waits re-check and return.
+        shard.flushed.notify_all();
+    })
+    .detach();
+}
+
+/// Takes an exclusive `flock` on `<data-dir>/.lock`, held for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join(".lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(format!(
+            "data directory {} is locked by another strand process{}",
+            dir.display(),
+            match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            }
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+/// glommio locks memory for io_uring buffers: raise the soft limit to the hard one.
+fn raise_memlock_limit() -> Result<(), String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain rlimit syscalls on a stack value.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
+        }
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < MEMLOCK_BYTES_MIN {
+        return Err(format!(
+            "the locked-memory limit (ulimit -l) is {} KiB; strand needs at least {} KiB per shard (raise it with `ulimit -l` or LimitMEMLOCK=)",
+            limit.rlim_cur / 1024,
+            MEMLOCK_BYTES_MIN / 1024
+        ));
+    }
+    Ok(())
+}
+
+/// Finishes deletions interrupted by a crash.
+fn clean_deleted_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(DELETE_SUFFIX) && entry.path().is_dir() {
+            tracing::info!(dir = %entry.path().display(), "removing a partition deleted before the last stop");
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(%err, "cannot remove {}", entry.path().display());
+            }
+        }
+    }
+}
