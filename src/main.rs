@@ -1,12 +1,18 @@
 //! The `strand` command line: `strand serve` runs the broker.
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use strand::config::Config;
 
 #[derive(Parser)]
-#[command(name = "strand", version, about = "A Kafka-wire-compatible streaming broker, thread-per-core on io_uring")]
+#[command(
+    name = "strand",
+    version,
+    about = "A Kafka-wire-compatible streaming broker, thread-per-core on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +35,7 @@ fn main() {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .init();
             if let Err(err) = strand::shard::startup::serve(config) {
                 tracing::error!("{err}");

@@ -132,7 +132,10 @@ impl Controller {
 
     /// Handles one request. Returns the reply and, if metadata changed, the snapshot that
     /// must reach every shard before the reply is sent.
-    pub async fn handle(&self, request: ControlRequest) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    pub async fn handle(
+        &self,
+        request: ControlRequest,
+    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
         match request {
             ControlRequest::CreateTopics {
                 topics,
@@ -214,13 +217,13 @@ impl Controller {
         }
         // Kafka forbids topics whose names differ only in '.' versus '_' (metric names collide).
         let normalized = spec.name.replace('.', "_");
-        if let Some(other) = existing
-            .keys()
-            .find(|k| k.replace('.', "_") == normalized)
-        {
+        if let Some(other) = existing.keys().find(|k| k.replace('.', "_") == normalized) {
             return Err((
                 INVALID_TOPIC_EXCEPTION,
-                format!("topic {:?} collides with existing topic {other:?}", spec.name),
+                format!(
+                    "topic {:?} collides with existing topic {other:?}",
+                    spec.name
+                ),
             ));
         }
         if spec.replication_factor != -1 && spec.replication_factor != 1 {
@@ -269,7 +272,10 @@ impl Controller {
         })
     }
 
-    async fn delete_topics(&self, refs: Vec<TopicRef>) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    async fn delete_topics(
+        &self,
+        refs: Vec<TopicRef>,
+    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
         let mut outcomes = Vec::with_capacity(refs.len());
         let mut records = Vec::new();
         {
@@ -300,7 +306,9 @@ impl Controller {
                     }
                     _ => {
                         let (name, id, code) = match topic_ref {
-                            TopicRef::Name(name) => (Some(name), Uuid::nil(), UNKNOWN_TOPIC_OR_PARTITION),
+                            TopicRef::Name(name) => {
+                                (Some(name), Uuid::nil(), UNKNOWN_TOPIC_OR_PARTITION)
+                            }
                             TopicRef::Id(id) => (None, id, UNKNOWN_TOPIC_ID),
                         };
                         outcomes.push(TopicOutcome {

@@ -94,14 +94,18 @@ impl ClusterSnapshot {
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
-        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+        self.topic_ids
+            .get(id)
+            .and_then(|name| self.topics.get(name))
     }
 
     /// The shard that owns a partition now. A partition keeps its assigned shard across
     /// restarts; if the broker restarts with fewer shards, the assignment wraps around.
     pub fn owner(&self, topic: &TopicMeta, partition: i32) -> Option<ShardId> {
         let assigned = topic.partitions.get(usize::try_from(partition).ok()?)?;
-        Some(ShardId((assigned.0 as usize % self.shard_count.max(1)) as u16))
+        Some(ShardId(
+            (assigned.0 as usize % self.shard_count.max(1)) as u16,
+        ))
     }
 
     /// Every partition owned by `shard`.

@@ -25,32 +25,59 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let mut error = None;
-        let assignment = if topic.assignments.is_empty() {
-            None
-        } else {
-            let mut shards = vec![None; topic.assignments.len()];
-            for a in &topic.assignments {
-                let slot = usize::try_from(a.partition_index).ok().and_then(|i| shards.get_mut(i));
-                match (slot, a.broker_ids.as_slice()) {
-                    (Some(slot), [broker]) => match shard_of_broker(shard.node, broker.0, shard_count) {
-                        Some(s) => *slot = Some(s),
-                        None => error = Some((INVALID_REPLICA_ASSIGNMENT, format!("broker {} does not exist", broker.0))),
-                    },
-                    _ => error = Some((INVALID_REPLICA_ASSIGNMENT, "each partition needs exactly one broker, partitions numbered from 0".to_string())),
+        let assignment =
+            if topic.assignments.is_empty() {
+                None
+            } else {
+                let mut shards = vec![None; topic.assignments.len()];
+                for a in &topic.assignments {
+                    let slot = usize::try_from(a.partition_index)
+                        .ok()
+                        .and_then(|i| shards.get_mut(i));
+                    match (slot, a.broker_ids.as_slice()) {
+                        (Some(slot), [broker]) => {
+                            match shard_of_broker(shard.node, broker.0, shard_count) {
+                                Some(s) => *slot = Some(s),
+                                None => {
+                                    error = Some((
+                                        INVALID_REPLICA_ASSIGNMENT,
+                                        format!("broker {} does not exist", broker.0),
+                                    ))
+                                }
+                            }
+                        }
+                        _ => error = Some((
+                            INVALID_REPLICA_ASSIGNMENT,
+                            "each partition needs exactly one broker, partitions numbered from 0"
+                                .to_string(),
+                        )),
+                    }
                 }
-            }
-            if shards.iter().any(|s| s.is_none()) && error.is_none() {
-                error = Some((INVALID_REPLICA_ASSIGNMENT, "assignment leaves a partition without a broker".into()));
-            }
-            Some(shards.into_iter().map(|s| s.unwrap_or(ShardId(0))).collect())
-        };
+                if shards.iter().any(|s| s.is_none()) && error.is_none() {
+                    error = Some((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        "assignment leaves a partition without a broker".into(),
+                    ));
+                }
+                Some(
+                    shards
+                        .into_iter()
+                        .map(|s| s.unwrap_or(ShardId(0)))
+                        .collect(),
+                )
+            };
         let mut configs = BTreeMap::new();
         for c in &topic.configs {
             match &c.value {
                 Some(v) => {
                     configs.insert(c.name.to_string(), v.to_string());
                 }
-                None => error = Some((INVALID_CONFIG, format!("config {} has no value", c.name.as_str()))),
+                None => {
+                    error = Some((
+                        INVALID_CONFIG,
+                        format!("config {} has no value", c.name.as_str()),
+                    ))
+                }
             }
         }
         match error {
@@ -128,7 +155,10 @@ pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteTopicsRequest) 
             .map(|n| TopicRef::Name(n.0.to_string()))
             .collect()
     };
-    let outcomes = match shard.control(ControlRequest::DeleteTopics { topics: refs }).await {
+    let outcomes = match shard
+        .control(ControlRequest::DeleteTopics { topics: refs })
+        .await
+    {
         Ok(ControlReply::Topics(outcomes)) => outcomes,
         _ => return Response::Close("controller unavailable".into()),
     };

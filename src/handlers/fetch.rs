@@ -28,7 +28,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
         let seen = shard.flushed.generation();
         let (response, bytes, must_answer) = fetch_once(shard, ctx, &request).await;
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get() {
+        if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get()
+        {
             return ctx.respond(&response);
         }
         if bytes > 0 && shard.flushed.generation() != seen {
@@ -40,7 +41,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
 
 /// One pass over the requested partitions: the response, the record bytes in it, and
 /// whether it must be sent now (an error the client has to act on).
-async fn fetch_once(shard: &Rc<Shard>, ctx: &Ctx, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+async fn fetch_once(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: &FetchRequest,
+) -> (FetchResponse, usize, bool) {
     let snapshot = shard.snapshot();
     let mut must_answer = false;
     let mut budget = request.max_bytes.max(0) as usize;
@@ -67,7 +72,11 @@ async fn fetch_once(shard: &Rc<Shard>, ctx: &Ctx, request: &FetchRequest) -> (Fe
                 .with_log_start_offset(-1)
                 .with_records(Some(Bytes::new()));
             let Some(meta) = meta else {
-                out.error_code = if ctx.version >= 13 { UNKNOWN_TOPIC_ID } else { UNKNOWN_TOPIC_OR_PARTITION };
+                out.error_code = if ctx.version >= 13 {
+                    UNKNOWN_TOPIC_ID
+                } else {
+                    UNKNOWN_TOPIC_OR_PARTITION
+                };
                 must_answer = true;
                 partitions.push(out);
                 continue;
@@ -75,7 +84,9 @@ async fn fetch_once(shard: &Rc<Shard>, ctx: &Ctx, request: &FetchRequest) -> (Fe
             let partition = match snapshot.owner(meta, wanted.partition) {
                 None => Err(UNKNOWN_TOPIC_OR_PARTITION),
                 Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-                Some(_) => shard.partition(&meta.name, wanted.partition).ok_or(KAFKA_STORAGE_ERROR),
+                Some(_) => shard
+                    .partition(&meta.name, wanted.partition)
+                    .ok_or(KAFKA_STORAGE_ERROR),
             };
             let partition = match partition {
                 Ok(partition) => partition,

@@ -34,8 +34,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 .collect(),
         ),
     };
-    let allow_create = shard.config.auto_create_topics
-        && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let allow_create =
+        shard.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
 
     if let (Some(wanted), true) = (&wanted, allow_create) {
         let missing: Vec<TopicSpec> = wanted
@@ -59,7 +59,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 .await
             {
                 Ok(ControlReply::Topics(outcomes)) => {
-                    for o in outcomes.iter().filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS) {
+                    for o in outcomes
+                        .iter()
+                        .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS)
+                    {
                         tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, "auto topic creation failed");
                     }
                 }
@@ -121,7 +124,11 @@ pub fn brokers(shard: &Shard, snapshot: &ClusterSnapshot) -> Vec<MetadataRespons
         .collect()
 }
 
-fn topic_entry(shard: &Shard, snapshot: &ClusterSnapshot, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
+fn topic_entry(
+    shard: &Shard,
+    snapshot: &ClusterSnapshot,
+    topic: &Arc<TopicMeta>,
+) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     entry.topic_id = topic.id;

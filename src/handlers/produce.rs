@@ -56,7 +56,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 Some(meta) => match snapshot.owner(meta, data.index) {
                     None => Err(UNKNOWN_TOPIC_OR_PARTITION),
                     Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-                    Some(_) => shard.partition(&name, data.index).ok_or(KAFKA_STORAGE_ERROR),
+                    Some(_) => shard
+                        .partition(&name, data.index)
+                        .ok_or(KAFKA_STORAGE_ERROR),
                 },
             };
             let partition = match partition {
@@ -68,7 +70,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 }
             };
             let records = data.records.unwrap_or_default();
-            let info = match batch::validate_produce_records(&records, shard.config.max_message_bytes) {
+            let info = match batch::validate_produce_records(
+                &records,
+                shard.config.max_message_bytes,
+            ) {
                 Ok(info) => info,
                 Err(err) => {
                     tracing::warn!(topic = %name, partition = data.index, %err, "produce rejected");
@@ -80,8 +85,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             };
             let appended = partition.log.borrow_mut().append(&records, &info, now);
             match appended {
-                Ok(AppendOutcome::Appended { base_offset, last_offset })
-                | Ok(AppendOutcome::Duplicate { base_offset, last_offset }) => {
+                Ok(AppendOutcome::Appended {
+                    base_offset,
+                    last_offset,
+                })
+                | Ok(AppendOutcome::Duplicate {
+                    base_offset,
+                    last_offset,
+                }) => {
                     out.base_offset = base_offset;
                     out.log_start_offset = partition.log.borrow().log_start_offset();
                     shard.mark_dirty(&partition);
@@ -109,7 +120,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     if acks == 0 {
         return Response::None;
     }
-    let timeout = Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
+    let timeout =
+        Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
     let deadline = Instant::now() + timeout;
     for wait in pending {
         let code = wait_durable(shard, &wait.log, wait.last_offset, deadline).await;
@@ -125,7 +137,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
 }
 
 /// Waits until `last_offset` is durable; returns the error code for the client.
-pub async fn wait_durable(shard: &Shard, partition: &Partition, last_offset: i64, deadline: Instant) -> i16 {
+pub async fn wait_durable(
+    shard: &Shard,
+    partition: &Partition,
+    last_offset: i64,
+    deadline: Instant,
+) -> i16 {
     loop {
         let seen = shard.flushed.generation();
         {

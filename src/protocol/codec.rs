@@ -38,7 +38,10 @@ impl std::fmt::Display for FrameError {
             FrameError::UnknownApiKey {
                 api_key,
                 correlation_id,
-            } => write!(f, "unknown api key {api_key} (correlation id {correlation_id})"),
+            } => write!(
+                f,
+                "unknown api key {api_key} (correlation id {correlation_id})"
+            ),
             FrameError::Malformed(why) => write!(f, "malformed request header: {why}"),
         }
     }

@@ -60,8 +60,15 @@ mod tests {
         };
         for &(api, min, max) in SUPPORTED {
             let (cmin, cmax) = crate_range(api);
-            let min = if api == ApiKey::Produce { PRODUCE_MIN_ACCEPTED } else { min };
-            assert!(cmin <= min && max <= cmax, "{api:?} {min}..{max} vs {cmin}..{cmax}");
+            let min = if api == ApiKey::Produce {
+                PRODUCE_MIN_ACCEPTED
+            } else {
+                min
+            };
+            assert!(
+                cmin <= min && max <= cmax,
+                "{api:?} {min}..{max} vs {cmin}..{cmax}"
+            );
         }
     }
 }

@@ -23,13 +23,21 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 struct Half(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Half {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -52,7 +60,8 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, Half(stream.clone()));
     let mut writer = Half(stream);
-    let (queue, responses) = local_channel::new_bounded::<Task<Response>>(shard.config.max_inflight_requests.max(1));
+    let (queue, responses) =
+        local_channel::new_bounded::<Task<Response>>(shard.config.max_inflight_requests.max(1));
 
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = responses.recv().await {
@@ -72,11 +81,17 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
     match (&end, writer_end) {
-        (_, Ok(Some(reason))) => tracing::warn!(shard = shard.id.0, peer, "closing connection: {reason}"),
-        (End::Violation(why), _) => tracing::warn!(shard = shard.id.0, peer, "closing connection: {why}"),
+        (_, Ok(Some(reason))) => {
+            tracing::warn!(shard = shard.id.0, peer, "closing connection: {reason}")
+        }
+        (End::Violation(why), _) => {
+            tracing::warn!(shard = shard.id.0, peer, "closing connection: {why}")
+        }
         (End::Io(err), _) => tracing::debug!(shard = shard.id.0, peer, %err, "connection error"),
         (_, Err(err)) => tracing::debug!(shard = shard.id.0, peer, %err, "write failed"),
-        (End::ClientClosed | End::Shutdown, Ok(None)) => tracing::trace!(shard = shard.id.0, peer, "connection closed"),
+        (End::ClientClosed | End::Shutdown, Ok(None)) => {
+            tracing::trace!(shard = shard.id.0, peer, "connection closed")
+        }
     }
 }
 
@@ -118,13 +133,20 @@ async fn read_requests(
 }
 
 /// Reads one size-prefixed frame. `Ok(None)` on a clean end of stream between frames.
-async fn read_frame(reader: &mut BufReader<Half>, max_frame_bytes: usize) -> Result<Option<Bytes>, End> {
+async fn read_frame(
+    reader: &mut BufReader<Half>,
+    max_frame_bytes: usize,
+) -> Result<Option<Bytes>, End> {
     let mut size = [0u8; 4];
     let mut filled = 0;
     while filled < size.len() {
         match reader.read(&mut size[filled..]).await {
             Ok(0) if filled == 0 => return Ok(None),
-            Ok(0) => return Err(End::Violation("connection closed inside a frame header".into())),
+            Ok(0) => {
+                return Err(End::Violation(
+                    "connection closed inside a frame header".into(),
+                ))
+            }
             Ok(n) => filled += n,
             Err(err) => return Err(End::Io(err)),
         }
@@ -138,9 +160,9 @@ async fn read_frame(reader: &mut BufReader<Half>, max_frame_bytes: usize) -> Res
     let mut frame = BytesMut::zeroed(size as usize);
     match reader.read_exact(&mut frame).await {
         Ok(()) => Ok(Some(frame.freeze())),
-        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(End::Violation(format!("connection closed inside a {size}-byte request")))
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Err(End::Violation(
+            format!("connection closed inside a {size}-byte request"),
+        )),
         Err(err) => Err(End::Io(err)),
     }
 }

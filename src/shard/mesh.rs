@@ -90,18 +90,32 @@ impl Mesh {
         me: ShardId,
         ends: MeshEnds,
     ) -> (Mesh, Vec<(ShardId, ConnectedReceiver<MeshMessage>)>) {
-        let mut senders = Vec::with_capacity(ends.senders.len());
-        for sender in ends.senders {
-            senders.push(match sender {
-                Some(s) => Some(s.connect().await),
+        // `connect` waits for the other end to connect too, so every end is connected
+        // concurrently: connecting them one by one deadlocks two shards that each wait
+        // for the other's first end.
+        let sender_tasks: Vec<_> = ends
+            .senders
+            .into_iter()
+            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+            .collect();
+        let receiver_tasks: Vec<_> = ends
+            .receivers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(from, r)| {
+                r.map(|r| (ShardId(from as u16), glommio::spawn_local(r.connect())))
+            })
+            .collect();
+        let mut senders = Vec::with_capacity(sender_tasks.len());
+        for task in sender_tasks {
+            senders.push(match task {
+                Some(task) => Some(task.await),
                 None => None,
             });
         }
-        let mut receivers = Vec::new();
-        for (from, receiver) in ends.receivers.into_iter().enumerate() {
-            if let Some(r) = receiver {
-                receivers.push((ShardId(from as u16), r.connect().await));
-            }
+        let mut receivers = Vec::with_capacity(receiver_tasks.len());
+        for (from, task) in receiver_tasks {
+            receivers.push((from, task.await));
         }
         let mesh = Mesh {
             me,
@@ -144,7 +158,10 @@ impl Mesh {
     pub async fn reply(&self, to: ShardId, id: u64, body: MeshReply) {
         if let Some(sender) = self.senders.get(to.0 as usize).and_then(|s| s.as_ref()) {
             if sender.send(MeshMessage::Reply { id, body }).await.is_err() {
-                tracing::warn!(shard = to.0, "could not deliver a mesh reply: shard is gone");
+                tracing::warn!(
+                    shard = to.0,
+                    "could not deliver a mesh reply: shard is gone"
+                );
             }
         }
     }

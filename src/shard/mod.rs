@@ -40,7 +40,10 @@ pub struct Partition {
     pub removed: Cell<bool>,
 }
 
-type ControlJob = (ControlRequest, futures_channel::oneshot::Sender<ControlReply>);
+type ControlJob = (
+    ControlRequest,
+    futures_channel::oneshot::Sender<ControlReply>,
+);
 
 pub struct Shard {
     pub id: ShardId,
@@ -122,7 +125,10 @@ impl Shard {
     }
 
     /// Sends a request to the controller (locally on shard 0, over the mesh otherwise).
-    pub async fn control(self: &Rc<Self>, request: ControlRequest) -> Result<ControlReply, MeshError> {
+    pub async fn control(
+        self: &Rc<Self>,
+        request: ControlRequest,
+    ) -> Result<ControlReply, MeshError> {
         if self.id == ShardId(0) {
             let sender = self.controller_queue.borrow().clone();
             let sender = sender.ok_or_else(|| MeshError("controller is not running".into()))?;
@@ -131,9 +137,14 @@ impl Shard {
                 .send((request, tx))
                 .await
                 .map_err(|_| MeshError("controller is gone".into()))?;
-            rx.await.map_err(|_| MeshError("controller dropped the request".into()))
+            rx.await
+                .map_err(|_| MeshError("controller dropped the request".into()))
         } else {
-            match self.mesh.request(ShardId(0), MeshRequest::Control(request)).await? {
+            match self
+                .mesh
+                .request(ShardId(0), MeshRequest::Control(request))
+                .await?
+            {
                 MeshReply::Control(reply) => Ok(reply),
                 MeshReply::Applied => Err(MeshError("unexpected reply from controller".into())),
             }
@@ -193,10 +204,8 @@ impl Shard {
             return;
         }
         let owned = snapshot.partitions_of(self.id);
-        let wanted: HashSet<(String, i32)> = owned
-            .iter()
-            .map(|(t, p)| (t.name.clone(), *p))
-            .collect();
+        let wanted: HashSet<(String, i32)> =
+            owned.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
 
         // Drop partitions of deleted (or re-created) topics first, so a re-created topic
         // starts from an empty directory.
@@ -206,8 +215,8 @@ impl Shard {
             for (topic, by_index) in partitions.iter_mut() {
                 let live_id = snapshot.topic(topic).map(|t| t.id);
                 by_index.retain(|index, p| {
-                    let keep = wanted.contains(&(topic.clone(), *index))
-                        && live_id == Some(p.topic.id);
+                    let keep =
+                        wanted.contains(&(topic.clone(), *index)) && live_id == Some(p.topic.id);
                     if !keep {
                         removed.push(p.clone());
                     }
@@ -219,7 +228,8 @@ impl Shard {
         for partition in removed {
             partition.removed.set(true);
             let dir = self.partition_dir(&partition.topic.name, partition.index);
-            let deleted = snapshot.topic(&partition.topic.name).map(|t| t.id) != Some(partition.topic.id);
+            let deleted =
+                snapshot.topic(&partition.topic.name).map(|t| t.id) != Some(partition.topic.id);
             if deleted {
                 remove_partition_dir(dir, partition.topic.id).await;
             } else {
@@ -270,13 +280,21 @@ impl Shard {
     }
 
     /// Serves messages arriving from one peer shard.
-    pub fn spawn_mesh_receiver(self: &Rc<Self>, from: ShardId, receiver: ConnectedReceiver<MeshMessage>) {
+    pub fn spawn_mesh_receiver(
+        self: &Rc<Self>,
+        from: ShardId,
+        receiver: ConnectedReceiver<MeshMessage>,
+    ) {
         let shard = self.clone();
         glommio::spawn_local(async move {
             while let Some(message) = receiver.recv().await {
                 match message {
                     MeshMessage::Reply { id, body } => shard.mesh.complete(id, body),
-                    MeshMessage::Request { from: sender, id, body } => {
+                    MeshMessage::Request {
+                        from: sender,
+                        id,
+                        body,
+                    } => {
                         debug_assert_eq!(sender, from);
                         let shard = shard.clone();
                         glommio::spawn_local(async move {
@@ -285,7 +303,8 @@ impl Shard {
                                     shard.apply_snapshot(snapshot).await;
                                     MeshReply::Applied
                                 }
-                                MeshRequest::Control(request) => match shard.control(request).await {
+                                MeshRequest::Control(request) => match shard.control(request).await
+                                {
                                     Ok(reply) => MeshReply::Control(reply),
                                     Err(err) => {
                                         tracing::error!(?err, "control request failed");

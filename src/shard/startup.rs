@@ -43,11 +43,16 @@ struct ShardStart {
 
 /// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
 pub fn serve(config: Config) -> Result<(), String> {
-    let shards = config
-        .shards
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let shards = config.shards.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if shards == 0 || shards > crate::cluster::SHARDS_PER_NODE_MAX as usize {
-        return Err(format!("--shards must be between 1 and {}", crate::cluster::SHARDS_PER_NODE_MAX));
+        return Err(format!(
+            "--shards must be between 1 and {}",
+            crate::cluster::SHARDS_PER_NODE_MAX
+        ));
     }
     if config.listen.port() as usize + shards > 65536 {
         return Err("--listen port + shard count exceeds 65535".into());
@@ -60,8 +65,12 @@ pub fn serve(config: Config) -> Result<(), String> {
             return Err(format!("--advertise {adv:?} must be HOST:PORT"));
         }
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let _lock = lock_data_dir(&config.data_dir)?;
     raise_memlock_limit()?;
 
@@ -75,7 +84,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     clean_deleted_dirs(&config.data_dir);
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut config = config;
     config.shards = Some(shards);
     let config = Arc::new(config);
@@ -147,7 +158,12 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     let config = start.config.clone();
     crate::storage::warm_up_io(&config.data_dir)
         .await
-        .map_err(|e| format!("direct I/O warm-up in {} failed: {e}", config.data_dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "direct I/O warm-up in {} failed: {e}",
+                config.data_dir.display()
+            )
+        })?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
     let shard = Shard::new(start.id, config.clone(), mesh);
     for (from, receiver) in receivers {
@@ -172,7 +188,11 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             if shard.snapshot().version != 0 || shard.shutting_down.get() {
                 break;
             }
-            let _ = futures_lite::future::or(shard.snapshot_changed.wait(seen), shard.shutdown.wait(shard.shutdown.generation())).await;
+            let _ = futures_lite::future::or(
+                shard.snapshot_changed.wait(seen),
+                shard.shutdown.wait(shard.shutdown.generation()),
+            )
+            .await;
             if shard.shutting_down.get() {
                 break;
             }
@@ -182,7 +202,8 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     // The listener was bound by the main thread; glommio adopts the socket.
     let fd = start.listener.into_raw_fd();
     // SAFETY: `fd` is a bound, listening TCP socket whose ownership we just took.
-    let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let listener =
+        unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let addr = config.shard_listen_addr(shard.id.0 as usize);
     tracing::info!(shard = shard.id.0, %addr, partitions = shard.partition_count(), "listening");
     if start.ready.fetch_add(1, Ordering::SeqCst) + 1 == config.shards_resolved() {
@@ -208,7 +229,11 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     })
     .await;
     if drained.is_none() {
-        tracing::warn!(shard = shard.id.0, open = shard.connections.get(), "connections still open after the grace period");
+        tracing::warn!(
+            shard = shard.id.0,
+            open = shard.connections.get(),
+            "connections still open after the grace period"
+        );
     }
     shard.close_partitions().await;
     tracing::info!(shard = shard.id.0, "shard stopped");
@@ -265,7 +290,8 @@ fn raise_memlock_limit() -> Result<(), String> {
     };
     // SAFETY: plain rlimit syscalls on a stack value.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
             libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);

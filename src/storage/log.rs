@@ -1,0 +1,1003 @@
+//! The log of one partition: segments of verbatim record batches.
+//!
+//! Appends are synchronous and touch only memory: the batch is checked against producer
+//! state, given its offsets (patched into the header, outside the CRC), copied once into a
+//! `Bytes` that both the pending-write list and the recent-batch cache hold, and indexed.
+//! Durability is the shard flusher's job: [`PartitionLog::take_flush`] hands it everything
+//! pending as a [`FlushJob`] that owns what it needs (file handles, bytes), so the flusher
+//! can run many partitions' jobs concurrently without borrowing any log across an `.await`.
+//! A job writes each dirty segment's new bytes in one aligned direct-I/O write — the
+//! segment's last partial block is rewritten with them — and `fdatasync`s once; then
+//! [`PartitionLog::complete_flush`] moves the high watermark. Readers see nothing past the
+//! high watermark, so nothing a crash could take back is ever served.
+//!
+//! A segment rolls when the next batch would take it past `segment_bytes`. The old segment
+//! is sealed by the next flush: trimmed to its logical length, its index files written, and
+//! a producer-state snapshot taken as of the new segment's base offset.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::cache::{BatchCache, CachedBatch};
+use super::index::{SegmentIndex, SegmentSummary};
+use super::producer_state::{ProducerState, SequenceCheck};
+use super::recovery::{recover, IndexBuilder};
+use super::{align_down, align_up, segment_file, BLOCK_BYTES, LOG_SUFFIX, SNAPSHOT_SUFFIX};
+use crate::protocol::batch::{self, parse_batch, record_timestamps, BatchInfo};
+use crate::protocol::errors;
+
+/// Kafka's default `index.interval.bytes`.
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Smallest and largest read a fetch issues against a segment file.
+const READ_CHUNK_BYTES_MIN: usize = 64 * 1024;
+const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest segment: index positions are 32-bit.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// The partition leader epoch written into every batch (single node: leadership never moves).
+pub const LEADER_EPOCH: i32 = 0;
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A segment rolls when a batch would take it past this size.
+    pub segment_bytes: u64,
+    /// Bytes of recent batches kept in memory for tailing readers.
+    pub cache_bytes: usize,
+    /// Largest batch accepted (checked by the produce handler; kept for reference).
+    pub max_message_bytes: usize,
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024 + 12,
+            index_interval_bytes: INDEX_INTERVAL_BYTES,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended {
+        base_offset: i64,
+        last_offset: i64,
+    },
+    /// An idempotent retry of a batch already in the log.
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The partition cannot take writes (a write failed, or the log is closed).
+    Offline(String),
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> i16 {
+        match self {
+            AppendError::Offline(_) => errors::KAFKA_STORAGE_ERROR,
+            AppendError::OutOfOrderSequence { .. } => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            AppendError::InvalidProducerEpoch { .. } => errors::INVALID_PRODUCER_EPOCH,
+        }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::Offline(why) => write!(f, "partition is offline: {why}"),
+            AppendError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            } => write!(
+                f,
+                "out of order sequence for producer {producer_id}: expected {expected}, got {got}"
+            ),
+            AppendError::InvalidProducerEpoch {
+                producer_id,
+                current,
+                got,
+            } => write!(
+                f,
+                "producer {producer_id} epoch {got} is older than the current epoch {current}"
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    /// The data should be on disk but the log has no file for it (a bug or lost file).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            } => write!(
+                f,
+                "offset {offset} is outside [{log_start_offset}, {high_watermark}]"
+            ),
+            ReadError::Unavailable(why) => write!(f, "data unavailable: {why}"),
+        }
+    }
+}
+
+/// A segment waiting to be sealed by the next flush.
+#[derive(Debug)]
+struct Seal {
+    /// Producer state as of the next segment's base offset.
+    snapshot: Vec<u8>,
+    snapshot_offset: i64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    /// `None` until the first flush creates the file.
+    file: Option<Rc<DmaFile>>,
+    /// Bytes known to be on disk (written and synced).
+    durable_len: u64,
+    /// Durable bytes from `align_down(durable_len)`: rewritten with the next write.
+    tail_block: Vec<u8>,
+    /// Length including bytes not yet flushed.
+    len: u64,
+    /// Offset after the last appended batch (flushed or not).
+    next_offset: i64,
+    index: SegmentIndex,
+    index_builder: IndexBuilder,
+    /// Appended, not yet handed to a flush job.
+    pending: Vec<Bytes>,
+    seal: Option<Seal>,
+    sealed: bool,
+}
+
+impl Segment {
+    fn new(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Segment {
+        Segment {
+            base_offset,
+            path: segment_file(dir, base_offset, LOG_SUFFIX),
+            file: None,
+            durable_len: 0,
+            tail_block: Vec::new(),
+            len: 0,
+            next_offset: base_offset,
+            index: SegmentIndex::new(),
+            index_builder: IndexBuilder::new(index_interval_bytes),
+            pending: Vec::new(),
+            seal: None,
+            sealed: false,
+        }
+    }
+
+    fn summary(&self) -> SegmentSummary {
+        SegmentSummary {
+            len: self.len,
+            next_offset: self.next_offset,
+            max_timestamp: self.index_builder.max_timestamp,
+        }
+    }
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ordered by base offset; the last one takes appends.
+    segments: Vec<Segment>,
+    next_offset: i64,
+    high_watermark: i64,
+    log_start_offset: i64,
+    pending_bytes: usize,
+    seals_pending: usize,
+    flushing: bool,
+    offline: Option<String>,
+    closed: bool,
+    producers: ProducerState,
+    cache: BatchCache,
+}
+
+/// One segment's share of a flush job.
+struct SegmentWrite {
+    base_offset: i64,
+    path: PathBuf,
+    file: Option<Rc<DmaFile>>,
+    /// Aligned position the write starts at.
+    position: u64,
+    /// Durable bytes of the partial block at `position`.
+    prefix: Vec<u8>,
+    chunks: Vec<Bytes>,
+    /// Logical segment length once written.
+    new_len: u64,
+    seal: Option<(Seal, SegmentIndex, SegmentSummary)>,
+}
+
+/// Everything pending in one partition, to be made durable. Owns its data and handles.
+pub struct FlushJob {
+    dir: PathBuf,
+    writes: Vec<SegmentWrite>,
+    high_watermark: i64,
+}
+
+pub struct FlushedSegment {
+    base_offset: i64,
+    file: Rc<DmaFile>,
+    durable_len: u64,
+    tail_block: Vec<u8>,
+}
+
+pub struct FlushDone {
+    segments: Vec<FlushedSegment>,
+    high_watermark: i64,
+}
+
+pub type FlushResult = io::Result<FlushDone>;
+
+impl FlushJob {
+    /// Writes and syncs every segment of the job, then seals the rolled ones.
+    pub async fn run(self) -> FlushResult {
+        let mut done = FlushDone {
+            segments: Vec::with_capacity(self.writes.len()),
+            high_watermark: self.high_watermark,
+        };
+        for write in self.writes {
+            let (file, created) = match write.file {
+                Some(file) => (file, false),
+                None => {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .dma_open(&write.path)
+                        .await?;
+                    (Rc::new(file), true)
+                }
+            };
+            let mut tail_block = write.prefix.clone();
+            if !write.chunks.is_empty() {
+                let total =
+                    write.prefix.len() + write.chunks.iter().map(|c| c.len()).sum::<usize>();
+                debug_assert_eq!(write.position + total as u64, write.new_len);
+                let aligned = align_up(total as u64) as usize;
+                let mut buf = file.alloc_dma_buffer(aligned);
+                let bytes = buf.as_bytes_mut();
+                let mut at = write.prefix.len();
+                bytes[..at].copy_from_slice(&write.prefix);
+                for chunk in &write.chunks {
+                    // Pair assertion: what goes to disk is a valid batch.
+                    debug_assert!(parse_batch(chunk).is_ok_and(|i| i.len == chunk.len()));
+                    bytes[at..at + chunk.len()].copy_from_slice(chunk);
+                    at += chunk.len();
+                }
+                bytes[at..].fill(0);
+                let tail_start = (align_down(write.new_len) - write.position) as usize;
+                tail_block = bytes[tail_start..total].to_vec();
+                let written = file.write_at(buf, write.position).await?;
+                if written != aligned {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!(
+                            "short write to {}: {written} of {aligned} bytes",
+                            write.path.display()
+                        ),
+                    ));
+                }
+            }
+            file.fdatasync().await?;
+            if created {
+                let dir = self.dir.clone();
+                glommio::executor()
+                    .spawn_blocking(move || crate::cluster::metadata_log::sync_dir(&dir))
+                    .await?;
+            }
+            if let Some((seal, index, summary)) = write.seal {
+                debug_assert_eq!(summary.len, write.new_len);
+                // Trim the block padding so the file length is the logical length the index
+                // trailer records; recovery then trusts the segment without a scan.
+                file.truncate(write.new_len).await?;
+                file.fdatasync().await?;
+                let dir = self.dir.clone();
+                let base = write.base_offset;
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        index.write_files(&dir, base, summary)?;
+                        write_snapshot(&dir, seal.snapshot_offset, &seal.snapshot)
+                    })
+                    .await?;
+            }
+            done.segments.push(FlushedSegment {
+                base_offset: write.base_offset,
+                file,
+                durable_len: write.new_len,
+                tail_block,
+            });
+        }
+        Ok(done)
+    }
+}
+
+/// Writes a producer snapshot and removes older ones.
+fn write_snapshot(dir: &Path, offset: i64, bytes: &[u8]) -> io::Result<()> {
+    super::index::write_atomically(&segment_file(dir, offset, SNAPSHOT_SUFFIX), bytes)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(older) = super::parse_segment_name(&name.to_string_lossy(), SNAPSHOT_SUFFIX) {
+            if older < offset {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closing a log: trims the active segment, writes its index and a producer snapshot (when
+/// nothing was left pending), closes the files.
+pub struct CloseJob {
+    dir: PathBuf,
+    clean: Option<(i64, SegmentIndex, SegmentSummary, Vec<u8>, i64)>,
+    active: Option<Rc<DmaFile>>,
+    files: Vec<Rc<DmaFile>>,
+}
+
+impl CloseJob {
+    pub async fn run(self) -> io::Result<()> {
+        if let (Some((base, index, summary, snapshot, snapshot_offset)), Some(file)) =
+            (self.clean, &self.active)
+        {
+            file.truncate(summary.len).await?;
+            file.fdatasync().await?;
+            let dir = self.dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || {
+                    index.write_files(&dir, base, summary)?;
+                    write_snapshot(&dir, snapshot_offset, &snapshot)
+                })
+                .await?;
+        }
+        drop(self.active);
+        for file in self.files {
+            file.close_rc().await?;
+        }
+        Ok(())
+    }
+}
+
+impl PartitionLog {
+    /// Opens (recovering) the log in `dir`, which must exist.
+    pub async fn open(dir: &Path, config: LogConfig) -> io::Result<PartitionLog> {
+        assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_BYTES_MAX);
+        let scan_dir = dir.to_path_buf();
+        let interval = config.index_interval_bytes;
+        let recovered = glommio::executor()
+            .spawn_blocking(move || recover(&scan_dir, interval))
+            .await?;
+        if recovered.truncated_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = recovered.truncated_bytes,
+                next_offset = recovered.next_offset(),
+                "recovered the log after an unclean stop; unacknowledged bytes removed"
+            );
+        }
+        let count = recovered.segments.len();
+        let mut segments = Vec::with_capacity(count.max(1));
+        for (i, r) in recovered.segments.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(last)
+                .dma_open(&r.path)
+                .await?;
+            let last_entry = r.index.entries().last().map(|e| u64::from(e.position));
+            segments.push(Segment {
+                base_offset: r.base_offset,
+                path: r.path,
+                file: Some(Rc::new(file)),
+                durable_len: r.summary.len,
+                tail_block: Vec::new(),
+                len: r.summary.len,
+                next_offset: r.summary.next_offset,
+                index_builder: IndexBuilder::resume(
+                    interval,
+                    r.summary.len,
+                    last_entry,
+                    r.summary.max_timestamp,
+                ),
+                index: r.index,
+                pending: Vec::new(),
+                seal: None,
+                sealed: !last,
+            });
+        }
+        match segments.last_mut() {
+            Some(active) => active.tail_block = recovered.tail_block,
+            None => segments.push(Segment::new(dir, 0, interval)),
+        }
+        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            cache: BatchCache::new(config.cache_bytes),
+            config,
+            segments,
+            next_offset,
+            high_watermark: next_offset,
+            log_start_offset,
+            pending_bytes: 0,
+            seals_pending: 0,
+            flushing: false,
+            offline: None,
+            closed: false,
+            producers: recovered.producers,
+        })
+    }
+
+    /// Offset after the last durable batch: what consumers may read and producers have
+    /// had acknowledged.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Offset the next appended batch gets.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.is_some()
+    }
+
+    /// Bytes appended and not yet durable.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Something is waiting for (or in) a flush.
+    pub fn is_dirty(&self) -> bool {
+        self.flushing || self.pending_bytes > 0 || self.seals_pending > 0
+    }
+
+    /// Appends a validated batch (see [`batch::validate_produce_records`]).
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        info: &BatchInfo,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        if let Some(why) = &self.offline {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Offline("the log is closed".into()));
+        }
+        debug_assert_eq!(records.len(), info.len);
+        if info.producer_id >= 0 {
+            match self.producers.check(info) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    return Ok(AppendOutcome::Duplicate {
+                        base_offset,
+                        last_offset,
+                    })
+                }
+                SequenceCheck::OutOfOrder { expected, got } => {
+                    return Err(AppendError::OutOfOrderSequence {
+                        producer_id: info.producer_id,
+                        expected,
+                        got,
+                    })
+                }
+                SequenceCheck::StaleEpoch { current, got } => {
+                    return Err(AppendError::InvalidProducerEpoch {
+                        producer_id: info.producer_id,
+                        current,
+                        got,
+                    })
+                }
+            }
+        }
+        let base_offset = self.next_offset;
+        let last_offset = base_offset + i64::from(info.last_offset_delta);
+        if self.must_roll(info.len as u64, last_offset) {
+            self.roll(now_ms);
+        }
+        let mut placed = *info;
+        placed.base_offset = base_offset;
+        let mut bytes = BytesMut::from(records);
+        batch::patch_base_offset(&mut bytes, base_offset);
+        batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
+        let bytes = bytes.freeze();
+
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a log always has an active segment");
+        debug_assert!(!segment.sealed);
+        segment.index_builder.add(
+            &mut segment.index,
+            segment.base_offset,
+            segment.len,
+            &placed,
+        );
+        segment.len += info.len as u64;
+        segment.next_offset = last_offset + 1;
+        segment.pending.push(bytes.clone());
+        self.pending_bytes += info.len;
+        self.cache.push(CachedBatch {
+            base_offset,
+            last_offset,
+            bytes,
+        });
+        self.producers.apply(&placed, base_offset, now_ms);
+        self.next_offset = last_offset + 1;
+        Ok(AppendOutcome::Appended {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    fn must_roll(&self, batch_len: u64, last_offset: i64) -> bool {
+        let active = self.segments.last().expect("active segment");
+        if active.len == 0 {
+            return false;
+        }
+        active.len + batch_len > self.config.segment_bytes.min(SEGMENT_BYTES_MAX)
+            || last_offset - active.base_offset > i64::from(u32::MAX)
+    }
+
+    /// Starts a new segment at the next offset; the old one is sealed by the next flush.
+    fn roll(&mut self, now_ms: i64) {
+        self.producers.expire(now_ms);
+        let snapshot = self.producers.encode_snapshot();
+        let base = self.next_offset;
+        let active = self.segments.last_mut().expect("active segment");
+        active.seal = Some(Seal {
+            snapshot,
+            snapshot_offset: base,
+        });
+        active.sealed = true;
+        self.seals_pending += 1;
+        let segment = Segment::new(&self.dir, base, self.config.index_interval_bytes);
+        self.segments.push(segment);
+        tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
+    }
+
+    /// Everything pending, as one job for the flusher; `None` if nothing is (or a job is
+    /// already running: one at a time per partition keeps writes in order).
+    pub fn take_flush(&mut self) -> Option<FlushJob> {
+        if self.flushing
+            || self.offline.is_some()
+            || (self.pending_bytes == 0 && self.seals_pending == 0)
+        {
+            return None;
+        }
+        // Only the last few segments can have pending data or seals.
+        let mut first = self.segments.len() - 1;
+        while first > 0 && {
+            let s = &self.segments[first - 1];
+            !s.pending.is_empty() || s.seal.is_some()
+        } {
+            first -= 1;
+        }
+        let mut writes = Vec::new();
+        for segment in &mut self.segments[first..] {
+            let chunks = std::mem::take(&mut segment.pending);
+            let seal = segment.seal.take();
+            if chunks.is_empty() && seal.is_none() {
+                continue;
+            }
+            let new_len = segment.len;
+            let seal = seal.map(|s| (s, segment.index.clone(), segment.summary()));
+            writes.push(SegmentWrite {
+                base_offset: segment.base_offset,
+                path: segment.path.clone(),
+                file: segment.file.clone(),
+                position: align_down(segment.durable_len),
+                prefix: segment.tail_block.clone(),
+                chunks,
+                new_len,
+                seal,
+            });
+        }
+        self.pending_bytes = 0;
+        self.seals_pending = 0;
+        self.flushing = true;
+        Some(FlushJob {
+            dir: self.dir.clone(),
+            writes,
+            high_watermark: self.next_offset,
+        })
+    }
+
+    /// Applies a finished flush: the high watermark moves, or the partition goes offline.
+    pub fn complete_flush(&mut self, result: FlushResult) {
+        debug_assert!(self.flushing);
+        self.flushing = false;
+        match result {
+            Ok(done) => {
+                for flushed in done.segments {
+                    let Some(segment) = self
+                        .segments
+                        .iter_mut()
+                        .rev()
+                        .find(|s| s.base_offset == flushed.base_offset)
+                    else {
+                        continue;
+                    };
+                    debug_assert!(flushed.durable_len >= segment.durable_len);
+                    debug_assert_eq!(
+                        flushed.tail_block.len() as u64,
+                        flushed.durable_len % BLOCK_BYTES
+                    );
+                    segment.file = Some(flushed.file);
+                    segment.durable_len = flushed.durable_len;
+                    segment.tail_block = flushed.tail_block;
+                }
+                debug_assert!(done.high_watermark >= self.high_watermark);
+                self.high_watermark = done.high_watermark;
+            }
+            Err(err) => {
+                tracing::error!(dir = %self.dir.display(), %err, "log write failed; partition is offline for writes");
+                self.offline = Some(err.to_string());
+                // What was not made durable is gone: it was never acknowledged.
+                for segment in &mut self.segments {
+                    segment.pending.clear();
+                    segment.seal = None;
+                }
+                self.pending_bytes = 0;
+                self.seals_pending = 0;
+                self.cache.truncate_from(self.high_watermark);
+            }
+        }
+    }
+
+    /// Plans a read of whole batches from the one containing `offset`, up to the high
+    /// watermark, within `bytes_max` (the first batch is always whole, KIP-74).
+    pub fn read_plan(&self, offset: i64, bytes_max: usize) -> Result<ReadPlan, ReadError> {
+        if offset < self.log_start_offset || offset > self.high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark: self.high_watermark,
+            });
+        }
+        if offset == self.high_watermark {
+            return Ok(ReadPlan::Empty);
+        }
+        if let Some(batches) = self.cache.read(offset, self.high_watermark, bytes_max) {
+            return Ok(ReadPlan::Memory(batches));
+        }
+        let i = self.segments.partition_point(|s| s.base_offset <= offset);
+        let segment = &self.segments[i
+            .checked_sub(1)
+            .ok_or_else(|| ReadError::Unavailable(format!("no segment holds offset {offset}")))?];
+        let file = segment.file.clone().ok_or_else(|| {
+            ReadError::Unavailable(format!("segment {} has no file", segment.path.display()))
+        })?;
+        let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+        let position = segment
+            .index
+            .lookup_offset(relative)
+            .map(|e| u64::from(e.position))
+            .unwrap_or(0);
+        Ok(ReadPlan::Disk(DiskRead {
+            file,
+            path: segment.path.clone(),
+            position,
+            end: segment.durable_len,
+            offset,
+            high_watermark: self.high_watermark,
+            bytes_max,
+        }))
+    }
+
+    /// Plans a search for the first record with a timestamp at or after `timestamp`.
+    pub fn timestamp_plan(&self, timestamp: i64) -> TimestampPlan {
+        let mut segments = Vec::new();
+        for segment in &self.segments {
+            if !segments.is_empty() {
+                if let Some(file) = &segment.file {
+                    segments.push((file.clone(), segment.path.clone(), 0, segment.durable_len));
+                }
+                continue;
+            }
+            if segment.index_builder.max_timestamp < timestamp {
+                continue;
+            }
+            if let Some(file) = &segment.file {
+                let start = segment
+                    .index
+                    .lookup_timestamp(timestamp)
+                    .map(|e| u64::from(e.position))
+                    .unwrap_or(0);
+                segments.push((
+                    file.clone(),
+                    segment.path.clone(),
+                    start,
+                    segment.durable_len,
+                ));
+            }
+        }
+        TimestampPlan {
+            segments,
+            timestamp,
+            high_watermark: self.high_watermark,
+        }
+    }
+
+    /// Stops the log taking writes and returns the job that closes it; `None` if already
+    /// closed. Index files and a producer snapshot are written only if nothing is pending,
+    /// so that they describe exactly what is on disk.
+    pub fn close_job(&mut self) -> Option<CloseJob> {
+        if self.closed {
+            return None;
+        }
+        self.closed = true;
+        let clean = !self.is_dirty() && self.offline.is_none();
+        let active = self.segments.last().expect("active segment");
+        let clean = (clean && active.file.is_some()).then(|| {
+            (
+                active.base_offset,
+                active.index.clone(),
+                active.summary(),
+                self.producers.encode_snapshot(),
+                self.high_watermark,
+            )
+        });
+        Some(CloseJob {
+            dir: self.dir.clone(),
+            clean,
+            active: active.file.clone(),
+            files: self
+                .segments
+                .iter_mut()
+                .filter_map(|s| s.file.take())
+                .collect(),
+        })
+    }
+}
+
+/// Records read for a fetch.
+pub struct ReadData {
+    pub records: Bytes,
+}
+
+pub enum ReadPlan {
+    Empty,
+    Memory(Vec<Bytes>),
+    Disk(DiskRead),
+}
+
+pub struct DiskRead {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    position: u64,
+    end: u64,
+    offset: i64,
+    high_watermark: i64,
+    bytes_max: usize,
+}
+
+impl ReadPlan {
+    pub async fn read(self) -> io::Result<ReadData> {
+        let records = match self {
+            ReadPlan::Empty => Bytes::new(),
+            ReadPlan::Memory(mut batches) if batches.len() == 1 => {
+                batches.pop().expect("one batch")
+            }
+            ReadPlan::Memory(batches) => {
+                let mut out = BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+                for b in batches {
+                    out.extend_from_slice(&b);
+                }
+                out.freeze()
+            }
+            ReadPlan::Disk(read) => read.read().await?,
+        };
+        Ok(ReadData { records })
+    }
+}
+
+fn corrupt(path: &Path, position: u64, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "corrupt batch in {} at byte {position}: {why}",
+            path.display()
+        ),
+    )
+}
+
+/// Walks the batches of a segment from `position` to `end`, reading in chunks. `visit`
+/// gets each batch (validated: CRC, lengths) and returns whether to go on.
+async fn walk_batches(
+    file: &DmaFile,
+    path: &Path,
+    mut position: u64,
+    end: u64,
+    chunk_bytes: usize,
+    mut visit: impl FnMut(&[u8], &BatchInfo) -> bool,
+) -> io::Result<()> {
+    let mut want = chunk_bytes.clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
+    while position < end {
+        let size = (end - position).min(want as u64) as usize;
+        let chunk = file.read_at(position, size).await?;
+        if chunk.is_empty() {
+            return Err(corrupt(
+                path,
+                position,
+                "segment file is shorter than its durable length",
+            ));
+        }
+        let want_before = want;
+        let mut at = 0usize;
+        while at < chunk.len() {
+            let rest = &chunk[at..];
+            if rest.len() < batch::BATCH_LENGTH_PREFIX_LEN {
+                break;
+            }
+            let batch_length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            let len = batch::BATCH_LENGTH_PREFIX_LEN as i64 + i64::from(batch_length);
+            if len < batch::BATCH_HEADER_LEN as i64 || len as u64 > end - (position + at as u64) {
+                return Err(corrupt(
+                    path,
+                    position + at as u64,
+                    format!("batch length {batch_length}"),
+                ));
+            }
+            let len = len as usize;
+            if len > rest.len() {
+                // Read again from this batch, enough to hold it whole.
+                want = want.max(len);
+                break;
+            }
+            let info =
+                parse_batch(&rest[..len]).map_err(|e| corrupt(path, position + at as u64, e))?;
+            if !visit(&rest[..len], &info) {
+                return Ok(());
+            }
+            at += len;
+        }
+        if at == 0 && want == want_before {
+            return Err(corrupt(
+                path,
+                position,
+                "no whole batch before the durable end",
+            ));
+        }
+        position += at as u64;
+    }
+    Ok(())
+}
+
+impl DiskRead {
+    async fn read(self) -> io::Result<Bytes> {
+        let mut out = BytesMut::new();
+        let mut last_base = i64::MIN;
+        let mut bad_order = None;
+        walk_batches(
+            &self.file,
+            &self.path,
+            self.position,
+            self.end,
+            self.bytes_max.saturating_add(READ_CHUNK_BYTES_MIN),
+            |bytes, info| {
+                if info.base_offset <= last_base {
+                    bad_order = Some(info.base_offset);
+                    return false;
+                }
+                last_base = info.base_offset;
+                if info.last_offset() < self.offset {
+                    return true;
+                }
+                if info.base_offset >= self.high_watermark {
+                    return false;
+                }
+                if !out.is_empty() && out.len() + bytes.len() > self.bytes_max {
+                    return false;
+                }
+                out.extend_from_slice(bytes);
+                true
+            },
+        )
+        .await?;
+        if let Some(offset) = bad_order {
+            return Err(corrupt(
+                &self.path,
+                self.position,
+                format!("base offset {offset} out of order"),
+            ));
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// A ListOffsets search by timestamp; owns its file handles.
+pub struct TimestampPlan {
+    segments: Vec<(Rc<DmaFile>, PathBuf, u64, u64)>,
+    timestamp: i64,
+    high_watermark: i64,
+}
+
+impl TimestampPlan {
+    /// `(offset, timestamp)` of the first record at or after the timestamp, if any. For
+    /// compressed batches the answer is the batch's base offset and max timestamp: finding
+    /// the exact record would mean decompressing, and a consumer starting at the batch gets
+    /// the record it asked for (with a few earlier ones).
+    pub async fn resolve(self) -> io::Result<Option<(i64, i64)>> {
+        for (file, path, start, end) in &self.segments {
+            let mut found = None;
+            walk_batches(
+                file,
+                path,
+                *start,
+                *end,
+                READ_CHUNK_BYTES_MIN,
+                |bytes, info| {
+                    if info.base_offset >= self.high_watermark {
+                        return false;
+                    }
+                    if info.max_timestamp < self.timestamp {
+                        return true;
+                    }
+                    found = Some(match record_timestamps(bytes) {
+                        Some(records) => records
+                            .into_iter()
+                            .find(|&(_, ts)| ts >= self.timestamp)
+                            .map(|(delta, ts)| (info.base_offset + delta, ts))
+                            .unwrap_or((info.base_offset, info.max_timestamp)),
+                        None => (info.base_offset, info.max_timestamp),
+                    });
+                    false
+                },
+            )
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,383 @@
+//! Idempotent-producer state of one partition: per producer id, its epoch and its last
+//! five batches, as Kafka keeps them.
+//!
+//! A batch from a known producer is either a retry of one of those five (acknowledged with
+//! its original offsets, not written again), the next in sequence (appended), or refused:
+//! a lower epoch is INVALID_PRODUCER_EPOCH, a gap or an old sequence is
+//! OUT_OF_ORDER_SEQUENCE_NUMBER. A new epoch must start at sequence 0.
+//!
+//! The state is rebuilt on start from a snapshot plus the batches after it: a snapshot is
+//! written when a segment rolls (as of the new segment's base offset) and on clean close
+//! (as of the log end), so after a crash only the active segment is replayed. Snapshot
+//! format: `STPS` magic, version, producer count, per producer `(id, epoch, last append
+//! ms, batch count, batches (first seq, last seq, base offset, last offset delta))`, and a
+//! trailing CRC32C.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::batch::{increment_sequence, BatchInfo};
+
+/// Batches remembered per producer for duplicate detection (Kafka's limit, and the
+/// in-flight request limit of idempotent clients).
+pub const PRODUCER_BATCHES_MAX: usize = 5;
+/// Producers idle longer than this are forgotten when a snapshot is taken (Kafka's
+/// `producer.id.expiration.ms` default: one day).
+pub const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"STPS";
+const SNAPSHOT_VERSION: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset_delta: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMeta>,
+    pub last_append_ms: i64,
+}
+
+/// The verdict on an idempotent batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Accept,
+    /// A retry of a batch already in the log at these offsets.
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
+    StaleEpoch {
+        current: i16,
+        got: i16,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerState {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerState {
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Checks a batch with a producer id against the state, without changing it.
+    pub fn check(&self, info: &BatchInfo) -> SequenceCheck {
+        debug_assert!(info.producer_id >= 0);
+        let Some(entry) = self.producers.get(&info.producer_id) else {
+            return if info.base_sequence == 0 {
+                SequenceCheck::Accept
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: info.base_sequence,
+                }
+            };
+        };
+        if info.producer_epoch < entry.epoch {
+            return SequenceCheck::StaleEpoch {
+                current: entry.epoch,
+                got: info.producer_epoch,
+            };
+        }
+        if info.producer_epoch > entry.epoch {
+            return if info.base_sequence == 0 {
+                SequenceCheck::Accept
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: info.base_sequence,
+                }
+            };
+        }
+        let last_seq = info.last_sequence();
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == info.base_sequence && b.last_seq == last_seq)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+                last_offset: dup.base_offset + i64::from(dup.last_offset_delta),
+            };
+        }
+        let expected = match entry.batches.back() {
+            Some(last) => increment_sequence(last.last_seq, 1),
+            None => 0,
+        };
+        if info.base_sequence != expected {
+            return SequenceCheck::OutOfOrder {
+                expected,
+                got: info.base_sequence,
+            };
+        }
+        SequenceCheck::Accept
+    }
+
+    /// Records an appended batch (after `check` accepted it, or while replaying the log).
+    pub fn apply(&mut self, info: &BatchInfo, base_offset: i64, now_ms: i64) {
+        if info.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(info.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: info.producer_epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
+                last_append_ms: now_ms,
+            });
+        if info.producer_epoch != entry.epoch {
+            entry.epoch = info.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == PRODUCER_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchMeta {
+            first_seq: info.base_sequence,
+            last_seq: info.last_sequence(),
+            base_offset,
+            last_offset_delta: info.last_offset_delta,
+        });
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
+    /// Forgets producers that have not appended for [`PRODUCER_EXPIRATION_MS`].
+    pub fn expire(&mut self, now_ms: i64) {
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < PRODUCER_EXPIRATION_MS);
+    }
+
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.producers.len() * 40);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut ids: Vec<_> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let e = &self.producers[&id];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_append_ms.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset_delta.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes a snapshot; `None` if it is corrupt.
+    pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerState> {
+        if bytes.len() < 14 {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut r = Reader { buf: body, pos: 0 };
+        if r.take(4)? != SNAPSHOT_MAGIC || r.u16()? != SNAPSHOT_VERSION {
+            return None;
+        }
+        let count = r.u32()? as usize;
+        let mut producers = HashMap::with_capacity(count.min(body.len() / 19));
+        for _ in 0..count {
+            let id = r.i64()?;
+            let epoch = r.i16()?;
+            let last_append_ms = r.i64()?;
+            let n = r.take(1)?[0] as usize;
+            if n > PRODUCER_BATCHES_MAX {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                batches.push_back(BatchMeta {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    base_offset: r.i64()?,
+                    last_offset_delta: r.i32()?,
+                });
+            }
+            producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    last_append_ms,
+                },
+            );
+        }
+        (r.pos == body.len()).then_some(ProducerState { producers })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchInfo {
+        BatchInfo {
+            len: 100,
+            base_offset: 0,
+            last_offset_delta: count - 1,
+            record_count: count,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            attributes: 0,
+        }
+    }
+
+    #[test]
+    fn sequences_duplicates_and_epochs() {
+        let mut state = ProducerState::default();
+        let b0 = batch(1, 0, 0, 3);
+        assert_eq!(state.check(&b0), SequenceCheck::Accept);
+        state.apply(&b0, 10, 0);
+        assert_eq!(
+            state.check(&b0),
+            SequenceCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 12
+            }
+        );
+        assert_eq!(
+            state.check(&batch(1, 0, 5, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 3,
+                got: 5
+            }
+        );
+        let b1 = batch(1, 0, 3, 2);
+        assert_eq!(state.check(&b1), SequenceCheck::Accept);
+        state.apply(&b1, 13, 0);
+        // A new epoch restarts at 0; the old epoch is then fenced.
+        assert_eq!(
+            state.check(&batch(1, 1, 7, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 0,
+                got: 7
+            }
+        );
+        state.apply(&batch(1, 1, 0, 1), 15, 0);
+        assert_eq!(
+            state.check(&batch(1, 0, 5, 1)),
+            SequenceCheck::StaleEpoch { current: 1, got: 0 }
+        );
+        // An unknown producer must start at 0.
+        assert!(matches!(
+            state.check(&batch(2, 0, 1, 1)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered() {
+        let mut state = ProducerState::default();
+        for i in 0..7 {
+            state.apply(&batch(1, 0, i, 1), i64::from(i), 0);
+        }
+        assert_eq!(state.get(1).unwrap().batches.len(), PRODUCER_BATCHES_MAX);
+        assert!(matches!(
+            state.check(&batch(1, 0, 2, 1)),
+            SequenceCheck::Duplicate { .. }
+        ));
+        assert!(matches!(
+            state.check(&batch(1, 0, 1, 1)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let mut state = ProducerState::default();
+        state.apply(&batch(1, 0, 0, 1), 0, 0);
+        state.producers.get_mut(&1).unwrap().batches[0].last_seq = i32::MAX;
+        assert_eq!(state.check(&batch(1, 0, 0, 1)), SequenceCheck::Accept);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_corruption() {
+        let mut state = ProducerState::default();
+        for pid in 0..20 {
+            for seq in 0..(pid % 7) {
+                state.apply(
+                    &batch(pid, (pid % 3) as i16, seq as i32, 2),
+                    pid * 100 + seq,
+                    5_000 + pid,
+                );
+            }
+        }
+        let bytes = state.encode_snapshot();
+        assert_eq!(ProducerState::decode_snapshot(&bytes), Some(state.clone()));
+        for i in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+            let mut broken = bytes.clone();
+            broken[i] ^= 0x40;
+            assert_eq!(ProducerState::decode_snapshot(&broken), None, "flip at {i}");
+        }
+        assert_eq!(
+            ProducerState::decode_snapshot(&bytes[..bytes.len() - 3]),
+            None
+        );
+        state.expire(5_000 + PRODUCER_EXPIRATION_MS + 10);
+        assert!(state.len() < 20);
+    }
+}

@@ -1,0 +1,472 @@
+//! Wire-level tests against the real binary with kafka-protocol's encoders: the edges real
+//! clients rarely exercise (version fallbacks, steering errors, sequence checks, bad frames,
+//! long polls, the refuse-to-start cases). Real-client round trips live in tests/compat and
+//! tests/rdkafka_compat.rs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{batches, record_batch, Broker, Client};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn create_topic(client: &mut Client, name: &str, partitions: i32) {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(10_000);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "{:?}",
+        response.topics[0].error_message
+    );
+}
+
+/// partition -> leader broker id
+fn leaders(client: &mut Client, name: &str) -> Vec<i32> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(name)))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
+    let mut parts: Vec<(i32, i32)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|(_, l)| l).collect()
+}
+
+fn produce(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: bytes::Bytes,
+) -> Option<(i16, i64)> {
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let cid = client.send(ApiKey::Produce, 9, &request);
+    if acks == 0 {
+        return None;
+    }
+    let response: ProduceResponse = client.recv(ApiKey::Produce, 9, cid);
+    let p = &response.responses[0].partition_responses[0];
+    Some((p.error_code, p.base_offset))
+}
+
+fn fetch(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+) -> (i16, i64, bytes::Bytes) {
+    let request = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);
+    let p = &response.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
+}
+
+fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+    let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(vec![ListOffsetsPartition::default()
+            .with_partition_index(partition)
+            .with_timestamp(timestamp)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &request);
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// The partition of `topic` led by broker `leader`.
+fn partition_led_by(client: &mut Client, topic: &str, leader: i32) -> i32 {
+    leaders(client, topic)
+        .iter()
+        .position(|&l| l == leader)
+        .unwrap_or_else(|| panic!("no partition of {topic} led by {leader}")) as i32
+}
+
+#[test]
+fn api_versions_unknown_version_answers_v0_with_error() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    let cid = client.send(ApiKey::ApiVersions, 4, &ApiVersionsRequest::default());
+    // The reply is in the v0 format whatever the request version was.
+    let response: ApiVersionsResponse = client.recv(ApiKey::ApiVersions, 0, cid);
+    assert_eq!(response.error_code, 35);
+    let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!(produce.min_version, 0);
+    // And the connection is still usable.
+    let response: ApiVersionsResponse =
+        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+}
+
+#[test]
+fn partitions_are_spread_over_shards_and_steered() {
+    let broker = Broker::start(2, &[]);
+    let mut c0 = broker.connect(0);
+    create_topic(&mut c0, "spread", 4);
+    let leaders = leaders(&mut c0, "spread");
+    assert_eq!(
+        leaders.iter().filter(|&&l| l == 0).count(),
+        2,
+        "{leaders:?}"
+    );
+    assert_eq!(
+        leaders.iter().filter(|&&l| l == 1).count(),
+        2,
+        "{leaders:?}"
+    );
+
+    let on_1 = partition_led_by(&mut c0, "spread", 1);
+    // Shard 0 refuses a partition owned by shard 1, like a broker with stale metadata.
+    let (code, _) = produce(
+        &mut c0,
+        "spread",
+        on_1,
+        -1,
+        record_batch(1, -1, -1, -1, 1000),
+    )
+    .unwrap();
+    assert_eq!(code, 6);
+    let mut c1 = broker.connect(1);
+    let (code, offset) = produce(
+        &mut c1,
+        "spread",
+        on_1,
+        -1,
+        record_batch(3, -1, -1, -1, 1000),
+    )
+    .unwrap();
+    assert_eq!((code, offset), (0, 0));
+    let (code, hw, records) = fetch(&mut c1, "spread", on_1, 0, 0);
+    assert_eq!((code, hw), (0, 3));
+    assert_eq!(batches(records), vec![(0, 3)]);
+}
+
+#[test]
+fn idempotent_sequences_are_checked() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "idem", 1);
+    let init: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+
+    let first = record_batch(2, pid, 0, 0, 1000);
+    assert_eq!(
+        produce(&mut client, "idem", 0, -1, first.clone()),
+        Some((0, 0))
+    );
+    // A retry of the same batch is acknowledged with its original offset, not written again.
+    assert_eq!(produce(&mut client, "idem", 0, -1, first), Some((0, 0)));
+    // A gap is refused.
+    let (code, _) = produce(&mut client, "idem", 0, -1, record_batch(1, pid, 0, 5, 1000)).unwrap();
+    assert_eq!(code, 45);
+    // The next in sequence is accepted.
+    assert_eq!(
+        produce(&mut client, "idem", 0, -1, record_batch(1, pid, 0, 2, 1000)),
+        Some((0, 2))
+    );
+    let (_, hw, records) = fetch(&mut client, "idem", 0, 0, 0);
+    assert_eq!(hw, 3);
+    assert_eq!(batches(records), vec![(0, 2), (2, 1)]);
+
+    // A second InitProducerId gives a different producer id.
+    let again: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_ne!(again.producer_id.0, pid);
+}
+
+#[test]
+fn producer_state_survives_restart() {
+    let mut broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "idem-restart", 1);
+    let init: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    let pid = init.producer_id.0;
+    let batch = record_batch(1, pid, 0, 0, 1000);
+    assert_eq!(
+        produce(&mut client, "idem-restart", 0, -1, batch.clone()),
+        Some((0, 0))
+    );
+    drop(client);
+    broker.kill9();
+    broker.spawn();
+    let mut client = broker.connect(0);
+    // The retry after the crash is still recognised as a duplicate.
+    assert_eq!(
+        produce(&mut client, "idem-restart", 0, -1, batch),
+        Some((0, 0))
+    );
+    let (code, _) = produce(
+        &mut client,
+        "idem-restart",
+        0,
+        -1,
+        record_batch(1, pid, 0, 3, 1000),
+    )
+    .unwrap();
+    assert_eq!(code, 45);
+    let (_, hw, _) = fetch(&mut client, "idem-restart", 0, 0, 0);
+    assert_eq!(hw, 1);
+    // Producer ids are not reused after a restart either.
+    let init: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert!(init.producer_id.0 > pid);
+}
+
+#[test]
+fn fetch_long_poll_is_woken_by_produce() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "poll", 1);
+    let mut consumer = broker.connect(0);
+    let started = Instant::now();
+    let fetcher = std::thread::spawn(move || {
+        let (code, hw, records) = fetch(&mut consumer, "poll", 0, 0, 20_000);
+        (code, hw, batches(records), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        produce(&mut client, "poll", 0, 1, record_batch(1, -1, -1, -1, 1000)),
+        Some((0, 0))
+    );
+    let (code, hw, got, elapsed) = fetcher.join().unwrap();
+    assert_eq!((code, hw, got), (0, 1, vec![(0, 1)]));
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "long poll was not woken: {elapsed:?}"
+    );
+
+    // With nothing to read, the fetch returns empty when max_wait_ms runs out.
+    let (code, hw, records) = fetch(&mut client, "poll", 0, 1, 200);
+    assert_eq!((code, hw, records.len()), (0, 1, 0));
+    // Past the end: OFFSET_OUT_OF_RANGE.
+    let (code, _, _) = fetch(&mut client, "poll", 0, 50, 0);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn list_offsets_earliest_latest_and_by_time() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "times", 1);
+    for (i, ts) in [1_000i64, 2_000, 3_000].iter().enumerate() {
+        assert_eq!(
+            produce(
+                &mut client,
+                "times",
+                0,
+                -1,
+                record_batch(2, -1, -1, -1, *ts)
+            ),
+            Some((0, 2 * i as i64))
+        );
+    }
+    assert_eq!(list_offset(&mut client, "times", 0, -2), (0, 0));
+    assert_eq!(list_offset(&mut client, "times", 0, -1), (0, 6));
+    assert_eq!(list_offset(&mut client, "times", 0, 1_500), (0, 2));
+    assert_eq!(list_offset(&mut client, "times", 0, 3_000), (0, 4));
+    assert_eq!(list_offset(&mut client, "times", 0, 9_000), (0, -1));
+}
+
+#[test]
+fn bad_input_closes_only_that_connection_and_writes_nothing() {
+    let broker = Broker::start(1, &["--max-frame-bytes", "1048576"]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "bad", 1);
+
+    // Oversized frame.
+    let mut c = broker.connect(0);
+    use std::io::Write;
+    c.stream
+        .write_all(&(64 * 1024 * 1024i32).to_be_bytes())
+        .unwrap();
+    assert!(c.is_closed());
+    // Unknown API key.
+    let mut c = broker.connect(0);
+    c.send_raw_frame(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]);
+    assert!(c.is_closed());
+    // Garbage that is not even a header.
+    let mut c = broker.connect(0);
+    c.send_raw_frame(&[1, 2, 3]);
+    assert!(c.is_closed());
+    // A truncated request body.
+    let mut c = broker.connect(0);
+    c.send_raw_frame(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 4, b't', b'e']);
+    assert!(c.is_closed());
+    // Produce v2 (message format v0/v1) is refused.
+    let mut c = broker.connect(0);
+    c.send(ApiKey::Produce, 2, &ProduceRequest::default());
+    assert!(c.is_closed());
+
+    // A batch with a bad CRC gets CORRUPT_MESSAGE and is not written.
+    let mut corrupt = bytes::BytesMut::from(&record_batch(1, -1, -1, -1, 1000)[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let (code, _) = produce(&mut client, "bad", 0, -1, corrupt.freeze()).unwrap();
+    assert_eq!(code, 2);
+    // Two batches in one partition's records: INVALID_RECORD.
+    let mut two = bytes::BytesMut::from(&record_batch(1, -1, -1, -1, 1000)[..]);
+    two.extend_from_slice(&record_batch(1, -1, -1, -1, 1000));
+    let (code, _) = produce(&mut client, "bad", 0, -1, two.freeze()).unwrap();
+    assert_eq!(code, 87);
+    assert_eq!(list_offset(&mut client, "bad", 0, -1), (0, 0));
+
+    // acks=0: no response, but the data arrives.
+    assert_eq!(
+        produce(&mut client, "bad", 0, 0, record_batch(1, -1, -1, -1, 1000)),
+        None
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list_offset(&mut client, "bad", 0, -1).1 != 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection was never disturbed.
+    assert_eq!(
+        produce(&mut client, "bad", 0, -1, record_batch(1, -1, -1, -1, 1000)),
+        Some((0, 1))
+    );
+}
+
+#[test]
+fn refuses_second_broker_on_same_data_dir_or_port() {
+    let broker = Broker::start(1, &[]);
+    let other_port = common::free_ports(1);
+    let out = Broker::command(&broker.data_dir(), other_port, 1, &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("locked"), "{stderr}");
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let out = Broker::command(other_dir.path(), broker.port, 1, &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_and_restart_keeps_data() {
+    let mut broker = Broker::start(2, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "keep", 2);
+    let mut expected = Vec::new();
+    for leader in 0..2 {
+        let p = partition_led_by(&mut client, "keep", leader);
+        let mut c = broker.connect(leader as usize);
+        for i in 0..5 {
+            assert_eq!(
+                produce(&mut c, "keep", p, -1, record_batch(2, -1, -1, -1, 1000)),
+                Some((0, 2 * i))
+            );
+        }
+        expected.push((p, leader));
+    }
+    drop(client);
+    assert_eq!(broker.terminate(), Some(0));
+    broker.spawn();
+    for (p, leader) in expected {
+        let mut c = broker.connect(leader as usize);
+        let (code, hw, records) = fetch(&mut c, "keep", p, 0, 0);
+        assert_eq!((code, hw), (0, 10));
+        assert_eq!(batches(records).len(), 5);
+    }
+}
+
+#[test]
+fn deleted_topic_is_gone_and_can_be_recreated_empty() {
+    let broker = Broker::start(2, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "doomed", 2);
+    let p = partition_led_by(&mut client, "doomed", 0);
+    assert_eq!(
+        produce(
+            &mut client,
+            "doomed",
+            p,
+            -1,
+            record_batch(1, -1, -1, -1, 1000)
+        ),
+        Some((0, 0))
+    );
+    let response: DeleteTopicsResponse = client.call(
+        ApiKey::DeleteTopics,
+        4,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name("doomed")])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(response.responses[0].error_code, 0);
+    let (code, _) = list_offset(&mut client, "doomed", p, -1);
+    assert_eq!(code, 3);
+    create_topic(&mut client, "doomed", 2);
+    let p = partition_led_by(&mut client, "doomed", 0);
+    assert_eq!(list_offset(&mut client, "doomed", p, -1), (0, 0));
+}
