@@ -189,6 +189,7 @@ fn idempotent_sequences_are_checked() {
         ApiKey::InitProducerId,
         4,
         &InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
@@ -221,6 +222,7 @@ fn idempotent_sequences_are_checked() {
         ApiKey::InitProducerId,
         4,
         &InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
@@ -237,6 +239,7 @@ fn producer_state_survives_restart() {
         ApiKey::InitProducerId,
         4,
         &InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     );
@@ -271,6 +274,7 @@ fn producer_state_survives_restart() {
         ApiKey::InitProducerId,
         4,
         &InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     );
@@ -359,7 +363,10 @@ fn bad_input_closes_only_that_connection_and_writes_nothing() {
     assert!(c.is_closed());
     // Produce v2 (message format v0/v1) is refused.
     let mut c = broker.connect(0);
-    c.send(ApiKey::Produce, 2, &ProduceRequest::default());
+    // api key 0, version 2, correlation id 1, null client id; acks 1, timeout, no topics.
+    c.send_raw_frame(&[
+        0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0, 1, 0, 0, 0x27, 0x10, 0, 0, 0, 0,
+    ]);
     assert!(c.is_closed());
 
     // A batch with a bad CRC gets CORRUPT_MESSAGE and is not written.

@@ -27,6 +27,8 @@ use crate::config::Config;
 
 /// glommio refuses to start below this locked-memory limit.
 const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+/// How long a busy port is retried at start-up (see [`bind_listener`]).
+const BIND_RETRY_MS: u64 = 5_000;
 /// How often a shard checks the process-wide shutdown flag.
 const SHUTDOWN_POLL_MS: u64 = 50;
 
@@ -77,7 +79,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     let mut listeners = Vec::with_capacity(shards);
     for k in 0..shards {
         let addr = config.shard_listen_addr(k);
-        let listener = StdListener::bind(addr).map_err(|e| {
+        let listener = bind_listener(addr).map_err(|e| {
             format!("cannot listen on {addr} for shard {k}: {e} (is another broker running on this port?)")
         })?;
         listeners.push(listener);
@@ -252,6 +254,31 @@ fn spawn_shutdown_watch(shard: &Rc<Shard>, flag: Arc<AtomicBool>) {
         shard.flushed.notify_all();
     })
     .detach();
+}
+
+/// Binds a shard's port. A port held by a process that was just killed stays busy for a
+/// moment: the kernel tears down a dead process's io_uring asynchronously, and its pending
+/// accept keeps the listening socket alive until then. So `EADDRINUSE` is retried for
+/// [`BIND_RETRY_MS`] before the broker gives up (a live broker on the port still makes it
+/// give up, just not at once).
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<StdListener> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BIND_RETRY_MS);
+    let mut logged = false;
+    loop {
+        match StdListener::bind(addr) {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%addr, "port is busy; waiting up to {BIND_RETRY_MS} ms for it to be released");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Takes an exclusive `flock` on `<data-dir>/.lock`, held for the life of the process.

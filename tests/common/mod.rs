@@ -76,6 +76,7 @@ impl Broker {
     }
 
     pub fn spawn(&mut self) {
+        let log_from = self.log_text().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,15 +88,21 @@ impl Broker {
             .spawn()
             .expect("start strand");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(log_from);
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, log_from: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = (0..self.shards)
                 .all(|k| TcpStream::connect(("127.0.0.1", self.port + k as u16)).is_ok());
-            if ready && self.log_text().contains("ready") {
+            // Only this run's output counts: the log file keeps earlier runs.
+            if ready
+                && self
+                    .log_text()
+                    .get(log_from..)
+                    .is_some_and(|l| l.contains("ready"))
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
