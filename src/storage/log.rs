@@ -800,6 +800,7 @@ impl PartitionLog {
 }
 
 /// Records read for a fetch.
+#[derive(Debug)]
 pub struct ReadData {
     pub records: Bytes,
 }

@@ -25,6 +25,8 @@
 pub mod cache;
 pub mod index;
 pub mod log;
+#[cfg(test)]
+mod log_tests;
 pub mod producer_state;
 pub mod recovery;
 

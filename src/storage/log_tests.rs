@@ -1,0 +1,671 @@
+//! Tests of the partition log on real files, inside a glommio executor: appends, flushes,
+//! reads from memory and disk, segment rolls, recovery from torn and corrupt tails, and a
+//! seeded random sequence of operations (append, flush, roll, crash, torn write, clean
+//! restart) checked against an in-memory model after every step.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::log::{AppendError, AppendOutcome, LogConfig, PartitionLog};
+use super::{segment_file, warm_up_io, INDEX_SUFFIX, LOG_SUFFIX};
+use crate::protocol::batch::testing::{fix_crc, TestBatch, TestRecord};
+use crate::protocol::batch::{iter_batches, parse_batch, validate_produce_records, BatchInfo};
+
+/// Runs `test` on a fresh glommio executor with a temporary directory.
+fn run<F, Fut>(test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 * 1024)
+        .spawn(move || async move {
+            warm_up_io(&path).await.unwrap();
+            let log_dir = path.join("t-0");
+            std::fs::create_dir_all(&log_dir).unwrap();
+            test(log_dir).await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(dir);
+}
+
+fn config(segment_bytes: u64, cache_bytes: usize) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        cache_bytes,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `count` records whose values encode `tag`, so every batch is distinct.
+fn make_batch(tag: u64, count: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
+    TestBatch {
+        base_timestamp: timestamp,
+        records: (0..count)
+            .map(|i| TestRecord {
+                key: Some(format!("k{tag}-{i}").into_bytes()),
+                value: Some(format!("{tag}:{i}:{}", "v".repeat(value_len)).into_bytes()),
+                headers: vec![(b"h".to_vec(), Some(tag.to_be_bytes().to_vec()))],
+                timestamp_delta: i as i64,
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode()
+}
+
+fn idempotent_batch(tag: u64, producer_id: i64, sequence: i32, count: usize) -> Vec<u8> {
+    TestBatch {
+        producer_id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+        records: (0..count)
+            .map(|i| TestRecord::value(format!("p{producer_id}-{tag}-{i}").as_bytes()))
+            .collect(),
+        ..Default::default()
+    }
+    .encode()
+}
+
+fn info(batch: &[u8]) -> BatchInfo {
+    validate_produce_records(batch, 64 << 20).unwrap()
+}
+
+async fn flush(log: &RefCell<PartitionLog>) {
+    let job = log.borrow_mut().take_flush();
+    if let Some(job) = job {
+        let result = job.run().await;
+        log.borrow_mut().complete_flush(result);
+    }
+}
+
+async fn close(log: RefCell<PartitionLog>) {
+    let job = log.borrow_mut().close_job();
+    job.unwrap().run().await.unwrap();
+}
+
+/// Reads every batch from `offset` to the high watermark, in several fetches.
+async fn read_all(
+    log: &RefCell<PartitionLog>,
+    mut offset: i64,
+    bytes_max: usize,
+) -> Vec<(i64, Bytes)> {
+    let mut out = Vec::new();
+    loop {
+        let plan = log.borrow().read_plan(offset, bytes_max).unwrap();
+        let data = plan.read().await.unwrap();
+        if data.records.is_empty() {
+            return out;
+        }
+        let mut last = offset;
+        for item in iter_batches(&data.records) {
+            let (at, info) = item.expect("served batches are valid");
+            let bytes = data.records.slice(at..at + info.len);
+            last = info.last_offset();
+            out.push((info.base_offset, bytes));
+        }
+        offset = last + 1;
+    }
+}
+
+/// The batch as the log stores it: base offset and leader epoch patched.
+fn placed(batch: &[u8], base_offset: i64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    crate::protocol::batch::patch_base_offset(&mut b, base_offset);
+    crate::protocol::batch::patch_leader_epoch(&mut b, super::log::LEADER_EPOCH);
+    b
+}
+
+#[test]
+fn append_flush_read_from_memory_and_disk() {
+    run(|dir| async move {
+        let log = RefCell::new(
+            PartitionLog::open(&dir, config(1 << 30, 2048))
+                .await
+                .unwrap(),
+        );
+        let mut expected = Vec::new();
+        for tag in 0..50u64 {
+            let batch = make_batch(tag, 1 + (tag % 4) as usize, 100, 1_000 + tag as i64);
+            let outcome = log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            let AppendOutcome::Appended { base_offset, .. } = outcome else {
+                panic!("{outcome:?}")
+            };
+            expected.push((base_offset, placed(&batch, base_offset)));
+            // Nothing is readable before it is durable.
+            assert!(log.borrow().high_watermark() <= base_offset);
+            if tag % 7 == 0 {
+                flush(&log).await;
+            }
+        }
+        flush(&log).await;
+        assert_eq!(log.borrow().high_watermark(), log.borrow().next_offset());
+        assert!(!log.borrow().is_dirty());
+        // From the start: most of it is past the 2 KiB cache, so it comes from disk.
+        for bytes_max in [1, 1000, 1 << 20] {
+            let got = read_all(&log, 0, bytes_max).await;
+            let got: Vec<_> = got.into_iter().map(|(o, b)| (o, b.to_vec())).collect();
+            assert_eq!(got, expected, "bytes_max {bytes_max}");
+        }
+        // From inside a batch: that batch comes back whole.
+        let (base, ref bytes) = expected[10];
+        let inside = base + i64::from(parse_batch(bytes).unwrap().last_offset_delta);
+        let got = read_all(&log, inside, 1).await;
+        assert_eq!(got[0].0, base);
+        // Past the end is out of range; at the end is empty.
+        let hw = log.borrow().high_watermark();
+        assert!(log.borrow().read_plan(hw + 1, 100).is_err());
+        assert!(read_all(&log, hw, 100).await.is_empty());
+        close(log).await;
+    });
+}
+
+#[test]
+fn segments_roll_seal_and_reopen_without_scanning() {
+    run(|dir| async move {
+        let log = RefCell::new(PartitionLog::open(&dir, config(4096, 0)).await.unwrap());
+        let mut expected = Vec::new();
+        for tag in 0..40u64 {
+            let batch = make_batch(tag, 3, 200, 10_000 + tag as i64 * 10);
+            let AppendOutcome::Appended { base_offset, .. } =
+                log.borrow_mut().append(&batch, &info(&batch), 0).unwrap()
+            else {
+                unreachable!()
+            };
+            expected.push((base_offset, placed(&batch, base_offset)));
+            if tag % 3 == 0 {
+                flush(&log).await;
+            }
+        }
+        flush(&log).await;
+        let segments = log.borrow().segment_count();
+        assert!(segments > 5, "{segments} segments");
+        // Sealed segments are trimmed to their logical length and have index files.
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(LOG_SUFFIX))
+            .collect();
+        logs.sort();
+        assert_eq!(logs.len(), segments);
+        for name in &logs[..logs.len() - 1] {
+            let base: i64 = name.trim_end_matches(LOG_SUFFIX).parse().unwrap();
+            let len = std::fs::metadata(dir.join(name)).unwrap().len();
+            assert!(len <= 4096 + 1000, "{name}: {len}");
+            assert!(
+                segment_file(&dir, base, INDEX_SUFFIX).exists(),
+                "{name} has no index"
+            );
+        }
+        let got: Vec<_> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(o, b)| (o, b.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        // By timestamp: the first record at or after it.
+        let plan = log.borrow().timestamp_plan(10_000 + 25 * 10 + 1);
+        assert_eq!(
+            plan.resolve().await.unwrap(),
+            Some((25 * 3 + 1, 10_000 + 25 * 10 + 1))
+        );
+        let plan = log.borrow().timestamp_plan(1_000_000);
+        assert_eq!(plan.resolve().await.unwrap(), None);
+        close(log).await;
+
+        // A clean reopen trusts every index and truncates nothing.
+        let log = RefCell::new(PartitionLog::open(&dir, config(4096, 0)).await.unwrap());
+        assert_eq!(log.borrow().segment_count(), segments);
+        assert_eq!(
+            log.borrow().high_watermark(),
+            expected.last().map(|(o, _)| o + 3).unwrap()
+        );
+        let got: Vec<_> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(o, b)| (o, b.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        close(log).await;
+    });
+}
+
+/// Reopens after a simulated crash: the log is dropped without closing.
+async fn crash_and_reopen(
+    log: RefCell<PartitionLog>,
+    dir: &Path,
+    config: LogConfig,
+) -> RefCell<PartitionLog> {
+    drop(log);
+    RefCell::new(PartitionLog::open(dir, config).await.unwrap())
+}
+
+fn active_segment(dir: &Path) -> PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(LOG_SUFFIX))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn recovery_truncates_a_torn_tail() {
+    run(|dir| async move {
+        let log = RefCell::new(
+            PartitionLog::open(&dir, config(1 << 30, 1 << 20))
+                .await
+                .unwrap(),
+        );
+        for tag in 0..10u64 {
+            let batch = make_batch(tag, 2, 50, 1_000);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+        }
+        flush(&log).await;
+        let hw = log.borrow().high_watermark();
+        let segment = active_segment(&dir);
+        let durable: u64 = read_all(&log, 0, 1 << 20)
+            .await
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        // After a flush the file is padded to the block size: recovery must not trust it.
+        assert_eq!(std::fs::metadata(&segment).unwrap().len() % 4096, 0);
+        // Half of a next batch made it to disk before the crash.
+        let torn = placed(&make_batch(99, 5, 500, 2_000), hw);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .write_all_at(&torn[..torn.len() / 2], durable)
+            .unwrap();
+        let log = crash_and_reopen(log, &dir, config(1 << 30, 1 << 20)).await;
+        assert_eq!(log.borrow().high_watermark(), hw);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), durable);
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 10);
+        // And the log goes on from there.
+        let batch = make_batch(100, 1, 10, 3_000);
+        let outcome = log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+        assert_eq!(
+            outcome,
+            AppendOutcome::Appended {
+                base_offset: hw,
+                last_offset: hw
+            }
+        );
+        flush(&log).await;
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 11);
+        close(log).await;
+    });
+}
+
+#[test]
+fn recovery_drops_a_corrupt_last_batch_and_never_serves_it() {
+    run(|dir| async move {
+        let log = RefCell::new(PartitionLog::open(&dir, config(1 << 30, 0)).await.unwrap());
+        let mut sizes = Vec::new();
+        for tag in 0..6u64 {
+            let batch = make_batch(tag, 1, 300, 1_000);
+            sizes.push(batch.len() as u64);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+        }
+        flush(&log).await;
+        let segment = active_segment(&dir);
+        let last_start: u64 = sizes[..5].iter().sum();
+        // A flipped byte in the last batch's records.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, last_start + 100).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x10], last_start + 100)
+            .unwrap();
+        // The running log validates what it reads from disk: the bad batch is an error,
+        // not data (the cache holds only the newest batch, so this read goes to disk).
+        let plan = log.borrow().read_plan(0, 1 << 20).unwrap();
+        let err = plan.read().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let log = crash_and_reopen(log, &dir, config(1 << 30, 0)).await;
+        assert_eq!(log.borrow().high_watermark(), 5);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), last_start);
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 5);
+        close(log).await;
+    });
+}
+
+#[test]
+fn stale_index_is_rebuilt_and_corrupt_sealed_segment_cuts_the_log() {
+    run(|dir| async move {
+        let cfg = config(2048, 0);
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        for tag in 0..20u64 {
+            let batch = make_batch(tag, 2, 300, 1_000);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            flush(&log).await;
+        }
+        let hw = log.borrow().high_watermark();
+        close(log).await;
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(LOG_SUFFIX))
+            .collect();
+        logs.sort();
+        assert!(logs.len() >= 4);
+        // A missing index is rebuilt by a scan; nothing is lost.
+        let second = logs[1].with_extension("index");
+        std::fs::remove_file(&second).unwrap();
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        assert_eq!(log.borrow().high_watermark(), hw);
+        assert!(second.exists(), "index was not rebuilt");
+        close(log).await;
+        // A corrupt byte in a sealed segment whose index is stale: the log ends there.
+        std::fs::remove_file(&second).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&logs[1])
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, 200).unwrap();
+        file.write_all_at(&[byte[0] ^ 1], 200).unwrap();
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        let base_1: i64 = logs[1]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The corrupt batch was the segment's first, so the segment is gone too.
+        assert_eq!(log.borrow().high_watermark(), base_1);
+        assert_eq!(log.borrow().segment_count(), 1);
+        assert!(!logs[1].exists() && !logs[2].exists());
+        close(log).await;
+    });
+}
+
+#[test]
+fn producer_state_is_recovered_after_crash_and_clean_close() {
+    run(|dir| async move {
+        let cfg = config(256, 1 << 20);
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        let mut batches = Vec::new();
+        for seq in 0..12 {
+            let batch = idempotent_batch(seq as u64, 42, seq * 2, 2);
+            let outcome = log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            assert!(matches!(outcome, AppendOutcome::Appended { .. }));
+            batches.push(batch);
+            flush(&log).await;
+        }
+        assert!(log.borrow().segment_count() > 2);
+        let check = |log: &RefCell<PartitionLog>| {
+            let last = &batches[11];
+            assert_eq!(
+                log.borrow_mut().append(last, &info(last), 0),
+                Ok(AppendOutcome::Duplicate {
+                    base_offset: 22,
+                    last_offset: 23
+                })
+            );
+            let gap = idempotent_batch(99, 42, 30, 1);
+            assert!(matches!(
+                log.borrow_mut().append(&gap, &info(&gap), 0),
+                Err(AppendError::OutOfOrderSequence {
+                    expected: 24,
+                    got: 30,
+                    ..
+                })
+            ));
+        };
+        check(&log);
+        let log = crash_and_reopen(log, &dir, cfg.clone()).await;
+        check(&log);
+        close(log).await;
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        check(&log);
+        close(log).await;
+    });
+}
+
+/// A small deterministic generator (SplitMix64), so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the log must hold: every durable batch, in order, as stored.
+#[derive(Default)]
+struct Model {
+    durable: Vec<(i64, Vec<u8>)>,
+    /// Appended but not yet durable (lost by a crash).
+    pending: Vec<(i64, Vec<u8>)>,
+    next_sequence: i32,
+    durable_sequence: i32,
+}
+
+impl Model {
+    fn end(&self) -> i64 {
+        self.durable
+            .last()
+            .map(|(o, b)| o + i64::from(parse_batch(b).unwrap().last_offset_delta) + 1)
+            .unwrap_or(0)
+    }
+}
+
+async fn check_against_model(
+    log: &RefCell<PartitionLog>,
+    model: &Model,
+    rng: &mut Rng,
+    seed: u64,
+    step: usize,
+) {
+    assert_eq!(
+        log.borrow().high_watermark(),
+        model.end(),
+        "seed {seed} step {step}: high watermark"
+    );
+    if model.durable.is_empty() {
+        return;
+    }
+    let i = rng.below(model.durable.len() as u64) as usize;
+    let bytes_max = [1, 5_000, 1 << 20][rng.below(3) as usize];
+    let got = read_all(log, model.durable[i].0, bytes_max).await;
+    let got: Vec<_> = got.into_iter().map(|(o, b)| (o, b.to_vec())).collect();
+    assert_eq!(
+        got.as_slice(),
+        &model.durable[i..],
+        "seed {seed} step {step}: read from batch {i}"
+    );
+}
+
+#[test]
+fn random_operations_match_the_model() {
+    let seeds: Vec<u64> = match std::env::var("STRAND_LOG_SEED") {
+        Ok(seed) => vec![seed.parse().expect("STRAND_LOG_SEED is a number")],
+        Err(_) => (1..=6).collect(),
+    };
+    for seed in seeds {
+        run(move |dir| async move {
+            let mut rng = Rng(seed);
+            let cfg = config(1024 * (1 + rng.below(16)), rng.below(3) as usize * 4096);
+            let mut log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+            let mut model = Model::default();
+            let mut tag = 0u64;
+            for step in 0..300 {
+                match rng.below(100) {
+                    // Append: plain or idempotent.
+                    0..=54 => {
+                        tag += 1;
+                        let next = model.pending.last().or(model.durable.last());
+                        let offset = next
+                            .map(|(o, b)| {
+                                o + i64::from(parse_batch(b).unwrap().last_offset_delta) + 1
+                            })
+                            .unwrap_or(0);
+                        let count = 1 + rng.below(5) as usize;
+                        let batch = if rng.below(3) == 0 {
+                            let b = idempotent_batch(tag, 7, model.next_sequence, count);
+                            model.next_sequence += count as i32;
+                            b
+                        } else {
+                            make_batch(tag, count, rng.below(700) as usize, 1_000 + tag as i64)
+                        };
+                        let outcome = log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+                        assert_eq!(
+                            outcome,
+                            AppendOutcome::Appended {
+                                base_offset: offset,
+                                last_offset: offset + count as i64 - 1
+                            },
+                            "seed {seed} step {step}"
+                        );
+                        model.pending.push((offset, placed(&batch, offset)));
+                    }
+                    // Flush: everything pending becomes durable.
+                    55..=79 => {
+                        flush(&log).await;
+                        model.durable.append(&mut model.pending);
+                        model.durable_sequence = model.next_sequence;
+                    }
+                    // Crash: pending is lost.
+                    80..=87 => {
+                        log = crash_and_reopen(log, &dir, cfg.clone()).await;
+                        model.pending.clear();
+                        model.next_sequence = model.durable_sequence;
+                    }
+                    // Crash in the middle of a write: part of the pending bytes reached the
+                    // disk. Whole valid batches among them may survive; nothing else.
+                    88..=93
+                        if std::fs::read_dir(&dir).unwrap().any(|e| {
+                            e.unwrap()
+                                .file_name()
+                                .to_string_lossy()
+                                .ends_with(LOG_SUFFIX)
+                        }) =>
+                    {
+                        let durable_len: u64 = {
+                            let segment = active_segment(&dir);
+                            let bytes = std::fs::read(&segment).unwrap();
+                            iter_batches(&bytes)
+                                .take_while(|b| b.is_ok())
+                                .map(|b| b.unwrap().1.len as u64)
+                                .sum()
+                        };
+                        let mut torn = Vec::new();
+                        for (_, b) in &model.pending {
+                            torn.extend_from_slice(b);
+                        }
+                        let cut = if torn.is_empty() {
+                            0
+                        } else {
+                            rng.below(torn.len() as u64) as usize
+                        };
+                        let same_segment = model.pending.first().is_some_and(|(o, _)| {
+                            let active = active_segment(&dir);
+                            let base: i64 = active
+                                .file_stem()
+                                .unwrap()
+                                .to_str()
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            *o >= base
+                        });
+                        if same_segment && cut > 0 {
+                            let mut garbage = torn[..cut].to_vec();
+                            if rng.below(2) == 0 {
+                                // A torn block: the last bytes are garbage.
+                                let n = garbage.len();
+                                for b in &mut garbage[n.saturating_sub(50)..] {
+                                    *b = rng.next() as u8;
+                                }
+                            }
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(active_segment(&dir))
+                                .unwrap()
+                                .write_all_at(&garbage, durable_len)
+                                .unwrap();
+                        }
+                        log = crash_and_reopen(log, &dir, cfg.clone()).await;
+                        // Whole batches that made it are now part of the log.
+                        let recovered_end = log.borrow().high_watermark();
+                        let mut pending = std::mem::take(&mut model.pending);
+                        pending.retain(|(o, b)| {
+                            o + i64::from(parse_batch(b).unwrap().last_offset_delta) < recovered_end
+                        });
+                        for (_, b) in &pending {
+                            let i = parse_batch(b).unwrap();
+                            if i.producer_id >= 0 {
+                                model.durable_sequence = i.last_sequence() + 1;
+                            }
+                        }
+                        model.durable.extend(pending);
+                        model.next_sequence = model.durable_sequence;
+                    }
+                    // Clean restart (and a torn write before any file exists).
+                    88..=96 => {
+                        flush(&log).await;
+                        model.durable.append(&mut model.pending);
+                        model.durable_sequence = model.next_sequence;
+                        close(log).await;
+                        log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+                    }
+                    // A retried idempotent batch is a duplicate with its original offsets
+                    // (while it is among the producer's last five batches).
+                    _ if model.next_sequence == model.durable_sequence => {
+                        let last = model
+                            .durable
+                            .iter()
+                            .rev()
+                            .find(|(_, b)| parse_batch(b).unwrap().producer_id >= 0);
+                        if let Some((offset, bytes)) = last {
+                            let mut retry = bytes.clone();
+                            crate::protocol::batch::patch_base_offset(&mut retry, 0);
+                            fix_crc(&mut retry);
+                            let i = info(&retry);
+                            assert_eq!(
+                                log.borrow_mut().append(&retry, &i, 0).unwrap(),
+                                AppendOutcome::Duplicate {
+                                    base_offset: *offset,
+                                    last_offset: offset + i64::from(i.last_offset_delta)
+                                },
+                                "seed {seed} step {step}"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+                check_against_model(&log, &model, &mut rng, seed, step).await;
+            }
+            flush(&log).await;
+            close(log).await;
+        });
+    }
+}
