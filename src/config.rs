@@ -50,6 +50,12 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub max_inflight_requests: usize,
 
+    /// Bytes a shard may hold appended but not yet written to disk (acks=0 producers do
+    /// not wait for the disk). Past it, the shard stops reading requests until the flusher
+    /// catches up, which pushes back on clients through TCP.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub max_unflushed_bytes: usize,
+
     /// Connections a shard accepts at once; further connections are closed on accept.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections_per_shard: usize,

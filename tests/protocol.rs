@@ -477,3 +477,39 @@ fn deleted_topic_is_gone_and_can_be_recreated_empty() {
     let p = partition_led_by(&mut client, "doomed", 0);
     assert_eq!(list_offset(&mut client, "doomed", p, -1), (0, 0));
 }
+
+#[test]
+fn acks_0_flood_is_held_back_by_the_unflushed_limit_and_all_lands() {
+    let broker = Broker::start(1, &["--max-unflushed-bytes", "2000"]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "flood", 1);
+    let mut producer = broker.connect(0);
+    for _ in 0..300 {
+        assert_eq!(
+            produce(
+                &mut producer,
+                "flood",
+                0,
+                0,
+                record_batch(10, -1, -1, -1, 1000)
+            ),
+            None
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while list_offset(&mut client, "flood", 0, -1).1 != 3000 {
+        assert!(Instant::now() < deadline, "acks=0 data did not all land");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And acknowledged produce still works on the same connection.
+    assert_eq!(
+        produce(
+            &mut producer,
+            "flood",
+            0,
+            -1,
+            record_batch(1, -1, -1, -1, 1000)
+        ),
+        Some((0, 3000))
+    );
+}

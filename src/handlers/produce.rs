@@ -85,17 +85,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             };
             let appended = partition.log.borrow_mut().append(&records, &info, now);
             match appended {
-                Ok(AppendOutcome::Appended {
-                    base_offset,
-                    last_offset,
-                })
-                | Ok(AppendOutcome::Duplicate {
-                    base_offset,
-                    last_offset,
-                }) => {
+                Ok(
+                    outcome @ (AppendOutcome::Appended {
+                        base_offset,
+                        last_offset,
+                    }
+                    | AppendOutcome::Duplicate {
+                        base_offset,
+                        last_offset,
+                    }),
+                ) => {
                     out.base_offset = base_offset;
                     out.log_start_offset = partition.log.borrow().log_start_offset();
-                    shard.mark_dirty(&partition);
+                    if matches!(outcome, AppendOutcome::Appended { .. }) {
+                        shard.add_unflushed(info.len);
+                        shard.mark_dirty(&partition);
+                    }
                     pending.push(Pending {
                         topic: t,
                         partition: p,

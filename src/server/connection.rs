@@ -119,6 +119,8 @@ async fn read_requests(
             Some(Ok(None)) => return End::ClientClosed,
             Some(Err(end)) => return end,
         };
+        // Backpressure: while the shard holds too much unflushed data, stop reading.
+        shard.wait_for_flush_room().await;
         let request = match codec::parse_request(frame) {
             Ok(request) => request,
             Err(err @ FrameError::UnknownApiKey { .. }) => return End::Violation(err.to_string()),

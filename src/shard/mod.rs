@@ -64,6 +64,8 @@ pub struct Shard {
     pub shutdown: Notify,
     pub connections: Cell<usize>,
     pub connections_changed: Notify,
+    /// Bytes appended and not yet handed back by a flush (see `--max-unflushed-bytes`).
+    unflushed_bytes: Cell<usize>,
 }
 
 impl Shard {
@@ -84,6 +86,7 @@ impl Shard {
             shutdown: Notify::default(),
             connections: Cell::new(0),
             connections_changed: Notify::default(),
+            unflushed_bytes: Cell::new(0),
         })
     }
 
@@ -101,6 +104,24 @@ impl Shard {
 
     pub fn partition_count(&self) -> usize {
         self.partitions.borrow().values().map(|m| m.len()).sum()
+    }
+
+    /// Counts bytes appended to a log of this shard, until the flusher writes them.
+    pub fn add_unflushed(&self, bytes: usize) {
+        self.unflushed_bytes.set(self.unflushed_bytes.get() + bytes);
+    }
+
+    /// Waits while the shard holds more unflushed bytes than `--max-unflushed-bytes`.
+    pub async fn wait_for_flush_room(&self) {
+        while self.unflushed_bytes.get() > self.config.max_unflushed_bytes
+            && !self.shutting_down.get()
+        {
+            let seen = self.flushed.generation();
+            if self.unflushed_bytes.get() <= self.config.max_unflushed_bytes {
+                break;
+            }
+            self.flushed.wait(seen).await;
+        }
     }
 
     /// Tells the flusher that `partition` has pending appends.
@@ -339,14 +360,18 @@ impl Shard {
                     partition.queued_for_flush.set(false);
                     let job = partition.log.borrow_mut().take_flush();
                     if let Some(job) = job {
+                        let bytes = job.bytes();
                         running.push(glommio::spawn_local(async move {
                             let result = job.run().await;
-                            (partition, result)
+                            (partition, result, bytes)
                         }));
                     }
                 }
                 for task in running {
-                    let (partition, result) = task.await;
+                    let (partition, result, bytes) = task.await;
+                    // Written or dropped (a failed write is never acknowledged): either
+                    // way these bytes no longer wait in memory.
+                    shard.unflushed_bytes.set(shard.unflushed_bytes.get().saturating_sub(bytes));
                     if let Err(err) = &result {
                         tracing::error!(topic = %partition.topic.name, partition = partition.index, %err, "flush failed; partition is offline");
                     }

@@ -263,6 +263,15 @@ pub struct FlushDone {
 pub type FlushResult = io::Result<FlushDone>;
 
 impl FlushJob {
+    /// Bytes of batch data the job writes.
+    pub fn bytes(&self) -> usize {
+        self.writes
+            .iter()
+            .flat_map(|w| &w.chunks)
+            .map(|c| c.len())
+            .sum()
+    }
+
     /// Writes and syncs every segment of the job, then seals the rolled ones.
     pub async fn run(self) -> FlushResult {
         let mut done = FlushDone {
