@@ -68,6 +68,11 @@ pub struct Config {
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub partition_cache_bytes: usize,
 
+    /// Upper bound on the record bytes of one fetch response, whatever the client asks
+    /// (Kafka's broker `fetch.max.bytes`); the first batch is still returned whole.
+    #[arg(long, default_value_t = 55 * 1024 * 1024)]
+    pub fetch_max_bytes: usize,
+
     /// Upper bound on a fetch's max_wait_ms (long poll), whatever the client asks.
     #[arg(long, default_value_t = 30_000)]
     pub fetch_max_wait_ms: u64,

@@ -48,7 +48,7 @@ async fn fetch_once(
 ) -> (FetchResponse, usize, bool) {
     let snapshot = shard.snapshot();
     let mut must_answer = false;
-    let mut budget = request.max_bytes.max(0) as usize;
+    let mut budget = (request.max_bytes.max(0) as usize).min(shard.config.fetch_max_bytes);
     let mut first_data = true;
     let mut topics = Vec::with_capacity(request.topics.len());
     // (topic index, partition index, plan)
