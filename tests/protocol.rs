@@ -113,6 +113,16 @@ fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64)
     (p.error_code, p.offset)
 }
 
+/// A fresh idempotent producer id (no transactional id).
+fn init_producer_id(client: &mut Client) -> InitProducerIdResponse {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    client.call(ApiKey::InitProducerId, 4, &request)
+}
+
 /// The partition of `topic` led by broker `leader`.
 fn partition_led_by(client: &mut Client, topic: &str, leader: i32) -> i32 {
     leaders(client, topic)
@@ -185,15 +195,7 @@ fn idempotent_sequences_are_checked() {
     let broker = Broker::start(1, &[]);
     let mut client = broker.connect(0);
     create_topic(&mut client, "idem", 1);
-    let init: InitProducerIdResponse = client.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
+    let init = init_producer_id(&mut client);
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
     assert!(pid >= 0);
@@ -218,15 +220,7 @@ fn idempotent_sequences_are_checked() {
     assert_eq!(batches(records), vec![(0, 2), (2, 1)]);
 
     // A second InitProducerId gives a different producer id.
-    let again: InitProducerIdResponse = client.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
+    let again = init_producer_id(&mut client);
     assert_ne!(again.producer_id.0, pid);
 }
 
@@ -235,14 +229,7 @@ fn producer_state_survives_restart() {
     let mut broker = Broker::start(1, &[]);
     let mut client = broker.connect(0);
     create_topic(&mut client, "idem-restart", 1);
-    let init: InitProducerIdResponse = client.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
+    let init = init_producer_id(&mut client);
     let pid = init.producer_id.0;
     let batch = record_batch(1, pid, 0, 0, 1000);
     assert_eq!(
@@ -270,14 +257,7 @@ fn producer_state_survives_restart() {
     let (_, hw, _) = fetch(&mut client, "idem-restart", 0, 0, 0);
     assert_eq!(hw, 1);
     // Producer ids are not reused after a restart either.
-    let init: InitProducerIdResponse = client.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
+    let init = init_producer_id(&mut client);
     assert!(init.producer_id.0 > pid);
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::log::{AppendError, AppendOutcome, LogConfig, PartitionLog};
-use super::{segment_file, warm_up_io, INDEX_SUFFIX, LOG_SUFFIX};
+use super::{warm_up_io, LOG_SUFFIX};
 use crate::protocol::batch::testing::{fix_crc, TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, parse_batch, validate_produce_records, BatchInfo};
 
@@ -190,21 +190,15 @@ fn segments_roll_seal_and_reopen_without_scanning() {
         let segments = log.borrow().segment_count();
         assert!(segments > 5, "{segments} segments");
         // Sealed segments are trimmed to their logical length and have index files.
-        let mut logs: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(LOG_SUFFIX))
-            .collect();
-        logs.sort();
+        let logs = segment_files(&dir);
         assert_eq!(logs.len(), segments);
-        for name in &logs[..logs.len() - 1] {
-            let base: i64 = name.trim_end_matches(LOG_SUFFIX).parse().unwrap();
-            let len = std::fs::metadata(dir.join(name)).unwrap().len();
-            assert!(len <= 4096 + 1000, "{name}: {len}");
+        for path in &logs[..logs.len() - 1] {
+            let len = std::fs::metadata(path).unwrap().len();
+            assert!(len <= 4096 + 1000, "{}: {len}", path.display());
             assert!(
-                segment_file(&dir, base, INDEX_SUFFIX).exists(),
-                "{name} has no index"
+                path.with_extension("index").exists(),
+                "{} has no index",
+                path.display()
             );
         }
         let got: Vec<_> = read_all(&log, 0, 1 << 20)
@@ -250,7 +244,8 @@ async fn crash_and_reopen(
     RefCell::new(PartitionLog::open(dir, config).await.unwrap())
 }
 
-fn active_segment(dir: &Path) -> PathBuf {
+/// The segment files in `dir`, by base offset.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -258,7 +253,11 @@ fn active_segment(dir: &Path) -> PathBuf {
         .filter(|p| p.to_string_lossy().ends_with(LOG_SUFFIX))
         .collect();
     logs.sort();
-    logs.pop().unwrap()
+    logs
+}
+
+fn active_segment(dir: &Path) -> PathBuf {
+    segment_files(dir).pop().unwrap()
 }
 
 #[test]
@@ -359,13 +358,7 @@ fn stale_index_is_rebuilt_and_corrupt_sealed_segment_cuts_the_log() {
         }
         let hw = log.borrow().high_watermark();
         close(log).await;
-        let mut logs: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(LOG_SUFFIX))
-            .collect();
-        logs.sort();
+        let logs = segment_files(&dir);
         assert!(logs.len() >= 4);
         // A missing index is rebuilt by a scan; nothing is lost.
         let second = logs[1].with_extension("index");
@@ -561,14 +554,7 @@ fn random_operations_match_the_model() {
                     }
                     // Crash in the middle of a write: part of the pending bytes reached the
                     // disk. Whole valid batches among them may survive; nothing else.
-                    88..=93
-                        if std::fs::read_dir(&dir).unwrap().any(|e| {
-                            e.unwrap()
-                                .file_name()
-                                .to_string_lossy()
-                                .ends_with(LOG_SUFFIX)
-                        }) =>
-                    {
+                    88..=93 if !segment_files(&dir).is_empty() => {
                         let durable_len: u64 = {
                             let segment = active_segment(&dir);
                             let bytes = std::fs::read(&segment).unwrap();
