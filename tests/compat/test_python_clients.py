@@ -105,3 +105,84 @@ def test_garbage_on_one_connection_does_not_hurt_others(broker, topic):
     assert [r.value for r in consumer] == [b"still here"]
     consumer.close()
     assert "closing connection" in broker.log()
+
+
+def test_kafka_python_latest_and_by_timestamp(broker, topic):
+    create_with_kafka_python(broker, topic, 1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    for i in range(5):
+        producer.send(topic, value=f"old-{i}".encode(), partition=0).get(timeout=30)
+    time.sleep(0.05)
+    middle = int(time.time() * 1000)
+    time.sleep(0.05)
+    for i in range(3):
+        producer.send(topic, value=f"new-{i}".encode(), partition=0).get(timeout=30)
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+    consumer.assign([tp])
+    assert consumer.beginning_offsets([tp]) == {tp: 0}
+    assert consumer.end_offsets([tp]) == {tp: 8}
+    found = consumer.offsets_for_times({tp: middle})[tp]
+    assert found.offset == 5 and found.timestamp >= middle
+    consumer.seek(tp, found.offset)
+    got = []
+    deadline = time.time() + 20
+    while len(got) < 3 and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            got += [r.value for r in records]
+    assert got == [b"new-0", b"new-1", b"new-2"]
+    # From the latest: only what comes next.
+    consumer.seek_to_end(tp)
+    assert consumer.position(tp) == 8
+    producer.send(topic, value=b"tail", partition=0).get(timeout=30)
+    producer.close()
+    got = []
+    deadline = time.time() + 20
+    while not got and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            got += [(r.offset, r.value) for r in records]
+    consumer.close()
+    assert got == [(8, b"tail")]
+
+
+def test_aiokafka_latest_and_by_timestamp(broker, topic):
+    create_with_kafka_python(broker, topic, 1)
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await producer.start()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        tp = AioTopicPartition(topic, 0)
+        try:
+            for i in range(4):
+                await producer.send_and_wait(topic, value=f"old-{i}".encode(), partition=0)
+            await asyncio.sleep(0.05)
+            middle = int(time.time() * 1000)
+            await asyncio.sleep(0.05)
+            for i in range(2):
+                await producer.send_and_wait(topic, value=f"new-{i}".encode(), partition=0)
+            consumer.assign([tp])
+            found = (await consumer.offsets_for_times({tp: middle}))[tp]
+            assert found.offset == 4
+            consumer.seek(tp, found.offset)
+            got = []
+            deadline = time.time() + 20
+            while len(got) < 2 and time.time() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got += [r.value for r in records]
+            assert got == [b"new-0", b"new-1"]
+            await consumer.seek_to_end(tp)
+            assert await consumer.position(tp) == 6
+            await producer.send_and_wait(topic, value=b"tail", partition=0)
+            got = []
+            deadline = time.time() + 20
+            while not got and time.time() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got += [(r.offset, r.value) for r in records]
+            assert got == [(6, b"tail")]
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    asyncio.run(run())
