@@ -10,6 +10,7 @@
 //!   batch header view and validation, error codes, the versions table.
 //! - [`storage`]: per-partition logs of verbatim Kafka batches in direct-I/O segments,
 //!   with sparse indexes, group commit and crash recovery.
+//! - [`coordinator`]: consumer groups and committed offsets, on the shard owning each group.
 //! - [`cluster`]: topic metadata, its durable log and the controller on shard 0.
 //! - [`shard`]: process start-up, the per-core executors, the shard mesh, the flusher.
 //! - [`server`]: listeners and the per-connection request loop.
@@ -17,6 +18,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
 pub mod handlers;
 pub mod protocol;
 pub mod server;

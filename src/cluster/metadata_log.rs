@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -51,26 +52,7 @@ impl MetadataLog {
     pub fn open(dir: &Path) -> io::Result<(MetadataLog, Vec<MetaRecord>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("metadata.log");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (records, valid_len) = decode_all(&bytes);
-        if valid_len < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                valid_len,
-                file_len = bytes.len(),
-                "metadata log has a torn or corrupt tail; truncating it"
-            );
-            file.set_len(valid_len as u64)?;
-            file.seek(SeekFrom::Start(valid_len as u64))?;
-            file.sync_all()?;
-        }
+        let records = read_records(&path)?;
         sync_dir(dir)?;
         Ok((MetadataLog { path }, records))
     }
@@ -78,13 +60,7 @@ impl MetadataLog {
     /// Appends records and makes them durable. Blocking: call from a blocking thread
     /// or at start-up (see [`append_blocking`](Self::append_blocking)).
     pub fn append_blocking(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for record in records {
-            encode(record, &mut buf)?;
-        }
-        let mut file = OpenOptions::new().append(true).open(path)?;
-        file.write_all(&buf)?;
-        file.sync_data()
+        append_records(path, records)
     }
 
     /// Appends records durably without blocking the shard's reactor.
@@ -100,7 +76,55 @@ impl MetadataLog {
     }
 }
 
-fn encode(record: &MetaRecord, out: &mut Vec<u8>) -> io::Result<()> {
+/// Reads every valid record of a record file (creating it if missing) and truncates a
+/// torn or corrupt tail. Blocking.
+pub fn read_records<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+    {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (records, valid_len) = decode_all(&bytes);
+        if valid_len < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                valid_len,
+                file_len = bytes.len(),
+                "record file has a torn or corrupt tail; truncating it"
+            );
+            file.set_len(valid_len as u64)?;
+            file.seek(SeekFrom::Start(valid_len as u64))?;
+            file.sync_all()?;
+        }
+        Ok(records)
+    }
+}
+
+/// Appends records to a record file and `fdatasync`s it. Blocking.
+pub fn append_records<T: Serialize>(path: &Path, records: &[T]) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for record in records {
+        encode(record, &mut buf)?;
+    }
+    let mut file = OpenOptions::new().append(true).open(path)?;
+    file.write_all(&buf)?;
+    file.sync_data()
+}
+
+/// Replaces a record file with exactly `records` (temp file, fsync, rename). Blocking.
+pub fn rewrite_records<T: Serialize>(path: &Path, records: &[T]) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for record in records {
+        encode(record, &mut buf)?;
+    }
+    crate::storage::index::write_atomically(path, &buf)
+}
+
+fn encode<T: Serialize>(record: &T, out: &mut Vec<u8>) -> io::Result<()> {
     let json = serde_json::to_vec(record).map_err(io::Error::other)?;
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
@@ -109,7 +133,7 @@ fn encode(record: &MetaRecord, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Decodes records up to the first invalid one; returns them and the valid prefix length.
-fn decode_all(bytes: &[u8]) -> (Vec<MetaRecord>, usize) {
+fn decode_all<T: DeserializeOwned>(bytes: &[u8]) -> (Vec<T>, usize) {
     let mut records = Vec::new();
     let mut pos = 0;
     while bytes.len() - pos >= FRAME_HEADER_BYTES {

@@ -1,0 +1,242 @@
+//! Consumer-group coordination, on the shard that owns each group.
+//!
+//! A group belongs to the shard `hash(group id) % shards`; FindCoordinator names that
+//! shard's broker, so a group's connections land on the core that holds its state and no
+//! lock or cross-shard hop is needed. A request for a group another shard owns gets
+//! NOT_COORDINATOR, and the client looks the coordinator up again.
+//!
+//! [`group`] is Kafka's classic group state machine (Empty, PreparingRebalance,
+//! CompletingRebalance, Stable, Dead). Rebalances complete when every member has rejoined
+//! or the rebalance timeout passes; members expire after their session timeout — both
+//! driven by timers and notifications, not polling loops.
+//!
+//! Committed offsets are durable before an OffsetCommit is answered: each shard appends
+//! them to `<data-dir>/groups/shard-<k>.log` (length + CRC32C + JSON records, `fdatasync`ed)
+//! and replays it on start, then rewrites it with only the live state (compaction).
+
+pub mod group;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::ShardId;
+use crate::util::Notify;
+use group::Group;
+
+/// A committed offset as stored and served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
+/// One record of a shard's group log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GroupRecord {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        committed: Option<Committed>,
+    },
+    /// The group and all its offsets are gone.
+    DeleteGroup { group: String },
+}
+
+/// The shard owning `group`: FNV-1a of the id, stable across restarts and platforms.
+pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    ShardId((hash as usize % shard_count.max(1)) as u16)
+}
+
+/// Every group this shard coordinates.
+pub struct GroupCoordinator {
+    pub groups: RefCell<HashMap<String, Rc<Group>>>,
+    log_path: PathBuf,
+    /// Woken when any group changes state (joins complete, syncs, members leave).
+    pub changed: Rc<Notify>,
+}
+
+impl GroupCoordinator {
+    /// Loads the committed offsets of the groups `shard` owns, from every shard's group
+    /// log (groups move when the shard count changes), and compacts this shard's log.
+    /// Blocking: runs at start-up on a blocking thread.
+    pub fn load(
+        data_dir: &Path,
+        shard: ShardId,
+        shard_count: usize,
+    ) -> std::io::Result<LoadedGroups> {
+        let dir = data_dir.join("groups");
+        std::fs::create_dir_all(&dir)?;
+        let own = dir.join(format!("shard-{}.log", shard.0));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log") && *p != own)
+            .collect();
+        files.sort();
+        // Our own file last: it is the newest word on the groups we own.
+        files.push(own.clone());
+        let mut offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>> = BTreeMap::new();
+        for path in &files {
+            let records: Vec<GroupRecord> = crate::cluster::metadata_log::read_records(path)?;
+            for record in records {
+                match record {
+                    GroupRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        committed,
+                    } => {
+                        if shard_of_group(&group, shard_count) != shard {
+                            continue;
+                        }
+                        let entry = offsets.entry(group).or_default();
+                        match committed {
+                            Some(c) => {
+                                entry.insert((topic, partition), c);
+                            }
+                            None => {
+                                entry.remove(&(topic, partition));
+                            }
+                        }
+                    }
+                    GroupRecord::DeleteGroup { group } => {
+                        offsets.remove(&group);
+                    }
+                }
+            }
+        }
+        offsets.retain(|_, o| !o.is_empty());
+        let live: Vec<GroupRecord> = offsets
+            .iter()
+            .flat_map(|(group, o)| {
+                o.iter().map(|((topic, partition), c)| GroupRecord::Offset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: Some(c.clone()),
+                })
+            })
+            .collect();
+        crate::cluster::metadata_log::rewrite_records(&own, &live)?;
+        Ok(LoadedGroups {
+            offsets,
+            log_path: own,
+        })
+    }
+
+    pub fn new(loaded: LoadedGroups) -> GroupCoordinator {
+        let changed = Rc::new(Notify::default());
+        let groups = loaded
+            .offsets
+            .into_iter()
+            .map(|(id, offsets)| {
+                let group = Rc::new(Group::new(id.clone(), changed.clone()));
+                *group.offsets.borrow_mut() = offsets;
+                (id, group)
+            })
+            .collect();
+        GroupCoordinator {
+            groups: RefCell::new(groups),
+            log_path: loaded.log_path,
+            changed,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Rc<Group>> {
+        self.groups.borrow().get(id).cloned()
+    }
+
+    pub fn get_or_create(&self, id: &str) -> Rc<Group> {
+        self.groups
+            .borrow_mut()
+            .entry(id.to_string())
+            .or_insert_with(|| Rc::new(Group::new(id.to_string(), self.changed.clone())))
+            .clone()
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.groups.borrow_mut().remove(id);
+    }
+
+    /// Makes records durable (appended and `fdatasync`ed) before the caller applies them.
+    pub async fn persist(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
+        let path = self.log_path.clone();
+        glommio::executor()
+            .spawn_blocking(move || crate::cluster::metadata_log::append_records(&path, &records))
+            .await
+    }
+}
+
+/// What [`GroupCoordinator::load`] read, to build the coordinator on the shard's thread.
+pub struct LoadedGroups {
+    offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>>,
+    log_path: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_shard_is_stable_and_spread() {
+        assert_eq!(shard_of_group("orders", 4), shard_of_group("orders", 4));
+        let mut counts = [0; 4];
+        for i in 0..400 {
+            counts[shard_of_group(&format!("group-{i}"), 4).0 as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+        assert_eq!(shard_of_group("x", 1), ShardId(0));
+    }
+
+    #[test]
+    fn offsets_survive_reload_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
+        assert!(loaded.offsets.is_empty());
+        let path = loaded.log_path.clone();
+        let commit = |offset| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: Some("m".into()),
+            commit_ms: 1,
+        };
+        let mut records = Vec::new();
+        for offset in 0..50 {
+            records.push(GroupRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                committed: Some(commit(offset)),
+            });
+        }
+        records.push(GroupRecord::Offset {
+            group: "gone".into(),
+            topic: "t".into(),
+            partition: 0,
+            committed: Some(commit(1)),
+        });
+        records.push(GroupRecord::DeleteGroup {
+            group: "gone".into(),
+        });
+        crate::cluster::metadata_log::append_records(&path, &records).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
+        assert_eq!(loaded.offsets.len(), 1);
+        assert_eq!(loaded.offsets["g"][&("t".to_string(), 0)], commit(49));
+        assert!(std::fs::metadata(&path).unwrap().len() < before / 10);
+        let again = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
+        assert_eq!(again.offsets, loaded.offsets);
+    }
+}
