@@ -68,6 +68,23 @@ pub struct Config {
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub partition_cache_bytes: usize,
 
+    /// How long a new group waits for more members before its first rebalance completes
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    #[arg(long, default_value_t = 3_000)]
+    pub group_initial_rebalance_delay_ms: u64,
+
+    /// Smallest session timeout a group member may ask for.
+    #[arg(long, default_value_t = 6_000)]
+    pub group_min_session_timeout_ms: i32,
+
+    /// Largest session timeout a group member may ask for.
+    #[arg(long, default_value_t = 1_800_000)]
+    pub group_max_session_timeout_ms: i32,
+
+    /// Members (including ones being admitted) a consumer group may have.
+    #[arg(long, default_value_t = 1_000)]
+    pub group_max_size: usize,
+
     /// Upper bound on the record bytes of one fetch response, whatever the client asks
     /// (Kafka's broker `fetch.max.bytes`); the first batch is still returned whole.
     #[arg(long, default_value_t = 55 * 1024 * 1024)]

@@ -85,7 +85,7 @@ pub fn read_records<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (records, valid_len) = decode_all(&bytes);

@@ -17,7 +17,7 @@
 pub mod group;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -65,6 +65,8 @@ pub struct GroupCoordinator {
     log_path: PathBuf,
     /// Woken when any group changes state (joins complete, syncs, members leave).
     pub changed: Rc<Notify>,
+    /// (group, member) pairs whose session a timer task is watching.
+    pub watched: RefCell<HashSet<(String, String)>>,
 }
 
 impl GroupCoordinator {
@@ -151,6 +153,7 @@ impl GroupCoordinator {
             groups: RefCell::new(groups),
             log_path: loaded.log_path,
             changed,
+            watched: RefCell::new(HashSet::new()),
         }
     }
 

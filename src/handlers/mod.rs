@@ -9,6 +9,7 @@
 mod api_versions;
 mod create_topics;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -37,6 +38,10 @@ pub struct Ctx {
     pub api: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The client id of the request header ("" if null).
+    pub client_id: String,
+    /// The peer address, as group descriptions report it.
+    pub client_host: Rc<str>,
 }
 
 impl Ctx {
@@ -63,7 +68,7 @@ fn decode<T: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<T, Response> {
     Ok(request)
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Response {
+pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<str>) -> Response {
     let RequestFrame {
         api_key,
         version,
@@ -74,6 +79,12 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Response {
         api: api_key,
         version,
         correlation_id: header.correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host,
     };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&ctx);
@@ -87,6 +98,14 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Response {
         ($module:ident) => {
             match decode(&ctx, &mut body) {
                 Ok(request) => $module::handle(shard, &ctx, request).await,
+                Err(response) => response,
+            }
+        };
+    }
+    macro_rules! group_call {
+        ($handler:ident) => {
+            match decode(&ctx, &mut body) {
+                Ok(request) => groups::$handler(shard, &ctx, request).await,
                 Err(response) => response,
             }
         };
@@ -108,6 +127,17 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Response {
             Err(response) => response,
         },
         ApiKey::InitProducerId => call!(init_producer_id),
+        ApiKey::FindCoordinator => group_call!(find_coordinator),
+        ApiKey::JoinGroup => group_call!(join_group),
+        ApiKey::SyncGroup => group_call!(sync_group),
+        ApiKey::Heartbeat => group_call!(heartbeat),
+        ApiKey::LeaveGroup => group_call!(leave_group),
+        ApiKey::OffsetCommit => group_call!(offset_commit),
+        ApiKey::OffsetFetch => group_call!(offset_fetch),
+        ApiKey::ListGroups => group_call!(list_groups),
+        ApiKey::DescribeGroups => group_call!(describe_groups),
+        ApiKey::DeleteGroups => group_call!(delete_groups),
+        ApiKey::OffsetDelete => group_call!(offset_delete),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

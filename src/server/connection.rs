@@ -76,7 +76,8 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
         writer.flush().await.map(|_| None)
     });
 
-    let end = read_requests(shard, &mut reader, &queue).await;
+    let client_host: Rc<str> = Rc::from(peer.rsplit_once(':').map(|(h, _)| h).unwrap_or(peer));
+    let end = read_requests(shard, &mut reader, &queue, &client_host).await;
     drop(queue);
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
@@ -99,6 +100,7 @@ async fn read_requests(
     shard: &Rc<Shard>,
     reader: &mut BufReader<Half>,
     queue: &local_channel::LocalSender<Task<Response>>,
+    client_host: &Rc<str>,
 ) -> End {
     loop {
         let seen = shard.shutdown.generation();
@@ -127,7 +129,9 @@ async fn read_requests(
             Err(err) => return End::Violation(err.to_string()),
         };
         let shard = shard.clone();
-        let task = glommio::spawn_local(async move { handlers::dispatch(&shard, request).await });
+        let host = client_host.clone();
+        let task =
+            glommio::spawn_local(async move { handlers::dispatch(&shard, request, host).await });
         if queue.send(task).await.is_err() {
             return End::ClientClosed;
         }

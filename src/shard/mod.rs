@@ -22,6 +22,7 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 use crate::cluster::controller::{ControlReply, ControlRequest, Controller};
 use crate::cluster::{broker_id, ClusterSnapshot, NodeId, ShardId, TopicMeta};
 use crate::config::Config;
+use crate::coordinator::GroupCoordinator;
 use crate::storage::{LogConfig, PartitionLog};
 use crate::util::Notify;
 use mesh::{Mesh, MeshError, MeshMessage, MeshReply, MeshRequest};
@@ -66,10 +67,17 @@ pub struct Shard {
     pub connections_changed: Notify,
     /// Bytes appended and not yet handed back by a flush (see `--max-unflushed-bytes`).
     unflushed_bytes: Cell<usize>,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupCoordinator,
 }
 
 impl Shard {
-    pub fn new(id: ShardId, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        mesh: Mesh,
+        groups: GroupCoordinator,
+    ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             node: NodeId(0),
@@ -87,6 +95,7 @@ impl Shard {
             connections: Cell::new(0),
             connections_changed: Notify::default(),
             unflushed_bytes: Cell::new(0),
+            groups,
         })
     }
 

@@ -24,6 +24,7 @@ use super::{Shard, DELETE_SUFFIX};
 use crate::cluster::controller::Controller;
 use crate::cluster::ShardId;
 use crate::config::Config;
+use crate::coordinator::GroupCoordinator;
 
 /// glommio refuses to start below this locked-memory limit.
 const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
@@ -166,8 +167,18 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
                 config.data_dir.display()
             )
         })?;
+    let (data_dir, id, shard_count) = (config.data_dir.clone(), start.id, config.shards_resolved());
+    let groups = glommio::executor()
+        .spawn_blocking(move || GroupCoordinator::load(&data_dir, id, shard_count))
+        .await
+        .map_err(|e| format!("cannot load consumer groups: {e}"))?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
-    let shard = Shard::new(start.id, config.clone(), mesh);
+    let shard = Shard::new(
+        start.id,
+        config.clone(),
+        mesh,
+        GroupCoordinator::new(groups),
+    );
     for (from, receiver) in receivers {
         shard.spawn_mesh_receiver(from, receiver);
     }
