@@ -357,12 +357,7 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
 pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let instance = request.group_instance_id.as_ref().map(|i| i.to_string());
-    // v0 carries no generation: it is a simple (unmanaged) commit.
-    let generation = if ctx.version >= 1 {
-        request.generation_id_or_member_epoch
-    } else {
-        -1
-    };
+    let generation = request.generation_id_or_member_epoch;
     let group_code = if group_id.is_empty() {
         INVALID_GROUP_ID
     } else if !owns(shard, &group_id) {
