@@ -398,3 +398,55 @@ async fn kill_9_during_acks_all_produce_loses_no_acknowledged_record() {
         );
     }
 }
+
+/// Subscribes with a group, reads until `expected` records arrived, commits, closes.
+fn group_read(broker: &Broker, group: &str, topic: &str, expected: usize) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap(broker))
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < expected && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            got.push((m.partition(), m.offset()));
+        }
+    }
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    got.sort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_consumer_commits_and_resumes_across_a_broker_restart() {
+    let mut broker = Broker::start(2, &[]);
+    create_topic(&broker, "grouped", 4).await;
+    let producer = producer(&broker, &[]);
+    let record = |i: u32| Record {
+        key: None,
+        value: Some(format!("g{i}").into_bytes()),
+        headers: Vec::new(),
+    };
+    for i in 0..40 {
+        send(&producer, "grouped", Some((i % 4) as i32), &record(i)).await;
+    }
+    let all: Vec<(i32, i64)> = (0..4).flat_map(|p| (0..10).map(move |o| (p, o))).collect();
+    let broker_ref = &broker;
+    let got = tokio::task::block_in_place(|| group_read(broker_ref, "rd-group", "grouped", 40));
+    assert_eq!(got, all);
+    broker.kill9();
+    broker.spawn();
+    let producer = self::producer(&broker, &[]);
+    send(&producer, "grouped", Some(2), &record(99)).await;
+    let broker_ref = &broker;
+    let got = tokio::task::block_in_place(|| group_read(broker_ref, "rd-group", "grouped", 1));
+    assert_eq!(got, vec![(2, 10)]);
+}
