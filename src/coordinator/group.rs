@@ -13,7 +13,7 @@
 //! waiter sees a rebalance ready first completes it for everyone.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -132,8 +132,9 @@ pub struct Inner {
     pub protocol_name: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
-    pending: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined, and until when they
+    /// stay reserved (the member's session timeout).
+    pending: HashMap<String, Instant>,
     /// Static membership: instance id -> member id.
     pub instances: HashMap<String, String>,
     rebalance_deadline: Instant,
@@ -161,7 +162,7 @@ impl Group {
                 protocol_name: None,
                 leader: None,
                 members: BTreeMap::new(),
-                pending: HashSet::new(),
+                pending: HashMap::new(),
                 instances: HashMap::new(),
                 rebalance_deadline: now,
                 initial_delay_until: now,
@@ -246,16 +247,18 @@ impl Group {
             }
         }
         if member_id.is_empty() {
+            g.pending.retain(|_, until| *until > now);
             if g.members.len() + g.pending.len() >= config.members_max {
                 return JoinStep::Done(JoinResult::error(GROUP_MAX_SIZE_REACHED, ""));
             }
             let id = new_member_id();
             if args.require_known_member_id && args.instance_id.is_none() {
-                g.pending.insert(id.clone());
+                let until = now + Duration::from_millis(args.session_timeout_ms as u64);
+                g.pending.insert(id.clone(), until);
                 return JoinStep::Done(JoinResult::error(MEMBER_ID_REQUIRED, &id));
             }
             member_id = id;
-        } else if !g.members.contains_key(&member_id) && !g.pending.remove(&member_id) {
+        } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
             return JoinStep::Done(JoinResult::error(UNKNOWN_MEMBER_ID, &member_id));
         }
         if let Some(instance) = &args.instance_id {
@@ -864,6 +867,32 @@ mod tests {
         assert!(g.expire_member(&ids[1]));
         assert_eq!(g.state(), State::Empty);
         assert_eq!(g.check_commit("", None, -1), NONE);
+    }
+
+    #[test]
+    fn member_ids_never_used_stop_counting_against_the_size_limit() {
+        let g = group();
+        let small = GroupConfig {
+            members_max: 2,
+            ..config()
+        };
+        for i in 0..2 {
+            let mut a = args("", &["range"]);
+            a.session_timeout_ms = 10;
+            let JoinStep::Done(r) = g.join(a, &small, || format!("p{i}")) else {
+                panic!()
+            };
+            assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+        }
+        let JoinStep::Done(r) = g.join(args("", &["range"]), &small, || "full".into()) else {
+            panic!()
+        };
+        assert_eq!(r.error_code, GROUP_MAX_SIZE_REACHED);
+        std::thread::sleep(Duration::from_millis(20));
+        let JoinStep::Done(r) = g.join(args("", &["range"]), &small, || "later".into()) else {
+            panic!()
+        };
+        assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
     }
 
     #[test]
