@@ -2,37 +2,122 @@
 # Runs every test of Strand on a fresh machine: installs what the tests need (kcat from
 # apt, the Python Kafka clients in .venv), builds, runs the Rust unit and integration
 # tests (including the rdkafka client tests), then the real-client suite in tests/compat.
+#
+# Needs: a Rust toolchain, python3 (3.11+) with venv/pip, network access to apt, PyPI and
+# crates.io. Run as root or as a user with sudo (only for apt). Exits non-zero if any step
+# failed; later steps still run when they can, and a summary is printed at the end.
+#
+# Arguments are passed on to pytest (e.g. tests/run.sh -x -k "kcat or bad_input").
+# Environment: STRAND_BIN (the broker the Python suite starts; default
+# target/release/strand), PYTEST_ARGS (more pytest arguments, split on spaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+started=$SECONDS
 
-step() { printf '\n==> %s\n' "$*"; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+current="start"
+step() { current="$*"; printf '\n==> %s\n' "$*"; }
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+apt_install() {
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
 
+results=()
+failed=0
+record() { # record NAME STATUS
+    if [ "$2" -eq 0 ]; then
+        results+=("PASS  $1")
+    else
+        results+=("FAIL  $1 (exit $2)")
+        failed=1
+    fi
+}
+summary() {
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        results+=("FAIL  $current (exit $rc)")
+        failed=1
+    fi
+    printf '\n==> summary (%ds)\n' $((SECONDS - started))
+    printf '    %s\n' "${results[@]}"
+    if [ "$failed" -ne 0 ]; then
+        echo "    SOME TESTS FAILED"
+    else
+        echo "    all passed"
+    fi
+}
+trap 'summary' EXIT
+
+# ---------------------------------------------------------------------------- tools
 step "installing test tools"
 if ! command -v kcat >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat
+    apt_install kcat
 fi
-kcat -V | head -1
+kcat -V | grep -m1 '^Version' || true
+
+python=python3
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "python3 is $("$python" --version 2>&1); the suite needs 3.11+" >&2
+    exit 1
+fi
 
 requirements=tests/compat/requirements.txt
 stamp=.venv/.requirements.sha256
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
+# The stamp covers the requirements and the interpreter the venv was made from.
+want=$( (cat "$requirements"; "$python" -VV) | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -r "$requirements"
+    # A venv whose interpreter is gone (python upgraded) is rebuilt; a working one is
+    # updated in place (pip installs only what the pins change).
+    .venv/bin/python -c '' 2>/dev/null || rm -rf .venv
+    if ! "$python" -m venv .venv 2>/dev/null; then
+        # Debian's python3 ships venv/ensurepip separately.
+        rm -rf .venv
+        pyver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        apt_install "python${pyver}-venv" || apt_install python3-venv
+        "$python" -m venv .venv
+    fi
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r "$requirements"
     echo "$want" > "$stamp"
 fi
-.venv/bin/python -c 'import confluent_kafka, kafka, aiokafka; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__, "| aiokafka", aiokafka.__version__)'
+.venv/bin/python -c 'import confluent_kafka as c, kafka, aiokafka; print(f"confluent-kafka {c.__version__} (librdkafka {c.libversion()[0]}) | kafka-python {kafka.__version__} | aiokafka {aiokafka.__version__}")'
+record "installing test tools" 0
 
+# ---------------------------------------------------------------------------- build
 step "building"
-cargo build --release --bin strand
-cargo build --all-targets
+status=0
+cargo build --release --bin strand || status=$?
+record "cargo build --release --bin strand" "$status"
+release_ok=$status
 
+# ---------------------------------------------------------------------------- rust tests
 step "cargo test (unit tests, wire-level tests, rdkafka client tests)"
-cargo test --all-targets -- --test-threads 2
+status=0
+cargo test --all-targets -- --test-threads 2 || status=$?
+record "cargo test --all-targets" "$status"
 
+# ---------------------------------------------------------------------------- client suite
 step "real-client suite (kcat, confluent-kafka, kafka-python, aiokafka)"
-STRAND_BIN="$root/target/release/strand" .venv/bin/python -m pytest tests/compat -v -p no:cacheprovider --timeout 300
+export STRAND_BIN="${STRAND_BIN:-$root/target/release/strand}"
+if [ "$release_ok" -ne 0 ] && [ "$STRAND_BIN" = "$root/target/release/strand" ]; then
+    echo "skipped: the release build failed"
+    record "pytest tests/compat" 1
+else
+    status=0
+    # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
+    .venv/bin/python -m pytest tests/compat -v -rfE -p no:cacheprovider --timeout 300 \
+        -W ignore::DeprecationWarning ${PYTEST_ARGS:-} "$@" || status=$?
+    record "pytest tests/compat" "$status"
+fi
+
+exit "$failed"

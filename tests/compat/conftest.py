@@ -1,8 +1,9 @@
 """Starts the real `strand` binary for the real-client suite.
 
 Each test gets its own broker: two shards on free loopback ports (shard k on base + k) and a
-temporary data directory. `broker.kill9()` / `broker.start()` restart it on the same data,
-which is how the durability tests crash it.
+temporary data directory. `broker.kill9()` then `broker.start()` (or `broker.restart()`)
+brings it back on the same data and ports, which is how the durability tests crash it. On a
+failing test the broker's log is printed; a panic in the log fails the test.
 """
 
 import os
@@ -15,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-STRAND_BIN = os.environ.get(
-    "STRAND_BIN", str(Path(__file__).resolve().parents[2] / "target" / "release" / "strand")
-)
+REPO = Path(__file__).resolve().parents[2]
+STRAND_BIN = os.environ.get("STRAND_BIN") or str(REPO / "target" / "release" / "strand")
 SHARDS = 2
+READY_TIMEOUT_S = 30
 
 
 def free_base_port(count):
+    """A port `base` such that base .. base + count - 1 are all free on 127.0.0.1."""
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -32,8 +34,8 @@ def free_base_port(count):
         try:
             for k in range(count):
                 s = socket.socket()
-                s.bind(("127.0.0.1", base + k))
                 sockets.append(s)
+                s.bind(("127.0.0.1", base + k))
             return base
         except OSError:
             continue
@@ -41,6 +43,14 @@ def free_base_port(count):
             for s in sockets:
                 s.close()
     raise RuntimeError("no free ports")
+
+
+def accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class Broker:
@@ -56,36 +66,49 @@ class Broker:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def ports(self):
+        return [self.port + k for k in range(self.shards)]
+
     def log(self):
         try:
-            return self.log_path.read_text()
+            return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
     def start(self):
+        """Starts the broker on this data dir and these ports; returns once every shard port
+        accepts connections and this run has logged "ready"."""
+        assert self.proc is None, "already running"
+        if not os.access(STRAND_BIN, os.X_OK):
+            raise RuntimeError(f"{STRAND_BIN} is not an executable: build it or set STRAND_BIN")
         log_from = len(self.log())
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [
-                STRAND_BIN, "serve",
-                "--data-dir", str(self.data_dir),
-                "--listen", self.bootstrap,
-                "--shards", str(self.shards),
-                "--log-level", "info",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        log.close()
-        deadline = time.time() + 30
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    STRAND_BIN, "serve",
+                    "--data-dir", str(self.data_dir),
+                    "--listen", self.bootstrap,
+                    "--shards", str(self.shards),
+                    "--log-level", "info",
+                    *self.extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.time() + READY_TIMEOUT_S
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with {self.proc.returncode}:\n{self.log()}")
-            if "ready" in self.log()[log_from:]:
+                code = self.proc.returncode
+                self.proc = None
+                raise RuntimeError(f"broker exited with {code}:\n{self.log()}")
+            # Only this run's output counts: the log keeps earlier runs.
+            if "ready" in self.log()[log_from:] and all(accepts(p) for p in self.ports):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"broker not ready:\n{self.log()}")
+        self.kill9()
+        raise RuntimeError(f"broker not ready after {READY_TIMEOUT_S}s:\n{self.log()}")
 
     def kill9(self):
         if self.proc is not None:
@@ -93,23 +116,24 @@ class Broker:
             self.proc.wait()
             self.proc = None
 
+    def restart(self):
+        """kill -9, then start again on the same data dir and ports."""
+        self.kill9()
+        self.start()
+
     def terminate(self):
+        """SIGTERM; returns the exit code."""
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError(f"broker did not stop on SIGTERM:\n{self.log()}")
         self.proc = None
         return code
 
-
-@pytest.fixture
-def broker(tmp_path, request):
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    failed = getattr(request.node, "rep_call", None)
-    b.kill9()
-    if failed is not None and failed.failed:
-        print("--- broker log ---\n" + b.log())
-    assert "panicked" not in b.log(), b.log()
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -117,6 +141,25 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture
+def broker(tmp_path, request):
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    crashed = b.proc is not None and b.proc.poll() is not None
+    b.kill9()
+    failed = any(
+        getattr(request.node, "rep_" + when, None) is not None
+        and getattr(request.node, "rep_" + when).failed
+        for when in ("setup", "call")
+    )
+    log = b.log()
+    if failed or crashed or "panicked" in log:
+        print(f"--- broker log ({b.log_path}) ---\n{log}")
+    assert "panicked" not in log, "the broker panicked (log above)"
+    assert not crashed, "the broker died during the test (log above)"
 
 
 @pytest.fixture

@@ -1,53 +1,15 @@
 """confluent-kafka (librdkafka 2.16): admin, every codec, keys and headers, positions,
 idempotence, and kill -9 during an acks=all produce."""
 
+import json
 import random
-import threading
 import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-def create_topic(broker, name, partitions):
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    futures[name].result(timeout=15)
-    md = admin.list_topics(name, timeout=10)
-    leaders = {p.id: p.leader for p in md.topics[name].partitions.values()}
-    assert sorted(leaders) == list(range(partitions))
-    return leaders
-
-
-def consume(broker, topic, partitions, start, expected, timeout=30):
-    """Reads from `start` on every partition until `expected` messages arrived; returns
-    {partition: [(offset, key, value, headers)]} in arrival order."""
-    consumer = Consumer({
-        "bootstrap.servers": broker.bootstrap,
-        "group.id": "compat-assign-only",
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    })
-    consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
-    got = {}
-    count = 0
-    deadline = time.time() + timeout
-    while count < expected and time.time() < deadline:
-        m = consumer.poll(0.2)
-        if m is None:
-            continue
-        assert m.error() is None, m.error()
-        got.setdefault(m.partition(), []).append((m.offset(), m.key(), m.value(), m.headers() or []))
-        count += 1
-    # Anything beyond what was expected shows up too.
-    extra_deadline = time.time() + 0.5
-    while time.time() < extra_deadline:
-        m = consumer.poll(0.1)
-        if m is not None and m.error() is None:
-            got.setdefault(m.partition(), []).append((m.offset(), m.key(), m.value(), m.headers() or []))
-    consumer.close()
-    return got
+from helpers import consume, consumer_config, create_topic
 
 
 def test_admin_create_spreads_partitions_over_both_shards(broker, topic):
@@ -71,88 +33,126 @@ def test_admin_create_spreads_partitions_over_both_shards(broker, topic):
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_round_trip_every_codec(broker, topic, codec):
-    create_topic(broker, topic, 4)
+    """Keyed and unkeyed messages, with and without headers, null / empty / 100 KiB binary
+    values, on 4 partitions over both shards: read back byte-exact, in send order per
+    partition, each exactly once."""
+    leaders = create_topic(broker, topic, 4)
+    assert set(leaders.values()) == {0, 1}
     producer = Producer({
         "bootstrap.servers": broker.bootstrap,
         "compression.type": codec,
         "acks": "all",
         "linger.ms": 5,
     })
-    sent = {}
+    total = 300
     acked = []
+    errors = []
 
-    def delivered(sent_headers):
+    def delivered(index, sent_headers):
         # Delivery reports do not carry headers back: remember the ones sent.
         def on_delivery(err, msg):
-            assert err is None, err
-            acked.append((msg.partition(), msg.offset(), msg.key(), msg.value(), sent_headers))
+            if err is not None:
+                errors.append(err)
+                return
+            acked.append((msg.partition(), msg.offset(), index, msg.key(), msg.value(), sent_headers))
         return on_delivery
 
-    rng = random.Random(7)
-    for i in range(300):
+    rng = random.Random(codec)
+    produced = []
+    for i in range(total):
         key = None if i % 3 == 0 else f"key-{i % 11}".encode()
         if i % 60 == 0:
             value = None
         elif i % 60 == 1:
             value = b""
         elif i % 60 == 2:
-            value = bytes(rng.getrandbits(8) for _ in range(100_000))
+            value = rng.randbytes(100 * 1024)
         else:
-            value = f"{codec}-{i}-".encode() + b"x" * (i % 50)
-        headers = [("h1", bytes([i % 256, 0, 255])), ("empty", None)] if i % 2 == 0 else None
-        kwargs = {"key": key, "value": value, "headers": headers, "on_delivery": delivered(headers or [])}
-        if key is None:
-            kwargs["partition"] = i % 4
+            value = f"{codec}-{i}-".encode() + bytes(rng.randrange(256) for _ in range(i % 50))
+        headers = [("h1", bytes([i % 256, 0, 255])), ("empty", None), ("h1", b"again")] if i % 2 == 0 else None
+        kwargs = {"key": key, "value": value, "headers": headers, "on_delivery": delivered(i, headers or [])}
+        if key is None and i % 2 == 0:
+            kwargs["partition"] = i % 4  # the rest of the unkeyed ones go where librdkafka likes
         producer.produce(topic, **kwargs)
+        produced.append((key, value, headers or []))
         producer.poll(0)
     assert producer.flush(30) == 0
-    assert len(acked) == 300
-    for p, offset, key, value, headers in acked:
-        sent.setdefault(p, []).append((offset, key, value, headers))
-    for p in sent:
-        sent[p].sort()
-    assert len(sent) == 4
-    got = consume(broker, topic, 4, OFFSET_BEGINNING, 300)
-    assert got == sent
+    assert errors == []
+    assert len(acked) == total
+    assert sorted(index for _, _, index, _, _, _ in acked) == list(range(total))
+    sent = {}
+    for p, offset, index, key, value, headers in sorted(acked):
+        assert (key, value, headers) == produced[index]
+        sent.setdefault(p, []).append((offset, index, key, value, headers))
+    assert set(sent) == {0, 1, 2, 3}
+    for p, msgs in sent.items():
+        assert [o for o, *_ in msgs] == list(range(len(msgs))), f"partition {p}: offsets not dense"
+        assert [i for _, i, *_ in msgs] == sorted(i for _, i, *_ in msgs), f"partition {p}: send order lost"
+    got = consume(broker, topic, 4, OFFSET_BEGINNING, total)
+    assert got == {p: [(o, k, v, h) for o, _, k, v, h in msgs] for p, msgs in sent.items()}
 
 
 def test_from_end_and_from_timestamp(broker, topic):
     create_topic(broker, topic, 2)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1})
+    # Explicit create timestamps: 10 messages at t0, 6 at t0 + 1000.
+    t0 = int(time.time() * 1000) - 60_000
     for i in range(10):
-        producer.produce(topic, value=f"before-{i}".encode(), partition=i % 2)
-    producer.flush(10)
-    time.sleep(0.05)
-    middle = int(time.time() * 1000)
-    time.sleep(0.05)
+        producer.produce(topic, value=f"before-{i}".encode(), partition=i % 2, timestamp=t0)
+    assert producer.flush(10) == 0
     for i in range(6):
-        producer.produce(topic, value=f"after-{i}".encode(), partition=i % 2)
-    producer.flush(10)
+        producer.produce(topic, value=f"after-{i}".encode(), partition=i % 2, timestamp=t0 + 1000)
+    assert producer.flush(10) == 0
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "compat-assign-only",
-                         "enable.auto.commit": False})
-    found = consumer.offsets_for_times([TopicPartition(topic, p, middle) for p in range(2)], timeout=10)
-    assert [tp.offset for tp in found] == [5, 5]
+    consumer = Consumer(consumer_config(broker))
+    found = consumer.offsets_for_times([TopicPartition(topic, p, t0 + 1) for p in range(2)], timeout=10)
+    assert [(tp.partition, tp.offset, tp.error) for tp in found] == [(0, 5, None), (1, 5, None)]
+    found = consumer.offsets_for_times([TopicPartition(topic, p, t0) for p in range(2)], timeout=10)
+    assert [tp.offset for tp in found] == [0, 0]
+    # After the last timestamp: no such offset (-1, i.e. the end).
+    found = consumer.offsets_for_times([TopicPartition(topic, p, t0 + 2000) for p in range(2)], timeout=10)
+    assert [tp.offset for tp in found] == [-1, -1]
+    low_high = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(2)]
+    assert low_high == [(0, 8), (0, 8)]
     consumer.close()
+
     got = consume(broker, topic, 2, 5, 6)
-    assert sorted(v for msgs in got.values() for _, _, v, _ in msgs) == sorted(f"after-{i}".encode() for i in range(6))
+    assert got == {
+        p: [(5 + j, None, f"after-{i}".encode(), []) for j, i in enumerate(range(p, 6, 2))]
+        for p in range(2)
+    }
 
-    # From the end: only what is produced after the consumer has its position.
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "compat-assign-only",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
-    # Let the consumer resolve the end offset (8) before producing.
-    deadline = time.time() + 2
-    while time.time() < deadline:
+    # From the end: only what is produced after the consumer has its position. librdkafka's
+    # statistics tell when both partitions resolved the end (8) and are fetching from it.
+    fetching = {}
+
+    def on_stats(text):
+        parts = json.loads(text)["topics"].get(topic, {}).get("partitions", {})
+        for p in range(2):
+            st = parts.get(str(p))
+            if st is not None:
+                fetching[p] = (st["fetch_state"], st["next_offset"])
+
+    consumer = Consumer(consumer_config(broker, **{"statistics.interval.ms": 100, "stats_cb": on_stats}))
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(2)])
+    deadline = time.time() + 30
+    while fetching != {0: ("active", 8), 1: ("active", 8)}:
         assert consumer.poll(0.1) is None
-    producer.produce(topic, value=b"tail", partition=0)
-    producer.flush(10)
-    m = None
-    deadline = time.time() + 10
-    while m is None and time.time() < deadline:
+        assert time.time() < deadline, fetching
+    for p in range(2):
+        producer.produce(topic, value=f"tail-{p}".encode(), partition=p)
+    assert producer.flush(10) == 0
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 2 and time.time() < deadline:
         m = consumer.poll(0.2)
-    assert m is not None and m.error() is None and m.value() == b"tail" and m.offset() == 8
+        if m is not None:
+            assert m.error() is None, m.error()
+            got.append((m.partition(), m.offset(), m.value()))
+    extra = consumer.poll(0.5)
     consumer.close()
+    assert sorted(got) == [(0, 8, b"tail-0"), (1, 8, b"tail-1")]
+    assert extra is None
 
 
 def test_idempotent_producer_no_duplicates_in_order(broker, topic):
@@ -183,48 +183,64 @@ def test_kill_9_during_acks_all_produce_loses_no_acknowledged_message(broker, to
         "message.timeout.ms": 60_000,
     })
     acked = {}
+    errors = []
 
     def on_delivery(err, msg):
         if err is None:
             acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            errors.append(err)
 
-    restarted = []
-
-    def crash_and_restart():
-        while len(acked) < 2_000:
-            time.sleep(0.005)
-        broker.kill9()
-        try:
-            broker.start()
-            restarted.append(True)
-        except Exception as err:  # reported by the main thread
-            restarted.append(err)
-
-    crasher = threading.Thread(target=crash_and_restart)
-    crasher.start()
     total = 30_000
-    for i in range(total):
+    crash_after_acks = 2_000
+    crashed_at = None  # index of the first message produced after the kill
+    restarted = False
+
+    def produce(i):
         while True:
             try:
                 producer.produce(topic, value=f"m{i}".encode(), partition=i % 4, on_delivery=on_delivery)
-                break
+                return
             except BufferError:
-                assert restarted in ([], [True]), restarted
                 producer.poll(0.05)
+
+    for i in range(total):
+        if crashed_at is None and i == 10_000:
+            # Keep the rest back until the crash has happened.
+            deadline = time.time() + 60
+            while len(acked) < crash_after_acks:
+                assert time.time() < deadline, f"only {len(acked)} acknowledged, errors {errors[:5]}"
+                producer.poll(0.05)
+        if crashed_at is None and len(acked) >= crash_after_acks:
+            # Mid-stream: requests in flight, more queued; 5,000 more are produced while it is down.
+            broker.kill9()
+            crashed_at = i
+            acked_before_crash = dict(acked)
+        elif crashed_at is not None and not restarted and i == crashed_at + 5_000:
+            broker.start()
+            restarted = True
+        produce(i)
         producer.poll(0)
-    # Delivery callbacks run only inside poll(): keep serving them while the crash happens.
-    while crasher.is_alive():
-        producer.poll(0.05)
-    crasher.join()
-    assert restarted == [True], restarted
+    assert restarted
+    print(f"killed after {crashed_at} produced, {len(acked_before_crash)} acknowledged")
+    assert len(acked_before_crash) < crashed_at
     assert producer.flush(90) == 0
-    assert len(acked) > 2_000
+    # The idempotent producer retries through the crash: every message ends up acknowledged.
+    assert errors == []
+    assert len(acked) == total
     got = consume(broker, topic, 4, OFFSET_BEGINNING, len(acked), timeout=60)
     seen = {}
     for p, msgs in got.items():
         for offset, _, value, _ in msgs:
             assert value not in seen, f"{value} appears twice"
             seen[value] = (p, offset)
+        # The idempotent producer keeps order through retries.
+        numbers = [int(value[1:]) for _, _, value, _ in msgs]
+        assert numbers == sorted(numbers), f"partition {p} out of order"
+        assert [o for o, _, _, _ in msgs] == list(range(len(msgs)))
+    # Acknowledged before the crash: still there, at the same offset.
+    moved = [v for v in acked_before_crash if seen.get(v) != acked_before_crash[v]]
+    assert moved == [], f"{len(moved)} messages acknowledged before kill -9 missing or moved, e.g. {moved[:5]}"
     missing = [v for v in acked if seen.get(v) != acked[v]]
     assert missing == [], f"{len(missing)} acknowledged messages missing or moved, e.g. {missing[:5]}"
 
