@@ -64,6 +64,44 @@ pub struct Config {
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     pub segment_bytes: u64,
 
+    /// Default `segment.ms`: age at which a non-empty active segment is rolled.
+    #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
+    pub log_roll_ms: i64,
+
+    /// Default `retention.ms`: segments whose newest record is older are deleted; -1 keeps
+    /// them for ever.
+    #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000, allow_negative_numbers = true)]
+    pub log_retention_ms: i64,
+
+    /// Default `retention.bytes`: oldest segments are deleted while a partition is larger;
+    /// -1 for no limit.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub log_retention_bytes: i64,
+
+    /// Default `cleanup.policy`: delete, compact, or compact,delete.
+    #[arg(long, default_value = "delete")]
+    pub log_cleanup_policy: String,
+
+    /// Default `min.compaction.lag.ms`.
+    #[arg(long, default_value_t = 0)]
+    pub log_cleaner_min_compaction_lag_ms: i64,
+
+    /// Default `delete.retention.ms`: how long tombstones of compacted topics are kept.
+    #[arg(long, default_value_t = 24 * 60 * 60 * 1000)]
+    pub log_cleaner_delete_retention_ms: i64,
+
+    /// Default `message.timestamp.type`: CreateTime or LogAppendTime.
+    #[arg(long, default_value = "CreateTime")]
+    pub log_message_timestamp_type: String,
+
+    /// How often each shard applies retention (time and size) to its partitions.
+    #[arg(long, default_value_t = 300_000)]
+    pub log_retention_check_interval_ms: u64,
+
+    /// How often each shard looks for compacted topics with closed segments to clean.
+    #[arg(long, default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
+
     /// Recent batches each partition keeps in memory for tailing consumers.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub partition_cache_bytes: usize,

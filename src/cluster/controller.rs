@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::metadata_log::{MetaRecord, MetadataLog};
 use super::{assign_partitions, validate_topic_name, ClusterSnapshot, ShardId, TopicMeta};
-use super::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+use super::{topic_config, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
 use crate::protocol::errors::*;
 
 /// Producer ids are reserved durably in blocks of this size; a restart skips the rest of
@@ -51,6 +51,43 @@ pub enum ControlRequest {
         topics: Vec<TopicRef>,
     },
     AllocateProducerId,
+    /// AlterConfigs (`replace`: the ops are the whole new set) and IncrementalAlterConfigs.
+    AlterTopicConfigs {
+        alterations: Vec<ConfigAlteration>,
+        validate_only: bool,
+    },
+    /// CreatePartitions: grow each topic to `count` partitions.
+    CreatePartitions {
+        topics: Vec<PartitionGrowth>,
+        validate_only: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfigOp {
+    Set(String, String),
+    /// Back to the broker default.
+    Delete(String),
+    /// Add items to a list config (cleanup.policy).
+    Append(String, String),
+    /// Remove items from a list config.
+    Subtract(String, String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigAlteration {
+    pub topic: String,
+    /// Replace every override with the ones set here (legacy AlterConfigs).
+    pub replace: bool,
+    pub ops: Vec<ConfigOp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionGrowth {
+    pub topic: String,
+    pub count: i32,
+    /// Shards for the new partitions, if the client assigned them.
+    pub assignment: Option<Vec<ShardId>>,
 }
 
 /// The outcome for one topic of a create or delete.
@@ -67,6 +104,8 @@ pub struct TopicOutcome {
 pub enum ControlReply {
     Topics(Vec<TopicOutcome>),
     ProducerId(Result<i64, i16>),
+    /// One (error code, message) per alteration or growth, in request order.
+    Results(Vec<(i16, Option<String>)>),
 }
 
 struct State {
@@ -81,12 +120,19 @@ pub struct Controller {
     log: MetadataLog,
     shard_count: usize,
     default_partitions: i32,
+    /// The broker default of every topic config (base of incremental list edits).
+    broker_defaults: BTreeMap<String, String>,
     state: RefCell<State>,
 }
 
 impl Controller {
     /// Replays the metadata log in `data_dir/cluster`. Blocking; called once at start-up.
-    pub fn load(data_dir: &Path, shard_count: usize, default_partitions: i32) -> io::Result<Self> {
+    pub fn load(
+        data_dir: &Path,
+        shard_count: usize,
+        default_partitions: i32,
+        broker_defaults: BTreeMap<String, String>,
+    ) -> io::Result<Self> {
         let (log, records) = MetadataLog::open(&data_dir.join("cluster"))?;
         let mut state = State {
             cluster_id: String::new(),
@@ -111,6 +157,7 @@ impl Controller {
             log,
             shard_count,
             default_partitions,
+            broker_defaults,
             state: RefCell::new(state),
         })
     }
@@ -146,6 +193,41 @@ impl Controller {
                 ControlReply::ProducerId(self.allocate_producer_id().await),
                 None,
             ),
+            ControlRequest::AlterTopicConfigs {
+                alterations,
+                validate_only,
+            } => {
+                let planned = {
+                    let state = self.state.borrow();
+                    alterations
+                        .iter()
+                        .map(|a| plan_alteration(&state.topics, &self.broker_defaults, a))
+                        .collect::<Vec<_>>()
+                };
+                self.commit_plans(planned, validate_only).await
+            }
+            ControlRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                let planned = {
+                    let state = self.state.borrow();
+                    let mut seen = std::collections::HashSet::new();
+                    topics
+                        .iter()
+                        .map(|g| {
+                            if !seen.insert(g.topic.clone()) {
+                                return Err((
+                                    INVALID_REQUEST,
+                                    format!("topic {:?} appears twice", g.topic),
+                                ));
+                            }
+                            plan_growth(&state.topics, self.shard_count, g)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                self.commit_plans(planned, validate_only).await
+            }
         }
     }
 
@@ -263,6 +345,7 @@ impl Controller {
                 assign_partitions(existing, self.shard_count, &spec.name, count as usize)
             }
         };
+        topic_config::validate_all(&spec.configs).map_err(|m| (INVALID_CONFIG, m))?;
         debug_assert!(spec.name.len() <= TOPIC_NAME_LEN_MAX);
         Ok(TopicMeta {
             name: spec.name.clone(),
@@ -337,6 +420,37 @@ impl Controller {
         (ControlReply::Topics(outcomes), Some(self.snapshot()))
     }
 
+    /// Writes the records of every successful plan in one append, then applies them.
+    async fn commit_plans(
+        &self,
+        planned: Vec<Result<MetaRecord, (i16, String)>>,
+        validate_only: bool,
+    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+        let mut results: Vec<(i16, Option<String>)> = planned
+            .iter()
+            .map(|p| match p {
+                Ok(_) => (NONE, None),
+                Err((code, message)) => (*code, Some(message.clone())),
+            })
+            .collect();
+        let records: Vec<MetaRecord> = planned.into_iter().filter_map(Result::ok).collect();
+        if validate_only || records.is_empty() {
+            return (ControlReply::Results(results), None);
+        }
+        if let Err(err) = self.log.append(records.clone()).await {
+            tracing::error!(%err, "metadata log append failed; change not made");
+            for result in results.iter_mut().filter(|r| r.0 == NONE) {
+                *result = (
+                    KAFKA_STORAGE_ERROR,
+                    Some(format!("metadata log write failed: {err}")),
+                );
+            }
+            return (ControlReply::Results(results), None);
+        }
+        self.apply(records);
+        (ControlReply::Results(results), Some(self.snapshot()))
+    }
+
     async fn allocate_producer_id(&self) -> Result<i64, i16> {
         let need_block = {
             let state = self.state.borrow();
@@ -391,10 +505,161 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                 state.version += 1;
             }
         }
+        MetaRecord::AlterTopicConfigs { name, id, configs } => {
+            if let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == id) {
+                let mut meta = (**topic).clone();
+                meta.configs = configs;
+                *topic = Arc::new(meta);
+                state.version += 1;
+            }
+        }
+        MetaRecord::AddPartitions {
+            name,
+            id,
+            partitions,
+        } => {
+            if let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == id) {
+                let mut meta = (**topic).clone();
+                meta.partitions.extend(partitions);
+                *topic = Arc::new(meta);
+                state.version += 1;
+            }
+        }
         MetaRecord::ProducerIdBlock { end } => {
             state.producer_id_block_end = state.producer_id_block_end.max(end);
         }
     }
+}
+
+/// The new override set of one topic after an alteration, as a metadata record.
+fn plan_alteration(
+    topics: &BTreeMap<String, Arc<TopicMeta>>,
+    broker_defaults: &BTreeMap<String, String>,
+    alteration: &ConfigAlteration,
+) -> Result<MetaRecord, (i16, String)> {
+    let topic = topics.get(&alteration.topic).ok_or_else(|| {
+        (
+            UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic {:?} does not exist", alteration.topic),
+        )
+    })?;
+    let mut configs = if alteration.replace {
+        BTreeMap::new()
+    } else {
+        topic.configs.clone()
+    };
+    let mut touched = std::collections::HashSet::new();
+    for op in &alteration.ops {
+        let name = match op {
+            ConfigOp::Set(n, _)
+            | ConfigOp::Delete(n)
+            | ConfigOp::Append(n, _)
+            | ConfigOp::Subtract(n, _) => n,
+        };
+        if topic_config::def(name).is_none() {
+            return Err((INVALID_CONFIG, format!("unknown topic config {name:?}")));
+        }
+        if !touched.insert(name.clone()) {
+            return Err((INVALID_REQUEST, format!("config {name:?} is altered twice")));
+        }
+        let is_list = matches!(
+            topic_config::def(name).map(|d| d.kind),
+            Some(topic_config::Kind::List(_))
+        );
+        match op {
+            ConfigOp::Set(n, v) => {
+                topic_config::validate(n, v).map_err(|m| (INVALID_CONFIG, m))?;
+                configs.insert(n.clone(), v.trim().to_string());
+            }
+            ConfigOp::Delete(n) => {
+                configs.remove(n);
+            }
+            ConfigOp::Append(n, v) | ConfigOp::Subtract(n, v) => {
+                if !is_list {
+                    return Err((
+                        INVALID_CONFIG,
+                        format!("{n} is not a list: APPEND and SUBTRACT do not apply"),
+                    ));
+                }
+                let current = configs
+                    .get(n)
+                    .or_else(|| broker_defaults.get(n))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|i| i.trim().to_string())
+                    .filter(|i| !i.is_empty())
+                    .collect();
+                for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    if matches!(op, ConfigOp::Append(..)) {
+                        if !items.iter().any(|x| x == item) {
+                            items.push(item.to_string());
+                        }
+                    } else {
+                        items.retain(|x| x != item);
+                    }
+                }
+                let joined = items.join(",");
+                topic_config::validate(n, &joined).map_err(|m| (INVALID_CONFIG, m))?;
+                configs.insert(n.clone(), joined);
+            }
+        }
+    }
+    Ok(MetaRecord::AlterTopicConfigs {
+        name: topic.name.clone(),
+        id: topic.id,
+        configs,
+    })
+}
+
+/// The partitions added to one topic by CreatePartitions, as a metadata record.
+fn plan_growth(
+    topics: &BTreeMap<String, Arc<TopicMeta>>,
+    shard_count: usize,
+    growth: &PartitionGrowth,
+) -> Result<MetaRecord, (i16, String)> {
+    let topic = topics.get(&growth.topic).ok_or_else(|| {
+        (
+            UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic {:?} does not exist", growth.topic),
+        )
+    })?;
+    let current = topic.partitions.len() as i32;
+    if growth.count <= current {
+        return Err((
+            INVALID_PARTITIONS,
+            format!(
+                "topic {:?} has {current} partitions; the new count must be larger, not {}",
+                growth.topic, growth.count
+            ),
+        ));
+    }
+    if growth.count > PARTITIONS_PER_TOPIC_MAX {
+        return Err((
+            INVALID_PARTITIONS,
+            format!("partition count must be at most {PARTITIONS_PER_TOPIC_MAX}"),
+        ));
+    }
+    let added = (growth.count - current) as usize;
+    let partitions = match &growth.assignment {
+        Some(assignment) if assignment.len() != added => {
+            return Err((
+                INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "{} assignments given for {added} new partitions",
+                    assignment.len()
+                ),
+            ))
+        }
+        Some(assignment) => assignment.clone(),
+        None => assign_partitions(topics, shard_count, &topic.name, added),
+    };
+    Ok(MetaRecord::AddPartitions {
+        name: topic.name.clone(),
+        id: topic.id,
+        partitions,
+    })
 }
 
 /// A random topic id that is neither nil nor Kafka's reserved "metadata topic" id.

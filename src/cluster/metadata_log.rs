@@ -36,6 +36,18 @@ pub enum MetaRecord {
         name: String,
         id: Uuid,
     },
+    /// The whole new set of a topic's config overrides.
+    AlterTopicConfigs {
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// Partitions appended to a topic (their shards, in partition order).
+    AddPartitions {
+        name: String,
+        id: Uuid,
+        partitions: Vec<ShardId>,
+    },
     /// Producer ids below `end` may have been handed out; allocate from `end` after a restart.
     ProducerIdBlock {
         end: i64,

@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod metadata_log;
+pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

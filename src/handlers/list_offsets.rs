@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1) and the first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, v7+) and the first offset at
+//! or after a timestamp.
 //!
 //! "Latest" is the durable end of the log (the high watermark): a consumer never learns of
 //! an offset that a crash could take back.
@@ -16,6 +17,8 @@ use crate::shard::Shard;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// v7+ (KIP-734): the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -> Response {
     let snapshot = shard.snapshot();
@@ -52,6 +55,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
             match wanted.timestamp {
                 LATEST => out.offset = partition.log.borrow().high_watermark(),
                 EARLIEST => out.offset = partition.log.borrow().log_start_offset(),
+                MAX_TIMESTAMP if ctx.version >= 7 => {
+                    let plan = {
+                        let log = partition.log.borrow();
+                        log.max_timestamp().map(|ts| log.timestamp_plan(ts))
+                    };
+                    if let Some(plan) = plan {
+                        match plan.resolve().await {
+                            Ok(Some((offset, timestamp))) => {
+                                out.offset = offset;
+                                out.timestamp = timestamp;
+                            }
+                            Ok(None) => {}
+                            Err(err) => {
+                                tracing::error!(topic = %name, %err, "max timestamp lookup failed");
+                                out.error_code = KAFKA_STORAGE_ERROR;
+                            }
+                        }
+                    }
+                }
                 ts if ts >= 0 => {
                     let plan = partition.log.borrow().timestamp_plan(ts);
                     match plan.resolve().await {

@@ -6,6 +6,7 @@
 //! request cannot be decoded). Handlers must not await before their state changes: see
 //! the ordering note in [`crate::server`].
 
+mod admin;
 mod api_versions;
 mod create_topics;
 mod fetch;
@@ -110,6 +111,14 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<st
             }
         };
     }
+    macro_rules! admin_call {
+        ($handler:ident) => {
+            match decode(&ctx, &mut body) {
+                Ok(request) => admin::$handler(shard, &ctx, request).await,
+                Err(response) => response,
+            }
+        };
+    }
     match api_key {
         ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
             "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
@@ -138,6 +147,14 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<st
         ApiKey::DescribeGroups => group_call!(describe_groups),
         ApiKey::DeleteGroups => group_call!(delete_groups),
         ApiKey::OffsetDelete => group_call!(offset_delete),
+        ApiKey::DescribeConfigs => admin_call!(describe_configs),
+        ApiKey::AlterConfigs => admin_call!(alter_configs),
+        ApiKey::IncrementalAlterConfigs => admin_call!(incremental_alter_configs),
+        ApiKey::CreatePartitions => admin_call!(create_partitions),
+        ApiKey::DeleteRecords => admin_call!(delete_records),
+        ApiKey::DescribeLogDirs => admin_call!(describe_log_dirs),
+        ApiKey::DescribeCluster => admin_call!(describe_cluster),
+        ApiKey::OffsetForLeaderEpoch => admin_call!(offset_for_leader_epoch),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

@@ -70,10 +70,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 }
             };
             let records = data.records.unwrap_or_default();
-            let info = match batch::validate_produce_records(
-                &records,
-                shard.config.max_message_bytes,
-            ) {
+            let (max_message_bytes, compacted, log_append_time) = {
+                let log = partition.log.borrow();
+                let c = log.config();
+                (c.max_message_bytes, c.compact, c.log_append_time)
+            };
+            let info = match batch::validate_produce_records(&records, max_message_bytes) {
                 Ok(info) => info,
                 Err(err) => {
                     tracing::warn!(topic = %name, partition = data.index, %err, "produce rejected");
@@ -83,6 +85,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                     continue;
                 }
             };
+            if compacted {
+                // Compaction keeps the latest record per key: a record without one cannot
+                // be kept, so it is refused (as Kafka does).
+                let keyed = crate::storage::compaction::all_records_keyed(&records, &info);
+                if !matches!(keyed, Ok(true)) {
+                    let why = match keyed {
+                        Err(err) => format!("cannot read the batch's records: {err}"),
+                        _ => "compacted topics accept only records with a key".to_string(),
+                    };
+                    tracing::warn!(topic = %name, partition = data.index, %why, "produce rejected");
+                    out.error_code = INVALID_RECORD;
+                    out.error_message = Some(StrBytes::from_string(why));
+                    partition_responses.push(out);
+                    continue;
+                }
+            }
             let appended = partition.log.borrow_mut().append(&records, &info, now);
             match appended {
                 Ok(
@@ -96,6 +114,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                     }),
                 ) => {
                     out.base_offset = base_offset;
+                    if log_append_time {
+                        out.log_append_time_ms = now;
+                    }
                     out.log_start_offset = partition.log.borrow().log_start_offset();
                     if matches!(outcome, AppendOutcome::Appended { .. }) {
                         shard.add_unflushed(info.len);

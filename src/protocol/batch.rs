@@ -42,7 +42,7 @@ pub const COMPRESSION_CODEC_MAX: u8 = 4;
 const SEQUENCE_MODULUS: i64 = 1 << 31;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+pub const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
@@ -268,7 +268,9 @@ pub fn parse_batch(buf: &[u8]) -> Result<BatchInfo, BatchError> {
     if info.record_count <= 0 {
         return Err(BatchError::Empty);
     }
-    if i64::from(info.last_offset_delta) + 1 != i64::from(info.record_count) {
+    // A compacted batch keeps its lastOffsetDelta with fewer records; a produced batch
+    // must have exactly one record per offset (checked in `validate_produce_records`).
+    if i64::from(info.last_offset_delta) + 1 < i64::from(info.record_count) {
         return Err(BatchError::CountMismatch {
             last_offset_delta: info.last_offset_delta,
             record_count: info.record_count,
@@ -290,6 +292,12 @@ pub fn validate_produce_records(
     let info = parse_batch(records)?;
     if info.len != records.len() {
         return Err(BatchError::MultipleBatches);
+    }
+    if i64::from(info.last_offset_delta) + 1 != i64::from(info.record_count) {
+        return Err(BatchError::CountMismatch {
+            last_offset_delta: info.last_offset_delta,
+            record_count: info.record_count,
+        });
     }
     if info.is_control() {
         return Err(BatchError::ControlBatch);
@@ -370,6 +378,21 @@ pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
         .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Marks the batch's timestamps as the broker's append time (`message.timestamp.type =
+/// LogAppendTime`): sets the timestamp-type attribute and `maxTimestamp`, and recomputes
+/// the CRC, which covers both. `batch` must hold one whole, valid batch.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    assert!(
+        batch.len() >= BATCH_HEADER_LEN,
+        "patching a buffer shorter than a batch header"
+    );
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Per-record `(offset delta, timestamp)` of an uncompressed batch, decoded from the record
 /// framing. `None` for compressed or malformed batches. `batch` must hold the whole batch.
 pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
@@ -398,10 +421,13 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
         record.byte()?; // attributes
         let timestamp_delta = record.varlong()?;
         let offset_delta = record.varint()?;
-        out.push((
-            i64::from(offset_delta),
-            info.base_timestamp.wrapping_add(timestamp_delta),
-        ));
+        let timestamp = if info.timestamp_type_log_append() {
+            // Every record of a LogAppendTime batch has the batch's append time.
+            info.max_timestamp
+        } else {
+            info.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        out.push((i64::from(offset_delta), timestamp));
         reader.position = end;
     }
     if reader.position != body.len() {
@@ -674,9 +700,18 @@ mod tests {
         let mut batch = simple_batch(3, 4);
         batch[23..27].copy_from_slice(&5i32.to_be_bytes());
         fix_crc(&mut batch);
-        let err = parse_batch(&batch).unwrap_err();
+        // A gap in offsets is what compaction leaves: readable, but not producible.
+        assert!(parse_batch(&batch).is_ok());
+        let err = validate_produce_records(&batch, 1 << 20).unwrap_err();
         assert!(matches!(err, BatchError::CountMismatch { .. }));
         assert_eq!(err.error_code(), errors::INVALID_RECORD);
+        // More records than offsets is never valid.
+        batch[23..27].copy_from_slice(&1i32.to_be_bytes());
+        fix_crc(&mut batch);
+        assert!(matches!(
+            parse_batch(&batch).unwrap_err(),
+            BatchError::CountMismatch { .. }
+        ));
 
         let mut empty = simple_batch(1, 4);
         empty[23..27].copy_from_slice(&(-1i32).to_be_bytes());

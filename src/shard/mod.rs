@@ -15,17 +15,23 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use crate::cluster::controller::{ControlReply, ControlRequest, Controller};
+use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::{broker_id, ClusterSnapshot, NodeId, ShardId, TopicMeta};
 use crate::config::Config;
 use crate::coordinator::GroupCoordinator;
 use crate::storage::{LogConfig, PartitionLog};
 use crate::util::Notify;
 use mesh::{Mesh, MeshError, MeshMessage, MeshReply, MeshRequest};
+
+/// Task-queue shares of retention and compaction (request handling has glommio's
+/// default of 1000).
+const MAINTENANCE_SHARES: usize = 50;
 
 /// Control requests the controller queues before callers wait.
 const CONTROLLER_QUEUE_CAPACITY: usize = 1024;
@@ -145,13 +151,32 @@ impl Shard {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
-    fn log_config(&self) -> LogConfig {
+    /// A topic's log settings: its config overrides on top of the broker defaults.
+    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        let t = TopicConfig::resolve(&self.config, &topic.configs);
         LogConfig {
-            segment_bytes: self.config.segment_bytes,
+            segment_bytes: t.segment_bytes,
             cache_bytes: self.config.partition_cache_bytes,
-            max_message_bytes: self.config.max_message_bytes,
+            max_message_bytes: t.max_message_bytes,
+            segment_ms: t.segment_ms,
+            retention_ms: t.retention_ms,
+            retention_bytes: t.retention_bytes,
+            delete: t.delete,
+            compact: t.compact,
+            min_compaction_lag_ms: t.min_compaction_lag_ms,
+            delete_retention_ms: t.delete_retention_ms,
+            log_append_time: t.log_append_time,
             ..LogConfig::default()
         }
+    }
+
+    /// Every partition this shard owns.
+    pub fn all_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Sends a request to the controller (locally on shard 0, over the mesh otherwise).
@@ -282,7 +307,7 @@ impl Shard {
                 tracing::error!(topic = %topic.name, partition = index, %err, "cannot prepare partition directory");
                 continue;
             }
-            match PartitionLog::open(&dir, self.log_config()).await {
+            match PartitionLog::open(&dir, self.log_config(&topic)).await {
                 Ok(log) => {
                     tracing::debug!(topic = %topic.name, partition = index, shard = self.id.0, "partition opened");
                     let partition = Rc::new(Partition {
@@ -300,6 +325,16 @@ impl Shard {
                 }
                 Err(err) => {
                     tracing::error!(topic = %topic.name, partition = index, %err, "cannot open partition log");
+                }
+            }
+        }
+        // Config changes reach the open partitions of the topic.
+        for partition in self.all_partitions() {
+            if let Some(topic) = snapshot.topic(&partition.topic.name) {
+                let wanted = self.log_config(topic);
+                let mut log = partition.log.borrow_mut();
+                if *log.config() != wanted {
+                    log.set_config(wanted);
                 }
             }
         }
@@ -396,6 +431,80 @@ impl Shard {
             }
         })
         .detach();
+    }
+
+    /// Starts retention and compaction: two loops in a low-priority task queue, so that
+    /// request handling and the flusher win the shard's CPU whenever both want it. The
+    /// byte-crunching of a compaction pass runs on a thread of its own at the lowest CPU
+    /// priority, pinned like the shard (see [`crate::storage::compaction`]).
+    pub fn spawn_maintenance(self: &Rc<Self>) {
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(MAINTENANCE_SHARES),
+            glommio::Latency::NotImportant,
+            "maintenance",
+        );
+        let shard = self.clone();
+        let retention = async move {
+            let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(1));
+            while shard.sleep_unless_shutdown(every).await {
+                for partition in shard.all_partitions() {
+                    let now = crate::util::now_ms();
+                    let outcome = partition.log.borrow_mut().enforce_retention(now);
+                    if outcome.rolled {
+                        shard.mark_dirty(&partition);
+                    }
+                    if let Some(job) = outcome.removal {
+                        if let Err(err) = job.run().await {
+                            tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "removing old segments failed");
+                        }
+                    }
+                }
+            }
+        };
+        let shard = self.clone();
+        let compaction = async move {
+            let every = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(1));
+            while shard.sleep_unless_shutdown(every).await {
+                for partition in shard.all_partitions() {
+                    let job = partition
+                        .log
+                        .borrow_mut()
+                        .compaction_plan(crate::util::now_ms());
+                    let Some(job) = job else { continue };
+                    let result = job.run().await;
+                    let removal = partition.log.borrow_mut().complete_compaction(result);
+                    if let Some(job) = removal {
+                        if let Err(err) = job.run().await {
+                            tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "removing emptied segments failed");
+                        }
+                    }
+                }
+            }
+        };
+        for task in [
+            glommio::spawn_local_into(
+                Box::pin(retention) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+                queue,
+            ),
+            glommio::spawn_local_into(Box::pin(compaction), queue),
+        ] {
+            match task {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(err) => tracing::error!(?err, "cannot start retention and compaction"),
+            }
+        }
+    }
+
+    /// Sleeps; false once the shard is shutting down.
+    async fn sleep_unless_shutdown(&self, every: Duration) -> bool {
+        if self.shutting_down.get() {
+            return false;
+        }
+        let seen = self.shutdown.generation();
+        let _ = crate::util::timeout(every, self.shutdown.wait(seen)).await;
+        !self.shutting_down.get()
     }
 
     /// Waits until nothing is pending, then closes every log cleanly (indexes, snapshots,

@@ -68,6 +68,15 @@ pub fn serve(config: Config) -> Result<(), String> {
             return Err(format!("--advertise {adv:?} must be HOST:PORT"));
         }
     }
+    for def in crate::cluster::topic_config::DEFS {
+        let value = crate::cluster::topic_config::broker_default(&config, def.name);
+        crate::cluster::topic_config::validate(def.name, &value).map_err(|e| {
+            format!(
+                "{} (the default of topic config {}): {e}",
+                def.flag, def.name
+            )
+        })?;
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
@@ -183,14 +192,26 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         shard.spawn_mesh_receiver(from, receiver);
     }
     shard.spawn_flusher();
+    shard.spawn_maintenance();
     spawn_shutdown_watch(&shard, start.shutdown.clone());
 
     if shard.id == ShardId(0) {
         let data_dir = config.data_dir.clone();
         let shard_count = config.shards_resolved();
         let default_partitions = config.default_partitions;
+        let broker_defaults = crate::cluster::topic_config::DEFS
+            .iter()
+            .map(|d| {
+                (
+                    d.name.to_string(),
+                    crate::cluster::topic_config::broker_default(&config, d.name),
+                )
+            })
+            .collect();
         let controller = glommio::executor()
-            .spawn_blocking(move || Controller::load(&data_dir, shard_count, default_partitions))
+            .spawn_blocking(move || {
+                Controller::load(&data_dir, shard_count, default_partitions, broker_defaults)
+            })
             .await
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
         shard.start_controller(controller).await;

@@ -57,6 +57,14 @@ impl BatchCache {
         }
     }
 
+    /// Forgets batches that end before `offset` (their segment was rewritten).
+    pub fn forget_before(&mut self, offset: i64) {
+        while self.batches.front().is_some_and(|b| b.last_offset < offset) {
+            let dropped = self.batches.pop_front().expect("non-empty");
+            self.bytes -= dropped.bytes.len();
+        }
+    }
+
     pub fn clear(&mut self) {
         self.batches.clear();
         self.bytes = 0;

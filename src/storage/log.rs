@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::cache::{BatchCache, CachedBatch};
+use super::compaction::{CleanInput, CleanOutput, CompactionDone, CompactionJob};
 use super::index::{SegmentIndex, SegmentSummary};
 use super::producer_state::{ProducerState, SequenceCheck};
 use super::recovery::{recover, IndexBuilder};
@@ -40,7 +41,7 @@ pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 /// The partition leader epoch written into every batch (single node: leadership never moves).
 pub const LEADER_EPOCH: i32 = 0;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// A segment rolls when a batch would take it past this size.
     pub segment_bytes: u64,
@@ -49,6 +50,20 @@ pub struct LogConfig {
     /// Largest batch accepted (checked by the produce handler; kept for reference).
     pub max_message_bytes: usize,
     pub index_interval_bytes: u64,
+    /// A non-empty active segment older than this (ms) is rolled at the next append.
+    pub segment_ms: i64,
+    /// Closed segments whose newest timestamp is older than this (ms) are deleted; -1 never.
+    pub retention_ms: i64,
+    /// Oldest closed segments are deleted while the log is larger than this; -1 no limit.
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete`: retention applies.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`.
+    pub compact: bool,
+    pub min_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
+    /// Stamp batches with the append time (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -58,6 +73,14 @@ impl Default for LogConfig {
             cache_bytes: 8 * 1024 * 1024,
             max_message_bytes: 1024 * 1024 + 12,
             index_interval_bytes: INDEX_INTERVAL_BYTES,
+            segment_ms: i64::MAX,
+            retention_ms: -1,
+            retention_bytes: -1,
+            delete: true,
+            compact: false,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            log_append_time: false,
         }
     }
 }
@@ -180,6 +203,9 @@ struct Segment {
     pending: Vec<Bytes>,
     seal: Option<Seal>,
     sealed: bool,
+    /// Wall-clock ms of the first append (or of opening, for a recovered segment): the
+    /// age `segment.ms` is measured from.
+    created_ms: i64,
 }
 
 impl Segment {
@@ -197,6 +223,7 @@ impl Segment {
             pending: Vec::new(),
             seal: None,
             sealed: false,
+            created_ms: 0,
         }
     }
 
@@ -224,6 +251,12 @@ pub struct PartitionLog {
     closed: bool,
     producers: ProducerState,
     cache: BatchCache,
+    /// Compaction bookkeeping: the head of the log up to this offset is clean.
+    compacted_through: i64,
+    /// A kept tombstone may be removed from this time on (i64::MAX: none kept).
+    tombstone_expiry_ms: i64,
+    /// A compaction pass is running (at most one per log).
+    compacting: bool,
 }
 
 /// One segment's share of a flush job.
@@ -447,6 +480,7 @@ impl PartitionLog {
                 pending: Vec::new(),
                 seal: None,
                 sealed: !last,
+                created_ms: crate::util::now_ms(),
             });
         }
         match segments.last_mut() {
@@ -454,7 +488,11 @@ impl PartitionLog {
             None => segments.push(Segment::new(dir, 0, interval)),
         }
         let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
-        let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let first_base = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let log_start_offset = match read_log_start(dir) {
+            Some(start) => start.clamp(0, next_offset),
+            None => first_base,
+        };
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             cache: BatchCache::new(config.cache_bytes),
@@ -469,6 +507,9 @@ impl PartitionLog {
             offline: None,
             closed: false,
             producers: recovered.producers,
+            compacted_through: 0,
+            tombstone_expiry_ms: i64::MAX,
+            compacting: false,
         })
     }
 
@@ -549,7 +590,7 @@ impl PartitionLog {
         }
         let base_offset = self.next_offset;
         let last_offset = base_offset + i64::from(info.last_offset_delta);
-        if self.must_roll(info.len as u64, last_offset) {
+        if self.must_roll(info.len as u64, last_offset, now_ms) {
             self.roll(now_ms);
         }
         let mut placed = *info;
@@ -557,6 +598,11 @@ impl PartitionLog {
         let mut bytes = BytesMut::from(records);
         batch::patch_base_offset(&mut bytes, base_offset);
         batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
+        if self.config.log_append_time {
+            batch::set_log_append_time(&mut bytes, now_ms);
+            placed.max_timestamp = now_ms;
+            placed.attributes |= batch::ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+        }
         let bytes = bytes.freeze();
 
         let segment = self
@@ -564,6 +610,9 @@ impl PartitionLog {
             .last_mut()
             .expect("a log always has an active segment");
         debug_assert!(!segment.sealed);
+        if segment.len == 0 {
+            segment.created_ms = now_ms;
+        }
         segment.index_builder.add(
             &mut segment.index,
             segment.base_offset,
@@ -587,13 +636,14 @@ impl PartitionLog {
         })
     }
 
-    fn must_roll(&self, batch_len: u64, last_offset: i64) -> bool {
+    fn must_roll(&self, batch_len: u64, last_offset: i64, now_ms: i64) -> bool {
         let active = self.segments.last().expect("active segment");
         if active.len == 0 {
             return false;
         }
         active.len + batch_len > self.config.segment_bytes.min(SEGMENT_BYTES_MAX)
             || last_offset - active.base_offset > i64::from(u32::MAX)
+            || now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
     }
 
     /// Starts a new segment at the next offset; the old one is sealed by the next flush.
@@ -718,10 +768,17 @@ impl PartitionLog {
         if let Some(batches) = self.cache.read(offset, self.high_watermark, bytes_max) {
             return Ok(ReadPlan::Memory(batches));
         }
-        let i = self.segments.partition_point(|s| s.base_offset <= offset);
-        let segment = &self.segments[i
-            .checked_sub(1)
-            .ok_or_else(|| ReadError::Unavailable(format!("no segment holds offset {offset}")))?];
+        // The segment holding `offset`; after compaction or DeleteRecords the offset may
+        // fall in a gap (removed records), and then the read starts at the next segment
+        // that has anything at or after it.
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let segment = self.segments[i..]
+            .iter()
+            .find(|s| s.next_offset > offset)
+            .ok_or_else(|| ReadError::Unavailable(format!("no segment holds offset {offset}")))?;
         let file = segment.file.clone().ok_or_else(|| {
             ReadError::Unavailable(format!("segment {} has no file", segment.path.display()))
         })?;
@@ -740,6 +797,260 @@ impl PartitionLog {
             high_watermark: self.high_watermark,
             bytes_max,
         }))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a topic config change. Segment size and age apply from the next append,
+    /// retention and compaction from their next run. The cache keeps its size.
+    pub fn set_config(&mut self, mut config: LogConfig) {
+        config.cache_bytes = self.config.cache_bytes;
+        config.segment_bytes = config.segment_bytes.clamp(1, SEGMENT_BYTES_MAX);
+        self.config = config;
+    }
+
+    /// Bytes of all segments (including what is not yet durable).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The largest timestamp in the log, if any record has one.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .iter()
+            .map(|s| s.index_builder.max_timestamp)
+            .max()
+            .filter(|&t| t >= 0)
+    }
+
+    /// Closed segments that are completely on disk, sealed and indexed: the ones
+    /// retention and compaction may remove or rewrite. Always leaves the active segment.
+    fn settled_prefix(&self) -> usize {
+        let closed = self.segments.len() - 1;
+        self.segments[..closed]
+            .iter()
+            .take_while(|s| {
+                s.sealed && s.seal.is_none() && s.pending.is_empty() && s.file.is_some()
+            })
+            .count()
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (when `cleanup.policy` has `delete`)
+    /// and removes segments wholly below the log start offset. Deletes whole closed
+    /// segments only; if every record has expired by time, the active segment is rolled so
+    /// the next run can delete it (`rolled`: the caller queues the log for a flush).
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Retention {
+        let settled = self.settled_prefix();
+        let mut total: u64 = self.size_bytes();
+        let mut remove = 0usize;
+        let mut rolled = false;
+        for segment in &self.segments[..settled] {
+            let below_start = segment.next_offset <= self.log_start_offset;
+            let expired = self.config.delete
+                && self.config.retention_ms >= 0
+                && segment.index_builder.max_timestamp
+                    < now_ms.saturating_sub(self.config.retention_ms);
+            let oversized = self.config.delete
+                && self.config.retention_bytes >= 0
+                && total.saturating_sub(segment.len) >= self.config.retention_bytes as u64;
+            if !(below_start || expired || oversized) {
+                break;
+            }
+            total -= segment.len;
+            remove += 1;
+        }
+        if remove == settled && self.config.delete && self.config.retention_ms >= 0 {
+            let active = self.segments.last().expect("active segment");
+            let expired = active.index_builder.max_timestamp
+                < now_ms.saturating_sub(self.config.retention_ms);
+            if active.len > 0 && expired && !self.closed && self.offline.is_none() {
+                self.roll(now_ms);
+                rolled = true;
+            }
+        }
+        Retention {
+            removal: self.remove_prefix(remove),
+            rolled,
+        }
+    }
+
+    /// Takes the first `count` segments out of the log and returns the job that deletes
+    /// their files (after making the new log start offset durable).
+    fn remove_prefix(&mut self, count: usize) -> Option<RemovalJob> {
+        if count == 0 {
+            return None;
+        }
+        let removed: Vec<Segment> = self.segments.drain(..count).collect();
+        let first_base = self.segments[0].base_offset;
+        self.log_start_offset = self.log_start_offset.max(first_base);
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments = removed.len(),
+            log_start_offset = self.log_start_offset,
+            "deleted old segments"
+        );
+        Some(RemovalJob {
+            dir: self.dir.clone(),
+            log_start_offset: self.log_start_offset,
+            bases: removed.iter().map(|s| s.base_offset).collect(),
+            files: removed.into_iter().filter_map(|s| s.file).collect(),
+        })
+    }
+
+    /// A compaction pass over the closed segments old enough to clean
+    /// (`min.compaction.lag.ms`), if the topic is compacted and something there is new since
+    /// the last pass (or a kept tombstone has expired).
+    pub fn compaction_plan(&mut self, now_ms: i64) -> Option<CompactionJob> {
+        if !self.config.compact || self.compacting || self.closed || self.offline.is_some() {
+            return None;
+        }
+        let lag_horizon = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
+        let settled = self.settled_prefix();
+        let cleanable = self.segments[..settled]
+            .iter()
+            .take_while(|s| s.index_builder.max_timestamp <= lag_horizon)
+            .count();
+        if cleanable == 0 {
+            return None;
+        }
+        let end = self.segments[cleanable].base_offset;
+        if end <= self.compacted_through && now_ms < self.tombstone_expiry_ms {
+            return None;
+        }
+        self.compacting = true;
+        Some(CompactionJob {
+            dir: self.dir.clone(),
+            inputs: self.segments[..cleanable]
+                .iter()
+                .map(|s| CleanInput {
+                    base_offset: s.base_offset,
+                    path: s.path.clone(),
+                    len: s.durable_len,
+                })
+                .collect(),
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+        })
+    }
+
+    /// Applies a finished compaction pass: rewritten segments take their new files and
+    /// indexes, emptied ones leave the log. Returns the job deleting emptied segments'
+    /// files, if any.
+    pub fn complete_compaction(
+        &mut self,
+        result: io::Result<CompactionDone>,
+    ) -> Option<RemovalJob> {
+        self.compacting = false;
+        let done = match result {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::error!(dir = %self.dir.display(), %err, "compaction failed; the log is unchanged");
+                return None;
+            }
+        };
+        let mut emptied = Vec::new();
+        let mut last_base = None;
+        for (base, output) in done.outputs {
+            last_base = Some(base);
+            let Some(i) = self.segments.iter().position(|s| s.base_offset == base) else {
+                // Removed meanwhile (DeleteRecords): its rewritten file must go too.
+                if !matches!(output, CleanOutput::Unchanged) {
+                    emptied.push((base, None));
+                }
+                continue;
+            };
+            match output {
+                CleanOutput::Unchanged => {}
+                CleanOutput::Emptied => {
+                    let segment = self.segments.remove(i);
+                    emptied.push((base, segment.file));
+                }
+                CleanOutput::Rewritten {
+                    file,
+                    index,
+                    summary,
+                } => {
+                    let segment = &mut self.segments[i];
+                    let last_entry = index.entries().last().map(|e| u64::from(e.position));
+                    segment.index_builder = IndexBuilder::resume(
+                        self.config.index_interval_bytes,
+                        summary.len,
+                        last_entry,
+                        summary.max_timestamp,
+                    );
+                    segment.index = index;
+                    segment.file = Some(file);
+                    segment.len = summary.len;
+                    segment.durable_len = summary.len;
+                    segment.next_offset = summary.next_offset;
+                }
+            }
+        }
+        if let Some(base) = last_base {
+            self.compacted_through = self
+                .segments
+                .iter()
+                .find(|s| s.base_offset > base)
+                .map(|s| s.base_offset)
+                .unwrap_or(self.next_offset);
+        }
+        self.tombstone_expiry_ms = done.next_tombstone_expiry_ms;
+        // Batches of closed segments may have changed: tailing reads come from the active one.
+        let active_base = self.segments.last().expect("active segment").base_offset;
+        self.cache.forget_before(active_base);
+        tracing::info!(
+            dir = %self.dir.display(),
+            bytes_before = done.bytes_before,
+            bytes_after = done.bytes_after,
+            removed_segments = emptied.len(),
+            "compacted"
+        );
+        if emptied.is_empty() {
+            return None;
+        }
+        Some(RemovalJob {
+            dir: self.dir.clone(),
+            log_start_offset: self.log_start_offset,
+            bases: emptied.iter().map(|(b, _)| *b).collect(),
+            files: emptied.into_iter().filter_map(|(_, f)| f).collect(),
+        })
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark)
+    /// and removes the segments wholly below it. Returns the new log start offset and the
+    /// job that makes it durable; the caller answers after the job ran.
+    pub fn delete_records(&mut self, offset: i64) -> Result<(i64, RemovalJob), ReadError> {
+        let offset = if offset == -1 {
+            self.high_watermark
+        } else {
+            offset
+        };
+        if offset < 0 || offset > self.high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark: self.high_watermark,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+        }
+        let settled = self.settled_prefix();
+        let below = self.segments[..settled]
+            .iter()
+            .take_while(|s| s.next_offset <= self.log_start_offset)
+            .count();
+        let job = self.remove_prefix(below).unwrap_or_else(|| RemovalJob {
+            dir: self.dir.clone(),
+            log_start_offset: self.log_start_offset,
+            bases: Vec::new(),
+            files: Vec::new(),
+        });
+        Ok((self.log_start_offset, job))
     }
 
     /// Plans a search for the first record with a timestamp at or after `timestamp`.
@@ -805,6 +1116,62 @@ impl PartitionLog {
                 .filter_map(|s| s.file.take())
                 .collect(),
         })
+    }
+}
+
+/// What a retention run did to the log.
+pub struct Retention {
+    /// Files to delete (and the log start offset to record first).
+    pub removal: Option<RemovalJob>,
+    /// The active segment was rolled; the log needs a flush to seal it.
+    pub rolled: bool,
+}
+
+/// Deletes removed segments' files, after writing the new log start offset.
+pub struct RemovalJob {
+    dir: PathBuf,
+    log_start_offset: i64,
+    bases: Vec<i64>,
+    files: Vec<Rc<DmaFile>>,
+}
+
+/// The file recording a partition's log start offset when it is above the first
+/// segment's base (DeleteRecords, or segments removed).
+pub const LOG_START_FILE: &str = "log-start-offset.checkpoint";
+
+impl RemovalJob {
+    pub async fn run(self) -> io::Result<()> {
+        for file in self.files {
+            // A fetch still reading an old segment keeps its own handle; this one closes.
+            let _ = file.close_rc().await;
+        }
+        let dir = self.dir;
+        let start = self.log_start_offset;
+        let bases = self.bases;
+        glommio::executor()
+            .spawn_blocking(move || {
+                super::index::write_atomically(
+                    &dir.join(LOG_START_FILE),
+                    format!("{start}\n").as_bytes(),
+                )?;
+                for base in bases {
+                    super::recovery::remove_segment_files(&dir, base)?;
+                }
+                crate::cluster::metadata_log::sync_dir(&dir)
+            })
+            .await
+    }
+}
+
+/// The recorded log start offset of a partition directory, if any.
+fn read_log_start(dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?;
+    match text.trim().parse::<i64>() {
+        Ok(offset) if offset >= 0 => Some(offset),
+        _ => {
+            tracing::warn!(dir = %dir.display(), "unreadable {LOG_START_FILE}; using the first segment's base");
+            None
+        }
     }
 }
 

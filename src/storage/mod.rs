@@ -23,7 +23,10 @@
 //! docs/storage-format.md describes the formats byte by byte.
 
 pub mod cache;
+pub mod compaction;
 pub mod index;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod log;
 #[cfg(test)]
 mod log_tests;

@@ -1,0 +1,622 @@
+//! Topic and cluster administration: DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs, CreatePartitions, DeleteRecords, DescribeLogDirs,
+//! DescribeCluster and OffsetForLeaderEpoch.
+//!
+//! Config and partition changes go to the controller like CreateTopics and are answered
+//! once every shard applied them. DeleteRecords and DescribeLogDirs act on the partitions
+//! of the shard they reach, as a Kafka broker acts on its own replicas: clients send them
+//! to each partition's leader.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Ctx, Response};
+use crate::cluster::controller::{
+    ConfigAlteration, ConfigOp, ControlReply, ControlRequest, PartitionGrowth,
+};
+use crate::cluster::topic_config::{self, source, DEFS};
+use crate::cluster::{broker_id, shard_of_broker, ShardId};
+use crate::protocol::errors::*;
+use crate::shard::{Partition, Shard};
+use crate::storage::ReadError;
+
+/// DescribeConfigs / AlterConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+/// "Not requested" for authorized operations.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// The only leader epoch a single node has.
+const LEADER_EPOCH: i32 = crate::storage::log::LEADER_EPOCH;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The partition of this shard, or the error for a client that asked the wrong broker.
+fn local_partition(shard: &Shard, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
+    let snapshot = shard.snapshot();
+    let meta = snapshot.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
+    match snapshot.owner(meta, index) {
+        None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+        Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
+        Some(_) => shard.partition(topic, index).ok_or(KAFKA_STORAGE_ERROR),
+    }
+}
+
+/// Whether a BROKER resource name designates a broker of this node ("" means any).
+fn is_local_broker(shard: &Shard, name: &str) -> bool {
+    name.is_empty()
+        || name
+            .parse::<i32>()
+            .is_ok_and(|id| shard_of_broker(shard.node, id, shard.snapshot().shard_count).is_some())
+}
+
+pub async fn describe_configs(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: DescribeConfigsRequest,
+) -> Response {
+    let snapshot = shard.snapshot();
+    let with_synonyms = request.include_synonyms;
+    let with_docs = request.include_documentation && ctx.version >= 3;
+    let mut results = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        match resource.resource_type {
+            RESOURCE_TOPIC => match snapshot.topic(resource.resource_name.as_str()) {
+                None => {
+                    result.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+                    result.error_message = Some(text(format!(
+                        "topic {:?} does not exist",
+                        resource.resource_name.as_str()
+                    )));
+                }
+                Some(topic) => {
+                    for def in DEFS.iter().filter(|d| wanted(d.name)) {
+                        let default = topic_config::broker_default(&shard.config, def.name);
+                        let default_source = topic_config::broker_source(&shard.config, def.name);
+                        let over = topic.configs.get(def.name);
+                        let mut entry = DescribeConfigsResourceResult::default()
+                            .with_name(text(def.name))
+                            .with_value(Some(text(over.cloned().unwrap_or(default.clone()))))
+                            .with_read_only(false)
+                            .with_config_source(if over.is_some() {
+                                source::DYNAMIC_TOPIC_CONFIG
+                            } else {
+                                default_source
+                            })
+                            .with_config_type(def.type_code);
+                        if with_synonyms {
+                            if let Some(v) = over {
+                                entry.synonyms.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(text(def.name))
+                                        .with_value(Some(text(v.clone())))
+                                        .with_source(source::DYNAMIC_TOPIC_CONFIG),
+                                );
+                            }
+                            entry.synonyms.push(
+                                DescribeConfigsSynonym::default()
+                                    .with_name(text(def.broker_name))
+                                    .with_value(Some(text(default)))
+                                    .with_source(default_source),
+                            );
+                        }
+                        if with_docs {
+                            entry.documentation = Some(text(def.doc));
+                        }
+                        result.configs.push(entry);
+                    }
+                }
+            },
+            RESOURCE_BROKER if is_local_broker(shard, resource.resource_name.as_str()) => {
+                for (name, value, type_code) in topic_config::broker_configs(&shard.config) {
+                    if !wanted(name) {
+                        continue;
+                    }
+                    let source = DEFS
+                        .iter()
+                        .find(|d| d.broker_name == name)
+                        .map(|d| topic_config::broker_source(&shard.config, d.name))
+                        .unwrap_or(source::STATIC_BROKER_CONFIG);
+                    let mut entry = DescribeConfigsResourceResult::default()
+                        .with_name(text(name))
+                        .with_value(Some(text(value.clone())))
+                        .with_read_only(true)
+                        .with_config_source(source)
+                        .with_config_type(type_code);
+                    if with_synonyms {
+                        entry.synonyms.push(
+                            DescribeConfigsSynonym::default()
+                                .with_name(text(name))
+                                .with_value(Some(text(value)))
+                                .with_source(source),
+                        );
+                    }
+                    result.configs.push(entry);
+                }
+            }
+            RESOURCE_BROKER => {
+                result.error_code = INVALID_REQUEST;
+                result.error_message = Some(text(format!(
+                    "broker {:?} is not on this node",
+                    resource.resource_name.as_str()
+                )));
+            }
+            other => {
+                result.error_code = INVALID_REQUEST;
+                result.error_message = Some(text(format!(
+                    "resource type {other} is not supported (topics and brokers are)"
+                )));
+            }
+        }
+        results.push(result);
+    }
+    let mut response = DescribeConfigsResponse::default();
+    response.results = results;
+    ctx.respond(&response)
+}
+
+/// One resource's answer before the controller is asked: an error, or a topic alteration.
+enum Planned {
+    Failed(i16, String),
+    Topic(ConfigAlteration),
+}
+
+fn broker_refusal(shard: &Shard, name: &str) -> Planned {
+    if is_local_broker(shard, name) {
+        Planned::Failed(
+            INVALID_REQUEST,
+            "broker configs are static: set them with `strand serve` flags and restart".into(),
+        )
+    } else {
+        Planned::Failed(
+            INVALID_REQUEST,
+            format!("broker {name:?} is not on this node"),
+        )
+    }
+}
+
+/// Sends the planned alterations to the controller and builds the per-resource answers.
+async fn alter(
+    shard: &Rc<Shard>,
+    resources: Vec<(i8, StrBytes, Planned)>,
+    validate_only: bool,
+) -> Result<Vec<AlterConfigsResourceResponse>, Response> {
+    let alterations: Vec<ConfigAlteration> = resources
+        .iter()
+        .filter_map(|(_, _, p)| match p {
+            Planned::Topic(a) => Some(a.clone()),
+            Planned::Failed(..) => None,
+        })
+        .collect();
+    let mut outcomes = if alterations.is_empty() {
+        Vec::new()
+    } else {
+        match shard
+            .control(ControlRequest::AlterTopicConfigs {
+                alterations,
+                validate_only,
+            })
+            .await
+        {
+            Ok(ControlReply::Results(results)) => results,
+            _ => return Err(Response::Close("controller unavailable".into())),
+        }
+    }
+    .into_iter();
+    Ok(resources
+        .into_iter()
+        .map(|(kind, name, planned)| {
+            let (code, message) = match planned {
+                Planned::Failed(code, message) => (code, Some(message)),
+                Planned::Topic(_) => outcomes
+                    .next()
+                    .unwrap_or((UNKNOWN_SERVER_ERROR, Some("no answer".into()))),
+            };
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(kind)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(message.map(text))
+        })
+        .collect())
+}
+
+/// Legacy AlterConfigs: the configs given become the topic's whole override set.
+pub async fn alter_configs(shard: &Rc<Shard>, ctx: &Ctx, request: AlterConfigsRequest) -> Response {
+    let resources = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let planned = match r.resource_type {
+                RESOURCE_TOPIC => {
+                    let mut ops = Vec::with_capacity(r.configs.len());
+                    let mut failed = None;
+                    for c in &r.configs {
+                        match &c.value {
+                            Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                            None => {
+                                failed = Some(format!("config {} has no value", c.name.as_str()))
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(why) => Planned::Failed(INVALID_CONFIG, why),
+                        None => Planned::Topic(ConfigAlteration {
+                            topic: r.resource_name.to_string(),
+                            replace: true,
+                            ops,
+                        }),
+                    }
+                }
+                RESOURCE_BROKER => broker_refusal(shard, r.resource_name.as_str()),
+                other => Planned::Failed(
+                    INVALID_REQUEST,
+                    format!("resource type {other} cannot be altered"),
+                ),
+            };
+            (r.resource_type, r.resource_name, planned)
+        })
+        .collect();
+    match alter(shard, resources, request.validate_only).await {
+        Ok(responses) => {
+            let mut response = AlterConfigsResponse::default();
+            response.responses = responses;
+            ctx.respond(&response)
+        }
+        Err(response) => response,
+    }
+}
+
+pub async fn incremental_alter_configs(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: IncrementalAlterConfigsRequest,
+) -> Response {
+    let resources = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let planned = match r.resource_type {
+                RESOURCE_TOPIC => {
+                    let mut ops = Vec::with_capacity(r.configs.len());
+                    let mut failed = None;
+                    for c in &r.configs {
+                        let name = c.name.to_string();
+                        let value = c.value.as_ref().map(|v| v.to_string());
+                        let op = match (c.config_operation, value) {
+                            (OP_DELETE, _) => Some(ConfigOp::Delete(name)),
+                            (OP_SET, Some(v)) => Some(ConfigOp::Set(name, v)),
+                            (OP_APPEND, Some(v)) => Some(ConfigOp::Append(name, v)),
+                            (OP_SUBTRACT, Some(v)) => Some(ConfigOp::Subtract(name, v)),
+                            (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
+                                failed =
+                                    Some((INVALID_CONFIG, format!("config {name} has no value")));
+                                None
+                            }
+                            (other, _) => {
+                                failed = Some((
+                                    INVALID_REQUEST,
+                                    format!("unknown config operation {other}"),
+                                ));
+                                None
+                            }
+                        };
+                        ops.extend(op);
+                    }
+                    match failed {
+                        Some((code, why)) => Planned::Failed(code, why),
+                        None => Planned::Topic(ConfigAlteration {
+                            topic: r.resource_name.to_string(),
+                            replace: false,
+                            ops,
+                        }),
+                    }
+                }
+                RESOURCE_BROKER => broker_refusal(shard, r.resource_name.as_str()),
+                other => Planned::Failed(
+                    INVALID_REQUEST,
+                    format!("resource type {other} cannot be altered"),
+                ),
+            };
+            (r.resource_type, r.resource_name, planned)
+        })
+        .collect();
+    match alter(shard, resources, request.validate_only).await {
+        Ok(responses) => {
+            let mut response = IncrementalAlterConfigsResponse::default();
+            response.responses = responses
+                .into_iter()
+                .map(|r| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name)
+                        .with_error_code(r.error_code)
+                        .with_error_message(r.error_message)
+                })
+                .collect();
+            ctx.respond(&response)
+        }
+        Err(response) => response,
+    }
+}
+
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: CreatePartitionsRequest,
+) -> Response {
+    let shard_count = shard.snapshot().shard_count;
+    type Plan = Result<PartitionGrowth, (i16, String)>;
+    let mut planned: Vec<(TopicName, Plan)> = Vec::new();
+    for topic in request.topics {
+        let assignment = match &topic.assignments {
+            None => Ok(None),
+            Some(assignments) => assignments
+                .iter()
+                .map(|a| match a.broker_ids.as_slice() {
+                    [broker] => shard_of_broker(shard.node, broker.0, shard_count).ok_or((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        format!("broker {} does not exist", broker.0),
+                    )),
+                    _ => Err((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        "each new partition needs exactly one broker".to_string(),
+                    )),
+                })
+                .collect::<Result<Vec<ShardId>, _>>()
+                .map(Some),
+        };
+        let growth = assignment.map(|assignment| PartitionGrowth {
+            topic: topic.name.0.to_string(),
+            count: topic.count,
+            assignment,
+        });
+        planned.push((topic.name, growth));
+    }
+    let growths: Vec<PartitionGrowth> = planned
+        .iter()
+        .filter_map(|(_, g)| g.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = if growths.is_empty() {
+        Vec::new()
+    } else {
+        match shard
+            .control(ControlRequest::CreatePartitions {
+                topics: growths,
+                validate_only: request.validate_only,
+            })
+            .await
+        {
+            Ok(ControlReply::Results(results)) => results,
+            _ => return Response::Close("controller unavailable".into()),
+        }
+    }
+    .into_iter();
+    let mut response = CreatePartitionsResponse::default();
+    response.results = planned
+        .into_iter()
+        .map(|(name, growth)| {
+            let (code, message) = match growth {
+                Err((code, message)) => (code, Some(message)),
+                Ok(_) => outcomes
+                    .next()
+                    .unwrap_or((UNKNOWN_SERVER_ERROR, Some("no answer".into()))),
+            };
+            CreatePartitionsTopicResult::default()
+                .with_name(name)
+                .with_error_code(code)
+                .with_error_message(message.map(text))
+        })
+        .collect();
+    ctx.respond(&response)
+}
+
+pub async fn delete_records(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: DeleteRecordsRequest,
+) -> Response {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in topic.partitions {
+            let mut out = DeleteRecordsPartitionResult::default()
+                .with_partition_index(wanted.partition_index)
+                .with_low_watermark(-1);
+            match local_partition(shard, &name, wanted.partition_index) {
+                Err(code) => out.error_code = code,
+                Ok(partition) => {
+                    let deleted = partition.log.borrow_mut().delete_records(wanted.offset);
+                    match deleted {
+                        Ok((low, job)) => match job.run().await {
+                            Ok(()) => {
+                                tracing::info!(topic = %name, partition = wanted.partition_index, log_start_offset = low, "records deleted");
+                                out.low_watermark = low;
+                            }
+                            Err(err) => {
+                                tracing::error!(topic = %name, %err, "recording the log start offset failed");
+                                out.error_code = KAFKA_STORAGE_ERROR;
+                            }
+                        },
+                        Err(ReadError::OffsetOutOfRange { .. }) => {
+                            out.error_code = OFFSET_OUT_OF_RANGE
+                        }
+                        Err(ReadError::Unavailable(_)) => out.error_code = KAFKA_STORAGE_ERROR,
+                    }
+                }
+            }
+            partitions.push(out);
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    let mut response = DeleteRecordsResponse::default();
+    response.topics = topics;
+    ctx.respond(&response)
+}
+
+/// Total and available bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed struct the call fills.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as i64;
+    Some((stat.f_blocks as i64 * block, stat.f_bavail as i64 * block))
+}
+
+pub async fn describe_log_dirs(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: DescribeLogDirsRequest,
+) -> Response {
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    for partition in shard.all_partitions() {
+        let name = &partition.topic.name;
+        let included = match &wanted {
+            None => true,
+            Some(w) => w.get(name).is_some_and(|ps| ps.contains(&partition.index)),
+        };
+        if !included {
+            continue;
+        }
+        let size = partition.log.borrow().size_bytes() as i64;
+        by_topic.entry(name.clone()).or_default().push(
+            DescribeLogDirsPartition::default()
+                .with_partition_index(partition.index)
+                .with_partition_size(size)
+                .with_offset_lag(0),
+        );
+    }
+    let dir = std::fs::canonicalize(&shard.config.data_dir)
+        .unwrap_or_else(|_| shard.config.data_dir.clone());
+    let (total, usable) = disk_space(&dir).unwrap_or((-1, -1));
+    let mut result = DescribeLogDirsResult::default()
+        .with_log_dir(text(dir.display().to_string()))
+        .with_total_bytes(total)
+        .with_usable_bytes(usable);
+    result.topics = by_topic
+        .into_iter()
+        .map(|(name, mut partitions)| {
+            partitions.sort_by_key(|p| p.partition_index);
+            DescribeLogDirsTopic::default()
+                .with_name(TopicName(text(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let mut response = DescribeLogDirsResponse::default();
+    response.results = vec![result];
+    ctx.respond(&response)
+}
+
+pub async fn describe_cluster(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    _request: DescribeClusterRequest,
+) -> Response {
+    let snapshot = shard.snapshot();
+    let mut response = DescribeClusterResponse::default()
+        .with_cluster_id(text(snapshot.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker_id(shard.node, ShardId(0))))
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_endpoint_type(1);
+    response.brokers = (0..snapshot.shard_count)
+        .map(|k| {
+            let (host, port) = shard.config.shard_advertised(k);
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker_id(shard.node, ShardId(k as u16))))
+                .with_host(text(host))
+                .with_port(port)
+        })
+        .collect();
+    ctx.respond(&response)
+}
+
+/// Leadership never moves on a single node: epoch 0 ends at the log end, later epochs
+/// are unknown.
+pub async fn offset_for_leader_epoch(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    request: OffsetForLeaderEpochRequest,
+) -> Response {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.topic.0.to_string();
+        let partitions = topic
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let mut out = EpochEndOffset::default()
+                    .with_partition(p.partition)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1);
+                match local_partition(shard, &name, p.partition) {
+                    Err(code) => out.error_code = code,
+                    Ok(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                        out.error_code = UNKNOWN_LEADER_EPOCH
+                    }
+                    Ok(partition) if p.leader_epoch == LEADER_EPOCH => {
+                        out.leader_epoch = LEADER_EPOCH;
+                        out.end_offset = partition.log.borrow().high_watermark();
+                    }
+                    Ok(_) => {}
+                }
+                out
+            })
+            .collect();
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions),
+        );
+    }
+    let mut response = OffsetForLeaderEpochResponse::default();
+    response.topics = topics;
+    ctx.respond(&response)
+}
