@@ -493,3 +493,53 @@ fn acks_0_flood_is_held_back_by_the_unflushed_limit_and_all_lands() {
         Some((0, 3000))
     );
 }
+
+#[test]
+fn offset_for_leader_epoch_and_max_timestamp() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "epochs", 1);
+    for ts in [5_000i64, 9_000, 7_000] {
+        produce(
+            &mut client,
+            "epochs",
+            0,
+            -1,
+            record_batch(2, -1, -1, -1, ts),
+        )
+        .unwrap();
+    }
+    // ListOffsets v7, timestamp -3: the record with the largest timestamp.
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name("epochs"))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.timestamp), (0, 2, 9_000));
+
+    let ask = |client: &mut Client, current: i32, epoch: i32| {
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name("epochs"))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)])]);
+        let response: OffsetForLeaderEpochResponse =
+            client.call(ApiKey::OffsetForLeaderEpoch, 4, &request);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    // Epoch 0 (the only one) ends at the log end; a later epoch is unknown to us.
+    assert_eq!(ask(&mut client, 0, 0), (0, 0, 6));
+    assert_eq!(ask(&mut client, -1, 3), (0, -1, -1));
+    assert_eq!(ask(&mut client, 2, 0).0, 75); // UNKNOWN_LEADER_EPOCH
+}

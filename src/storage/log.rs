@@ -921,6 +921,7 @@ impl PartitionLog {
             return None;
         }
         self.compacting = true;
+        tracing::debug!(dir = %self.dir.display(), segments = cleanable, "compaction pass started");
         Some(CompactionJob {
             dir: self.dir.clone(),
             inputs: self.segments[..cleanable]
