@@ -42,7 +42,7 @@ pub struct Config {
     #[arg(long, default_value_t = 100 * 1024 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Largest record batch accepted in a produce request (Kafka's max.message.bytes).
+    /// Default `max.message.bytes`: largest record batch accepted in a produce request.
     #[arg(long, default_value_t = 1024 * 1024 + 12)]
     pub max_message_bytes: usize,
 
@@ -60,7 +60,7 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections_per_shard: usize,
 
-    /// Size at which a partition's active segment is rolled.
+    /// Default `segment.bytes`: size at which a partition's active segment is rolled.
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     pub segment_bytes: u64,
 
@@ -168,6 +168,43 @@ impl Config {
                 let addr = self.shard_listen_addr(shard);
                 (addr.ip().to_string(), addr.port() as i32)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// docs/operations.md is the operator's reference: it must name every flag and every
+    /// topic config.
+    #[test]
+    fn operations_doc_covers_every_flag_and_topic_config() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        for arg in Cli::command().get_arguments() {
+            if let Some(long) = arg.get_long() {
+                assert!(
+                    doc.contains(&format!("--{long}")),
+                    "docs/operations.md lacks --{long}"
+                );
+            }
+        }
+        for def in crate::cluster::topic_config::DEFS {
+            assert!(
+                doc.contains(&format!("`{}`", def.name)),
+                "docs/operations.md lacks {}",
+                def.name
+            );
         }
     }
 }

@@ -258,8 +258,8 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(TMP_SUFFIX) {
-            // A write-then-rename interrupted by a crash.
+        if name.ends_with(TMP_SUFFIX) || name.ends_with(super::compaction::CLEANED_SUFFIX) {
+            // A write-then-rename (or a compaction rewrite) interrupted by a crash.
             std::fs::remove_file(entry.path())?;
         } else if let Some(base) = parse_segment_name(&name, LOG_SUFFIX) {
             bases.push(base);
