@@ -101,10 +101,9 @@ async fn fetch_once(
             out.high_watermark = log.high_watermark();
             out.last_stable_offset = log.high_watermark();
             out.log_start_offset = log.log_start_offset();
-            if log.is_offline() {
-                out.error_code = KAFKA_STORAGE_ERROR;
-                must_answer = true;
-            } else if wanted.fetch_offset == log.high_watermark() || (!first_data && budget == 0) {
+            // A partition offline for writes (disk full, I/O error) still serves what is
+            // durable.
+            if wanted.fetch_offset == log.high_watermark() || (!first_data && budget == 0) {
                 // Nothing new (or the response is full): empty records.
             } else {
                 let limit = (wanted.partition_max_bytes.max(0) as usize).min(budget);

@@ -28,6 +28,8 @@ struct Pending {
     partition: usize,
     log: Rc<Partition>,
     last_offset: i64,
+    /// The log incarnation the batch was appended to (see [`Partition::incarnation`]).
+    incarnation: u64,
 }
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Response {
@@ -125,6 +127,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                     pending.push(Pending {
                         topic: t,
                         partition: p,
+                        incarnation: partition.incarnation.get(),
                         log: partition,
                         last_offset,
                     });
@@ -150,7 +153,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
         Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
     let deadline = Instant::now() + timeout;
     for wait in pending {
-        let code = wait_durable(shard, &wait.log, wait.last_offset, deadline).await;
+        let code = wait_durable(
+            shard,
+            &wait.log,
+            wait.last_offset,
+            wait.incarnation,
+            deadline,
+        )
+        .await;
         if code != NONE {
             let out = &mut responses[wait.topic].partition_responses[wait.partition];
             out.error_code = code;
@@ -167,10 +177,16 @@ pub async fn wait_durable(
     shard: &Shard,
     partition: &Partition,
     last_offset: i64,
+    incarnation: u64,
     deadline: Instant,
 ) -> i16 {
     loop {
         let seen = shard.flushed.generation();
+        if partition.incarnation.get() != incarnation {
+            // The log was reopened after a write failure: what this request appended was
+            // dropped, and its offsets may now belong to other batches.
+            return KAFKA_STORAGE_ERROR;
+        }
         {
             let log = partition.log.borrow();
             if log.high_watermark() > last_offset {

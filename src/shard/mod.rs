@@ -45,6 +45,11 @@ pub struct Partition {
     queued_for_flush: Cell<bool>,
     /// Set when the topic is deleted; waiters stop waiting.
     pub removed: Cell<bool>,
+    /// Bumped each time the log is reopened after a write failure: a produce waiting on
+    /// an older incarnation's batch must not take a newer batch's offsets for its own.
+    pub incarnation: Cell<u64>,
+    /// A reopen is scheduled.
+    reviving: Cell<bool>,
 }
 
 type ControlJob = (
@@ -316,6 +321,8 @@ impl Shard {
                         log: RefCell::new(log),
                         queued_for_flush: Cell::new(false),
                         removed: Cell::new(false),
+                        incarnation: Cell::new(0),
+                        reviving: Cell::new(false),
                     });
                     self.partitions
                         .borrow_mut()
@@ -416,19 +423,72 @@ impl Shard {
                     // Written or dropped (a failed write is never acknowledged): either
                     // way these bytes no longer wait in memory.
                     shard.unflushed_bytes.set(shard.unflushed_bytes.get().saturating_sub(bytes));
+                    let failed = result.is_err();
                     if let Err(err) = &result {
-                        tracing::error!(topic = %partition.topic.name, partition = partition.index, %err, "flush failed; partition is offline");
+                        tracing::error!(topic = %partition.topic.name, partition = partition.index, %err, "flush failed; partition is offline for writes until it is reopened");
                     }
                     let mut log = partition.log.borrow_mut();
-                    log.complete_flush(result);
+                    let dropped = log.complete_flush(result);
                     let again = log.is_dirty();
                     drop(log);
+                    shard
+                        .unflushed_bytes
+                        .set(shard.unflushed_bytes.get().saturating_sub(dropped));
                     if again {
                         shard.mark_dirty(&partition);
+                    }
+                    if failed {
+                        shard.revive(partition);
                     }
                 }
                 shard.flushed.notify_all();
             }
+        })
+        .detach();
+    }
+
+    /// Reopens a partition whose log failed a write (a full disk, an I/O error), once a
+    /// second from now and then every few seconds until it opens: recovery rebuilds the
+    /// log and its producer state from what is on disk, dropping whatever was appended
+    /// and never made durable, and the partition takes writes again. Meanwhile produce
+    /// gets KAFKA_STORAGE_ERROR and fetches are served from the durable data.
+    fn revive(self: &Rc<Self>, partition: Rc<Partition>) {
+        if partition.reviving.replace(true) {
+            return;
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                if !shard.sleep_unless_shutdown(wait).await || partition.removed.get() {
+                    break;
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+                let topic = match shard.snapshot().topic(&partition.topic.name) {
+                    Some(topic) if topic.id == partition.topic.id => topic.clone(),
+                    _ => break,
+                };
+                let dir = shard.partition_dir(&partition.topic.name, partition.index);
+                let config = shard.log_config(&topic);
+                let reopened = match PartitionLog::open(&dir, config).await {
+                    Ok(log) => log,
+                    Err(err) => {
+                        tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "cannot reopen the partition yet");
+                        continue;
+                    }
+                };
+                let old = std::mem::replace(&mut *partition.log.borrow_mut(), reopened);
+                partition.incarnation.set(partition.incarnation.get() + 1);
+                let mut old = old;
+                if let Some(job) = old.close_job() {
+                    let _ = job.run().await;
+                }
+                let hw = partition.log.borrow().high_watermark();
+                tracing::info!(topic = %partition.topic.name, partition = partition.index, high_watermark = hw, "partition reopened; taking writes again");
+                shard.flushed.notify_all();
+                break;
+            }
+            partition.reviving.set(false);
         })
         .detach();
     }

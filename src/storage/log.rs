@@ -710,8 +710,10 @@ impl PartitionLog {
         })
     }
 
-    /// Applies a finished flush: the high watermark moves, or the partition goes offline.
-    pub fn complete_flush(&mut self, result: FlushResult) {
+    /// Applies a finished flush: the high watermark moves, or the partition goes offline
+    /// for writes (reads of durable data go on). Returns the bytes of appended batches
+    /// that were dropped because a write failed (never acknowledged).
+    pub fn complete_flush(&mut self, result: FlushResult) -> usize {
         debug_assert!(self.flushing);
         self.flushing = false;
         match result {
@@ -736,11 +738,14 @@ impl PartitionLog {
                 }
                 debug_assert!(done.high_watermark >= self.high_watermark);
                 self.high_watermark = done.high_watermark;
+                0
             }
             Err(err) => {
                 tracing::error!(dir = %self.dir.display(), %err, "log write failed; partition is offline for writes");
                 self.offline = Some(err.to_string());
-                // What was not made durable is gone: it was never acknowledged.
+                // What was not made durable is gone: it was never acknowledged. The shard
+                // reopens the log from disk to take writes again (see `Shard::revive`).
+                let dropped = self.pending_bytes;
                 for segment in &mut self.segments {
                     segment.pending.clear();
                     segment.seal = None;
@@ -748,6 +753,7 @@ impl PartitionLog {
                 self.pending_bytes = 0;
                 self.seals_pending = 0;
                 self.cache.truncate_from(self.high_watermark);
+                dropped
             }
         }
     }
