@@ -132,6 +132,11 @@ pub struct Config {
     #[arg(long, default_value_t = 30_000)]
     pub fetch_max_wait_ms: u64,
 
+    /// Serve Prometheus metrics (text format, `GET /metrics`) on this address, from shard
+    /// 0, covering every shard. Off unless set.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Grace period for in-flight requests when draining on SIGTERM.
     #[arg(long, default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,

@@ -15,11 +15,13 @@
 //! - [`shard`]: process start-up, the per-core executors, the shard mesh, the flusher.
 //! - [`server`]: listeners and the per-connection request loop.
 //! - [`handlers`]: one module per Kafka API family.
+//! - [`metrics`]: per-shard counters and histograms, served to Prometheus.
 
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod handlers;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

@@ -30,6 +30,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get()
         {
+            for p in response.responses.iter().flat_map(|t| &t.partitions) {
+                if p.error_code != 0 {
+                    shard.metrics.error(ctx.api, p.error_code);
+                }
+            }
             return ctx.respond(&response);
         }
         if bytes > 0 && shard.flushed.generation() != seen {

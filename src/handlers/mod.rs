@@ -70,6 +70,22 @@ fn decode<T: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<T, Response> {
 }
 
 pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<str>) -> Response {
+    let api = frame.api_key;
+    let bytes_in = frame.body.len();
+    let started = std::time::Instant::now();
+    let response = dispatch_inner(shard, frame, client_host).await;
+    let (bytes_out, closed) = match &response {
+        Response::Bytes(b) => (b.len(), false),
+        Response::None => (0, false),
+        Response::Close(_) => (0, true),
+    };
+    shard
+        .metrics
+        .request(api, bytes_in, bytes_out, started.elapsed(), closed);
+    response
+}
+
+async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<str>) -> Response {
     let RequestFrame {
         api_key,
         version,

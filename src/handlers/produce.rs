@@ -167,6 +167,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             out.base_offset = -1;
         }
     }
+    for p in responses.iter().flat_map(|t| &t.partition_responses) {
+        if p.error_code != 0 {
+            shard.metrics.error(ctx.api, p.error_code);
+        }
+    }
     let mut response = ProduceResponse::default();
     response.responses = responses;
     ctx.respond(&response)

@@ -26,11 +26,14 @@ pub enum MeshRequest {
     Control(ControlRequest),
     /// From the controller: apply this metadata, reply `Applied` when done.
     ApplySnapshot(Arc<ClusterSnapshot>),
+    /// For a metrics scrape on shard 0: reply with this shard's counters.
+    Metrics,
 }
 
 pub enum MeshReply {
     Control(ControlReply),
     Applied,
+    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 pub enum MeshMessage {

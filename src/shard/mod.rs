@@ -80,6 +80,7 @@ pub struct Shard {
     unflushed_bytes: Cell<usize>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 impl Shard {
@@ -107,6 +108,7 @@ impl Shard {
             connections_changed: Notify::default(),
             unflushed_bytes: Cell::new(0),
             groups,
+            metrics: crate::metrics::ShardMetrics::default(),
         })
     }
 
@@ -206,7 +208,9 @@ impl Shard {
                 .await?
             {
                 MeshReply::Control(reply) => Ok(reply),
-                MeshReply::Applied => Err(MeshError("unexpected reply from controller".into())),
+                MeshReply::Applied | MeshReply::Metrics(_) => {
+                    Err(MeshError("unexpected reply from controller".into()))
+                }
             }
         }
     }
@@ -375,6 +379,9 @@ impl Shard {
                                     shard.apply_snapshot(snapshot).await;
                                     MeshReply::Applied
                                 }
+                                MeshRequest::Metrics => {
+                                    MeshReply::Metrics(Box::new(crate::metrics::snapshot(&shard)))
+                                }
                                 MeshRequest::Control(request) => match shard.control(request).await
                                 {
                                     Ok(reply) => MeshReply::Control(reply),
@@ -413,13 +420,15 @@ impl Shard {
                     if let Some(job) = job {
                         let bytes = job.bytes();
                         running.push(glommio::spawn_local(async move {
+                            let started = std::time::Instant::now();
                             let result = job.run().await;
-                            (partition, result, bytes)
+                            (partition, result, bytes, started.elapsed())
                         }));
                     }
                 }
                 for task in running {
-                    let (partition, result, bytes) = task.await;
+                    let (partition, result, bytes, took) = task.await;
+                    shard.metrics.flush(took, bytes);
                     // Written or dropped (a failed write is never acknowledged): either
                     // way these bytes no longer wait in memory.
                     shard.unflushed_bytes.set(shard.unflushed_bytes.get().saturating_sub(bytes));

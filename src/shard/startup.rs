@@ -215,6 +215,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
         shard.start_controller(controller).await;
+        if let Some(addr) = config.metrics_listen {
+            glommio::spawn_local(crate::metrics::serve(shard.clone(), addr)).detach();
+        }
     } else {
         // Wait for the controller's first snapshot before serving anything.
         while shard.snapshot().version == 0 {
