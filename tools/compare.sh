@@ -231,6 +231,12 @@ workloads() { # workloads BROKER
         # Latency at a fixed rate, linger 0: every message is sent as soon as a request
         # slot is free. 25,000 messages (2.5 s) per run: see docs/benchmarks.md on why runs
         # are kept short.
+        # The disk is shared: measure fdatasync right before the latency runs, so the
+        # target compares with what the disk did at the time, not earlier.
+        fio --name=fdatasync --filename="$scratch/fio-sync" --rw=write --bs=4k --size=64M \
+            --direct=1 --ioengine=sync --fdatasync=1 --runtime=3 --time_based \
+            --output-format=json > "$dir/fio-fdatasync-$n.json"
+        rm -f "$scratch/fio-sync"
         j=$dir/latency-10k-sb-$n.json
         run "$b" strand-bench latency-10k "$n" "$j" \
             sb produce -t "lat-sb-$n" -s 100 -r 10000 -c 25000 --acks -1 --linger-ms 0 --json "$j"

@@ -134,6 +134,13 @@ def main(results):
         "p50": sync_pct["50.000000"] / 1e6, "p99": sync_pct["99.000000"] / 1e6,
         "p99_9": sync_pct["99.900000"] / 1e6, "max": sync["lat_ns"]["max"] / 1e6,
     }
+    # fdatasync measured right before each latency run (the disk is shared).
+    near = []
+    for f in sorted(results.glob("strand/fio-fdatasync-*.json")):
+        job = json.loads(f.read_text())["jobs"][0]["sync"]["lat_ns"]
+        near.append((job["percentile"]["50.000000"] / 1e6, job["percentile"]["99.000000"] / 1e6))
+    near_p50 = median([p for p, _ in near])
+    near_p99 = median([p for _, p in near])
     iperf = json.loads((results / "iperf3.json").read_text())
     gbit = iperf["end"]["sum_received"]["bits_per_second"] / 1e9
     print("| limit | value |\n|---|---|")
@@ -141,6 +148,9 @@ def main(results):
     print(f"| fio 4 KiB direct write + fdatasync, latency p50 / p99 / p99.9 / max | "
           f"{fdatasync_ms['p50']:.3f} / {fdatasync_ms['p99']:.3f} / {fdatasync_ms['p99_9']:.3f} / "
           f"{fdatasync_ms['max']:.3f} ms |")
+    if near:
+        print(f"| same fdatasync test, 3 s right before each Strand latency run (median p50 / p99) | "
+              f"{near_p50:.3f} / {near_p99:.3f} ms |")
     print(f"| iperf3 loopback TCP, one stream | {gbit:,.1f} Gbit/s ({gbit * 1e3 / 8:,.0f} MB/s) |\n")
 
     print("## Throughput (median of runs; Strand durable with 2 shards, Tansu in memory)\n")
@@ -220,11 +230,11 @@ def main(results):
             target(f"broker CPU per GB ≤ 1/3 of Tansu's ({workload}, {client})",
                    f"{fmt(r, 2)}× ({fmt(s and s['cpu_gb'], 2)} vs {fmt(t and t['cpu_gb'], 2)} s/GB)",
                    r is not None and r <= 1 / 3)
-    limit = 2 * fdatasync_ms["p99"]
+    limit = 2 * (near_p99 if near else fdatasync_ms["p99"])
     for client in ("strand-bench", "rdkafka_performance"):
         s, _ = lat[("latency-10k", client)]
         p99 = s["lat"]["p99"] if s and "lat" in s else None
-        target(f"ack p99 at 10k msg/s ≤ 2 × fdatasync p99 = {limit:.3f} ms ({client})",
+        target(f"ack p99 at 10k msg/s ≤ 2 × fdatasync p99 (measured before the runs) = {limit:.3f} ms ({client})",
                f"{fmt(p99, 3)} ms", p99 is not None and p99 <= limit)
     s, _ = lat[("e2e-10k", "strand-bench")]
     p99 = s["lat"]["p99"] if s and "lat" in s else None

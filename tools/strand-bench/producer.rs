@@ -298,11 +298,14 @@ async fn generate(state: &Rc<State>) {
     let mut current = 0usize;
     let value_len = config.message_bytes.max(STAMP_BYTES);
     let filler = &state.filler[..value_len - STAMP_BYTES];
+    // The schedule starts once the connections are up: connecting is the client's set-up,
+    // not the broker's latency. Stamps stay relative to the run's start.
+    let origin_ns = state.now_ns();
     loop {
         if state.failed.get() {
             return;
         }
-        let now_ns = state.now_ns();
+        let now_ns = state.now_ns() - origin_ns;
         let Some(due_ns) = schedule.next_due_ns(now_ns) else {
             return;
         };
@@ -329,8 +332,8 @@ async fn generate(state: &Rc<State>) {
                     stamps: Vec::new(),
                     opened: Instant::now(),
                 });
-                open.builder.push(stamp, filler, timestamp_ms);
-                open.stamps.push(stamp);
+                open.builder.push(origin_ns + stamp, filler, timestamp_ms);
+                open.stamps.push(origin_ns + stamp);
                 let next = BatchBuilder::record_bytes(value_len, open.builder.count());
                 if open.builder.records_bytes() + next > config.batch_bytes {
                     state.seal(lane);
