@@ -468,3 +468,31 @@ fn compaction_keeps_the_latest_record_per_key() {
         compaction_case(seed);
     }
 }
+
+#[test]
+fn a_segment_whose_seal_is_in_flight_is_left_alone() {
+    run(|dir| async move {
+        let mut config = small_segments(1024);
+        config.compact = true;
+        config.retention_bytes = 0;
+        let log = RefCell::new(PartitionLog::open(&dir, config).await.unwrap());
+        let now = crate::util::now_ms();
+        for i in 0..6u8 {
+            append(
+                &log,
+                &batch_of(&[(vec![i % 2], Some(vec![i; 300]))], now, 0),
+                now,
+            )
+            .await;
+        }
+        // The rolled segments' seals are in this job, not yet on disk.
+        let job = log.borrow_mut().take_flush().expect("pending data");
+        assert!(log.borrow_mut().compaction_plan(now).is_none());
+        let outcome = log.borrow_mut().enforce_retention(now);
+        assert!(outcome.removal.is_none());
+        let result = job.run().await;
+        log.borrow_mut().complete_flush(result);
+        // Sealed on disk: now both may act.
+        assert!(log.borrow_mut().compaction_plan(now).is_some());
+    });
+}

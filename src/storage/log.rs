@@ -203,6 +203,9 @@ struct Segment {
     pending: Vec<Bytes>,
     seal: Option<Seal>,
     sealed: bool,
+    /// Sealed and the seal is on disk (trimmed, indexed): no flush job will touch the
+    /// segment again, so retention and compaction may.
+    settled: bool,
     /// Wall-clock ms of the first append (or of opening, for a recovered segment): the
     /// age `segment.ms` is measured from.
     created_ms: i64,
@@ -223,6 +226,7 @@ impl Segment {
             pending: Vec::new(),
             seal: None,
             sealed: false,
+            settled: false,
             created_ms: 0,
         }
     }
@@ -283,6 +287,8 @@ pub struct FlushJob {
 
 pub struct FlushedSegment {
     base_offset: i64,
+    /// The job sealed this segment.
+    sealed: bool,
     file: Rc<DmaFile>,
     durable_len: u64,
     tail_block: Vec<u8>,
@@ -362,6 +368,7 @@ impl FlushJob {
                     .spawn_blocking(move || crate::cluster::metadata_log::sync_dir(&dir))
                     .await?;
             }
+            let sealed = write.seal.is_some();
             if let Some((seal, index, summary)) = write.seal {
                 debug_assert_eq!(summary.len, write.new_len);
                 // Trim the block padding so the file length is the logical length the index
@@ -379,6 +386,7 @@ impl FlushJob {
             }
             done.segments.push(FlushedSegment {
                 base_offset: write.base_offset,
+                sealed,
                 file,
                 durable_len: write.new_len,
                 tail_block,
@@ -480,6 +488,7 @@ impl PartitionLog {
                 pending: Vec::new(),
                 seal: None,
                 sealed: !last,
+                settled: !last,
                 created_ms: crate::util::now_ms(),
             });
         }
@@ -734,6 +743,7 @@ impl PartitionLog {
                     );
                     segment.file = Some(flushed.file);
                     segment.durable_len = flushed.durable_len;
+                    segment.settled |= flushed.sealed;
                     segment.tail_block = flushed.tail_block;
                 }
                 debug_assert!(done.high_watermark >= self.high_watermark);
@@ -839,7 +849,7 @@ impl PartitionLog {
         self.segments[..closed]
             .iter()
             .take_while(|s| {
-                s.sealed && s.seal.is_none() && s.pending.is_empty() && s.file.is_some()
+                s.settled && s.seal.is_none() && s.pending.is_empty() && s.file.is_some()
             })
             .count()
     }
