@@ -731,6 +731,34 @@ pub async fn delete_groups(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteGroupsRe
     ctx.respond(&DeleteGroupsResponse::default().with_results(results))
 }
 
+/// The topics a consumer group's members subscribe to, from their consumer-protocol
+/// metadata (a version, then a ConsumerProtocolSubscription); `None` if the group does not
+/// use the consumer protocol or a member's metadata does not decode.
+fn subscribed_topics(group: &Group) -> Option<std::collections::HashSet<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let inner = group.inner.borrow();
+    if inner.protocol_type.as_deref() != Some("consumer") {
+        return None;
+    }
+    let protocol = inner.protocol_name.clone()?;
+    let mut topics = std::collections::HashSet::new();
+    for member in inner.members.values() {
+        let (_, metadata) = member.protocols.iter().find(|(n, _)| *n == protocol)?;
+        let mut buf = metadata.clone();
+        if buf.len() < 2 {
+            return None;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        // Newer versions only add fields: decode at the highest version this crate knows.
+        let version = version.clamp(0, 3);
+        let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+        topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+    }
+    Some(topics)
+}
+
 pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
@@ -745,9 +773,15 @@ pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRe
         }
         (true, Some(group)) => group,
     };
-    // A group with live members may be consuming these partitions: Kafka refuses to delete
-    // offsets of subscribed topics; without decoding subscriptions we refuse for any member.
-    let busy = group.state() != State::Empty;
+    // Offsets of topics the group's members subscribe to cannot be deleted (Kafka's rule):
+    // their consumers would reset. Subscriptions are read from the members' consumer-
+    // protocol metadata; a group whose subscriptions cannot be read counts as subscribed
+    // to everything.
+    let subscribed = if group.state() == State::Empty {
+        Some(std::collections::HashSet::new())
+    } else {
+        subscribed_topics(&group)
+    };
     let mut records = Vec::new();
     response.topics = request
         .topics
@@ -759,6 +793,9 @@ pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRe
                     t.partitions
                         .iter()
                         .map(|p| {
+                            let busy = subscribed
+                                .as_ref()
+                                .is_none_or(|topics| topics.contains(t.name.0.as_str()));
                             let code = if busy {
                                 GROUP_SUBSCRIBED_TO_TOPIC
                             } else {

@@ -356,3 +356,31 @@ def test_aiokafka_group_commits_and_resumes(broker, topic):
     producer.produce(topic, value=b"0:new", partition=0)
     producer.flush(10)
     assert asyncio.run(read(1)) == [(0, 10)]
+
+
+def test_offset_delete_refuses_subscribed_topics_only(broker, topic):
+    """OffsetDelete (kafka-python's delete_group_offsets) on a live group: offsets of a
+    topic its members subscribe to are kept (GROUP_SUBSCRIBED_TO_TOPIC), others go."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition as KTopicPartition
+
+    other = topic + "-other"
+    create(broker, topic, 1, messages_per_partition=5)
+    create(broker, other, 1, messages_per_partition=5)
+    group = "g-" + uuid.uuid4().hex[:8]
+    c = consumer(broker, group)
+    c.subscribe([topic])
+    poll_until([c], lambda: len(assignments([c])[0]) == 1)
+    c.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(other, 0, 2)], asynchronous=False)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        result = admin.delete_group_offsets(
+            group, [KTopicPartition(topic, 0), KTopicPartition(other, 0)]
+        )
+        errors = {tp.topic: err.__name__ for tp, err in result.items()}
+        assert errors == {topic: "GroupSubscribedToTopicError", other: "NoError"}, errors
+    finally:
+        admin.close()
+    committed = c.committed([TopicPartition(topic, 0), TopicPartition(other, 0)], timeout=10)
+    assert [tp.offset for tp in committed] == [3, -1001]
+    c.close()
