@@ -103,7 +103,7 @@ release_ok=$status
 # ---------------------------------------------------------------------------- rust tests
 step "cargo test (unit tests, wire-level tests, rdkafka client tests)"
 status=0
-cargo test --all-targets -- --test-threads 2 || status=$?
+RUST_TEST_THREADS=2 cargo test --all-targets || status=$?
 record "cargo test --all-targets" "$status"
 
 # ---------------------------------------------------------------------------- client suite
