@@ -327,3 +327,19 @@ def test_connections_past_the_limit_are_closed_and_others_keep_working(make_brok
         for s in held:
             s.close()
     assert "connection limit reached" in broker.log()
+
+
+def test_forged_array_count_does_not_kill_the_broker(broker, topic):
+    """A Fetch whose topic array claims ~2^31 entries (found by tests/fuzz): the decoder
+    used to reserve ~400 GB up front, and the failed allocation aborted the broker."""
+    from pathlib import Path
+    forged = (Path(__file__).resolve().parents[1] / "fuzz" / "regressions" / "request"
+              / "fetch-topic-count-2g").read_bytes()
+    for port in broker.ports:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(struct.pack(">i", len(forged)) + forged)
+        assert closed_by_broker(s, 10)
+        s.close()
+    assert broker.running()
+    create_topic(broker, topic, 2)
+    real_clients_work(broker, topic)
