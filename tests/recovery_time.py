@@ -108,7 +108,7 @@ def produce(broker, topic, partitions, total_bytes, value_bytes, acked, stop=Non
     for i in range(count):
         if stop is not None and stop.is_set():
             break
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 producer.produce(topic, value=value, partition=i % partitions, on_delivery=on_delivery)
                 break
@@ -156,14 +156,16 @@ def main():
         tail = threading.Thread(target=produce, args=(broker, topic, args.partitions, 1 << 30,
                                                       args.value_bytes, acked, stop))
         tail.start()
-        time.sleep(2)
+        time.sleep(0.5)
         broker.kill9()
         stop.set()
         tail.join()
         port_s, ready_s = timed_start(broker, topic, args.partitions)
+        data = sum(f.stat().st_size for f in broker.data_dir.glob(f"{topic}-*/*.log"))
         hw = high_watermarks(broker, topic, args.partitions)
         lost = {p: (o, hw[p]) for p, o in acked.items() if hw[p] <= o}
-        print(f"after kill -9: ports accept after {port_s:.2f} s, metadata answered after {ready_s:.2f} s; "
+        print(f"after kill -9 with {data / (1 << 30):.2f} GiB: ports accept after {port_s:.2f} s, "
+              f"metadata answered after {ready_s:.2f} s; "
               f"acknowledged records all below the high watermark: {not lost}", flush=True)
 
         assert broker.terminate() == 0
