@@ -27,3 +27,8 @@ pub mod server;
 pub mod shard;
 pub mod storage;
 pub mod util;
+
+/// See [`protocol::alloc_guard`]: a request must not be able to abort the broker through
+/// an allocation its decoder sizes from a count on the wire.
+#[global_allocator]
+static ALLOCATOR: protocol::alloc_guard::GuardedAllocator = protocol::alloc_guard::GuardedAllocator;

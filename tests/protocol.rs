@@ -543,3 +543,64 @@ fn offset_for_leader_epoch_and_max_timestamp() {
     assert_eq!(ask(&mut client, -1, 3), (0, -1, -1));
     assert_eq!(ask(&mut client, 2, 0).0, 75); // UNKNOWN_LEADER_EPOCH
 }
+
+/// A connection holds back a second fetch until the first one's response is written (so a
+/// consumer that pipelines fetches and never reads cannot make the broker hold one response
+/// per request). Pipelined requests must still all be answered, in order, and a produce
+/// behind a long-polling fetch must still wake it.
+#[test]
+fn pipelined_fetches_and_produces_are_answered_in_order() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "pipe", 1);
+    for i in 0..3 {
+        assert_eq!(
+            produce(&mut client, "pipe", 0, 1, record_batch(2, -1, -1, -1, 1000)),
+            Some((0, i * 2))
+        );
+    }
+    let fetch_request = |offset: i64, max_wait_ms: i32| {
+        FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name("pipe"))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    // Fetches at 0, 2, 4, then a long poll at 6 that the produce behind it completes.
+    let mut sent = Vec::new();
+    for offset in [0, 2, 4] {
+        sent.push((
+            ApiKey::Fetch,
+            client.send(ApiKey::Fetch, 12, &fetch_request(offset, 0)),
+        ));
+    }
+    sent.push((
+        ApiKey::Fetch,
+        client.send(ApiKey::Fetch, 12, &fetch_request(6, 10_000)),
+    ));
+    let mut producer = broker.connect(0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        produce(
+            &mut producer,
+            "pipe",
+            0,
+            1,
+            record_batch(1, -1, -1, -1, 1000)
+        ),
+        Some((0, 6))
+    );
+    let mut firsts = Vec::new();
+    for (api, cid) in sent {
+        let response: FetchResponse = client.recv(api, 12, cid);
+        let p = &response.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        firsts.push(batches(p.records.clone().unwrap_or_default())[0].0);
+    }
+    assert_eq!(firsts, vec![0, 2, 4, 6]);
+}

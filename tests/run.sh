@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Strand on a fresh machine: installs what the tests need (kcat from
 # apt, the Python Kafka clients in .venv), builds, runs the Rust unit and integration
-# tests (including the rdkafka client tests), then the real-client suite in tests/compat.
+# tests (including the rdkafka client tests), the real-client suite in tests/compat (with
+# the short crash loop and the hostile-client tests), then a bounded fuzz run (tests/fuzz).
 #
 # Needs: a Rust toolchain, python3 (3.11+) with venv/pip, network access to apt, PyPI and
 # crates.io. Run as root or as a user with sudo (only for apt). Exits non-zero if any step
@@ -9,7 +10,8 @@
 #
 # Arguments are passed on to pytest (e.g. tests/run.sh -x -k "kcat or bad_input").
 # Environment: STRAND_BIN (the broker the Python suite starts; default
-# target/release/strand), PYTEST_ARGS (more pytest arguments, split on spaces).
+# target/release/strand), PYTEST_ARGS (more pytest arguments, split on spaces),
+# STRAND_FUZZ_SECONDS (time per fuzz target, default 30; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -55,6 +57,10 @@ summary() {
     else
         echo "    all passed"
     fi
+    local passed_steps failed_steps
+    passed_steps=$(printf '%s\n' "${results[@]}" | grep -c '^PASS' || true)
+    failed_steps=$(printf '%s\n' "${results[@]}" | grep -c '^FAIL' || true)
+    echo "steps: $passed_steps passed, $failed_steps failed"
 }
 trap 'summary' EXIT
 
@@ -118,6 +124,17 @@ else
     .venv/bin/python -m pytest tests/compat -v -rfE -p no:cacheprovider --timeout 300 \
         -W ignore::DeprecationWarning ${PYTEST_ARGS:-} "$@" || status=$?
     record "pytest tests/compat" "$status"
+fi
+
+# ---------------------------------------------------------------------------- fuzzing
+# Bounded: each fuzz target for STRAND_FUZZ_SECONDS (0 skips it). Longer runs by hand:
+# tests/fuzz/run.sh SECONDS.
+fuzz_seconds=${STRAND_FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" -gt 0 ]; then
+    step "fuzzing request decoding and batch validation (${fuzz_seconds}s per target)"
+    status=0
+    tests/fuzz/run.sh "$fuzz_seconds" || status=$?
+    record "tests/fuzz/run.sh $fuzz_seconds" "$status"
 fi
 
 exit "$failed"

@@ -159,6 +159,20 @@ mod tests {
         }
     }
 
+    /// Inputs the fuzzer (tests/fuzz, target `request`) crashed on, decoded as the broker
+    /// does: each must end in an error, not an abort.
+    #[test]
+    fn fuzz_regressions() {
+        use kafka_protocol::messages::FetchRequest;
+        // A Fetch v12 whose topic array claims ~2^31 entries: kafka-protocol reserved the
+        // whole array up front (~400 GB) and the failed allocation aborted the process.
+        let input = include_bytes!("../../tests/fuzz/regressions/request/fetch-topic-count-2g");
+        let frame = parse_request(Bytes::from_static(input)).unwrap();
+        assert_eq!((frame.api_key, frame.version), (ApiKey::Fetch, 12));
+        let mut body = frame.body;
+        assert!(decode_body::<FetchRequest>(&mut body, 12).is_err());
+    }
+
     #[test]
     fn response_has_size_prefix() {
         let resp = ApiVersionsResponse::default();

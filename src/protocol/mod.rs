@@ -5,7 +5,10 @@
 //! - [`batch`]: a zero-copy view of the magic-2 record batch header and its validation;
 //!   records stay opaque bytes on the hot path.
 //! - [`errors`]: Kafka error codes by name.
+//! - [`alloc_guard`]: the global allocator, which keeps a forged array count in a request
+//!   from aborting the process.
 
+pub mod alloc_guard;
 pub mod batch;
 pub mod codec;
 pub mod errors;

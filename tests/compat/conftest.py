@@ -79,6 +79,12 @@ class Broker:
     def start(self):
         """Starts the broker on this data dir and these ports; returns once every shard port
         accepts connections and this run has logged "ready"."""
+        log_from = self.spawn()
+        self.wait_ready(log_from)
+
+    def spawn(self):
+        """Starts the broker process without waiting for it; returns where this run's output
+        begins in the log (for `wait_ready`)."""
         assert self.proc is None, "already running"
         if not os.access(STRAND_BIN, os.X_OK):
             raise RuntimeError(f"{STRAND_BIN} is not an executable: build it or set STRAND_BIN")
@@ -97,7 +103,10 @@ class Broker:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        deadline = time.time() + READY_TIMEOUT_S
+        return log_from
+
+    def wait_ready(self, log_from, timeout=READY_TIMEOUT_S):
+        deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
@@ -108,7 +117,21 @@ class Broker:
                 return
             time.sleep(0.05)
         self.kill9()
-        raise RuntimeError(f"broker not ready after {READY_TIMEOUT_S}s:\n{self.log()}")
+        raise RuntimeError(f"broker not ready after {timeout}s:\n{self.log()}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def memory_kib(self):
+        """(current RSS, peak RSS) of the running broker in KiB, from /proc/PID/status."""
+        fields = {}
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    fields[name] = int(value.split()[0])
+        return fields["VmRSS"], fields["VmHWM"]
 
     def kill9(self):
         if self.proc is not None:
