@@ -147,6 +147,9 @@ pub struct Group {
     pub id: String,
     pub inner: RefCell<Inner>,
     pub offsets: RefCell<BTreeMap<(String, i32), Committed>>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), per producer id: they
+    /// become committed offsets when the transaction commits.
+    pub txn_offsets: RefCell<BTreeMap<i64, crate::coordinator::OffsetMap>>,
     changed: Rc<Notify>,
 }
 
@@ -169,6 +172,7 @@ impl Group {
                 sync_deadline: now,
             }),
             offsets: RefCell::new(BTreeMap::new()),
+            txn_offsets: RefCell::new(BTreeMap::new()),
             changed,
         }
     }

@@ -15,6 +15,7 @@
 //! and replays it on start, then rewrites it with only the live state (compaction).
 
 pub mod group;
+pub mod txn;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,7 +48,26 @@ pub enum GroupRecord {
     },
     /// The group and all its offsets are gone.
     DeleteGroup { group: String },
+    /// An offset committed inside a transaction (TxnOffsetCommit): pending until the
+    /// transaction ends.
+    TxnOffset {
+        group: String,
+        producer_id: i64,
+        topic: String,
+        partition: i32,
+        committed: Committed,
+    },
+    /// The producer's transaction ended: its pending offsets become committed (`commit`)
+    /// or are dropped.
+    TxnEnd {
+        group: String,
+        producer_id: i64,
+        commit: bool,
+    },
 }
+
+/// Offsets per (topic, partition).
+pub type OffsetMap = BTreeMap<(String, i32), Committed>;
 
 /// The shard owning `group`: FNV-1a of the id, stable across restarts and platforms.
 pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
@@ -78,6 +98,17 @@ impl GroupCoordinator {
         shard: ShardId,
         shard_count: usize,
     ) -> std::io::Result<LoadedGroups> {
+        let loaded = Self::read(data_dir, shard, shard_count)?;
+        loaded.rewrite()?;
+        Ok(loaded)
+    }
+
+    /// Reads what `shard` owns from every shard's group log, without writing anything.
+    pub fn read(
+        data_dir: &Path,
+        shard: ShardId,
+        shard_count: usize,
+    ) -> std::io::Result<LoadedGroups> {
         let dir = data_dir.join("groups");
         std::fs::create_dir_all(&dir)?;
         let own = dir.join(format!("shard-{}.log", shard.0));
@@ -89,10 +120,20 @@ impl GroupCoordinator {
         files.sort();
         // Our own file last: it is the newest word on the groups we own.
         files.push(own.clone());
-        let mut offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>> = BTreeMap::new();
+        let mut offsets: BTreeMap<String, OffsetMap> = BTreeMap::new();
+        let mut pending: BTreeMap<String, BTreeMap<i64, OffsetMap>> = BTreeMap::new();
         for path in &files {
             let records: Vec<GroupRecord> = crate::cluster::metadata_log::read_records(path)?;
             for record in records {
+                let group = match &record {
+                    GroupRecord::Offset { group, .. }
+                    | GroupRecord::DeleteGroup { group }
+                    | GroupRecord::TxnOffset { group, .. }
+                    | GroupRecord::TxnEnd { group, .. } => group,
+                };
+                if shard_of_group(group, shard_count) != shard {
+                    continue;
+                }
                 match record {
                     GroupRecord::Offset {
                         group,
@@ -100,9 +141,6 @@ impl GroupCoordinator {
                         partition,
                         committed,
                     } => {
-                        if shard_of_group(&group, shard_count) != shard {
-                            continue;
-                        }
                         let entry = offsets.entry(group).or_default();
                         match committed {
                             Some(c) => {
@@ -115,32 +153,53 @@ impl GroupCoordinator {
                     }
                     GroupRecord::DeleteGroup { group } => {
                         offsets.remove(&group);
+                        pending.remove(&group);
+                    }
+                    GroupRecord::TxnOffset {
+                        group,
+                        producer_id,
+                        topic,
+                        partition,
+                        committed,
+                    } => {
+                        pending
+                            .entry(group)
+                            .or_default()
+                            .entry(producer_id)
+                            .or_default()
+                            .insert((topic, partition), committed);
+                    }
+                    GroupRecord::TxnEnd {
+                        group,
+                        producer_id,
+                        commit,
+                    } => {
+                        let Some(by_producer) = pending.get_mut(&group) else {
+                            continue;
+                        };
+                        let Some(done) = by_producer.remove(&producer_id) else {
+                            continue;
+                        };
+                        if commit {
+                            offsets.entry(group).or_default().extend(done);
+                        }
                     }
                 }
             }
         }
         offsets.retain(|_, o| !o.is_empty());
-        let live: Vec<GroupRecord> = offsets
-            .iter()
-            .flat_map(|(group, o)| {
-                o.iter().map(|((topic, partition), c)| GroupRecord::Offset {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    committed: Some(c.clone()),
-                })
-            })
-            .collect();
-        crate::cluster::metadata_log::rewrite_records(&own, &live)?;
+        pending.retain(|_, p| !p.is_empty());
         Ok(LoadedGroups {
             offsets,
+            pending,
             log_path: own,
         })
     }
 
     pub fn new(loaded: LoadedGroups) -> GroupCoordinator {
         let changed = Rc::new(Notify::default());
-        let groups = loaded
+        let mut pending = loaded.pending;
+        let mut groups: HashMap<String, Rc<Group>> = loaded
             .offsets
             .into_iter()
             .map(|(id, offsets)| {
@@ -149,6 +208,12 @@ impl GroupCoordinator {
                 (id, group)
             })
             .collect();
+        for (id, by_producer) in std::mem::take(&mut pending) {
+            let group = groups
+                .entry(id.clone())
+                .or_insert_with(|| Rc::new(Group::new(id, changed.clone())));
+            *group.txn_offsets.borrow_mut() = by_producer;
+        }
         GroupCoordinator {
             groups: RefCell::new(groups),
             log_path: loaded.log_path,
@@ -184,8 +249,78 @@ impl GroupCoordinator {
 
 /// What [`GroupCoordinator::load`] read, to build the coordinator on the shard's thread.
 pub struct LoadedGroups {
-    offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>>,
+    offsets: BTreeMap<String, OffsetMap>,
+    /// Transactional offsets not yet committed or aborted: group → producer → offsets.
+    pending: BTreeMap<String, BTreeMap<i64, OffsetMap>>,
     log_path: PathBuf,
+}
+
+impl LoadedGroups {
+    /// Rewrites the shard's group log with only this live state (compaction).
+    pub fn rewrite(&self) -> std::io::Result<()> {
+        let mut live: Vec<GroupRecord> = self
+            .offsets
+            .iter()
+            .flat_map(|(group, o)| {
+                o.iter().map(|((topic, partition), c)| GroupRecord::Offset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: Some(c.clone()),
+                })
+            })
+            .collect();
+        for (group, by_producer) in &self.pending {
+            for (producer_id, o) in by_producer {
+                for ((topic, partition), c) in o {
+                    live.push(GroupRecord::TxnOffset {
+                        group: group.clone(),
+                        producer_id: *producer_id,
+                        topic: topic.clone(),
+                        partition: *partition,
+                        committed: c.clone(),
+                    });
+                }
+            }
+        }
+        crate::cluster::metadata_log::rewrite_records(&self.log_path, &live)
+    }
+}
+
+/// Moves group and transaction state to the shards that own it under `shard_count`, so each
+/// shard's logs hold only what it owns: read what every shard owns from every log first,
+/// then rewrite them all, and remove the logs of shards that no longer exist. Runs once on
+/// the main thread before the shards start (shards loading concurrently could otherwise
+/// compact away records another shard has yet to read). Blocking.
+pub fn redistribute(data_dir: &Path, shard_count: usize, now_ms: i64) -> std::io::Result<()> {
+    let groups = (0..shard_count)
+        .map(|k| GroupCoordinator::read(data_dir, ShardId(k as u16), shard_count))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let txns = (0..shard_count)
+        .map(|k| txn::TxnCoordinator::read(data_dir, ShardId(k as u16), shard_count, now_ms))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for g in &groups {
+        g.rewrite()?;
+    }
+    for t in &txns {
+        t.rewrite()?;
+    }
+    for dir in ["groups", "transactions"] {
+        for entry in std::fs::read_dir(data_dir.join(dir))? {
+            let path = entry?.path();
+            let stale = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.strip_prefix("shard-"))
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_some_and(|k| k >= shard_count);
+            if stale && path.extension().is_some_and(|e| e == "log") {
+                tracing::info!(path = %path.display(), "removing the log of a shard that no longer exists; its state moved");
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 //! Fetch: whole batches from each partition's log, up to the durable end, as a long poll.
+//! A read_committed fetch stops at the last stable offset and lists the aborted
+//! transactions in the range it read, which clients use to drop their records.
 //!
 //! A fetch first plans every partition synchronously (errors, empty partitions, read plans
 //! over the recent-batch cache or the segment files), then runs the reads. If fewer than
@@ -11,8 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
@@ -52,6 +56,7 @@ async fn fetch_once(
     request: &FetchRequest,
 ) -> (FetchResponse, usize, bool) {
     let snapshot = shard.snapshot();
+    let read_committed = request.isolation_level == 1;
     let mut must_answer = false;
     let mut budget = (request.max_bytes.max(0) as usize).min(shard.config.fetch_max_bytes);
     let mut first_data = true;
@@ -103,17 +108,42 @@ async fn fetch_once(
                 }
             };
             let log = partition.log.borrow();
+            let lso = log.last_stable_offset();
             out.high_watermark = log.high_watermark();
-            out.last_stable_offset = log.high_watermark();
+            out.last_stable_offset = lso;
             out.log_start_offset = log.log_start_offset();
+            // read_committed reads up to the last stable offset, and learns which
+            // transactions in what it reads were aborted.
+            let end = if read_committed {
+                lso
+            } else {
+                log.high_watermark()
+            };
             // A partition offline for writes (disk full, I/O error) still serves what is
             // durable.
-            if wanted.fetch_offset == log.high_watermark() || (!first_data && budget == 0) {
+            if wanted.fetch_offset == end || (!first_data && budget == 0) {
                 // Nothing new (or the response is full): empty records.
+                if read_committed {
+                    out.aborted_transactions = Some(Vec::new());
+                }
             } else {
                 let limit = (wanted.partition_max_bytes.max(0) as usize).min(budget);
-                match log.read_plan(wanted.fetch_offset, limit) {
-                    Ok(plan) => reads.push((t, p, plan)),
+                match log.read_plan_to(wanted.fetch_offset, limit, end) {
+                    Ok(plan) => {
+                        if read_committed {
+                            out.aborted_transactions = Some(
+                                log.aborted_transactions(wanted.fetch_offset, end)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
+                        reads.push((t, p, plan))
+                    }
                     Err(ReadError::OffsetOutOfRange { .. }) => {
                         out.error_code = OFFSET_OUT_OF_RANGE;
                         must_answer = true;

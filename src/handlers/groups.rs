@@ -40,6 +40,7 @@ use crate::util::now_ms;
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn s(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
@@ -57,7 +58,7 @@ fn group_config(shard: &Shard) -> GroupConfig {
 }
 
 /// Whether this shard coordinates `group`.
-fn owns(shard: &Shard, group: &str) -> bool {
+pub(super) fn owns(shard: &Shard, group: &str) -> bool {
     shard_of_group(group, shard.snapshot().shard_count) == shard.id
 }
 
@@ -73,12 +74,17 @@ pub async fn find_coordinator(
             .with_node_id(BrokerId(-1))
             .with_host(s(""))
             .with_port(-1);
-        if request.key_type != KEY_TYPE_GROUP {
-            c.error_code = COORDINATOR_NOT_AVAILABLE;
-            c.error_message = Some(s("transaction coordinators are not available yet"));
+        if request.key_type != KEY_TYPE_GROUP && request.key_type != KEY_TYPE_TRANSACTION {
+            c.error_code = INVALID_REQUEST;
+            c.error_message = Some(s(format!("unknown key type {}", request.key_type)));
         } else if key.is_empty() {
-            c.error_code = INVALID_GROUP_ID;
+            c.error_code = if request.key_type == KEY_TYPE_GROUP {
+                INVALID_GROUP_ID
+            } else {
+                INVALID_REQUEST
+            };
         } else {
+            // Groups and transactional ids hash to shards alike.
             let owner = shard_of_group(key, shard_count);
             let (host, port) = shard.config.shard_advertised(owner.0 as usize);
             c.node_id = BrokerId(broker_id(shard.node, owner));
@@ -437,7 +443,25 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
     ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
 }
 
-fn apply_records(group: &Group, records: Vec<GroupRecord>) {
+/// Partitions with offsets pending in an open transaction, when the client asked for stable
+/// offsets only (OffsetFetch v7+ `require_stable`, sent by read_committed consumers): they
+/// get UNSTABLE_OFFSET_COMMIT and the client asks again.
+fn unstable_offsets(
+    shard: &Shard,
+    group_id: &str,
+    require_stable: bool,
+) -> std::collections::HashSet<(String, i32)> {
+    if !require_stable || !owns(shard, group_id) {
+        return Default::default();
+    }
+    let Some(group) = shard.groups.get(group_id) else {
+        return Default::default();
+    };
+    let pending = group.txn_offsets.borrow();
+    pending.values().flat_map(|o| o.keys().cloned()).collect()
+}
+
+pub(super) fn apply_records(group: &Group, records: Vec<GroupRecord>) {
     let mut offsets = group.offsets.borrow_mut();
     for record in records {
         if let GroupRecord::Offset {
@@ -514,6 +538,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                         .collect()
                 });
                 let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                let unstable = unstable_offsets(shard, &g.group_id, request.require_stable);
                 match fetch_offsets(shard, &g.group_id, wanted) {
                     Err(code) => out.error_code = code,
                     Ok(topics) => {
@@ -521,17 +546,23 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                             .into_iter()
                             .map(|(topic, partitions)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(s(topic)))
+                                    .with_name(TopicName(s(topic.clone())))
                                     .with_partitions(
                                         partitions
                                             .into_iter()
                                             .map(|(p, c)| {
                                                 let (offset, epoch, metadata) = committed_fields(c);
-                                                OffsetFetchResponsePartitions::default()
+                                                let part = OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(metadata)
+                                                    .with_metadata(metadata);
+                                                if unstable.contains(&(topic.clone(), p)) {
+                                                    part.with_committed_offset(-1)
+                                                        .with_error_code(UNSTABLE_OFFSET_COMMIT)
+                                                } else {
+                                                    part
+                                                }
                                             })
                                             .collect(),
                                     )
@@ -549,6 +580,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
+    let unstable = unstable_offsets(shard, &request.group_id, request.require_stable);
     match fetch_offsets(shard, &request.group_id, wanted) {
         Err(code) => {
             response.error_code = code;
@@ -581,17 +613,23 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                 .into_iter()
                 .map(|(topic, partitions)| {
                     OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(s(topic)))
+                        .with_name(TopicName(s(topic.clone())))
                         .with_partitions(
                             partitions
                                 .into_iter()
                                 .map(|(p, c)| {
                                     let (offset, epoch, metadata) = committed_fields(c);
-                                    OffsetFetchResponsePartition::default()
+                                    let part = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
                                         .with_committed_leader_epoch(epoch)
-                                        .with_metadata(metadata)
+                                        .with_metadata(metadata);
+                                    if unstable.contains(&(topic.clone(), p)) {
+                                        part.with_committed_offset(-1)
+                                            .with_error_code(UNSTABLE_OFFSET_COMMIT)
+                                    } else {
+                                        part
+                                    }
                                 })
                                 .collect(),
                         )

@@ -1,6 +1,6 @@
-//! InitProducerId for idempotent producers: a fresh producer id (epoch 0) from the
+//! InitProducerId. For idempotent producers: a fresh producer id (epoch 0) from the
 //! controller, which reserves ids durably so none is handed out twice across restarts.
-//! Transactional ids need the transaction coordinator, which this broker does not run yet.
+//! With a transactional id the transaction coordinator answers (see [`super::txn`]).
 
 use std::rc::Rc;
 
@@ -16,8 +16,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: InitProducerIdRequest
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if let Some(txn) = &request.transactional_id {
-        tracing::warn!(transactional_id = %txn.0.as_str(), "transactional producers are not supported yet");
-        response.error_code = INVALID_REQUEST;
+        let (code, producer_id, epoch) =
+            super::txn::init_producer_id(shard, ctx, &request, txn.0.as_str()).await;
+        response.error_code = code;
+        response.producer_id = ProducerId(producer_id);
+        response.producer_epoch = epoch;
         return ctx.respond(&response);
     }
     match shard.control(ControlRequest::AllocateProducerId).await {

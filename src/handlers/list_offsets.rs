@@ -53,6 +53,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                 }
             };
             match wanted.timestamp {
+                LATEST if request.isolation_level == 1 => {
+                    out.offset = partition.log.borrow().last_stable_offset()
+                }
                 LATEST => out.offset = partition.log.borrow().high_watermark(),
                 EARLIEST => out.offset = partition.log.borrow().log_start_offset(),
                 MAX_TIMESTAMP if ctx.version >= 7 => {

@@ -15,6 +15,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+pub mod txn;
 
 use std::rc::Rc;
 
@@ -135,6 +136,14 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
             }
         };
     }
+    macro_rules! txn_call {
+        ($handler:ident) => {
+            match decode(&ctx, &mut body) {
+                Ok(request) => txn::$handler(shard, &ctx, request).await,
+                Err(response) => response,
+            }
+        };
+    }
     match api_key {
         ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
             "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
@@ -171,6 +180,13 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::DescribeLogDirs => admin_call!(describe_log_dirs),
         ApiKey::DescribeCluster => admin_call!(describe_cluster),
         ApiKey::OffsetForLeaderEpoch => admin_call!(offset_for_leader_epoch),
+        ApiKey::AddPartitionsToTxn => txn_call!(add_partitions_to_txn),
+        ApiKey::AddOffsetsToTxn => txn_call!(add_offsets_to_txn),
+        ApiKey::EndTxn => txn_call!(end_txn),
+        ApiKey::TxnOffsetCommit => txn_call!(txn_offset_commit),
+        ApiKey::DescribeTransactions => txn_call!(describe_transactions),
+        ApiKey::ListTransactions => txn_call!(list_transactions),
+        ApiKey::DescribeProducers => txn_call!(describe_producers),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

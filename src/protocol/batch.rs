@@ -43,8 +43,8 @@ const SEQUENCE_MODULUS: i64 = 1 << 31;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub const ATTR_CONTROL: i16 = 0x20;
 
 const OFFSET_BASE_OFFSET: usize = 0;
 const OFFSET_LEADER_EPOCH: usize = 12;
@@ -436,6 +436,85 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     Some(out)
 }
 
+/// A transaction marker: what a control batch says about its producer's transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+/// A control batch closing `producer_id`'s transaction (Kafka's `EndTransactionMarker`):
+/// one record whose key is `(version 0, type)` and whose value is `(version 0,
+/// coordinator epoch)`. Base offset 0 (the log patches it), CRC correct.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let kind: i16 = match marker {
+        Marker::Abort => 0,
+        Marker::Commit => 1,
+    };
+    // Record: attributes, timestamp delta 0, offset delta 0, key (4 bytes), value
+    // (6 bytes), no headers. Every length fits a one-byte varint.
+    let mut record = vec![0u8, 0, 0, 8];
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&kind.to_be_bytes());
+    record.push(12);
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    record.push(0);
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + 1 + record.len());
+    out.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (BATCH_HEADER_LEN - BATCH_LENGTH_PREFIX_LEN + 1 + record.len()) as i32;
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    out.extend_from_slice(&producer_epoch.to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.push((record.len() as u8) << 1); // zigzag varint length
+    out.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The marker of a control batch (`batch` holds the whole batch), from its first record's
+/// key; `None` if the batch is not a control batch or its key is not a transaction marker.
+pub fn control_marker(batch: &[u8]) -> Option<Marker> {
+    let header = BatchHeader::view(batch)?;
+    if header.attributes.get() & ATTR_CONTROL == 0 {
+        return None;
+    }
+    let mut reader = VarintReader {
+        buf: batch.get(BATCH_HEADER_LEN..)?,
+        position: 0,
+    };
+    reader.varint()?; // record length
+    reader.byte()?; // attributes
+    reader.varlong()?; // timestamp delta
+    reader.varint()?; // offset delta
+    let key_len = usize::try_from(reader.varint()?).ok()?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = reader.buf.get(reader.position..reader.position + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
+
 /// Reads Kafka's zigzag varints.
 struct VarintReader<'a> {
     buf: &'a [u8],
@@ -803,6 +882,19 @@ mod tests {
         }
         .encode();
         assert_eq!(parse_batch(&batch).unwrap().last_sequence(), 0);
+    }
+
+    #[test]
+    fn control_batches_round_trip() {
+        for marker in [Marker::Abort, Marker::Commit] {
+            let batch = control_batch(7, 3, marker, 0, 1_000);
+            let info = parse_batch(&batch).unwrap();
+            assert!(info.is_control() && info.is_transactional());
+            assert_eq!((info.producer_id, info.producer_epoch), (7, 3));
+            assert_eq!((info.record_count, info.last_offset_delta), (1, 0));
+            assert_eq!(control_marker(&batch), Some(marker));
+        }
+        assert_eq!(control_marker(&simple_batch(1, 10)), None);
     }
 
     #[test]

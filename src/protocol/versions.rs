@@ -36,6 +36,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // Transactions. AddPartitionsToTxn v4+ is broker-to-broker (KIP-890); EndTxn v5 and
+    // Produce v12 belong to transaction protocol version 2, which is not advertised.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// Produce versions that can carry magic-2 record batches.
@@ -92,6 +101,13 @@ mod tests {
                 ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
                 ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
                 ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
+                ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::VERSIONS,
+                ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::VERSIONS,
+                ApiKey::EndTxn => EndTxnRequest::VERSIONS,
+                ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
+                ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
+                ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
+                ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
                 other => panic!("no range for {other:?}"),
             };
             (r.min, r.max)

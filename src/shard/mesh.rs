@@ -28,12 +28,35 @@ pub enum MeshRequest {
     ApplySnapshot(Arc<ClusterSnapshot>),
     /// For a metrics scrape on shard 0: reply with this shard's counters.
     Metrics,
+    /// From a transaction coordinator: write these markers to partitions this shard owns,
+    /// reply once they are durable.
+    WriteTxnMarkers(TxnMarkers),
+    /// From a transaction coordinator: the producer's transaction ended; commit or drop
+    /// its pending offsets in `group`, which this shard coordinates.
+    EndTxnOffsets {
+        group: String,
+        producer_id: i64,
+        commit: bool,
+    },
+}
+
+/// Transaction markers for one producer, to partitions of one shard.
+#[derive(Clone, Debug)]
+pub struct TxnMarkers {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
 }
 
 pub enum MeshReply {
     Control(ControlReply),
     Applied,
     Metrics(Box<crate::metrics::Snapshot>),
+    /// An error code per partition of [`TxnMarkers`] (NONE: durable or not needed).
+    TxnMarkers(Vec<i16>),
+    /// Whether the offsets' fate is durable.
+    TxnOffsetsEnded(bool),
 }
 
 pub enum MeshMessage {

@@ -24,6 +24,7 @@ use crate::cluster::controller::{ControlReply, ControlRequest, Controller};
 use crate::cluster::topic_config::TopicConfig;
 use crate::cluster::{broker_id, ClusterSnapshot, NodeId, ShardId, TopicMeta};
 use crate::config::Config;
+use crate::coordinator::txn::TxnCoordinator;
 use crate::coordinator::GroupCoordinator;
 use crate::storage::{LogConfig, PartitionLog};
 use crate::util::Notify;
@@ -80,6 +81,8 @@ pub struct Shard {
     unflushed_bytes: Cell<usize>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The transactional ids this shard coordinates.
+    pub txns: TxnCoordinator,
     pub metrics: crate::metrics::ShardMetrics,
 }
 
@@ -89,6 +92,7 @@ impl Shard {
         config: Arc<Config>,
         mesh: Mesh,
         groups: GroupCoordinator,
+        txns: TxnCoordinator,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -108,6 +112,7 @@ impl Shard {
             connections_changed: Notify::default(),
             unflushed_bytes: Cell::new(0),
             groups,
+            txns,
             metrics: crate::metrics::ShardMetrics::default(),
         })
     }
@@ -208,9 +213,7 @@ impl Shard {
                 .await?
             {
                 MeshReply::Control(reply) => Ok(reply),
-                MeshReply::Applied | MeshReply::Metrics(_) => {
-                    Err(MeshError("unexpected reply from controller".into()))
-                }
+                _ => Err(MeshError("unexpected reply from controller".into())),
             }
         }
     }
@@ -382,6 +385,23 @@ impl Shard {
                                 MeshRequest::Metrics => {
                                     MeshReply::Metrics(Box::new(crate::metrics::snapshot(&shard)))
                                 }
+                                MeshRequest::WriteTxnMarkers(markers) => MeshReply::TxnMarkers(
+                                    crate::handlers::txn::write_markers_here(&shard, &markers)
+                                        .await,
+                                ),
+                                MeshRequest::EndTxnOffsets {
+                                    group,
+                                    producer_id,
+                                    commit,
+                                } => MeshReply::TxnOffsetsEnded(
+                                    crate::handlers::txn::end_txn_offsets_here(
+                                        &shard,
+                                        &group,
+                                        producer_id,
+                                        commit,
+                                    )
+                                    .await,
+                                ),
                                 MeshRequest::Control(request) => match shard.control(request).await
                                 {
                                     Ok(reply) => MeshReply::Control(reply),

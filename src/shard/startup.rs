@@ -24,6 +24,7 @@ use super::{Shard, DELETE_SUFFIX};
 use crate::cluster::controller::Controller;
 use crate::cluster::ShardId;
 use crate::config::Config;
+use crate::coordinator::txn::TxnCoordinator;
 use crate::coordinator::GroupCoordinator;
 
 /// glommio refuses to start below this locked-memory limit.
@@ -95,6 +96,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         listeners.push(listener);
     }
     clean_deleted_dirs(&config.data_dir);
+    crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
+        .map_err(|e| format!("cannot load group and transaction state: {e}"))?;
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -181,12 +184,20 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         .spawn_blocking(move || GroupCoordinator::load(&data_dir, id, shard_count))
         .await
         .map_err(|e| format!("cannot load consumer groups: {e}"))?;
+    let data_dir = config.data_dir.clone();
+    let txns = glommio::executor()
+        .spawn_blocking(move || {
+            TxnCoordinator::load(&data_dir, id, shard_count, crate::util::now_ms())
+        })
+        .await
+        .map_err(|e| format!("cannot load transactions: {e}"))?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
     let shard = Shard::new(
         start.id,
         config.clone(),
         mesh,
         GroupCoordinator::new(groups),
+        TxnCoordinator::new(txns),
     );
     for (from, receiver) in receivers {
         shard.spawn_mesh_receiver(from, receiver);
@@ -235,6 +246,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             }
         }
     }
+
+    // Transactions left open or half-finished by the last run are timed out or finished.
+    crate::handlers::txn::spawn_txn_timer(&shard);
 
     // The listener was bound by the main thread; glommio adopts the socket.
     let fd = start.listener.into_raw_fd();

@@ -434,7 +434,10 @@ impl CompactionJob {
         let mut covered = 0usize;
         for input in &self.inputs {
             for_each_batch(&input.path, input.len, |bytes, info| {
-                if info.is_control() {
+                // Transactional batches (and markers) are neither cleaned nor counted as a
+                // key's latest value: an aborted record must not displace a committed one.
+                // They stay as written; read_committed consumers skip the aborted ones.
+                if info.is_control() || info.is_transactional() {
                     return Ok(());
                 }
                 let body = batch_records(bytes, info)?;
@@ -474,7 +477,7 @@ impl CompactionJob {
             let mut next_offset = input.base_offset;
             let mut changed = false;
             for_each_batch(&input.path, input.len, |bytes, info| {
-                let filtered = if info.is_control() {
+                let filtered = if info.is_control() || info.is_transactional() {
                     Filtered::Unchanged
                 } else {
                     filter_batch(bytes, info, |record, offset, timestamp| {

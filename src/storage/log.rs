@@ -25,10 +25,10 @@ use glommio::io::{DmaFile, OpenOptions};
 use super::cache::{BatchCache, CachedBatch};
 use super::compaction::{CleanInput, CleanOutput, CompactionDone, CompactionJob};
 use super::index::{SegmentIndex, SegmentSummary};
-use super::producer_state::{ProducerState, SequenceCheck};
+use super::producer_state::{AbortedTxn, ProducerState, SequenceCheck};
 use super::recovery::{recover, IndexBuilder};
 use super::{align_down, align_up, segment_file, BLOCK_BYTES, LOG_SUFFIX, SNAPSHOT_SUFFIX};
-use crate::protocol::batch::{self, parse_batch, record_timestamps, BatchInfo};
+use crate::protocol::batch::{self, parse_batch, record_timestamps, BatchInfo, Marker};
 use crate::protocol::errors;
 
 /// Kafka's default `index.interval.bytes`.
@@ -261,6 +261,10 @@ pub struct PartitionLog {
     tombstone_expiry_ms: i64,
     /// A compaction pass is running (at most one per log).
     compacting: bool,
+    /// Transaction markers appended but not yet durable: (marker offset, first offset of
+    /// the transaction it closes). Until the marker is durable the transaction still
+    /// bounds the last stable offset.
+    unstable_markers: Vec<(i64, i64)>,
 }
 
 /// One segment's share of a flush job.
@@ -515,10 +519,15 @@ impl PartitionLog {
             flushing: false,
             offline: None,
             closed: false,
-            producers: recovered.producers,
+            producers: {
+                let mut producers = recovered.producers;
+                producers.trim_aborted(log_start_offset);
+                producers
+            },
             compacted_through: 0,
             tombstone_expiry_ms: i64::MAX,
             compacting: false,
+            unstable_markers: Vec::new(),
         })
     }
 
@@ -526,6 +535,31 @@ impl PartitionLog {
     /// had acknowledged.
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
+    }
+
+    /// The last stable offset: below it every transaction is decided (committed or
+    /// aborted, its marker durable). What `read_committed` consumers may read.
+    pub fn last_stable_offset(&self) -> i64 {
+        let mut lso = self.high_watermark;
+        if let Some(first) = self.producers.first_unstable_offset() {
+            lso = lso.min(first);
+        }
+        for &(marker, first) in &self.unstable_markers {
+            if marker >= self.high_watermark {
+                lso = lso.min(first);
+            }
+        }
+        lso
+    }
+
+    /// Aborted transactions with records in `[from, to)`, for a read_committed fetch.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_between(from, to).copied().collect()
+    }
+
+    /// The partition's producers, for DescribeProducers.
+    pub fn producers(&self) -> &ProducerState {
+        &self.producers
     }
 
     /// Offset the next appended batch gets.
@@ -597,6 +631,56 @@ impl PartitionLog {
                 }
             }
         }
+        let placed = self.push_batch(records, info, now_ms);
+        self.producers.apply(&placed, placed.base_offset, now_ms);
+        Ok(AppendOutcome::Appended {
+            base_offset: placed.base_offset,
+            last_offset: placed.last_offset(),
+        })
+    }
+
+    /// Appends the transaction coordinator's marker for `producer_id`'s transaction, if
+    /// this partition needs it (see [`ProducerState::marker_needed`]). Returns the marker's
+    /// offset and size, `None` if nothing was written.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Option<(i64, usize)>, AppendError> {
+        if let Some(why) = &self.offline {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Offline("the log is closed".into()));
+        }
+        if !self.producers.marker_needed(producer_id, producer_epoch) {
+            return Ok(None);
+        }
+        let records = batch::control_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+            now_ms,
+        );
+        let info = batch::parse_batch(&records).expect("a control batch we built parses");
+        let placed = self.push_batch(&records, &info, now_ms);
+        let offset = placed.base_offset;
+        if let Some(first) =
+            self.producers
+                .apply_marker(&placed, offset, marker, coordinator_epoch, now_ms)
+        {
+            self.unstable_markers.push((offset, first));
+        }
+        Ok(Some((offset, records.len())))
+    }
+
+    /// Places a batch at the log end: offsets patched, queued for the flusher, cached.
+    /// Returns its header as placed.
+    fn push_batch(&mut self, records: &[u8], info: &BatchInfo, now_ms: i64) -> BatchInfo {
         let base_offset = self.next_offset;
         let last_offset = base_offset + i64::from(info.last_offset_delta);
         if self.must_roll(info.len as u64, last_offset, now_ms) {
@@ -637,12 +721,8 @@ impl PartitionLog {
             last_offset,
             bytes,
         });
-        self.producers.apply(&placed, base_offset, now_ms);
         self.next_offset = last_offset + 1;
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            last_offset,
-        })
+        placed
     }
 
     fn must_roll(&self, batch_len: u64, last_offset: i64, now_ms: i64) -> bool {
@@ -748,6 +828,8 @@ impl PartitionLog {
                 }
                 debug_assert!(done.high_watermark >= self.high_watermark);
                 self.high_watermark = done.high_watermark;
+                let hw = self.high_watermark;
+                self.unstable_markers.retain(|&(marker, _)| marker >= hw);
                 0
             }
             Err(err) => {
@@ -771,6 +853,19 @@ impl PartitionLog {
     /// Plans a read of whole batches from the one containing `offset`, up to the high
     /// watermark, within `bytes_max` (the first batch is always whole, KIP-74).
     pub fn read_plan(&self, offset: i64, bytes_max: usize) -> Result<ReadPlan, ReadError> {
+        self.read_plan_to(offset, bytes_max, self.high_watermark)
+    }
+
+    /// [`Self::read_plan`] that stops at `end` (at most the high watermark): the last
+    /// stable offset for read_committed fetches. An offset in `[end, high watermark]` is
+    /// in range and reads nothing.
+    pub fn read_plan_to(
+        &self,
+        offset: i64,
+        bytes_max: usize,
+        end: i64,
+    ) -> Result<ReadPlan, ReadError> {
+        let end = end.min(self.high_watermark);
         if offset < self.log_start_offset || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
@@ -778,10 +873,10 @@ impl PartitionLog {
                 high_watermark: self.high_watermark,
             });
         }
-        if offset == self.high_watermark {
+        if offset >= end {
             return Ok(ReadPlan::Empty);
         }
-        if let Some(batches) = self.cache.read(offset, self.high_watermark, bytes_max) {
+        if let Some(batches) = self.cache.read(offset, end, bytes_max) {
             return Ok(ReadPlan::Memory(batches));
         }
         // The segment holding `offset`; after compaction or DeleteRecords the offset may
@@ -810,7 +905,7 @@ impl PartitionLog {
             position,
             end: segment.durable_len,
             offset,
-            high_watermark: self.high_watermark,
+            high_watermark: end,
             bytes_max,
         }))
     }
@@ -902,6 +997,7 @@ impl PartitionLog {
         let removed: Vec<Segment> = self.segments.drain(..count).collect();
         let first_base = self.segments[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(first_base);
+        self.producers.trim_aborted(self.log_start_offset);
         tracing::info!(
             dir = %self.dir.display(),
             segments = removed.len(),
@@ -1055,6 +1151,7 @@ impl PartitionLog {
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
+            self.producers.trim_aborted(offset);
         }
         let settled = self.settled_prefix();
         let below = self.segments[..settled]

@@ -1,31 +1,50 @@
-//! Idempotent-producer state of one partition: per producer id, its epoch and its last
-//! five batches, as Kafka keeps them.
+//! Producer state of one partition: per producer id, its epoch, its last five batches (as
+//! Kafka keeps them, for idempotence) and its open transaction; plus the partition's
+//! aborted transactions.
 //!
 //! A batch from a known producer is either a retry of one of those five (acknowledged with
 //! its original offsets, not written again), the next in sequence (appended), or refused:
 //! a lower epoch is INVALID_PRODUCER_EPOCH, a gap or an old sequence is
 //! OUT_OF_ORDER_SEQUENCE_NUMBER. A new epoch must start at sequence 0.
 //!
+//! A transactional batch opens its producer's transaction at its base offset, if none is
+//! open; a control batch (a commit or abort marker written by the transaction coordinator)
+//! closes it, and an abort is remembered as `(producer, first offset, marker offset)` so
+//! `read_committed` fetches can tell clients which records to drop. The first offset of
+//! the oldest open transaction bounds the last stable offset.
+//!
 //! The state is rebuilt on start from a snapshot plus the batches after it: a snapshot is
 //! written when a segment rolls (as of the new segment's base offset) and on clean close
 //! (as of the log end), so after a crash only the active segment is replayed. Snapshot
 //! format: `STPS` magic, version, producer count, per producer `(id, epoch, last append
-//! ms, batch count, batches (first seq, last seq, base offset, last offset delta))`, and a
-//! trailing CRC32C.
+//! ms, open transaction's first offset, coordinator epoch, batch count, batches (first
+//! seq, last seq, base offset, last offset delta))`, aborted transaction count, per
+//! aborted transaction `(producer id, first offset, marker offset)`, and a trailing
+//! CRC32C. Version 1 (no transaction fields) is still read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::protocol::batch::{increment_sequence, BatchInfo};
+use crate::protocol::batch::{increment_sequence, BatchInfo, Marker};
 
 /// Batches remembered per producer for duplicate detection (Kafka's limit, and the
 /// in-flight request limit of idempotent clients).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
 /// Producers idle longer than this are forgotten when a snapshot is taken (Kafka's
-/// `producer.id.expiration.ms` default: one day).
+/// `producer.id.expiration.ms` default: one day). A producer with an open transaction is
+/// kept.
 pub const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"STPS";
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
+
+/// An aborted transaction of one producer: its records lie in `[first_offset,
+/// last_offset]`, `last_offset` being the abort marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -40,6 +59,22 @@ pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
     pub last_append_ms: i64,
+    /// First offset of the producer's open transaction, -1 if none.
+    pub txn_first_offset: i64,
+    /// Coordinator epoch of the last marker (-1: none).
+    pub coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16, now_ms: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
+            last_append_ms: now_ms,
+            txn_first_offset: -1,
+            coordinator_epoch: -1,
+        }
+    }
 }
 
 /// The verdict on an idempotent batch.
@@ -65,6 +100,10 @@ pub enum SequenceCheck {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: (first offset, producer id).
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerState {
@@ -78,6 +117,86 @@ impl ProducerState {
 
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
+    }
+
+    /// Every producer, for DescribeProducers.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
+    /// First offset of the oldest open transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|&(offset, _)| offset)
+    }
+
+    /// Aborted transactions with records in `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> impl Iterator<Item = &AbortedTxn> {
+        // Sorted by marker offset: skip those that ended before `from`.
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(move |a| a.first_offset < to)
+    }
+
+    /// Forgets aborted transactions that ended before `log_start_offset`.
+    pub fn trim_aborted(&mut self, log_start_offset: i64) {
+        let cut = self
+            .aborted
+            .partition_point(|a| a.last_offset < log_start_offset);
+        self.aborted.drain(..cut);
+    }
+
+    pub fn aborted_count(&self) -> usize {
+        self.aborted.len()
+    }
+
+    /// Whether a marker from the coordinator for `producer_id` at `epoch` must be written:
+    /// the producer has a transaction open here, or the marker carries a newer epoch (which
+    /// fences the older one on this partition). A repeated marker is not written again.
+    pub fn marker_needed(&self, producer_id: i64, epoch: i16) -> bool {
+        match self.producers.get(&producer_id) {
+            None => true,
+            Some(entry) => {
+                epoch > entry.epoch || (epoch == entry.epoch && entry.txn_first_offset >= 0)
+            }
+        }
+    }
+
+    /// Records an appended control batch (or one replayed from the log): closes the
+    /// producer's open transaction, remembering it if it was aborted. Returns the first
+    /// offset of the transaction it closed.
+    pub fn apply_marker(
+        &mut self,
+        info: &BatchInfo,
+        offset: i64,
+        marker: Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let entry = self
+            .producers
+            .entry(info.producer_id)
+            .or_insert_with(|| ProducerEntry::new(info.producer_epoch, now_ms));
+        if info.producer_epoch > entry.epoch {
+            entry.epoch = info.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = coordinator_epoch;
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        let first = entry.txn_first_offset;
+        if first < 0 {
+            return None;
+        }
+        entry.txn_first_offset = -1;
+        self.ongoing.remove(&(first, info.producer_id));
+        if marker == Marker::Abort {
+            self.aborted.push(AbortedTxn {
+                producer_id: info.producer_id,
+                first_offset: first,
+                last_offset: offset,
+            });
+        }
+        Some(first)
     }
 
     /// Checks a batch with a producer id against the state, without changing it.
@@ -141,11 +260,7 @@ impl ProducerState {
         let entry = self
             .producers
             .entry(info.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: info.producer_epoch,
-                batches: VecDeque::with_capacity(PRODUCER_BATCHES_MAX),
-                last_append_ms: now_ms,
-            });
+            .or_insert_with(|| ProducerEntry::new(info.producer_epoch, now_ms));
         if info.producer_epoch != entry.epoch {
             entry.epoch = info.producer_epoch;
             entry.batches.clear();
@@ -160,12 +275,18 @@ impl ProducerState {
             last_offset_delta: info.last_offset_delta,
         });
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        if info.is_transactional() && entry.txn_first_offset < 0 {
+            entry.txn_first_offset = base_offset;
+            self.ongoing.insert((base_offset, info.producer_id));
+        }
     }
 
     /// Forgets producers that have not appended for [`PRODUCER_EXPIRATION_MS`].
     pub fn expire(&mut self, now_ms: i64) {
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < PRODUCER_EXPIRATION_MS);
+        self.producers.retain(|_, e| {
+            e.txn_first_offset >= 0
+                || now_ms.saturating_sub(e.last_append_ms) < PRODUCER_EXPIRATION_MS
+        });
     }
 
     pub fn encode_snapshot(&self) -> Vec<u8> {
@@ -180,6 +301,8 @@ impl ProducerState {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_append_ms.to_be_bytes());
+            out.extend_from_slice(&e.txn_first_offset.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -187,6 +310,12 @@ impl ProducerState {
                 out.extend_from_slice(&b.base_offset.to_be_bytes());
                 out.extend_from_slice(&b.last_offset_delta.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -203,7 +332,11 @@ impl ProducerState {
             return None;
         }
         let mut r = Reader { buf: body, pos: 0 };
-        if r.take(4)? != SNAPSHOT_MAGIC || r.u16()? != SNAPSHOT_VERSION {
+        if r.take(4)? != SNAPSHOT_MAGIC {
+            return None;
+        }
+        let version = r.u16()?;
+        if version != 1 && version != SNAPSHOT_VERSION {
             return None;
         }
         let count = r.u32()? as usize;
@@ -212,6 +345,11 @@ impl ProducerState {
             let id = r.i64()?;
             let epoch = r.i16()?;
             let last_append_ms = r.i64()?;
+            let (txn_first_offset, coordinator_epoch) = if version >= 2 {
+                (r.i64()?, r.i32()?)
+            } else {
+                (-1, -1)
+            };
             let n = r.take(1)?[0] as usize;
             if n > PRODUCER_BATCHES_MAX {
                 return None;
@@ -231,10 +369,33 @@ impl ProducerState {
                     epoch,
                     batches,
                     last_append_ms,
+                    txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
-        (r.pos == body.len()).then_some(ProducerState { producers })
+        let mut aborted = Vec::new();
+        if version >= 2 {
+            let count = r.u32()? as usize;
+            aborted.reserve(count.min(body.len() / 24));
+            for _ in 0..count {
+                aborted.push(AbortedTxn {
+                    producer_id: r.i64()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+        }
+        let ongoing = producers
+            .iter()
+            .filter(|(_, e)| e.txn_first_offset >= 0)
+            .map(|(id, e)| (e.txn_first_offset, *id))
+            .collect();
+        (r.pos == body.len()).then_some(ProducerState {
+            producers,
+            ongoing,
+            aborted,
+        })
     }
 }
 
@@ -379,5 +540,98 @@ mod tests {
         );
         state.expire(5_000 + PRODUCER_EXPIRATION_MS + 10);
         assert!(state.len() < 20);
+    }
+
+    fn txn(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchInfo {
+        BatchInfo {
+            attributes: crate::protocol::batch::ATTR_TRANSACTIONAL,
+            ..batch(pid, epoch, seq, count)
+        }
+    }
+
+    fn marker(pid: i64, epoch: i16) -> BatchInfo {
+        BatchInfo {
+            attributes: crate::protocol::batch::ATTR_TRANSACTIONAL
+                | crate::protocol::batch::ATTR_CONTROL,
+            base_sequence: -1,
+            ..batch(pid, epoch, 0, 1)
+        }
+    }
+
+    #[test]
+    fn transactions_open_close_and_abort() {
+        let mut state = ProducerState::default();
+        assert!(state.marker_needed(1, 0));
+        state.apply(&txn(1, 0, 0, 2), 10, 0);
+        state.apply(&txn(2, 0, 0, 1), 12, 0);
+        state.apply(&txn(1, 0, 2, 1), 13, 0);
+        assert_eq!(state.first_unstable_offset(), Some(10));
+        assert!(state.marker_needed(1, 0));
+        assert_eq!(
+            state.apply_marker(&marker(1, 0), 14, Marker::Abort, 0, 0),
+            Some(10)
+        );
+        assert_eq!(state.first_unstable_offset(), Some(12));
+        // A repeated marker is not needed; a newer epoch's is (it fences).
+        assert!(!state.marker_needed(1, 0));
+        assert!(state.marker_needed(1, 1));
+        assert_eq!(
+            state.apply_marker(&marker(2, 0), 15, Marker::Commit, 0, 0),
+            Some(12)
+        );
+        assert_eq!(state.first_unstable_offset(), None);
+        let aborted: Vec<_> = state.aborted_between(0, 100).copied().collect();
+        assert_eq!(
+            aborted,
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 14
+            }]
+        );
+        assert_eq!(state.aborted_between(15, 100).count(), 0);
+        assert_eq!(state.aborted_between(0, 10).count(), 0);
+        assert_eq!(state.aborted_between(14, 15).count(), 1);
+        // A marker with a newer epoch fences the old one and resets sequences.
+        state.apply(&txn(1, 0, 3, 1), 16, 0);
+        state.apply_marker(&marker(1, 1), 17, Marker::Abort, 0, 0);
+        assert_eq!(
+            state.check(&txn(1, 0, 4, 1)),
+            SequenceCheck::StaleEpoch { current: 1, got: 0 }
+        );
+        assert_eq!(state.check(&txn(1, 1, 0, 1)), SequenceCheck::Accept);
+        // Open transactions and aborts survive a snapshot; open ones are never expired.
+        state.apply(&txn(3, 0, 0, 1), 18, 0);
+        let decoded = ProducerState::decode_snapshot(&state.encode_snapshot()).unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(decoded.first_unstable_offset(), Some(18));
+        assert_eq!(decoded.aborted_count(), 2);
+        let mut expired = decoded.clone();
+        expired.expire(PRODUCER_EXPIRATION_MS * 2);
+        assert_eq!(expired.len(), 1);
+        expired.trim_aborted(15);
+        assert_eq!(expired.aborted_count(), 1);
+    }
+
+    #[test]
+    fn version_1_snapshots_are_read() {
+        let mut state = ProducerState::default();
+        state.apply(&batch(4, 2, 0, 3), 7, 99);
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SNAPSHOT_MAGIC);
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&4i64.to_be_bytes());
+        v1.extend_from_slice(&2i16.to_be_bytes());
+        v1.extend_from_slice(&99i64.to_be_bytes());
+        v1.push(1);
+        for field in [0i32, 2] {
+            v1.extend_from_slice(&field.to_be_bytes());
+        }
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        v1.extend_from_slice(&2i32.to_be_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(ProducerState::decode_snapshot(&v1), Some(state));
     }
 }

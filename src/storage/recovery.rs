@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use super::index::{IndexEntry, SegmentIndex, SegmentSummary};
 use super::producer_state::ProducerState;
 use super::{parse_segment_name, segment_file, LOG_SUFFIX, SNAPSHOT_SUFFIX, TMP_SUFFIX};
-use crate::protocol::batch::{parse_batch, BatchInfo, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN};
+use crate::protocol::batch::{
+    control_marker, parse_batch, BatchInfo, Marker, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN,
+};
 
 /// A batch larger than this in a segment is treated as corruption, whatever its CRC.
 pub const BATCH_BYTES_MAX_ON_DISK: usize = 256 * 1024 * 1024;
@@ -65,6 +67,8 @@ impl Recovered {
 pub struct ScannedBatch {
     pub position: u64,
     pub info: BatchInfo,
+    /// For a control batch: the transaction marker it carries.
+    pub marker: Option<Marker>,
 }
 
 /// The result of scanning one segment file.
@@ -191,7 +195,16 @@ pub fn scan_segment(path: &Path, base_offset: i64, index_interval_bytes: u64) ->
             ));
         }
         if info.producer_id >= 0 {
-            idempotent.push(ScannedBatch { position, info });
+            let marker = if info.is_control() {
+                control_marker(&buf)
+            } else {
+                None
+            };
+            idempotent.push(ScannedBatch {
+                position,
+                info,
+                marker,
+            });
         }
         builder.add(&mut index, base_offset, position, &info);
         next_offset = info.last_offset() + 1;
@@ -244,7 +257,20 @@ fn read_idempotent_headers(
             attributes: view.attributes.get(),
         };
         if info.producer_id >= 0 {
-            out.push(ScannedBatch { position, info });
+            let marker = if info.is_control() {
+                // A control batch is one small record: read it whole for its marker.
+                let mut whole = vec![0u8; (batch_len as usize).min(1 << 16)];
+                file.seek(SeekFrom::Start(position))?;
+                file.read_exact(&mut whole)?;
+                control_marker(&whole)
+            } else {
+                None
+            };
+            out.push(ScannedBatch {
+                position,
+                info,
+                marker,
+            });
         }
         position += batch_len;
     }
@@ -422,12 +448,25 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
             *scanned = read_idempotent_headers(&segment.path, from, segment.summary.len)?;
         }
         for batch in scanned.iter().filter(|b| b.info.base_offset >= replay_from) {
-            producers.apply(
-                &batch.info,
-                batch.info.base_offset,
-                batch.info.max_timestamp,
-            );
+            if batch.info.is_control() {
+                if let Some(marker) = batch.marker {
+                    producers.apply_marker(
+                        &batch.info,
+                        batch.info.base_offset,
+                        marker,
+                        -1,
+                        batch.info.max_timestamp,
+                    );
+                }
+            } else {
+                producers.apply(
+                    &batch.info,
+                    batch.info.base_offset,
+                    batch.info.max_timestamp,
+                );
+            }
         }
+        producers.trim_aborted(log_start);
     }
 
     // The last partial block of the active segment is rewritten by the next flush.
