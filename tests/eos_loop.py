@@ -30,7 +30,10 @@ input record's key and transformed value; each source appears exactly once; with
 output partition the sources rise; the read_committed end of every output partition (the
 last stable offset) reaches its high watermark. A copier that dies of a fatal error (for
 instance a fencing error while no other instance is alive) is a failure too: with its
-transactional state surviving restarts, the broker has no reason to fence it.
+transactional state surviving restarts, the broker has no reason to fence it. So is one
+stuck in a client call far past its timeout (the copier's watchdog ends it after 90 s and
+notes where it was in copier.log: WAITING and HUNG lines); STRAND_EOS_DEBUG=eos,cgrp,...
+puts librdkafka's debug log of every copier in copier-output.log.
 
 Prints what it tried and what it found, and exits 0 if the output is exactly-once, 1
 otherwise (keeping the data directory, the broker log and the copier logs).
@@ -50,6 +53,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -75,6 +79,13 @@ from crashloop import create_topic  # noqa: E402
 COPIER_INSTANCE = "eos-copier"
 EXIT_FATAL = 3
 EXIT_STUCK = 4
+EXIT_HUNG = 5
+HUNG_S = 90
+# librdkafka (2.10+) re-bootstraps when every broker it knows is down, which a kill -9 of
+# strand (all shards at once) always causes, and decommissions the brokers it knew; a
+# send_offsets_to_transaction() whose group coordinator was decommissioned then waits for
+# ever (librdkafka issue #5511, open). The copier's clients keep their brokers instead.
+CLIENT_RECOVERY = {"metadata.recovery.strategy": "none"}
 
 
 # --- records and their transformation ---------------------------------------------------
@@ -135,7 +146,27 @@ class Copier:
         self.log = open(a.log, "a", buffering=1)
         self.rng = random.Random(a.seed * 7919 + os.getpid())
         self.checked_unthrottle = 0.0
+        self.phase = ("start", time.monotonic())
         signal.signal(signal.SIGTERM, self.on_term)
+        threading.Thread(target=self.watchdog, daemon=True).start()
+
+    def enter(self, phase):
+        """Names what the copier is doing, for the watchdog."""
+        if self.phase[0] != phase:
+            self.phase = (phase, time.monotonic())
+
+    def watchdog(self):
+        """Notes a copier stuck in one call (or idle) for 10 s or more, every 10 s; ends a
+        copier stuck in one client call for HUNG_S (every call has a 30 s timeout)."""
+        while True:
+            time.sleep(10)
+            phase, since = self.phase
+            waited = time.monotonic() - since
+            if waited >= 10:
+                self.note("WAITING", phase, f"{waited:.0f}s")
+            if phase != "poll" and waited >= HUNG_S:
+                self.note("HUNG", phase, f"{waited:.0f}s")
+                os._exit(EXIT_HUNG)
 
     def on_term(self, *_):
         self.stop = True
@@ -162,6 +193,9 @@ class Copier:
     def run(self):
         a = self.a
         quiet = 0 if not a.verbose else 6
+        # STRAND_EOS_DEBUG=eos,cgrp,... turns on librdkafka's debug contexts in the copier.
+        debug = os.environ.get("STRAND_EOS_DEBUG")
+        self.debug = {"debug": debug, "log_level": 7} if debug else {}
         self.producer = Producer({
             "bootstrap.servers": a.bootstrap,
             "transactional.id": a.txn_id,
@@ -172,6 +206,8 @@ class Copier:
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 500,
             "log_level": quiet,
+            **CLIENT_RECOVERY,
+            **self.debug,
         })
         # Fence earlier instances (and let their open transaction be aborted) before the
         # consumer reads the group's committed offsets.
@@ -190,6 +226,8 @@ class Copier:
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 500,
             "log_level": quiet,
+            **CLIENT_RECOVERY,
+            **self.debug,
         })
         self.consumer.subscribe([a.input], on_assign=self.on_assign, on_revoke=self.on_revoke,
                                 on_lost=self.on_revoke)
@@ -210,6 +248,7 @@ class Copier:
         deadline = time.monotonic() + deadline_s
         while True:
             try:
+                self.enter(what)
                 call()
                 return None
             except KafkaException as e:
@@ -239,6 +278,7 @@ class Copier:
         while True:
             assignment = self.consumer.assignment()
             try:
+                self.enter("committed")
                 committed = self.consumer.committed(assignment, timeout=10) if assignment else []
                 for tp in committed:
                     offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
@@ -288,6 +328,7 @@ class Copier:
                 in_txn = True
                 self.count = 0
                 target = self.rng.randint(1, 2 * a.commit_every - 1)
+            self.enter("poll")
             m = self.consumer.poll(0.05)
             if self.rebalanced:
                 self.abort_and_rewind("rebalance")
@@ -305,6 +346,7 @@ class Copier:
                 continue
             last_record = time.monotonic()
             value = transform(m.partition(), m.offset(), m.value())
+            self.enter("produce")
             while True:
                 try:
                     self.producer.produce(a.output, key=m.key(), value=value, partition=m.partition())
@@ -587,7 +629,7 @@ class Supervisor:
                 self.stats.commits += 1
             elif kind == "ABORT":
                 self.stats.aborts += 1
-            elif kind in ("FATAL", "STUCK"):
+            elif kind in ("FATAL", "STUCK", "HUNG"):
                 self.stats.fatal.append(line)
 
 
