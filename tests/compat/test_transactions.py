@@ -111,14 +111,16 @@ class LogModel:
 
 
 class Reader:
-    """A confluent-kafka consumer assigned to partitions from the beginning, collecting
-    {partition: [(offset, value)]}."""
+    """A confluent-kafka consumer assigned to partitions from the beginning (or from
+    `start[partition]`), collecting {partition: [(offset, value)]}."""
 
-    def __init__(self, broker, topic, partitions, isolation):
+    def __init__(self, broker, topic, partitions, isolation, start=None, **config):
         assert isolation in ("read_committed", "read_uncommitted")
         self.topic = topic
-        self.consumer = Consumer(consumer_config(broker, **{"isolation.level": isolation}))
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.consumer = Consumer(consumer_config(broker, **{"isolation.level": isolation}, **config))
+        self.consumer.assign([
+            TopicPartition(topic, p, OFFSET_BEGINNING if start is None else start[p]) for p in partitions
+        ])
         self.got = {p: [] for p in partitions}
 
     def count(self):
@@ -155,8 +157,8 @@ class Reader:
         self.consumer.close()
 
 
-def read(broker, topic, isolation, expected, partitions=PARTS, timeout=30, settle=1.0):
-    reader = Reader(broker, topic, partitions, isolation)
+def read(broker, topic, isolation, expected, partitions=PARTS, timeout=30, settle=1.0, start=None, **config):
+    reader = Reader(broker, topic, partitions, isolation, start=start, **config)
     try:
         return reader.poll_until(expected, timeout=timeout, settle=settle)
     finally:
@@ -271,6 +273,15 @@ def test_read_committed_skips_aborted_transactions_on_both_shards(broker, topic)
     assert ends(broker, topic, "read_committed") == model.next
     assert ends(broker, topic, "read_uncommitted") == model.next
 
+    # One record batch per fetch: the aborted transactions a fetch must report start
+    # before the fetched range.
+    small = {"message.max.bytes": 1000, "fetch.max.bytes": 1000, "max.partition.fetch.bytes": 1}
+    assert read(broker, topic, "read_committed", total(committed), **small) == committed
+    # Starting inside an aborted transaction (at its last record): nothing of it is seen.
+    start = {p: max(o for o, _, who in model.entries[p] if who == "a1") for p in PARTS}
+    later = {p: [(o, v) for o, v in committed[p] if o > start[p]] for p in PARTS}
+    assert read(broker, topic, "read_committed", total(later), start=start) == later
+
 
 def test_interleaved_transactions_of_two_producers(broker, topic):
     """Two producers' transactions interleaved record by record on the same partitions: the
@@ -358,10 +369,11 @@ def test_read_committed_stops_at_the_last_stable_offset(broker, topic):
 # --- fencing and timeouts ------------------------------------------------------------------
 
 def test_new_instance_fences_the_old_one_and_aborts_its_transaction(broker, topic):
-    """Three instances with one transactional.id in turn. A new instance's init_transactions
+    """Four instances with one transactional.id in turn. A new instance's init_transactions
     aborts the open transaction of the one before, which then gets a fatal fencing error:
-    from EndTxn (A commits) and from Produce (B writes more). Only what the live instances
-    committed is ever visible; the write of the fenced B is refused."""
+    from EndTxn (A commits), from Produce (B writes more) and from AddOffsetsToTxn (C sends
+    offsets). Only what the live instances committed is ever visible; the write of the
+    fenced B is refused."""
     create(broker, topic)
     txn_id = "txn-" + topic
     model = LogModel(PARTS)
@@ -406,8 +418,21 @@ def test_new_instance_fences_the_old_one_and_aborts_its_transaction(broker, topi
     c.begin_transaction()
     model.records(produce(c, topic, "c", PARTS, 1), "c")
     c.commit_transaction(30)
+    c.begin_transaction()
+    model.records(produce(c, topic, "c-open", PARTS, 1), "c-open")
 
-    committed = {p: [v for _, v, who in model.entries[p] if who in ("b", "c")] for p in PARTS}
+    d = txn_producer(broker, txn_id)
+    d.init_transactions(30)  # fences c; c's second transaction is aborted
+    group = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-" + topic})
+    fencing_error(lambda: c.send_offsets_to_transaction(
+        [TopicPartition(topic, 0, 1)], group.consumer_group_metadata(), 30))
+    group.close()
+
+    d.begin_transaction()
+    model.records(produce(d, topic, "d", PARTS, 1), "d")
+    d.commit_transaction(30)
+
+    committed = {p: [v for _, v, who in model.entries[p] if who in ("b", "c", "d")] for p in PARTS}
     written = {p: [v for _, v, _ in model.entries[p]] for p in PARTS}
     assert values(read(broker, topic, "read_committed", total(committed))) == committed
     assert values(read(broker, topic, "read_uncommitted", total(written))) == written
@@ -452,12 +477,13 @@ def test_timed_out_transactions_are_aborted(broker, topic):
 # --- consume-transform-produce ----------------------------------------------------------------
 
 def group_offsets(broker, group, topic, require_stable=False):
-    """The group's committed offsets {partition: offset} (-1001 where none), from the
-    AdminClient (OffsetFetch without require_stable unless asked)."""
+    """The group's committed offsets {partition: offset} (-1001 where none, the error's name
+    where the partition has one), from the AdminClient (OffsetFetch without require_stable
+    unless asked)."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in PARTS])
     result = admin.list_consumer_group_offsets([request], require_stable=require_stable)[group].result(timeout=20)
-    return {tp.partition: tp.offset for tp in result.topic_partitions}
+    return {tp.partition: tp.error.name() if tp.error else tp.offset for tp in result.topic_partitions}
 
 
 def test_send_offsets_commits_the_group_offsets_with_the_transaction(broker, topic):
@@ -542,12 +568,25 @@ def test_send_offsets_commits_the_group_offsets_with_the_transaction(broker, top
 
     # Round 3, the rest, committed.
     producer.begin_transaction()
-    transform(take(None))
+    records = take(None)
+    transform(records)
     send_offsets()
     assert group_offsets(broker, group, source) == first, "offsets visible before the commit"
+    # OffsetFetch with require_stable (what a read_committed consumer sends): partitions with
+    # offsets pending in an open transaction answer UNSTABLE_OFFSET_COMMIT, so a consumer
+    # taking them over waits rather than reading offsets about to move.
+    pending = {m.partition() for m in records}
+    assert group_offsets(broker, group, source, require_stable=True) == {
+        p: "UNSTABLE_OFFSET_COMMIT" if p in pending else first[p] for p in PARTS}
     producer.commit_transaction(30)
     assert group_offsets(broker, group, source) == {p: 10 for p in PARTS}
     assert group_offsets(broker, group, source, require_stable=True) == {p: 10 for p in PARTS}
+
+    # A transaction of offsets only (no records) commits them too.
+    producer.begin_transaction()
+    producer.send_offsets_to_transaction([TopicPartition(source, 0, 4)], consumer.consumer_group_metadata(), 30)
+    producer.commit_transaction(30)
+    assert group_offsets(broker, group, source) == {p: 4 if p == 0 else 10 for p in PARTS}
     consumer.close()
 
     # Every input record exactly once, in order, in the committed output.
