@@ -14,8 +14,11 @@ takes the wrong offset all fail.
 librdkafka is the reference client here. What it expects of the broker (from its source):
 a Produce with a stale epoch must answer INVALID_PRODUCER_EPOCH (47), the only produce error
 it turns into its fatal _FENCED (a PRODUCER_FENCED there would only abort the transaction);
-AddPartitionsToTxn, EndTxn and InitProducerId may answer either 47 or PRODUCER_FENCED (90);
-AddOffsetsToTxn and TxnOffsetCommit must answer 47, since they treat 90 as abortable only.
+AddPartitionsToTxn and EndTxn may answer either 47 or PRODUCER_FENCED (90); AddOffsetsToTxn
+and TxnOffsetCommit must answer 47, since they treat 90 as abortable only. librdkafka 2.16
+sends InitProducerId v4, AddPartitionsToTxn v0, AddOffsetsToTxn v0, EndTxn v1 and
+TxnOffsetCommit v3 (whatever higher versions the broker offers), and a read_committed
+consumer's OffsetFetch (v9) sets require_stable.
 """
 
 import asyncio
