@@ -25,6 +25,10 @@ use crate::protocol::errors::*;
 use crate::shard::{Partition, Shard};
 use crate::storage::{ReadError, ReadPlan};
 
+/// (topic index, partition index, plan, for read_committed: the partition and the fetch
+/// offset, to list the aborted transactions of what was read).
+type PlannedRead = (usize, usize, ReadPlan, Option<(Rc<Partition>, i64)>);
+
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Response {
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(shard.config.fetch_max_wait_ms);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
@@ -63,9 +67,7 @@ async fn fetch_once(
     let mut first_data = true;
     let mut topics = Vec::with_capacity(request.topics.len());
     // (topic index, partition index, plan)
-    // (topic index, partition index, plan, for read_committed: the partition and the
-    // fetch offset, to list the aborted transactions of what was read)
-    let mut reads: Vec<(usize, usize, ReadPlan, Option<(Rc<Partition>, i64)>)> = Vec::new();
+    let mut reads: Vec<PlannedRead> = Vec::new();
 
     for (t, topic) in request.topics.iter().enumerate() {
         let meta = if ctx.version >= 13 {
