@@ -559,5 +559,6 @@ def test_missing_truncated_garbled_or_stale_index_is_rebuilt(broker, topic):
     assert errors == [] and got == acked
     after = lookups(broker, topic, offsets, timestamps)
     assert after == before
-    print(f"\nindex faults {sorted(faults.values())}: rebuilt byte-identical, "
-          f"{len(before)} lookups answered as before; ready {ready_s:.2f} s")
+    print(f"\nindex faults {sorted(faults.values())} in {len(logs)} segments: rebuilt "
+          f"byte-identical; {len(offsets)} seeks and {len(before) - len(offsets)} "
+          f"offsets_for_times answered as before; ready {ready_s:.2f} s")
