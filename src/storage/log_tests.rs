@@ -333,9 +333,19 @@ fn recovery_drops_a_corrupt_last_batch_and_never_serves_it() {
         file.read_exact_at(&mut byte, last_start + 100).unwrap();
         file.write_all_at(&[byte[0] ^ 0x10], last_start + 100)
             .unwrap();
-        // The running log validates what it reads from disk: the bad batch is an error,
-        // not data (the cache holds only the newest batch, so this read goes to disk).
+        // The running log validates what it reads from disk (the cache holds only the
+        // newest batch, so these reads go to disk). A read that reaches the bad batch
+        // serves the intact ones before it, byte for byte, and stops there...
         let plan = log.borrow().read_plan(0, 1 << 20).unwrap();
+        let data = plan.read().await.unwrap();
+        let mut on_disk = vec![0u8; last_start as usize];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(&data.records[..], &on_disk[..]);
+        // ...and a read that starts at it is an error, not data. (One more batch, not
+        // flushed, takes offset 5 out of the cache.)
+        let batch = make_batch(6, 1, 300, 1_000);
+        log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+        let plan = log.borrow().read_plan(5, 1 << 20).unwrap();
         let err = plan.read().await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         let log = crash_and_reopen(log, &dir, config(1 << 30, 0)).await;
