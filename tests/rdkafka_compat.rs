@@ -1,7 +1,8 @@
 //! Real-client tests with the Rust `rdkafka` crate (librdkafka 2.12), against the real
 //! binary with two shards: round trips with every compression codec, keys and headers;
 //! reads from the beginning, the end and a timestamp; the idempotent producer; and a
-//! `kill -9` in the middle of an acks=all produce that must lose no acknowledged record.
+//! `kill -9` in the middle of an acks=all produce that must lose no acknowledged record;
+//! consumer groups; and transactions seen by read_committed and read_uncommitted consumers.
 
 mod common;
 
@@ -449,4 +450,80 @@ async fn group_consumer_commits_and_resumes_across_a_broker_restart() {
     let broker_ref = &broker;
     let got = tokio::task::block_in_place(|| group_read(broker_ref, "rd-group", "grouped", 1));
     assert_eq!(got, vec![(2, 10)]);
+}
+
+/// Every value in `topic` readable at `isolation`, sorted; reads until nothing new came for
+/// a second.
+fn values_at(broker: &Broker, topic: &str, partitions: i32, isolation: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap(broker))
+        .set("group.id", "rdkafka-compat-isolation")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quiet_since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            out.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+            quiet_since = Instant::now();
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_and_abort_across_shards() {
+    use rdkafka::producer::Producer;
+    let broker = Broker::start(2, &[]);
+    create_topic(&broker, "txn", 4).await;
+    let producer = producer(&broker, &[("transactional.id", "rd-txn")]);
+    let timeout = Duration::from_secs(10);
+    tokio::task::block_in_place(|| producer.init_transactions(timeout)).unwrap();
+    let round = |tag: &'static str| {
+        let producer = &producer;
+        async move {
+            producer.begin_transaction().unwrap();
+            for p in 0..4 {
+                let record = Record {
+                    key: None,
+                    value: Some(format!("{tag}-{p}").into_bytes()),
+                    headers: Vec::new(),
+                };
+                send(producer, "txn", Some(p), &record).await;
+            }
+        }
+    };
+    round("committed").await;
+    tokio::task::block_in_place(|| producer.commit_transaction(timeout)).unwrap();
+    // Every record is acknowledged (so written) before the abort.
+    round("aborted").await;
+    tokio::task::block_in_place(|| producer.abort_transaction(timeout)).unwrap();
+    round("again").await;
+    tokio::task::block_in_place(|| producer.commit_transaction(timeout)).unwrap();
+    let broker_ref = &broker;
+    let committed =
+        tokio::task::block_in_place(|| values_at(broker_ref, "txn", 4, "read_committed"));
+    let all = tokio::task::block_in_place(|| values_at(broker_ref, "txn", 4, "read_uncommitted"));
+    let expect = |tags: &[&str]| {
+        let mut v: Vec<String> = tags
+            .iter()
+            .flat_map(|t| (0..4).map(move |p| format!("{t}-{p}")))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(committed, expect(&["committed", "again"]));
+    assert_eq!(all, expect(&["committed", "aborted", "again"]));
 }

@@ -229,8 +229,7 @@ workloads() { # workloads BROKER
         run "$b" rdkafka_performance consume-100B "$n" "$dir/consume-100B-rk-$n" \
             rk -C -t p100-rk -p 0 -p 1 -o beginning -c 1000000
         # Latency at a fixed rate, linger 0: every message is sent as soon as a request
-        # slot is free. 25,000 messages (2.5 s) per run: see docs/benchmarks.md on why runs
-        # are kept short.
+        # slot is free. 100,000 messages (10 s) per run.
         # The disk is shared: measure fdatasync right before the latency runs, so the
         # target compares with what the disk did at the time, not earlier.
         fio --name=fdatasync --filename="$scratch/fio-sync" --rw=write --bs=4k --size=64M \
@@ -239,12 +238,12 @@ workloads() { # workloads BROKER
         rm -f "$scratch/fio-sync"
         j=$dir/latency-10k-sb-$n.json
         run "$b" strand-bench latency-10k "$n" "$j" \
-            sb produce -t "lat-sb-$n" -s 100 -r 10000 -c 25000 --acks -1 --linger-ms 0 --json "$j"
+            sb produce -t "lat-sb-$n" -s 100 -r 10000 -c 100000 --acks -1 --linger-ms 0 --json "$j"
         run "$b" rdkafka_performance latency-10k "$n" "$dir/latency-10k-rk-$n" \
-            rk -P -t "lat-rk-$n" -s 100 -r 10000 -c 25000 -a -1 -l -A "$dir/latency-10k-rk-$n.us" -X linger.ms=0
+            rk -P -t "lat-rk-$n" -s 100 -r 10000 -c 100000 -a -1 -l -A "$dir/latency-10k-rk-$n.us" -X linger.ms=0
         j=$dir/e2e-10k-sb-$n.json
         run "$b" strand-bench e2e-10k "$n" "$j" \
-            sb e2e -t "e2e-sb-$n" -s 100 -r 10000 -c 25000 --acks -1 --linger-ms 0 --json "$j"
+            sb e2e -t "e2e-sb-$n" -s 100 -r 10000 -c 100000 --acks -1 --linger-ms 0 --json "$j"
     done
 }
 
@@ -281,7 +280,7 @@ tansu_port=$((base_port + 100))
 tansu_pid=$!
 wait_port "$tansu_port"
 timeout "$RUN_TIMEOUT" "$sbench" e2e -b "$addr" --label strand --compare "127.0.0.1:$tansu_port" \
-    --compare-label tansu -t chart -s 100 -r 10000 -c 25000 --acks -1 --linger-ms 0 -q \
+    --compare-label tansu -t chart -s 100 -r 10000 -c 100000 --acks -1 --linger-ms 0 -q \
     --json "$results/compare-e2e.json" --svg "$results/compare-e2e.svg" \
     | tee "$results/compare-e2e.txt" || echo "FAILED: strand-bench --compare" | tee -a "$results/errors.txt"
 kill "$tansu_pid" 2>/dev/null || true

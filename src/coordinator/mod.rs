@@ -377,4 +377,65 @@ mod tests {
         let again = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
         assert_eq!(again.offsets, loaded.offsets);
     }
+
+    #[test]
+    fn transactional_offsets_commit_or_drop_and_move_between_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
+        let commit = |offset| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_ms: 1,
+        };
+        let txn_offset = |group: &str, producer_id, offset| GroupRecord::TxnOffset {
+            group: group.into(),
+            producer_id,
+            topic: "t".into(),
+            partition: 0,
+            committed: commit(offset),
+        };
+        let groups: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+        let mut records = Vec::new();
+        for g in &groups {
+            records.push(txn_offset(g, 1, 10));
+            records.push(txn_offset(g, 2, 20));
+            records.push(GroupRecord::TxnEnd {
+                group: g.clone(),
+                producer_id: 1,
+                commit: true,
+            });
+            records.push(txn_offset(g, 3, 30));
+            records.push(GroupRecord::TxnEnd {
+                group: g.clone(),
+                producer_id: 3,
+                commit: false,
+            });
+        }
+        crate::cluster::metadata_log::append_records(&loaded.log_path, &records).unwrap();
+        let check = |loaded: &[LoadedGroups]| {
+            for g in &groups {
+                let owner: Vec<_> = loaded
+                    .iter()
+                    .filter(|l| l.offsets.contains_key(g))
+                    .collect();
+                assert_eq!(owner.len(), 1, "{g} must live on exactly one shard");
+                let l = owner[0];
+                // Producer 1 committed, 3 aborted, 2 still open.
+                assert_eq!(l.offsets[g][&("t".to_string(), 0)].offset, 10);
+                assert_eq!(l.pending[g].keys().copied().collect::<Vec<_>>(), vec![2]);
+            }
+        };
+        check(&[GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap()]);
+        // Three shards: each group moves to its owner whichever shard loads first.
+        redistribute(dir.path(), 3, 0).unwrap();
+        let three: Vec<_> = [2u16, 0, 1]
+            .iter()
+            .map(|&k| GroupCoordinator::load(dir.path(), ShardId(k), 3).unwrap())
+            .collect();
+        check(&three);
+        redistribute(dir.path(), 1, 0).unwrap();
+        assert!(!dir.path().join("groups/shard-2.log").exists());
+        check(&[GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap()]);
+    }
 }

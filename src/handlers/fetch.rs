@@ -20,9 +20,14 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicNam
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
+use crate::protocol::batch::{BatchHeader, BATCH_LENGTH_PREFIX_LEN};
 use crate::protocol::errors::*;
-use crate::shard::Shard;
+use crate::shard::{Partition, Shard};
 use crate::storage::{ReadError, ReadPlan};
+
+/// (topic index, partition index, plan, for read_committed: the partition and the fetch
+/// offset, to list the aborted transactions of what was read).
+type PlannedRead = (usize, usize, ReadPlan, Option<(Rc<Partition>, i64)>);
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Response {
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(shard.config.fetch_max_wait_ms);
@@ -62,7 +67,7 @@ async fn fetch_once(
     let mut first_data = true;
     let mut topics = Vec::with_capacity(request.topics.len());
     // (topic index, partition index, plan)
-    let mut reads: Vec<(usize, usize, ReadPlan)> = Vec::new();
+    let mut reads: Vec<PlannedRead> = Vec::new();
 
     for (t, topic) in request.topics.iter().enumerate() {
         let meta = if ctx.version >= 13 {
@@ -130,19 +135,9 @@ async fn fetch_once(
                 let limit = (wanted.partition_max_bytes.max(0) as usize).min(budget);
                 match log.read_plan_to(wanted.fetch_offset, limit, end) {
                     Ok(plan) => {
-                        if read_committed {
-                            out.aborted_transactions = Some(
-                                log.aborted_transactions(wanted.fetch_offset, end)
-                                    .into_iter()
-                                    .map(|a| {
-                                        AbortedTransaction::default()
-                                            .with_producer_id(ProducerId(a.producer_id))
-                                            .with_first_offset(a.first_offset)
-                                    })
-                                    .collect(),
-                            );
-                        }
-                        reads.push((t, p, plan))
+                        let aborted_from =
+                            read_committed.then(|| (partition.clone(), wanted.fetch_offset));
+                        reads.push((t, p, plan, aborted_from))
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => {
                         out.error_code = OFFSET_OUT_OF_RANGE;
@@ -171,10 +166,25 @@ async fn fetch_once(
     }
 
     let mut bytes = 0;
-    for (t, p, plan) in reads {
+    for (t, p, plan, aborted_from) in reads {
         let out = &mut topics[t].partitions[p];
         match plan.read().await {
             Ok(data) => {
+                if let Some((partition, from)) = aborted_from {
+                    // Only the aborted transactions overlapping what is returned.
+                    let to = records_end(&data.records).unwrap_or(from);
+                    let aborted = partition.log.borrow().aborted_transactions(from, to);
+                    out.aborted_transactions = Some(
+                        aborted
+                            .into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect(),
+                    );
+                }
                 bytes += data.records.len();
                 out.records = Some(data.records);
             }
@@ -188,4 +198,19 @@ async fn fetch_once(
     let mut response = FetchResponse::default();
     response.responses = topics;
     (response, bytes, must_answer)
+}
+
+/// The offset after the last whole batch in `records` (batch headers only).
+fn records_end(records: &[u8]) -> Option<i64> {
+    let mut position = 0;
+    let mut end = None;
+    while let Some(header) = records.get(position..).and_then(BatchHeader::view) {
+        let len = BATCH_LENGTH_PREFIX_LEN + usize::try_from(header.batch_length.get()).ok()?;
+        if position + len > records.len() {
+            break;
+        }
+        end = Some(header.base_offset.get() + i64::from(header.last_offset_delta.get()) + 1);
+        position += len;
+    }
+    end
 }

@@ -535,6 +535,9 @@ async fn finish(shard: &Rc<Shard>, mut meta: TxnMeta) -> Result<TxnMeta, String>
     } else {
         TxnState::CompleteAbort
     };
+    // As in Kafka, a complete transaction lists no partitions (DescribeTransactions).
+    meta.partitions.clear();
+    meta.groups.clear();
     meta.update_ms = now_ms();
     // Until this is durable a restart writes the markers again, which is harmless.
     loop {

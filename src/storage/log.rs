@@ -1404,8 +1404,21 @@ async fn walk_batches(
 }
 
 impl DiskRead {
+    /// The batches from `offset` on, each checked. A corrupt (or unreadable) batch is an
+    /// error only when nothing before it was taken: otherwise the read ends before it, and
+    /// the next read, starting there, reports it. So intact batches in front of a corrupt
+    /// one are served, and the corrupt one never is.
     async fn read(self) -> io::Result<Bytes> {
         let mut out = BytesMut::new();
+        let result = self.read_into(&mut out).await;
+        match result {
+            Err(_) if !out.is_empty() => Ok(out.freeze()),
+            Err(err) => Err(err),
+            Ok(()) => Ok(out.freeze()),
+        }
+    }
+
+    async fn read_into(&self, out: &mut BytesMut) -> io::Result<()> {
         let mut last_base = i64::MIN;
         let mut bad_order = None;
         walk_batches(
@@ -1441,7 +1454,7 @@ impl DiskRead {
                 format!("base offset {offset} out of order"),
             ));
         }
-        Ok(out.freeze())
+        Ok(())
     }
 }
 

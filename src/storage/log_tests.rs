@@ -333,9 +333,19 @@ fn recovery_drops_a_corrupt_last_batch_and_never_serves_it() {
         file.read_exact_at(&mut byte, last_start + 100).unwrap();
         file.write_all_at(&[byte[0] ^ 0x10], last_start + 100)
             .unwrap();
-        // The running log validates what it reads from disk: the bad batch is an error,
-        // not data (the cache holds only the newest batch, so this read goes to disk).
+        // The running log validates what it reads from disk (the cache holds only the
+        // newest batch, so these reads go to disk). A read that reaches the bad batch
+        // serves the intact ones before it, byte for byte, and stops there...
         let plan = log.borrow().read_plan(0, 1 << 20).unwrap();
+        let data = plan.read().await.unwrap();
+        let mut on_disk = vec![0u8; last_start as usize];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(&data.records[..], &on_disk[..]);
+        // ...and a read that starts at it is an error, not data. (One more batch, not
+        // flushed, takes offset 5 out of the cache.)
+        let batch = make_batch(6, 1, 300, 1_000);
+        log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+        let plan = log.borrow().read_plan(5, 1 << 20).unwrap();
         let err = plan.read().await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         let log = crash_and_reopen(log, &dir, config(1 << 30, 0)).await;
@@ -654,4 +664,116 @@ fn random_operations_match_the_model() {
             close(log).await;
         });
     }
+}
+
+fn txn_batch(tag: u64, producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Vec<u8> {
+    TestBatch {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+        attributes: crate::protocol::batch::ATTR_TRANSACTIONAL,
+        records: (0..count)
+            .map(|i| TestRecord::value(format!("t{producer_id}-{tag}-{i}").as_bytes()))
+            .collect(),
+        ..Default::default()
+    }
+    .encode()
+}
+
+/// Open transactions hold the last stable offset back until their marker is durable;
+/// aborted ones are listed for read_committed reads; all of it survives a crash (replayed
+/// from the active segment), a segment roll (snapshot) and a clean close.
+#[test]
+fn transactions_bound_the_last_stable_offset_and_survive_restarts() {
+    use crate::protocol::batch::Marker;
+    run(|dir| async move {
+        let cfg = config(1 << 30, 1 << 20);
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        let append = |log: &RefCell<PartitionLog>, batch: Vec<u8>| {
+            let outcome = log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            assert!(matches!(outcome, AppendOutcome::Appended { .. }));
+        };
+        append(&log, make_batch(0, 2, 10, 1_000)); // 0-1
+        append(&log, txn_batch(1, 7, 0, 0, 3)); // 2-4, producer 7 opens at 2
+        append(&log, make_batch(2, 1, 10, 1_000)); // 5
+        append(&log, txn_batch(3, 8, 0, 0, 2)); // 6-7, producer 8 opens at 6
+        flush(&log).await;
+        assert_eq!(log.borrow().high_watermark(), 8);
+        assert_eq!(log.borrow().last_stable_offset(), 2);
+        // read_committed reads stop at the last stable offset.
+        let plan = log.borrow().read_plan_to(0, 1 << 20, 2).unwrap();
+        let data = plan.read().await.unwrap();
+        assert_eq!(iter_batches(&data.records).count(), 1);
+        assert!(matches!(
+            log.borrow().read_plan_to(2, 1 << 20, 2).unwrap(),
+            super::ReadPlan::Empty
+        ));
+
+        // Producer 7 aborts: until the marker is durable nothing moves.
+        let (marker_at, _) = log
+            .borrow_mut()
+            .append_marker(7, 0, Marker::Abort, 0, 2_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(marker_at, 8);
+        assert_eq!(log.borrow().last_stable_offset(), 2);
+        flush(&log).await;
+        assert_eq!(log.borrow().last_stable_offset(), 6);
+        let aborted = log.borrow().aborted_transactions(0, 6);
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (7, 2));
+        assert!(log.borrow().aborted_transactions(9, 100).is_empty());
+        // A repeated marker (a coordinator retrying after a restart) is not written.
+        assert_eq!(
+            log.borrow_mut()
+                .append_marker(7, 0, Marker::Abort, 0, 2_000)
+                .unwrap(),
+            None
+        );
+        // The aborted producer's old epoch is fenced once a newer marker arrives.
+        log.borrow_mut()
+            .append_marker(7, 1, Marker::Abort, 0, 2_000)
+            .unwrap()
+            .unwrap();
+        let stale = txn_batch(4, 7, 0, 3, 1);
+        assert!(matches!(
+            log.borrow_mut().append(&stale, &info(&stale), 0),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+        flush(&log).await;
+        let hw = log.borrow().high_watermark();
+
+        // Crash: the active segment is replayed; producer 8 is still open.
+        let log = crash_and_reopen(log, &dir, cfg.clone()).await;
+        assert_eq!(log.borrow().high_watermark(), hw);
+        assert_eq!(log.borrow().last_stable_offset(), 6);
+        assert_eq!(log.borrow().aborted_transactions(0, hw).len(), 1);
+        // Producer 8 commits; then a clean close writes the state in a snapshot.
+        log.borrow_mut()
+            .append_marker(8, 0, Marker::Commit, 0, 3_000)
+            .unwrap()
+            .unwrap();
+        flush(&log).await;
+        let hw = log.borrow().high_watermark();
+        assert_eq!(log.borrow().last_stable_offset(), hw);
+        close(log).await;
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        assert_eq!(log.borrow().last_stable_offset(), hw);
+        assert_eq!(log.borrow().aborted_transactions(0, hw).len(), 1);
+        // Across a roll the snapshot carries an open transaction into the next segment.
+        append(&log, txn_batch(5, 9, 0, 0, 1)); // producer 9 opens at `hw`
+        flush(&log).await;
+        close(log).await;
+        let cfg_small = config(1, 1 << 20);
+        let log = RefCell::new(PartitionLog::open(&dir, cfg_small.clone()).await.unwrap());
+        assert_eq!(log.borrow().last_stable_offset(), hw);
+        let filler = make_batch(6, 1, 10, 1_000);
+        log.borrow_mut().append(&filler, &info(&filler), 0).unwrap();
+        flush(&log).await;
+        assert!(log.borrow().segment_count() >= 2);
+        let log = crash_and_reopen(log, &dir, cfg_small).await;
+        assert_eq!(log.borrow().last_stable_offset(), hw);
+        assert_eq!(log.borrow().aborted_transactions(0, hw).len(), 1);
+        close(log).await;
+    });
 }

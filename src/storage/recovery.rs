@@ -335,6 +335,13 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
                 continue;
             }
         }
+        if !last {
+            tracing::warn!(
+                dir = %dir.display(),
+                segment = base,
+                "index files of a sealed segment are missing, corrupt or stale; scanning the segment"
+            );
+        }
         let scan = scan_segment(&path, base, index_interval_bytes)?;
         if let Some(why) = &scan.stopped {
             tracing::warn!(
