@@ -69,6 +69,26 @@ pub enum GroupRecord {
 /// Offsets per (topic, partition).
 pub type OffsetMap = BTreeMap<(String, i32), Committed>;
 
+/// The logs of `data_dir/<kind>` (`shard-<k>.log`, one per shard) to replay for `shard`:
+/// its own path, and every log with its own last (it is the newest word on what it owns).
+pub fn shard_logs(
+    data_dir: &Path,
+    kind: &str,
+    shard: ShardId,
+) -> std::io::Result<(PathBuf, Vec<PathBuf>)> {
+    let dir = data_dir.join(kind);
+    std::fs::create_dir_all(&dir)?;
+    let own = dir.join(format!("shard-{}.log", shard.0));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log") && *p != own)
+        .collect();
+    files.sort();
+    files.push(own.clone());
+    Ok((own, files))
+}
+
 /// The shard owning `group`: FNV-1a of the id, stable across restarts and platforms.
 pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
     let mut hash: u32 = 0x811c_9dc5;
@@ -109,17 +129,7 @@ impl GroupCoordinator {
         shard: ShardId,
         shard_count: usize,
     ) -> std::io::Result<LoadedGroups> {
-        let dir = data_dir.join("groups");
-        std::fs::create_dir_all(&dir)?;
-        let own = dir.join(format!("shard-{}.log", shard.0));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log") && *p != own)
-            .collect();
-        files.sort();
-        // Our own file last: it is the newest word on the groups we own.
-        files.push(own.clone());
+        let (own, files) = shard_logs(data_dir, "groups", shard)?;
         let mut offsets: BTreeMap<String, OffsetMap> = BTreeMap::new();
         let mut pending: BTreeMap<String, BTreeMap<i64, OffsetMap>> = BTreeMap::new();
         for path in &files {

@@ -177,16 +177,7 @@ impl TxnCoordinator {
         shard_count: usize,
         now_ms: i64,
     ) -> std::io::Result<LoadedTxns> {
-        let dir = data_dir.join("transactions");
-        std::fs::create_dir_all(&dir)?;
-        let own = dir.join(format!("shard-{}.log", shard.0));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log") && *p != own)
-            .collect();
-        files.sort();
-        files.push(own.clone());
+        let (own, files) = super::shard_logs(data_dir, "transactions", shard)?;
         let mut txns: BTreeMap<String, TxnMeta> = BTreeMap::new();
         for path in &files {
             let records: Vec<TxnRecord> = crate::cluster::metadata_log::read_records(path)?;

@@ -383,19 +383,13 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
             .partitions
             .iter()
             .map(|p| {
-                let code = if group_code != NONE {
-                    group_code
-                } else if meta.is_none_or(|m| {
-                    p.partition_index < 0 || p.partition_index as usize >= m.partitions.len()
-                }) {
-                    UNKNOWN_TOPIC_OR_PARTITION
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-                {
-                    OFFSET_METADATA_TOO_LARGE
-                } else {
+                let code = commit_check(
+                    group_code,
+                    meta.map(|m| &**m),
+                    p.partition_index,
+                    p.committed_metadata.as_deref(),
+                );
+                if code == NONE {
                     records.push(GroupRecord::Offset {
                         group: group_id.clone(),
                         topic: name.clone(),
@@ -407,8 +401,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
                             commit_ms: now,
                         }),
                     });
-                    NONE
-                };
+                }
                 OffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)
                     .with_error_code(code)
@@ -441,6 +434,24 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
         }
     }
     ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// The error for one partition of an OffsetCommit or TxnOffsetCommit (NONE: commit it).
+pub(super) fn commit_check(
+    group_code: i16,
+    topic: Option<&crate::cluster::TopicMeta>,
+    partition: i32,
+    metadata: Option<&str>,
+) -> i16 {
+    if group_code != NONE {
+        group_code
+    } else if topic.is_none_or(|m| partition < 0 || partition as usize >= m.partitions.len()) {
+        UNKNOWN_TOPIC_OR_PARTITION
+    } else if metadata.is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
+        OFFSET_METADATA_TOO_LARGE
+    } else {
+        NONE
+    }
 }
 
 /// Partitions with offsets pending in an open transaction, when the client asked for stable

@@ -649,7 +649,7 @@ pub async fn end_txn_offsets_here(
 
 pub async fn txn_offset_commit(
     shard: &Rc<Shard>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     request: TxnOffsetCommitRequest,
 ) -> Response {
     let group_id = request.group_id.0.to_string();
@@ -680,19 +680,13 @@ pub async fn txn_offset_commit(
             .partitions
             .iter()
             .map(|p| {
-                let code = if group_code != NONE {
-                    group_code
-                } else if meta.is_none_or(|m| {
-                    p.partition_index < 0 || p.partition_index as usize >= m.partitions.len()
-                }) {
-                    UNKNOWN_TOPIC_OR_PARTITION
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > 4096)
-                {
-                    OFFSET_METADATA_TOO_LARGE
-                } else {
+                let code = super::groups::commit_check(
+                    group_code,
+                    meta.map(|m| &**m),
+                    p.partition_index,
+                    p.committed_metadata.as_deref(),
+                );
+                if code == NONE {
                     records.push(GroupRecord::TxnOffset {
                         group: group_id.clone(),
                         producer_id,
@@ -705,8 +699,7 @@ pub async fn txn_offset_commit(
                             commit_ms: now,
                         },
                     });
-                    NONE
-                };
+                }
                 TxnOffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)
                     .with_error_code(code)
@@ -746,7 +739,7 @@ pub async fn txn_offset_commit(
             }
         }
     }
-    _ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics))
+    ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics))
 }
 
 // ------------------------------------------------------------------- inspection APIs
