@@ -777,3 +777,32 @@ fn transactions_bound_the_last_stable_offset_and_survive_restarts() {
         close(log).await;
     });
 }
+
+/// An index file copied in from another segment of the same length (a restore or a hand
+/// copy) names the right length but the wrong offsets: it must be rebuilt, not trusted —
+/// trusting it would make the segment overlap the next one and cut the log there.
+#[test]
+fn an_index_copied_from_another_segment_is_rebuilt() {
+    run(|dir| async move {
+        let cfg = config(1, 0); // one batch per segment
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        for tag in 0..4u64 {
+            let batch = make_batch(tag, 5, 100, 1_000);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            flush(&log).await;
+        }
+        let hw = log.borrow().high_watermark();
+        close(log).await;
+        let logs = segment_files(&dir);
+        assert!(logs.len() >= 4);
+        for suffix in [super::INDEX_SUFFIX, super::TIME_INDEX_SUFFIX] {
+            let from = logs[2].with_extension(suffix.trim_start_matches('.'));
+            let to = logs[1].with_extension(suffix.trim_start_matches('.'));
+            std::fs::copy(&from, &to).unwrap();
+        }
+        let log = RefCell::new(PartitionLog::open(&dir, cfg).await.unwrap());
+        assert_eq!(log.borrow().high_watermark(), hw);
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 4);
+        close(log).await;
+    });
+}

@@ -323,7 +323,14 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
             continue;
         }
         if let Some((index, summary)) = SegmentIndex::read_files(dir, base, file_len) {
-            if summary.next_offset >= base {
+            // The trailer names the segment's length, not the segment: an index copied in
+            // from another segment of the same length would pass. Its end offset must also
+            // fall between this segment's base and the next one's.
+            let fits = summary.next_offset >= base
+                && bases
+                    .get(i + 1)
+                    .is_none_or(|&next| summary.next_offset <= next);
+            if fits {
                 segments.push(RecoveredSegment {
                     base_offset: base,
                     path,
