@@ -111,8 +111,9 @@ pub struct GroupCoordinator {
 
 impl GroupCoordinator {
     /// Loads the committed offsets of the groups `shard` owns, from every shard's group
-    /// log (groups move when the shard count changes), and compacts this shard's log.
-    /// Blocking: runs at start-up on a blocking thread.
+    /// log, and compacts this shard's log ([`redistribute`] does this for every shard at
+    /// start-up).
+    #[cfg(test)]
     pub fn load(
         data_dir: &Path,
         shard: ShardId,
@@ -257,7 +258,7 @@ impl GroupCoordinator {
     }
 }
 
-/// What [`GroupCoordinator::load`] read, to build the coordinator on the shard's thread.
+/// What [`GroupCoordinator::read`] read, to build the coordinator on the shard's thread.
 pub struct LoadedGroups {
     offsets: BTreeMap<String, OffsetMap>,
     /// Transactional offsets not yet committed or aborted: group → producer → offsets.
@@ -297,12 +298,17 @@ impl LoadedGroups {
     }
 }
 
-/// Moves group and transaction state to the shards that own it under `shard_count`, so each
-/// shard's logs hold only what it owns: read what every shard owns from every log first,
-/// then rewrite them all, and remove the logs of shards that no longer exist. Runs once on
-/// the main thread before the shards start (shards loading concurrently could otherwise
-/// compact away records another shard has yet to read). Blocking.
-pub fn redistribute(data_dir: &Path, shard_count: usize, now_ms: i64) -> std::io::Result<()> {
+/// Loads group and transaction state for every shard and moves it to the shards that own it
+/// under `shard_count`, so each shard's logs hold only what it owns: read what every shard
+/// owns from every log first, then rewrite them all (compaction), and remove the logs of
+/// shards that no longer exist. Runs once on the main thread before the shards start
+/// (shards loading concurrently could compact away records another shard has yet to read);
+/// element k is what shard k starts with. Blocking.
+pub fn redistribute(
+    data_dir: &Path,
+    shard_count: usize,
+    now_ms: i64,
+) -> std::io::Result<Vec<(LoadedGroups, txn::LoadedTxns)>> {
     let groups = (0..shard_count)
         .map(|k| GroupCoordinator::read(data_dir, ShardId(k as u16), shard_count))
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -330,7 +336,7 @@ pub fn redistribute(data_dir: &Path, shard_count: usize, now_ms: i64) -> std::io
             }
         }
     }
-    Ok(())
+    Ok(groups.into_iter().zip(txns).collect())
 }
 
 #[cfg(test)]

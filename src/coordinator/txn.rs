@@ -140,7 +140,7 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// What [`TxnCoordinator::load`] read.
+/// What [`TxnCoordinator::read`] read.
 pub struct LoadedTxns {
     txns: HashMap<String, TxnMeta>,
     log_path: PathBuf,
@@ -157,8 +157,10 @@ impl LoadedTxns {
 }
 
 impl TxnCoordinator {
-    /// Loads the transactional ids `shard` owns from every shard's transaction log (ids
-    /// move when the shard count changes) and compacts this shard's log. Blocking.
+    /// Loads the transactional ids `shard` owns from every shard's transaction log and
+    /// compacts this shard's log ([`super::redistribute`] does this for every shard at
+    /// start-up).
+    #[cfg(test)]
     pub fn load(
         data_dir: &Path,
         shard: ShardId,
@@ -222,6 +224,18 @@ impl TxnCoordinator {
         let mut all: Vec<TxnMeta> = self.txns.borrow().values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
+    }
+
+    /// Ids the coordinator must act on by itself: past their timeout, or left in a Prepare
+    /// state; busy ones are skipped (their request is acting on them).
+    pub fn due(&self, now_ms: i64) -> Vec<String> {
+        let busy = self.busy.borrow();
+        self.txns
+            .borrow()
+            .values()
+            .filter(|m| (m.expired(now_ms) || m.state.is_prepare()) && !busy.contains(&m.id))
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     /// Marks `id` busy, or `None` if a state change for it is already in progress.

@@ -58,10 +58,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                 }
                 LATEST => out.offset = partition.log.borrow().high_watermark(),
                 EARLIEST => out.offset = partition.log.borrow().log_start_offset(),
-                MAX_TIMESTAMP if ctx.version >= 7 => {
+                ts if ts >= 0 || (ts == MAX_TIMESTAMP && ctx.version >= 7) => {
+                    // -3: the first record with the largest timestamp in the log.
                     let plan = {
                         let log = partition.log.borrow();
-                        log.max_timestamp().map(|ts| log.timestamp_plan(ts))
+                        if ts == MAX_TIMESTAMP {
+                            log.max_timestamp().map(|max| log.timestamp_plan(max))
+                        } else {
+                            Some(log.timestamp_plan(ts))
+                        }
                     };
                     if let Some(plan) = plan {
                         match plan.resolve().await {
@@ -71,23 +76,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                             }
                             Ok(None) => {}
                             Err(err) => {
-                                tracing::error!(topic = %name, %err, "max timestamp lookup failed");
+                                tracing::error!(topic = %name, timestamp = ts, %err, "timestamp lookup failed");
                                 out.error_code = KAFKA_STORAGE_ERROR;
                             }
-                        }
-                    }
-                }
-                ts if ts >= 0 => {
-                    let plan = partition.log.borrow().timestamp_plan(ts);
-                    match plan.resolve().await {
-                        Ok(Some((offset, timestamp))) => {
-                            out.offset = offset;
-                            out.timestamp = timestamp;
-                        }
-                        Ok(None) => {}
-                        Err(err) => {
-                            tracing::error!(topic = %name, %err, "timestamp lookup failed");
-                            out.error_code = KAFKA_STORAGE_ERROR;
                         }
                     }
                 }

@@ -900,46 +900,43 @@ pub fn spawn_txn_timer(shard: &Rc<Shard>) {
                 break;
             }
             let now = now_ms();
-            for meta in shard.txns.all() {
-                if shard.txns.is_busy(&meta.id) {
-                    continue;
-                }
-                if meta.expired(now) || meta.state.is_prepare() {
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        let Some(_busy) = shard.txns.try_busy(&meta.id) else {
-                            return;
-                        };
-                        // Read again: it may have changed since the scan.
-                        let Some(mut meta) = shard.txns.get(&meta.id) else {
-                            return;
-                        };
-                        if meta.expired(now_ms()) {
-                            let old = meta.epoch;
-                            meta = match bump_epoch(&shard, meta).await {
-                                Ok(meta) => meta,
-                                Err(_) => return,
-                            };
-                            meta.last_epoch = old;
-                            meta.state = TxnState::PrepareAbort;
-                            meta.update_ms = now_ms();
-                            tracing::info!(transactional_id = %meta.id, timeout_ms = meta.timeout_ms, "transaction timed out; aborting it");
-                            if shard.txns.put(meta.clone()).await.is_err() {
-                                return;
-                            }
-                        }
-                        if meta.state.is_prepare() {
-                            if let Err(why) = finish(&shard, meta).await {
-                                tracing::debug!(%why, "transaction left unfinished");
-                            }
-                        }
-                    })
-                    .detach();
-                }
+            for id in shard.txns.due(now) {
+                glommio::spawn_local(act_on_due(shard.clone(), id)).detach();
             }
             let seen = shard.shutdown.generation();
             let _ = crate::util::timeout(TIMER_PERIOD, shard.shutdown.wait(seen)).await;
         }
     })
     .detach();
+}
+
+/// Aborts `id`'s transaction if its timeout passed, and finishes it if it is in a Prepare
+/// state; nothing if a request is acting on it meanwhile.
+async fn act_on_due(shard: Rc<Shard>, id: String) {
+    let Some(_busy) = shard.txns.try_busy(&id) else {
+        return;
+    };
+    // Read again: it may have changed since the scan.
+    let Some(mut meta) = shard.txns.get(&id) else {
+        return;
+    };
+    if meta.expired(now_ms()) {
+        let old = meta.epoch;
+        meta = match bump_epoch(&shard, meta).await {
+            Ok(meta) => meta,
+            Err(_) => return,
+        };
+        meta.last_epoch = old;
+        meta.state = TxnState::PrepareAbort;
+        meta.update_ms = now_ms();
+        tracing::info!(transactional_id = %meta.id, timeout_ms = meta.timeout_ms, "transaction timed out; aborting it");
+        if shard.txns.put(meta.clone()).await.is_err() {
+            return;
+        }
+    }
+    if meta.state.is_prepare() {
+        if let Err(why) = finish(&shard, meta).await {
+            tracing::debug!(%why, "transaction left unfinished");
+        }
+    }
 }

@@ -24,8 +24,8 @@ use super::{Shard, DELETE_SUFFIX};
 use crate::cluster::controller::Controller;
 use crate::cluster::ShardId;
 use crate::config::Config;
-use crate::coordinator::txn::TxnCoordinator;
-use crate::coordinator::GroupCoordinator;
+use crate::coordinator::txn::{LoadedTxns, TxnCoordinator};
+use crate::coordinator::{GroupCoordinator, LoadedGroups};
 
 /// glommio refuses to start below this locked-memory limit.
 const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
@@ -43,6 +43,9 @@ struct ShardStart {
     shutdown: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
+    /// The shard's consumer groups and transactional ids, loaded by the main thread.
+    groups: LoadedGroups,
+    txns: LoadedTxns,
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
@@ -96,8 +99,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         listeners.push(listener);
     }
     clean_deleted_dirs(&config.data_dir);
-    crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
-        .map_err(|e| format!("cannot load group and transaction state: {e}"))?;
+    let coordinator_state =
+        crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
+            .map_err(|e| format!("cannot load group and transaction state: {e}"))?;
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -109,7 +113,11 @@ pub fn serve(config: Config) -> Result<(), String> {
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::with_capacity(shards);
-    for (k, (ends, listener)) in mesh::build(shards).into_iter().zip(listeners).enumerate() {
+    let per_shard = mesh::build(shards)
+        .into_iter()
+        .zip(listeners)
+        .zip(coordinator_state);
+    for (k, ((ends, listener), (groups, txns))) in per_shard.enumerate() {
         let start = ShardStart {
             id: ShardId(k as u16),
             config: config.clone(),
@@ -118,6 +126,8 @@ pub fn serve(config: Config) -> Result<(), String> {
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
+            groups,
+            txns,
         };
         let placement = if shards <= cores {
             Placement::Fixed(k)
@@ -179,25 +189,13 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
                 config.data_dir.display()
             )
         })?;
-    let (data_dir, id, shard_count) = (config.data_dir.clone(), start.id, config.shards_resolved());
-    let groups = glommio::executor()
-        .spawn_blocking(move || GroupCoordinator::load(&data_dir, id, shard_count))
-        .await
-        .map_err(|e| format!("cannot load consumer groups: {e}"))?;
-    let data_dir = config.data_dir.clone();
-    let txns = glommio::executor()
-        .spawn_blocking(move || {
-            TxnCoordinator::load(&data_dir, id, shard_count, crate::util::now_ms())
-        })
-        .await
-        .map_err(|e| format!("cannot load transactions: {e}"))?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
     let shard = Shard::new(
         start.id,
         config.clone(),
         mesh,
-        GroupCoordinator::new(groups),
-        TxnCoordinator::new(txns),
+        GroupCoordinator::new(start.groups),
+        TxnCoordinator::new(start.txns),
     );
     for (from, receiver) in receivers {
         shard.spawn_mesh_receiver(from, receiver);
