@@ -134,7 +134,7 @@ impl GroupCoordinator {
         let mut offsets: BTreeMap<String, OffsetMap> = BTreeMap::new();
         let mut pending: BTreeMap<String, BTreeMap<i64, OffsetMap>> = BTreeMap::new();
         for path in &files {
-            let records: Vec<GroupRecord> = crate::cluster::metadata_log::read_records(path)?;
+            let records: Vec<GroupRecord> = crate::storage::record_file::read_records(path)?;
             for record in records {
                 let group = match &record {
                     GroupRecord::Offset { group, .. }
@@ -253,7 +253,7 @@ impl GroupCoordinator {
     pub async fn persist(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
         let path = self.log_path.clone();
         glommio::executor()
-            .spawn_blocking(move || crate::cluster::metadata_log::append_records(&path, &records))
+            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
             .await
     }
 }
@@ -294,7 +294,7 @@ impl LoadedGroups {
                 }
             }
         }
-        crate::cluster::metadata_log::rewrite_records(&self.log_path, &live)
+        crate::storage::record_file::rewrite_records(&self.log_path, &live)
     }
 }
 
@@ -384,7 +384,7 @@ mod tests {
         records.push(GroupRecord::DeleteGroup {
             group: "gone".into(),
         });
-        crate::cluster::metadata_log::append_records(&path, &records).unwrap();
+        crate::storage::record_file::append_records(&path, &records).unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
         assert_eq!(loaded.offsets.len(), 1);
@@ -428,7 +428,7 @@ mod tests {
                 commit: false,
             });
         }
-        crate::cluster::metadata_log::append_records(&loaded.log_path, &records).unwrap();
+        crate::storage::record_file::append_records(&loaded.log_path, &records).unwrap();
         let check = |loaded: &[LoadedGroups]| {
             for g in &groups {
                 let owner: Vec<_> = loaded

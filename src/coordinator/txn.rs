@@ -152,7 +152,7 @@ impl LoadedTxns {
         let mut live: Vec<&TxnMeta> = self.txns.values().collect();
         live.sort_by(|a, b| a.id.cmp(&b.id));
         let live: Vec<TxnRecord> = live.into_iter().cloned().map(TxnRecord::Put).collect();
-        crate::cluster::metadata_log::rewrite_records(&self.log_path, &live)
+        crate::storage::record_file::rewrite_records(&self.log_path, &live)
     }
 }
 
@@ -182,7 +182,7 @@ impl TxnCoordinator {
         let (own, files) = super::shard_logs(data_dir, "transactions", shard)?;
         let mut txns: BTreeMap<String, TxnMeta> = BTreeMap::new();
         for path in &files {
-            let records: Vec<TxnRecord> = crate::cluster::metadata_log::read_records(path)?;
+            let records: Vec<TxnRecord> = crate::storage::record_file::read_records(path)?;
             for record in records {
                 match record {
                     TxnRecord::Put(meta) => {
@@ -258,7 +258,7 @@ impl TxnCoordinator {
         let path = self.log_path.clone();
         let record = vec![TxnRecord::Put(meta.clone())];
         glommio::executor()
-            .spawn_blocking(move || crate::cluster::metadata_log::append_records(&path, &record))
+            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &record))
             .await?;
         self.txns.borrow_mut().insert(meta.id.clone(), meta);
         Ok(())
@@ -333,7 +333,7 @@ mod tests {
         records.push(TxnRecord::Put(meta("prepared", TxnState::PrepareAbort, 0)));
         records.push(TxnRecord::Put(meta("gone", TxnState::Empty, week)));
         records.push(TxnRecord::Remove { id: "gone".into() });
-        crate::cluster::metadata_log::append_records(&path, &records).unwrap();
+        crate::storage::record_file::append_records(&path, &records).unwrap();
         let loaded = TxnCoordinator::load(dir.path(), ShardId(0), 1, week + 10).unwrap();
         let mut ids: Vec<_> = loaded.txns.keys().cloned().collect();
         ids.sort();

@@ -658,9 +658,9 @@ async fn prepare_partition_dir(dir: &std::path::Path, topic_id: uuid::Uuid) -> s
             std::fs::write(&tmp, expected)?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &marker)?;
-            crate::cluster::metadata_log::sync_dir(&dir)?;
+            crate::storage::record_file::sync_dir(&dir)?;
             if let Some(parent) = dir.parent() {
-                crate::cluster::metadata_log::sync_dir(parent)?;
+                crate::storage::record_file::sync_dir(parent)?;
             }
             Ok(())
         })

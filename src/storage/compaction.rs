@@ -20,15 +20,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use super::index::{SegmentIndex, SegmentSummary};
-use super::recovery::IndexBuilder;
-use super::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::index::{IndexBuilder, SegmentIndex, SegmentSummary};
+use super::segment_walk::SegmentWalker;
+use super::{segment_file, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::protocol::batch::{self, parse_batch, BatchInfo, BATCH_HEADER_LEN};
 
 /// Distinct keys one pass maps; past it the pass stops at the segment that filled it
@@ -36,8 +36,6 @@ use crate::protocol::batch::{self, parse_batch, BatchInfo, BATCH_HEADER_LEN};
 pub const COMPACTION_KEYS_MAX: usize = 4_000_000;
 /// Largest decompressed size of one batch's records accepted while compacting.
 pub const DECOMPRESSED_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Suffix of a segment being rewritten.
-pub const CLEANED_SUFFIX: &str = ".log.cleaned";
 
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
 const XERIAL_HEADER_LEN: usize = 16;
@@ -297,32 +295,13 @@ fn for_each_batch(
     len: u64,
     mut visit: impl FnMut(&[u8], &BatchInfo) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?.take(len));
-    let mut buf = Vec::new();
-    let mut position = 0u64;
+    let mut walker = SegmentWalker::open(path, len, usize::MAX)?;
     loop {
-        let mut prefix = [0u8; batch::BATCH_LENGTH_PREFIX_LEN];
-        match reader.read_exact(&mut prefix) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(err) => return Err(err),
+        match walker.next_batch() {
+            Ok(Some((_, info))) => visit(walker.batch(), &info)?,
+            Ok(None) => return Ok(()),
+            Err(stop) => return Err(invalid(format!("{}: {stop}", path.display()))),
         }
-        let batch_length = i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
-        let total = batch::BATCH_LENGTH_PREFIX_LEN as i64 + i64::from(batch_length);
-        if total < BATCH_HEADER_LEN as i64 || position + total as u64 > len {
-            return Err(invalid(format!(
-                "{}: bad batch length {batch_length} at byte {position}",
-                path.display()
-            )));
-        }
-        buf.clear();
-        buf.extend_from_slice(&prefix);
-        buf.resize(total as usize, 0);
-        reader.read_exact(&mut buf[batch::BATCH_LENGTH_PREFIX_LEN..])?;
-        let info = parse_batch(&buf)
-            .map_err(|e| invalid(format!("{}: byte {position}: {e}", path.display())))?;
-        visit(&buf, &info)?;
-        position += total as u64;
     }
 }
 
@@ -549,12 +528,12 @@ impl CompactionJob {
                         Err(e) => return Err(e),
                     }
                 }
-                crate::cluster::metadata_log::sync_dir(&self.dir)?;
+                crate::storage::record_file::sync_dir(&self.dir)?;
                 std::fs::rename(
                     &cleaned,
                     segment_file(&self.dir, input.base_offset, LOG_SUFFIX),
                 )?;
-                crate::cluster::metadata_log::sync_dir(&self.dir)?;
+                crate::storage::record_file::sync_dir(&self.dir)?;
                 index.write_files(&self.dir, input.base_offset, summary)?;
             }
             written.push(Written {

@@ -12,9 +12,11 @@
 //! CRC fails, or whose recorded segment length differs from the segment file's length, is
 //! stale: recovery ignores it and rebuilds the index by scanning the segment.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
+
+use super::record_file::write_atomically;
+use crate::protocol::batch::BatchInfo;
 
 /// One index entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,23 +229,64 @@ fn split_trailer<'a>(buf: &'a [u8], magic: &[u8; 4]) -> Option<(&'a [u8], Segmen
     Some((&buf[..buf.len() - TRAILER_BYTES], summary, count))
 }
 
-/// Writes `path` so that a crash leaves either the old file or the complete new one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        super::TMP_SUFFIX
-    ));
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
+/// Adds index entries while batches are appended or scanned.
+#[derive(Clone, Debug)]
+pub struct IndexBuilder {
+    pub interval_bytes: u64,
+    bytes_since_entry: u64,
+    pub max_timestamp: i64,
+}
+
+impl IndexBuilder {
+    pub fn new(interval_bytes: u64) -> Self {
+        IndexBuilder {
+            interval_bytes,
+            bytes_since_entry: u64::MAX,
+            max_timestamp: -1,
+        }
     }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+
+    /// Continues after existing entries (the last one at `last_entry_position`).
+    pub fn resume(
+        interval_bytes: u64,
+        segment_len: u64,
+        last_entry_position: Option<u64>,
+        max_timestamp: i64,
+    ) -> Self {
+        IndexBuilder {
+            interval_bytes,
+            bytes_since_entry: match last_entry_position {
+                Some(p) => segment_len - p,
+                None => u64::MAX,
+            },
+            max_timestamp,
+        }
     }
-    Ok(())
+
+    /// Records a batch at `position`; adds an index entry when one is due.
+    pub fn add(
+        &mut self,
+        index: &mut SegmentIndex,
+        segment_base: i64,
+        position: u64,
+        info: &BatchInfo,
+    ) {
+        if self.bytes_since_entry >= self.interval_bytes {
+            if let (Ok(relative_offset), Ok(position32)) = (
+                u32::try_from(info.base_offset - segment_base),
+                u32::try_from(position),
+            ) {
+                index.push(IndexEntry {
+                    relative_offset,
+                    position: position32,
+                    max_timestamp_before: self.max_timestamp,
+                });
+                self.bytes_since_entry = 0;
+            }
+        }
+        self.bytes_since_entry = self.bytes_since_entry.saturating_add(info.len as u64);
+        self.max_timestamp = self.max_timestamp.max(info.max_timestamp);
+    }
 }
 
 #[cfg(test)]

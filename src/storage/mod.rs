@@ -5,9 +5,15 @@
 //!   Fetch and ListOffsets, clean close.
 //! - [`recovery`]: opening a directory after a clean stop or a crash: validate, truncate
 //!   torn tails, rebuild indexes, reload producer state.
-//! - [`index`]: the sparse offset/time index of a segment and its files.
+//! - [`index`]: the sparse offset/time index of a segment, its files, and the builder that
+//!   adds entries as batches are appended, scanned or rewritten.
+//! - [`segment_walk`]: walking a segment file's batches in order (recovery, compaction and
+//!   cold reads share it).
+//! - [`compaction`]: rewriting sealed segments with only the last record of each key.
 //! - [`producer_state`]: idempotent producers' sequences and their snapshots.
 //! - [`cache`]: recent batches in memory for tailing consumers.
+//! - [`record_file`]: small durable logs of JSON records (cluster metadata, group offsets,
+//!   transactions), atomic file writes and directory syncs.
 //!
 //! Layout of a partition directory (`<data-dir>/<topic>-<partition>/`), every name the
 //! 20-digit base offset of what it describes:
@@ -31,7 +37,9 @@ pub mod log;
 #[cfg(test)]
 mod log_tests;
 pub mod producer_state;
+pub mod record_file;
 pub mod recovery;
+pub mod segment_walk;
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +58,8 @@ pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Files being written before a rename; removed at recovery.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// A compaction pass's new segment before it replaces the old one; removed at recovery.
+pub const CLEANED_SUFFIX: &str = ".log.cleaned";
 
 /// `<dir>/<20-digit offset><suffix>`.
 pub fn segment_file(dir: &Path, offset: i64, suffix: &str) -> PathBuf {

@@ -20,11 +20,12 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::index::{IndexEntry, SegmentIndex, SegmentSummary};
+use super::index::{IndexBuilder, SegmentIndex, SegmentSummary};
 use super::producer_state::ProducerState;
+use super::segment_walk::SegmentWalker;
 use super::{parse_segment_name, segment_file, LOG_SUFFIX, SNAPSHOT_SUFFIX, TMP_SUFFIX};
 use crate::protocol::batch::{
-    control_marker, parse_batch, BatchInfo, Marker, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN,
+    control_marker, BatchInfo, Marker, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN,
 };
 
 /// A batch larger than this in a segment is treated as corruption, whatever its CRC.
@@ -85,108 +86,22 @@ pub struct Scan {
     pub stopped: Option<String>,
 }
 
-/// Adds index entries while batches are appended or scanned.
-#[derive(Clone, Debug)]
-pub struct IndexBuilder {
-    pub interval_bytes: u64,
-    bytes_since_entry: u64,
-    pub max_timestamp: i64,
-}
-
-impl IndexBuilder {
-    pub fn new(interval_bytes: u64) -> Self {
-        IndexBuilder {
-            interval_bytes,
-            bytes_since_entry: u64::MAX,
-            max_timestamp: -1,
-        }
-    }
-
-    /// Continues after existing entries (the last one at `last_entry_position`).
-    pub fn resume(
-        interval_bytes: u64,
-        segment_len: u64,
-        last_entry_position: Option<u64>,
-        max_timestamp: i64,
-    ) -> Self {
-        IndexBuilder {
-            interval_bytes,
-            bytes_since_entry: match last_entry_position {
-                Some(p) => segment_len - p,
-                None => u64::MAX,
-            },
-            max_timestamp,
-        }
-    }
-
-    /// Records a batch at `position`; adds an index entry when one is due.
-    pub fn add(
-        &mut self,
-        index: &mut SegmentIndex,
-        segment_base: i64,
-        position: u64,
-        info: &BatchInfo,
-    ) {
-        if self.bytes_since_entry >= self.interval_bytes {
-            if let (Ok(relative_offset), Ok(position32)) = (
-                u32::try_from(info.base_offset - segment_base),
-                u32::try_from(position),
-            ) {
-                index.push(IndexEntry {
-                    relative_offset,
-                    position: position32,
-                    max_timestamp_before: self.max_timestamp,
-                });
-                self.bytes_since_entry = 0;
-            }
-        }
-        self.bytes_since_entry = self.bytes_since_entry.saturating_add(info.len as u64);
-        self.max_timestamp = self.max_timestamp.max(info.max_timestamp);
-    }
-}
-
 /// Scans a segment from the start, validating each batch; stops at the first invalid one.
 pub fn scan_segment(path: &Path, base_offset: i64, index_interval_bytes: u64) -> io::Result<Scan> {
-    let mut file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut reader = io::BufReader::with_capacity(1 << 20, &mut file);
+    let file_len = std::fs::metadata(path)?.len();
+    let mut walker = SegmentWalker::open(path, file_len, BATCH_BYTES_MAX_ON_DISK)?;
     let mut index = SegmentIndex::new();
     let mut builder = IndexBuilder::new(index_interval_bytes);
     let mut idempotent = Vec::new();
-    let mut position = 0u64;
     let mut next_offset = base_offset;
-    let mut buf = Vec::new();
+    // The end of the last batch accepted: a batch can be whole and valid and still be
+    // refused (offsets going backwards), so this is not always the walker's position.
+    let mut valid_len = 0u64;
     let stopped = loop {
-        if position == file_len {
-            break None;
-        }
-        let mut prefix = [0u8; BATCH_LENGTH_PREFIX_LEN];
-        if let Err(err) = reader.read_exact(&mut prefix) {
-            break Some(format!("torn batch header at byte {position}: {err}"));
-        }
-        let batch_length = i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
-        let len = BATCH_LENGTH_PREFIX_LEN as i64 + i64::from(batch_length);
-        if len < BATCH_HEADER_LEN as i64 || len as usize > BATCH_BYTES_MAX_ON_DISK {
-            break Some(format!(
-                "invalid batch length {batch_length} at byte {position}"
-            ));
-        }
-        let len = len as usize;
-        if position + len as u64 > file_len {
-            break Some(format!(
-                "torn batch at byte {position}: {len} bytes claimed, {} in the file",
-                file_len - position
-            ));
-        }
-        buf.clear();
-        buf.extend_from_slice(&prefix);
-        buf.resize(len, 0);
-        if let Err(err) = reader.read_exact(&mut buf[BATCH_LENGTH_PREFIX_LEN..]) {
-            break Some(format!("cannot read the batch at byte {position}: {err}"));
-        }
-        let info = match parse_batch(&buf) {
-            Ok(info) => info,
-            Err(err) => break Some(format!("invalid batch at byte {position}: {err}")),
+        let (position, info) = match walker.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break None,
+            Err(stop) => break Some(stop.to_string()),
         };
         if info.base_offset < next_offset {
             break Some(format!(
@@ -196,7 +111,7 @@ pub fn scan_segment(path: &Path, base_offset: i64, index_interval_bytes: u64) ->
         }
         if info.producer_id >= 0 {
             let marker = if info.is_control() {
-                control_marker(&buf)
+                control_marker(walker.batch())
             } else {
                 None
             };
@@ -208,10 +123,10 @@ pub fn scan_segment(path: &Path, base_offset: i64, index_interval_bytes: u64) ->
         }
         builder.add(&mut index, base_offset, position, &info);
         next_offset = info.last_offset() + 1;
-        position += len as u64;
+        valid_len = walker.position();
     };
     Ok(Scan {
-        valid_len: position,
+        valid_len,
         file_len,
         next_offset,
         max_timestamp: builder.max_timestamp,
@@ -284,7 +199,7 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(TMP_SUFFIX) || name.ends_with(super::compaction::CLEANED_SUFFIX) {
+        if name.ends_with(TMP_SUFFIX) || name.ends_with(super::CLEANED_SUFFIX) {
             // A write-then-rename (or a compaction rewrite) interrupted by a crash.
             std::fs::remove_file(entry.path())?;
         } else if let Some(base) = parse_segment_name(&name, LOG_SUFFIX) {

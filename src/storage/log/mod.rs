@@ -1,0 +1,544 @@
+//! The log of one partition: segments of verbatim record batches.
+//!
+//! Appends are synchronous and touch only memory: the batch is checked against producer
+//! state, given its offsets (patched into the header, outside the CRC), copied once into a
+//! `Bytes` that both the pending-write list and the recent-batch cache hold, and indexed.
+//! Durability is the shard flusher's job: [`PartitionLog::take_flush`] hands it everything
+//! pending as a [`FlushJob`] that owns what it needs (file handles, bytes), so the flusher
+//! can run many partitions' jobs concurrently without borrowing any log across an `.await`.
+//! A job writes each dirty segment's new bytes in one aligned direct-I/O write — the
+//! segment's last partial block is rewritten with them — and `fdatasync`s once; then
+//! [`PartitionLog::complete_flush`] moves the high watermark. Readers see nothing past the
+//! high watermark, so nothing a crash could take back is ever served.
+//!
+//! A segment rolls when the next batch would take it past `segment_bytes`. The old segment
+//! is sealed by the next flush: trimmed to its logical length, its index files written, and
+//! a producer-state snapshot taken as of the new segment's base offset.
+
+mod flush;
+mod reader;
+mod retention;
+mod segment;
+
+pub use flush::{CloseJob, FlushDone, FlushJob, FlushResult, FlushedSegment};
+pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
+pub use retention::{RemovalJob, Retention, LOG_START_FILE};
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use glommio::io::OpenOptions;
+
+use crate::protocol::batch::{self, BatchInfo, Marker};
+use crate::protocol::errors;
+use crate::storage::cache::{BatchCache, CachedBatch};
+use crate::storage::index::IndexBuilder;
+use crate::storage::producer_state::{AbortedTxn, ProducerState, SequenceCheck};
+use crate::storage::recovery::recover;
+use retention::read_log_start;
+use segment::{Seal, Segment};
+
+/// Kafka's default `index.interval.bytes`.
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Smallest and largest read a fetch issues against a segment file.
+const READ_CHUNK_BYTES_MIN: usize = 64 * 1024;
+const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest segment: index positions are 32-bit.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// The partition leader epoch written into every batch (single node: leadership never moves).
+pub const LEADER_EPOCH: i32 = 0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// A segment rolls when a batch would take it past this size.
+    pub segment_bytes: u64,
+    /// Bytes of recent batches kept in memory for tailing readers.
+    pub cache_bytes: usize,
+    /// Largest batch accepted (checked by the produce handler; kept for reference).
+    pub max_message_bytes: usize,
+    pub index_interval_bytes: u64,
+    /// A non-empty active segment older than this (ms) is rolled at the next append.
+    pub segment_ms: i64,
+    /// Closed segments whose newest timestamp is older than this (ms) are deleted; -1 never.
+    pub retention_ms: i64,
+    /// Oldest closed segments are deleted while the log is larger than this; -1 no limit.
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete`: retention applies.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`.
+    pub compact: bool,
+    pub min_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
+    /// Stamp batches with the append time (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024 + 12,
+            index_interval_bytes: INDEX_INTERVAL_BYTES,
+            segment_ms: i64::MAX,
+            retention_ms: -1,
+            retention_bytes: -1,
+            delete: true,
+            compact: false,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            log_append_time: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended {
+        base_offset: i64,
+        last_offset: i64,
+    },
+    /// An idempotent retry of a batch already in the log.
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The partition cannot take writes (a write failed, or the log is closed).
+    Offline(String),
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> i16 {
+        match self {
+            AppendError::Offline(_) => errors::KAFKA_STORAGE_ERROR,
+            AppendError::OutOfOrderSequence { .. } => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            AppendError::InvalidProducerEpoch { .. } => errors::INVALID_PRODUCER_EPOCH,
+        }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::Offline(why) => write!(f, "partition is offline: {why}"),
+            AppendError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            } => write!(
+                f,
+                "out of order sequence for producer {producer_id}: expected {expected}, got {got}"
+            ),
+            AppendError::InvalidProducerEpoch {
+                producer_id,
+                current,
+                got,
+            } => write!(
+                f,
+                "producer {producer_id} epoch {got} is older than the current epoch {current}"
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    /// The data should be on disk but the log has no file for it (a bug or lost file).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            } => write!(
+                f,
+                "offset {offset} is outside [{log_start_offset}, {high_watermark}]"
+            ),
+            ReadError::Unavailable(why) => write!(f, "data unavailable: {why}"),
+        }
+    }
+}
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ordered by base offset; the last one takes appends.
+    segments: Vec<Segment>,
+    next_offset: i64,
+    high_watermark: i64,
+    log_start_offset: i64,
+    pending_bytes: usize,
+    seals_pending: usize,
+    flushing: bool,
+    offline: Option<String>,
+    closed: bool,
+    producers: ProducerState,
+    cache: BatchCache,
+    /// Compaction bookkeeping: the head of the log up to this offset is clean.
+    compacted_through: i64,
+    /// A kept tombstone may be removed from this time on (i64::MAX: none kept).
+    tombstone_expiry_ms: i64,
+    /// A compaction pass is running (at most one per log).
+    compacting: bool,
+    /// Transaction markers appended but not yet durable: (marker offset, first offset of
+    /// the transaction it closes). Until the marker is durable the transaction still
+    /// bounds the last stable offset.
+    unstable_markers: Vec<(i64, i64)>,
+}
+
+impl PartitionLog {
+    /// Opens (recovering) the log in `dir`, which must exist.
+    pub async fn open(dir: &Path, config: LogConfig) -> io::Result<PartitionLog> {
+        assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_BYTES_MAX);
+        let scan_dir = dir.to_path_buf();
+        let interval = config.index_interval_bytes;
+        let recovered = glommio::executor()
+            .spawn_blocking(move || recover(&scan_dir, interval))
+            .await?;
+        if recovered.truncated_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = recovered.truncated_bytes,
+                next_offset = recovered.next_offset(),
+                "recovered the log after an unclean stop; unacknowledged bytes removed"
+            );
+        }
+        let count = recovered.segments.len();
+        let mut segments = Vec::with_capacity(count.max(1));
+        for (i, r) in recovered.segments.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(last)
+                .dma_open(&r.path)
+                .await?;
+            let last_entry = r.index.entries().last().map(|e| u64::from(e.position));
+            segments.push(Segment {
+                base_offset: r.base_offset,
+                path: r.path,
+                file: Some(Rc::new(file)),
+                durable_len: r.summary.len,
+                tail_block: Vec::new(),
+                len: r.summary.len,
+                next_offset: r.summary.next_offset,
+                index_builder: IndexBuilder::resume(
+                    interval,
+                    r.summary.len,
+                    last_entry,
+                    r.summary.max_timestamp,
+                ),
+                index: r.index,
+                pending: Vec::new(),
+                seal: None,
+                sealed: !last,
+                settled: !last,
+                created_ms: crate::util::now_ms(),
+            });
+        }
+        match segments.last_mut() {
+            Some(active) => active.tail_block = recovered.tail_block,
+            None => segments.push(Segment::new(dir, 0, interval)),
+        }
+        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        let first_base = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let log_start_offset = match read_log_start(dir) {
+            Some(start) => start.clamp(0, next_offset),
+            None => first_base,
+        };
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            cache: BatchCache::new(config.cache_bytes),
+            config,
+            segments,
+            next_offset,
+            high_watermark: next_offset,
+            log_start_offset,
+            pending_bytes: 0,
+            seals_pending: 0,
+            flushing: false,
+            offline: None,
+            closed: false,
+            producers: {
+                let mut producers = recovered.producers;
+                producers.trim_aborted(log_start_offset);
+                producers
+            },
+            compacted_through: 0,
+            tombstone_expiry_ms: i64::MAX,
+            compacting: false,
+            unstable_markers: Vec::new(),
+        })
+    }
+
+    /// Offset after the last durable batch: what consumers may read and producers have
+    /// had acknowledged.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The last stable offset: below it every transaction is decided (committed or
+    /// aborted, its marker durable). What `read_committed` consumers may read.
+    pub fn last_stable_offset(&self) -> i64 {
+        let mut lso = self.high_watermark;
+        if let Some(first) = self.producers.first_unstable_offset() {
+            lso = lso.min(first);
+        }
+        for &(marker, first) in &self.unstable_markers {
+            if marker >= self.high_watermark {
+                lso = lso.min(first);
+            }
+        }
+        lso
+    }
+
+    /// Aborted transactions with records in `[from, to)`, for a read_committed fetch.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_between(from, to).copied().collect()
+    }
+
+    /// The partition's producers, for DescribeProducers.
+    pub fn producers(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Offset the next appended batch gets.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.is_some()
+    }
+
+    /// Bytes appended and not yet durable.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Something is waiting for (or in) a flush.
+    pub fn is_dirty(&self) -> bool {
+        self.flushing || self.pending_bytes > 0 || self.seals_pending > 0
+    }
+
+    /// Appends a validated batch (see [`batch::validate_produce_records`]).
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        info: &BatchInfo,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        if let Some(why) = &self.offline {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Offline("the log is closed".into()));
+        }
+        debug_assert_eq!(records.len(), info.len);
+        if info.producer_id >= 0 {
+            match self.producers.check(info) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    return Ok(AppendOutcome::Duplicate {
+                        base_offset,
+                        last_offset,
+                    })
+                }
+                SequenceCheck::OutOfOrder { expected, got } => {
+                    return Err(AppendError::OutOfOrderSequence {
+                        producer_id: info.producer_id,
+                        expected,
+                        got,
+                    })
+                }
+                SequenceCheck::StaleEpoch { current, got } => {
+                    return Err(AppendError::InvalidProducerEpoch {
+                        producer_id: info.producer_id,
+                        current,
+                        got,
+                    })
+                }
+            }
+        }
+        let placed = self.push_batch(records, info, now_ms);
+        self.producers.apply(&placed, placed.base_offset, now_ms);
+        Ok(AppendOutcome::Appended {
+            base_offset: placed.base_offset,
+            last_offset: placed.last_offset(),
+        })
+    }
+
+    /// Appends the transaction coordinator's marker for `producer_id`'s transaction, if
+    /// this partition needs it (see [`ProducerState::marker_needed`]). Returns the marker's
+    /// offset and size, `None` if nothing was written.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Option<(i64, usize)>, AppendError> {
+        if let Some(why) = &self.offline {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Offline("the log is closed".into()));
+        }
+        if !self.producers.marker_needed(producer_id, producer_epoch) {
+            return Ok(None);
+        }
+        let records = batch::control_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+            now_ms,
+        );
+        let info = batch::parse_batch(&records).expect("a control batch we built parses");
+        let placed = self.push_batch(&records, &info, now_ms);
+        let offset = placed.base_offset;
+        if let Some(first) =
+            self.producers
+                .apply_marker(&placed, offset, marker, coordinator_epoch, now_ms)
+        {
+            self.unstable_markers.push((offset, first));
+        }
+        Ok(Some((offset, records.len())))
+    }
+
+    /// Places a batch at the log end: offsets patched, queued for the flusher, cached.
+    /// Returns its header as placed.
+    fn push_batch(&mut self, records: &[u8], info: &BatchInfo, now_ms: i64) -> BatchInfo {
+        let base_offset = self.next_offset;
+        let last_offset = base_offset + i64::from(info.last_offset_delta);
+        if self.must_roll(info.len as u64, last_offset, now_ms) {
+            self.roll(now_ms);
+        }
+        let mut placed = *info;
+        placed.base_offset = base_offset;
+        let mut bytes = BytesMut::from(records);
+        batch::patch_base_offset(&mut bytes, base_offset);
+        batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
+        if self.config.log_append_time {
+            batch::set_log_append_time(&mut bytes, now_ms);
+            placed.max_timestamp = now_ms;
+            placed.attributes |= batch::ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+        }
+        let bytes = bytes.freeze();
+
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a log always has an active segment");
+        debug_assert!(!segment.sealed);
+        if segment.len == 0 {
+            segment.created_ms = now_ms;
+        }
+        segment.index_builder.add(
+            &mut segment.index,
+            segment.base_offset,
+            segment.len,
+            &placed,
+        );
+        segment.len += info.len as u64;
+        segment.next_offset = last_offset + 1;
+        segment.pending.push(bytes.clone());
+        self.pending_bytes += info.len;
+        self.cache.push(CachedBatch {
+            base_offset,
+            last_offset,
+            bytes,
+        });
+        self.next_offset = last_offset + 1;
+        placed
+    }
+
+    fn must_roll(&self, batch_len: u64, last_offset: i64, now_ms: i64) -> bool {
+        let active = self.segments.last().expect("active segment");
+        if active.len == 0 {
+            return false;
+        }
+        active.len + batch_len > self.config.segment_bytes.min(SEGMENT_BYTES_MAX)
+            || last_offset - active.base_offset > i64::from(u32::MAX)
+            || now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
+    }
+
+    /// Starts a new segment at the next offset; the old one is sealed by the next flush.
+    fn roll(&mut self, now_ms: i64) {
+        self.producers.expire(now_ms);
+        let snapshot = self.producers.encode_snapshot();
+        let base = self.next_offset;
+        let active = self.segments.last_mut().expect("active segment");
+        active.seal = Some(Seal {
+            snapshot,
+            snapshot_offset: base,
+        });
+        active.sealed = true;
+        self.seals_pending += 1;
+        let segment = Segment::new(&self.dir, base, self.config.index_interval_bytes);
+        self.segments.push(segment);
+        tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a topic config change. Segment size and age apply from the next append,
+    /// retention and compaction from their next run. The cache keeps its size.
+    pub fn set_config(&mut self, mut config: LogConfig) {
+        config.cache_bytes = self.config.cache_bytes;
+        config.segment_bytes = config.segment_bytes.clamp(1, SEGMENT_BYTES_MAX);
+        self.config = config;
+    }
+
+    /// Bytes of all segments (including what is not yet durable).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The largest timestamp in the log, if any record has one.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .iter()
+            .map(|s| s.index_builder.max_timestamp)
+            .max()
+            .filter(|&t| t >= 0)
+    }
+}

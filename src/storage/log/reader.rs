@@ -1,0 +1,321 @@
+//! Reading a partition log: a [`ReadPlan`] for Fetch (batches from the recent-batch cache,
+//! or a [`DiskRead`] of the segment holding the offset) and a [`TimestampPlan`] for
+//! ListOffsets by timestamp. Plans own their file handles, so the `.await`s that run them
+//! borrow no log; every batch read back is validated again before it is served.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::DmaFile;
+
+use super::*;
+use crate::protocol::batch::{parse_batch, record_timestamps, BatchInfo};
+use crate::storage::segment_walk::frame_len;
+
+impl PartitionLog {
+    /// Plans a read of whole batches from the one containing `offset`, up to the high
+    /// watermark, within `bytes_max` (the first batch is always whole, KIP-74).
+    pub fn read_plan(&self, offset: i64, bytes_max: usize) -> Result<ReadPlan, ReadError> {
+        self.read_plan_to(offset, bytes_max, self.high_watermark)
+    }
+
+    /// [`Self::read_plan`] that stops at `end` (at most the high watermark): the last
+    /// stable offset for read_committed fetches. An offset in `[end, high watermark]` is
+    /// in range and reads nothing.
+    pub fn read_plan_to(
+        &self,
+        offset: i64,
+        bytes_max: usize,
+        end: i64,
+    ) -> Result<ReadPlan, ReadError> {
+        let end = end.min(self.high_watermark);
+        if offset < self.log_start_offset || offset > self.high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark: self.high_watermark,
+            });
+        }
+        if offset >= end {
+            return Ok(ReadPlan::Empty);
+        }
+        if let Some(batches) = self.cache.read(offset, end, bytes_max) {
+            return Ok(ReadPlan::Memory(batches));
+        }
+        // The segment holding `offset`; after compaction or DeleteRecords the offset may
+        // fall in a gap (removed records), and then the read starts at the next segment
+        // that has anything at or after it.
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let segment = self.segments[i..]
+            .iter()
+            .find(|s| s.next_offset > offset)
+            .ok_or_else(|| ReadError::Unavailable(format!("no segment holds offset {offset}")))?;
+        let file = segment.file.clone().ok_or_else(|| {
+            ReadError::Unavailable(format!("segment {} has no file", segment.path.display()))
+        })?;
+        let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+        let position = segment
+            .index
+            .lookup_offset(relative)
+            .map(|e| u64::from(e.position))
+            .unwrap_or(0);
+        Ok(ReadPlan::Disk(DiskRead {
+            file,
+            path: segment.path.clone(),
+            position,
+            end: segment.durable_len,
+            offset,
+            high_watermark: end,
+            bytes_max,
+        }))
+    }
+
+    /// Plans a search for the first record with a timestamp at or after `timestamp`.
+    pub fn timestamp_plan(&self, timestamp: i64) -> TimestampPlan {
+        let mut segments = Vec::new();
+        for segment in &self.segments {
+            if !segments.is_empty() {
+                if let Some(file) = &segment.file {
+                    segments.push((file.clone(), segment.path.clone(), 0, segment.durable_len));
+                }
+                continue;
+            }
+            if segment.index_builder.max_timestamp < timestamp {
+                continue;
+            }
+            if let Some(file) = &segment.file {
+                let start = segment
+                    .index
+                    .lookup_timestamp(timestamp)
+                    .map(|e| u64::from(e.position))
+                    .unwrap_or(0);
+                segments.push((
+                    file.clone(),
+                    segment.path.clone(),
+                    start,
+                    segment.durable_len,
+                ));
+            }
+        }
+        TimestampPlan {
+            segments,
+            timestamp,
+            high_watermark: self.high_watermark,
+        }
+    }
+}
+
+/// Records read for a fetch.
+#[derive(Debug)]
+pub struct ReadData {
+    pub records: Bytes,
+}
+
+pub enum ReadPlan {
+    Empty,
+    Memory(Vec<Bytes>),
+    Disk(DiskRead),
+}
+
+pub struct DiskRead {
+    pub(super) file: Rc<DmaFile>,
+    pub(super) path: PathBuf,
+    pub(super) position: u64,
+    pub(super) end: u64,
+    pub(super) offset: i64,
+    pub(super) high_watermark: i64,
+    pub(super) bytes_max: usize,
+}
+
+impl ReadPlan {
+    pub async fn read(self) -> io::Result<ReadData> {
+        let records = match self {
+            ReadPlan::Empty => Bytes::new(),
+            ReadPlan::Memory(mut batches) if batches.len() == 1 => {
+                batches.pop().expect("one batch")
+            }
+            ReadPlan::Memory(batches) => {
+                let mut out = BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+                for b in batches {
+                    out.extend_from_slice(&b);
+                }
+                out.freeze()
+            }
+            ReadPlan::Disk(read) => read.read().await?,
+        };
+        Ok(ReadData { records })
+    }
+}
+
+pub(super) fn corrupt(path: &Path, position: u64, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "corrupt batch in {} at byte {position}: {why}",
+            path.display()
+        ),
+    )
+}
+
+/// Walks the batches of a segment from `position` to `end`, reading in chunks. `visit`
+/// gets each batch (validated: CRC, lengths) and returns whether to go on.
+pub(super) async fn walk_batches(
+    file: &DmaFile,
+    path: &Path,
+    mut position: u64,
+    end: u64,
+    chunk_bytes: usize,
+    mut visit: impl FnMut(&[u8], &BatchInfo) -> bool,
+) -> io::Result<()> {
+    let mut want = chunk_bytes.clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
+    while position < end {
+        let size = (end - position).min(want as u64) as usize;
+        let chunk = file.read_at(position, size).await?;
+        if chunk.is_empty() {
+            return Err(corrupt(
+                path,
+                position,
+                "segment file is shorter than its durable length",
+            ));
+        }
+        let want_before = want;
+        let mut at = 0usize;
+        while at < chunk.len() {
+            let rest = &chunk[at..];
+            let room = end - (position + at as u64);
+            let len = match frame_len(rest, room, usize::MAX) {
+                None => break,
+                Some(Ok(len)) => len,
+                Some(Err(bad)) => return Err(corrupt(path, position + at as u64, bad)),
+            };
+            if len > rest.len() {
+                // Read again from this batch, enough to hold it whole.
+                want = want.max(len);
+                break;
+            }
+            let info =
+                parse_batch(&rest[..len]).map_err(|e| corrupt(path, position + at as u64, e))?;
+            if !visit(&rest[..len], &info) {
+                return Ok(());
+            }
+            at += len;
+        }
+        if at == 0 && want == want_before {
+            return Err(corrupt(
+                path,
+                position,
+                "no whole batch before the durable end",
+            ));
+        }
+        position += at as u64;
+    }
+    Ok(())
+}
+
+impl DiskRead {
+    /// The batches from `offset` on, each checked. A corrupt (or unreadable) batch is an
+    /// error only when nothing before it was taken: otherwise the read ends before it, and
+    /// the next read, starting there, reports it. So intact batches in front of a corrupt
+    /// one are served, and the corrupt one never is.
+    pub(super) async fn read(self) -> io::Result<Bytes> {
+        let mut out = BytesMut::new();
+        let result = self.read_into(&mut out).await;
+        match result {
+            Err(_) if !out.is_empty() => Ok(out.freeze()),
+            Err(err) => Err(err),
+            Ok(()) => Ok(out.freeze()),
+        }
+    }
+
+    pub(super) async fn read_into(&self, out: &mut BytesMut) -> io::Result<()> {
+        let mut last_base = i64::MIN;
+        let mut bad_order = None;
+        walk_batches(
+            &self.file,
+            &self.path,
+            self.position,
+            self.end,
+            self.bytes_max.saturating_add(READ_CHUNK_BYTES_MIN),
+            |bytes, info| {
+                if info.base_offset <= last_base {
+                    bad_order = Some(info.base_offset);
+                    return false;
+                }
+                last_base = info.base_offset;
+                if info.last_offset() < self.offset {
+                    return true;
+                }
+                if info.base_offset >= self.high_watermark {
+                    return false;
+                }
+                if !out.is_empty() && out.len() + bytes.len() > self.bytes_max {
+                    return false;
+                }
+                out.extend_from_slice(bytes);
+                true
+            },
+        )
+        .await?;
+        if let Some(offset) = bad_order {
+            return Err(corrupt(
+                &self.path,
+                self.position,
+                format!("base offset {offset} out of order"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A ListOffsets search by timestamp; owns its file handles.
+pub struct TimestampPlan {
+    pub(super) segments: Vec<(Rc<DmaFile>, PathBuf, u64, u64)>,
+    pub(super) timestamp: i64,
+    pub(super) high_watermark: i64,
+}
+
+impl TimestampPlan {
+    /// `(offset, timestamp)` of the first record at or after the timestamp, if any. For
+    /// compressed batches the answer is the batch's base offset and max timestamp: finding
+    /// the exact record would mean decompressing, and a consumer starting at the batch gets
+    /// the record it asked for (with a few earlier ones).
+    pub async fn resolve(self) -> io::Result<Option<(i64, i64)>> {
+        for (file, path, start, end) in &self.segments {
+            let mut found = None;
+            walk_batches(
+                file,
+                path,
+                *start,
+                *end,
+                READ_CHUNK_BYTES_MIN,
+                |bytes, info| {
+                    if info.base_offset >= self.high_watermark {
+                        return false;
+                    }
+                    if info.max_timestamp < self.timestamp {
+                        return true;
+                    }
+                    found = Some(match record_timestamps(bytes) {
+                        Some(records) => records
+                            .into_iter()
+                            .find(|&(_, ts)| ts >= self.timestamp)
+                            .map(|(delta, ts)| (info.base_offset + delta, ts))
+                            .unwrap_or((info.base_offset, info.max_timestamp)),
+                        None => (info.base_offset, info.max_timestamp),
+                    });
+                    false
+                },
+            )
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}
