@@ -17,6 +17,7 @@
 //! - [`handlers`]: one module per Kafka API family.
 //! - [`metrics`]: per-shard counters and histograms, served to Prometheus.
 
+pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

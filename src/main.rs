@@ -37,7 +37,7 @@ fn main() {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
-            if let Err(err) = strand::shard::startup::serve(config) {
+            if let Err(err) = strand::broker::serve(config) {
                 tracing::error!("{err}");
                 eprintln!("strand: {err}");
                 std::process::exit(1);

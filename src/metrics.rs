@@ -1,25 +1,18 @@
-//! Metrics: per-shard counters and histograms, served in Prometheus' text format on
-//! `--metrics-listen` (off unless set).
+//! Metrics: per-shard counters and histograms, and their Prometheus text rendering.
 //!
 //! Each shard counts into its own [`ShardMetrics`] (plain `Cell`s: no atomics, no locks on
-//! the request path). A scrape reaches the listener on shard 0, which asks every other
-//! shard for a [`Snapshot`] over the mesh and renders them together, one series per shard.
+//! the request path). A scrape of `--metrics-listen` (served by
+//! [`crate::server::metrics_http`] on shard 0) asks every shard for a [`Snapshot`] over the
+//! mesh and [`render`]s them together, one series per shard.
 //! Histograms have fixed buckets, as Prometheus expects (cumulative `le` buckets, `_sum`,
 //! `_count`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::messages::ApiKey;
-
-use crate::cluster::ShardId;
-use crate::shard::mesh::{MeshReply, MeshRequest};
-use crate::shard::Shard;
 
 /// Latency bucket bounds, in seconds.
 pub const LATENCY_BUCKETS_S: &[f64] = &[
@@ -30,10 +23,6 @@ pub const LATENCY_BUCKETS_S: &[f64] = &[
 pub const SIZE_BUCKETS_BYTES: &[f64] = &[
     512.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
 ];
-/// Largest HTTP request head a scrape may send.
-const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
-/// A scrape that has not sent its request by then is dropped.
-const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fixed-bucket histogram (counts per bucket, not cumulative, plus overflow).
 #[derive(Clone, Debug)]
@@ -152,6 +141,32 @@ impl ShardMetrics {
     }
 }
 
+/// What a shard knows of itself and its counters do not.
+pub struct ShardGauges {
+    pub connections: u64,
+    pub partitions: u64,
+    pub log_bytes: u64,
+}
+
+impl ShardMetrics {
+    /// A copy of the counters with the shard's gauges, for a scrape.
+    pub fn snapshot(&self, shard: u16, gauges: ShardGauges) -> Snapshot {
+        Snapshot {
+            shard,
+            apis: self.apis.borrow().clone(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            produce_latency: self.produce_latency.borrow().clone(),
+            fetch_latency: self.fetch_latency.borrow().clone(),
+            flush_latency: self.flush_latency.borrow().clone(),
+            flush_bytes: self.flush_bytes.borrow().clone(),
+            connections: gauges.connections,
+            partitions: gauges.partitions,
+            log_bytes: gauges.log_bytes,
+        }
+    }
+}
+
 /// A copy of one shard's metrics, sent to shard 0 for a scrape.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -166,28 +181,6 @@ pub struct Snapshot {
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
-}
-
-/// This shard's metrics now.
-pub fn snapshot(shard: &Shard) -> Snapshot {
-    let m = &shard.metrics;
-    Snapshot {
-        shard: shard.id.0,
-        apis: m.apis.borrow().clone(),
-        bytes_in: m.bytes_in.get(),
-        bytes_out: m.bytes_out.get(),
-        produce_latency: m.produce_latency.borrow().clone(),
-        fetch_latency: m.fetch_latency.borrow().clone(),
-        flush_latency: m.flush_latency.borrow().clone(),
-        flush_bytes: m.flush_bytes.borrow().clone(),
-        connections: shard.connections.get() as u64,
-        partitions: shard.partition_count() as u64,
-        log_bytes: shard
-            .all_partitions()
-            .iter()
-            .map(|p| p.log.borrow().size_bytes())
-            .sum(),
-    }
 }
 
 fn api_name(key: i16) -> String {
@@ -338,88 +331,6 @@ pub fn render(snaps: &[Snapshot]) -> String {
         |s| &s.flush_bytes,
     );
     out
-}
-
-/// Every shard's snapshot (asked over the mesh), in shard order.
-async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
-    let mut snaps = vec![snapshot(shard)];
-    for k in 0..shard.snapshot().shard_count {
-        let to = ShardId(k as u16);
-        if to == shard.id {
-            continue;
-        }
-        match shard.mesh.request(to, MeshRequest::Metrics).await {
-            Ok(MeshReply::Metrics(s)) => snaps.push(*s),
-            Ok(_) => tracing::warn!(shard = k, "unexpected mesh reply to a metrics request"),
-            Err(err) => tracing::warn!(shard = k, ?err, "no metrics from shard"),
-        }
-    }
-    snaps.sort_by_key(|s| s.shard);
-    snaps
-}
-
-/// Serves `GET /metrics` on `addr` from shard 0 until shutdown.
-pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(err) => {
-            tracing::error!(%addr, %err, "cannot listen for metrics");
-            return;
-        }
-    };
-    tracing::info!(%addr, "metrics listening");
-    loop {
-        let seen = shard.shutdown.generation();
-        if shard.shutting_down.get() {
-            return;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait(seen).await;
-            None
-        })
-        .await;
-        let mut stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(err)) => {
-                tracing::warn!(%err, "metrics accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let head = crate::util::timeout(HTTP_READ_TIMEOUT, read_head(&mut stream)).await;
-            let response = match head.flatten() {
-                Some(head) if head.starts_with("GET /metrics ") || head.starts_with("GET / ") => {
-                    let body = render(&gather(&shard).await);
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                Some(_) => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                None => return,
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.close().await;
-        })
-        .detach();
-    }
-}
-
-/// Reads an HTTP request head (up to the blank line), at most HTTP_REQUEST_BYTES_MAX.
-async fn read_head(stream: &mut glommio::net::TcpStream) -> Option<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > HTTP_REQUEST_BYTES_MAX {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8(buf).ok()
 }
 
 #[cfg(test)]

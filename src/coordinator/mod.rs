@@ -256,6 +256,32 @@ impl GroupCoordinator {
             .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
             .await
     }
+
+    /// Commits or drops a producer's pending offsets in a group this shard coordinates,
+    /// once its transaction ended. `false` if that could not be made durable (the
+    /// transaction coordinator tries again).
+    pub async fn end_txn_offsets(&self, group_id: &str, producer_id: i64, commit: bool) -> bool {
+        let Some(group) = self.get(group_id) else {
+            return true;
+        };
+        if !group.txn_offsets.borrow().contains_key(&producer_id) {
+            return true;
+        }
+        let record = GroupRecord::TxnEnd {
+            group: group_id.to_string(),
+            producer_id,
+            commit,
+        };
+        if let Err(err) = self.persist(vec![record]).await {
+            tracing::error!(group = group_id, %err, "cannot persist the end of transactional offsets");
+            return false;
+        }
+        let done = group.txn_offsets.borrow_mut().remove(&producer_id);
+        if let (Some(done), true) = (done, commit) {
+            group.offsets.borrow_mut().extend(done);
+        }
+        true
+    }
 }
 
 /// What [`GroupCoordinator::read`] read, to build the coordinator on the shard's thread.

@@ -35,7 +35,7 @@ use crate::cluster::controller::{
 use crate::cluster::topic_config::{self, source, DEFS};
 use crate::cluster::{broker_id, shard_of_broker, ShardId};
 use crate::protocol::errors::*;
-use crate::shard::{Partition, Shard};
+use crate::shard::Shard;
 use crate::storage::ReadError;
 
 /// DescribeConfigs / AlterConfigs resource types.
@@ -53,17 +53,6 @@ const LEADER_EPOCH: i32 = crate::storage::log::LEADER_EPOCH;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
-}
-
-/// The partition of this shard, or the error for a client that asked the wrong broker.
-fn local_partition(shard: &Shard, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
-    let snapshot = shard.snapshot();
-    let meta = snapshot.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
-    match snapshot.owner(meta, index) {
-        None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-        Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-        Some(_) => shard.partition(topic, index).ok_or(KAFKA_STORAGE_ERROR),
-    }
 }
 
 /// Whether a BROKER resource name designates a broker of this node ("" means any).
@@ -457,7 +446,7 @@ pub async fn delete_records(
             let mut out = DeleteRecordsPartitionResult::default()
                 .with_partition_index(wanted.partition_index)
                 .with_low_watermark(-1);
-            match local_partition(shard, &name, wanted.partition_index) {
+            match shard.owned_partition(&name, wanted.partition_index) {
                 Err(code) => out.error_code = code,
                 Ok(partition) => {
                     let deleted = partition.log.borrow_mut().delete_records(wanted.offset);
@@ -596,7 +585,7 @@ pub async fn offset_for_leader_epoch(
                     .with_partition(p.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                match local_partition(shard, &name, p.partition) {
+                match shard.owned_partition(&name, p.partition) {
                     Err(code) => out.error_code = code,
                     Ok(_) if p.current_leader_epoch > LEADER_EPOCH => {
                         out.error_code = UNKNOWN_LEADER_EPOCH

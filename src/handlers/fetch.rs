@@ -96,14 +96,7 @@ async fn fetch_once(
                 partitions.push(out);
                 continue;
             };
-            let partition = match snapshot.owner(meta, wanted.partition) {
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-                Some(_) => shard
-                    .partition(&meta.name, wanted.partition)
-                    .ok_or(KAFKA_STORAGE_ERROR),
-            };
-            let partition = match partition {
+            let partition = match shard.owned_partition(&meta.name, wanted.partition) {
                 Ok(partition) => partition,
                 Err(code) => {
                     out.error_code = code;

@@ -57,11 +57,6 @@ fn group_config(shard: &Shard) -> GroupConfig {
     }
 }
 
-/// Whether this shard coordinates `group`.
-pub(super) fn owns(shard: &Shard, group: &str) -> bool {
-    shard_of_group(group, shard.snapshot().shard_count) == shard.id
-}
-
 pub async fn find_coordinator(
     shard: &Rc<Shard>,
     ctx: &Ctx,
@@ -190,7 +185,7 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     if group_id.is_empty() {
         return join_response(ctx, JoinResult::error(INVALID_GROUP_ID, &member_id));
     }
-    if !owns(shard, &group_id) {
+    if !shard.coordinates(&group_id) {
         return join_response(ctx, JoinResult::error(NOT_COORDINATOR, &member_id));
     }
     let group = shard.groups.get_or_create(&group_id);
@@ -243,7 +238,7 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
 pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
-    let result = match (owns(shard, &group_id), shard.groups.get(&group_id)) {
+    let result = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
         (false, _) => Err(NOT_COORDINATOR),
         (true, None) => Err(UNKNOWN_MEMBER_ID),
         (true, Some(group)) => {
@@ -296,7 +291,7 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest)
 
 pub async fn heartbeat(shard: &Rc<Shard>, ctx: &Ctx, request: HeartbeatRequest) -> Response {
     let group_id = request.group_id.0.to_string();
-    let code = match (owns(shard, &group_id), shard.groups.get(&group_id)) {
+    let code = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
         (false, _) => NOT_COORDINATOR,
         (true, None) => UNKNOWN_MEMBER_ID,
         (true, Some(group)) => {
@@ -328,7 +323,7 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
         vec![(request.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
-    let codes = match (owns(shard, &group_id), shard.groups.get(&group_id)) {
+    let codes = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
         (false, _) => {
             response.error_code = NOT_COORDINATOR;
             Vec::new()
@@ -366,7 +361,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
     let generation = request.generation_id_or_member_epoch;
     let group_code = if group_id.is_empty() {
         INVALID_GROUP_ID
-    } else if !owns(shard, &group_id) {
+    } else if !shard.coordinates(&group_id) {
         NOT_COORDINATOR
     } else {
         let group = shard.groups.get_or_create(&group_id);
@@ -462,7 +457,7 @@ fn unstable_offsets(
     group_id: &str,
     require_stable: bool,
 ) -> std::collections::HashSet<(String, i32)> {
-    if !require_stable || !owns(shard, group_id) {
+    if !require_stable || !shard.coordinates(group_id) {
         return Default::default();
     }
     let Some(group) = shard.groups.get(group_id) else {
@@ -504,7 +499,7 @@ fn fetch_offsets(
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<TopicOffsets>, i16> {
-    if !owns(shard, group_id) {
+    if !shard.coordinates(group_id) {
         return Err(NOT_COORDINATOR);
     }
     let group = shard.groups.get(group_id);
@@ -704,7 +699,7 @@ pub async fn describe_groups(
         .iter()
         .map(|id| {
             let mut out = DescribedGroup::default().with_group_id(id.clone());
-            if !owns(shard, id) {
+            if !shard.coordinates(id) {
                 out.error_code = NOT_COORDINATOR;
                 return out;
             }
@@ -746,7 +741,7 @@ pub async fn describe_groups(
 pub async fn delete_groups(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteGroupsRequest) -> Response {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in &request.groups_names {
-        let code = if !owns(shard, id) {
+        let code = if !shard.coordinates(id) {
             NOT_COORDINATOR
         } else {
             match shard.groups.get(id) {
@@ -811,7 +806,7 @@ fn subscribed_topics(group: &Group) -> Option<std::collections::HashSet<String>>
 pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
-    let group = match (owns(shard, &group_id), shard.groups.get(&group_id)) {
+    let group = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
         (false, _) => {
             response.error_code = NOT_COORDINATOR;
             return ctx.respond(&response);

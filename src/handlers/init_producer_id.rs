@@ -1,6 +1,6 @@
 //! InitProducerId. For idempotent producers: a fresh producer id (epoch 0) from the
 //! controller, which reserves ids durably so none is handed out twice across restarts.
-//! With a transactional id the transaction coordinator answers (see [`super::txn`]).
+//! With a transactional id the transaction coordinator answers (see [`crate::shard::txn`]).
 
 use std::rc::Rc;
 
@@ -9,6 +9,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::{Ctx, Response};
 use crate::cluster::controller::{ControlReply, ControlRequest};
 use crate::protocol::errors::*;
+use crate::shard::txn::{init_producer, InitTxnProducer};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: InitProducerIdRequest) -> Response {
@@ -16,11 +17,20 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: InitProducerIdRequest
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if let Some(txn) = &request.transactional_id {
-        let (code, producer_id, epoch) =
-            super::txn::init_producer_id(shard, ctx, &request, txn.0.as_str()).await;
-        response.error_code = code;
-        response.producer_id = ProducerId(producer_id);
-        response.producer_epoch = epoch;
+        let init = InitTxnProducer {
+            transactional_id: txn.0.as_str(),
+            transaction_timeout_ms: request.transaction_timeout_ms,
+            producer_id: request.producer_id.0,
+            producer_epoch: request.producer_epoch,
+            version: ctx.version,
+        };
+        match init_producer(shard, init).await {
+            Ok(granted) => {
+                response.producer_id = ProducerId(granted.producer_id);
+                response.producer_epoch = granted.epoch;
+            }
+            Err(code) => response.error_code = code,
+        }
         return ctx.respond(&response);
     }
     match shard.control(ControlRequest::AllocateProducerId).await {

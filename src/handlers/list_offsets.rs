@@ -21,7 +21,6 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -> Response {
-    let snapshot = shard.snapshot();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -34,17 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
             if ctx.version >= 4 {
                 out.leader_epoch = 0;
             }
-            let partition = match snapshot.topic(&name) {
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                Some(meta) => match snapshot.owner(meta, wanted.partition_index) {
-                    None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                    Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-                    Some(_) => shard
-                        .partition(&name, wanted.partition_index)
-                        .ok_or(KAFKA_STORAGE_ERROR),
-                },
-            };
-            let partition = match partition {
+            let partition = match shard.owned_partition(&name, wanted.partition_index) {
                 Ok(p) => p,
                 Err(code) => {
                     out.error_code = code;

@@ -35,7 +35,6 @@ struct Pending {
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Response {
     let acks = request.acks;
     let now = now_ms();
-    let snapshot = shard.snapshot();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
 
@@ -53,17 +52,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 partition_responses.push(out);
                 continue;
             }
-            let partition = match snapshot.topic(&name) {
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                Some(meta) => match snapshot.owner(meta, data.index) {
-                    None => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                    Some(owner) if owner != shard.id => Err(NOT_LEADER_OR_FOLLOWER),
-                    Some(_) => shard
-                        .partition(&name, data.index)
-                        .ok_or(KAFKA_STORAGE_ERROR),
-                },
-            };
-            let partition = match partition {
+            let partition = match shard.owned_partition(&name, data.index) {
                 Ok(partition) => partition,
                 Err(code) => {
                     out.error_code = code;
@@ -153,14 +142,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
         Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
     let deadline = Instant::now() + timeout;
     for wait in pending {
-        let code = wait_durable(
-            shard,
-            &wait.log,
-            wait.last_offset,
-            wait.incarnation,
-            deadline,
-        )
-        .await;
+        let code = shard
+            .wait_durable(&wait.log, wait.last_offset, wait.incarnation, deadline)
+            .await;
         if code != NONE {
             let out = &mut responses[wait.topic].partition_responses[wait.partition];
             out.error_code = code;
@@ -175,39 +159,4 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     let mut response = ProduceResponse::default();
     response.responses = responses;
     ctx.respond(&response)
-}
-
-/// Waits until `last_offset` is durable; returns the error code for the client.
-pub async fn wait_durable(
-    shard: &Shard,
-    partition: &Partition,
-    last_offset: i64,
-    incarnation: u64,
-    deadline: Instant,
-) -> i16 {
-    loop {
-        let seen = shard.flushed.generation();
-        if partition.incarnation.get() != incarnation {
-            // The log was reopened after a write failure: what this request appended was
-            // dropped, and its offsets may now belong to other batches.
-            return KAFKA_STORAGE_ERROR;
-        }
-        {
-            let log = partition.log.borrow();
-            if log.high_watermark() > last_offset {
-                return NONE;
-            }
-            if log.is_offline() {
-                return KAFKA_STORAGE_ERROR;
-            }
-        }
-        if partition.removed.get() {
-            return UNKNOWN_TOPIC_OR_PARTITION;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return REQUEST_TIMED_OUT;
-        }
-        let _ = crate::util::timeout(deadline - now, shard.flushed.wait(seen)).await;
-    }
 }

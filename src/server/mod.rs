@@ -13,6 +13,7 @@
 //! land in the order the client sent them — which idempotent producers rely on.
 
 mod connection;
+pub mod metrics_http;
 
 use std::rc::Rc;
 

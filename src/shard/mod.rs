@@ -8,14 +8,14 @@
 //! [`mesh`]. Shard 0 additionally runs the [`Controller`].
 
 pub mod mesh;
-pub mod startup;
+pub mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedReceiver;
@@ -129,6 +129,42 @@ impl Shard {
         self.partitions.borrow().get(topic)?.get(&index).cloned()
     }
 
+    /// This shard's metrics now, for a scrape.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        self.metrics.snapshot(
+            self.id.0,
+            crate::metrics::ShardGauges {
+                connections: self.connections.get() as u64,
+                partitions: self.partition_count() as u64,
+                log_bytes: self
+                    .all_partitions()
+                    .iter()
+                    .map(|p| p.log.borrow().size_bytes())
+                    .sum(),
+            },
+        )
+    }
+
+    /// The partition `topic`/`index` if this shard owns it; otherwise the error a client
+    /// that asked the wrong broker gets (UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER,
+    /// or KAFKA_STORAGE_ERROR while the log is not open).
+    pub fn owned_partition(&self, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
+        use crate::protocol::errors::*;
+        let snapshot = self.snapshot();
+        let meta = snapshot.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
+        match snapshot.owner(meta, index) {
+            None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+            Some(owner) if owner != self.id => Err(NOT_LEADER_OR_FOLLOWER),
+            Some(_) => self.partition(topic, index).ok_or(KAFKA_STORAGE_ERROR),
+        }
+    }
+
+    /// Whether this shard coordinates the consumer group or transactional id `key`
+    /// (FindCoordinator names the shard its hash picks).
+    pub fn coordinates(&self, key: &str) -> bool {
+        crate::coordinator::shard_of_group(key, self.snapshot().shard_count) == self.id
+    }
+
     pub fn partition_count(&self) -> usize {
         self.partitions.borrow().values().map(|m| m.len()).sum()
     }
@@ -148,6 +184,41 @@ impl Shard {
                 break;
             }
             self.flushed.wait(seen).await;
+        }
+    }
+
+    /// Waits until `last_offset` is durable; returns the error code for the client.
+    pub async fn wait_durable(
+        &self,
+        partition: &Partition,
+        last_offset: i64,
+        incarnation: u64,
+        deadline: Instant,
+    ) -> i16 {
+        loop {
+            let seen = self.flushed.generation();
+            if partition.incarnation.get() != incarnation {
+                // The log was reopened after a write failure: what this request appended was
+                // dropped, and its offsets may now belong to other batches.
+                return crate::protocol::errors::KAFKA_STORAGE_ERROR;
+            }
+            {
+                let log = partition.log.borrow();
+                if log.high_watermark() > last_offset {
+                    return crate::protocol::errors::NONE;
+                }
+                if log.is_offline() {
+                    return crate::protocol::errors::KAFKA_STORAGE_ERROR;
+                }
+            }
+            if partition.removed.get() {
+                return crate::protocol::errors::UNKNOWN_TOPIC_OR_PARTITION;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return crate::protocol::errors::REQUEST_TIMED_OUT;
+            }
+            let _ = crate::util::timeout(deadline - now, self.flushed.wait(seen)).await;
         }
     }
 
@@ -383,24 +454,20 @@ impl Shard {
                                     MeshReply::Applied
                                 }
                                 MeshRequest::Metrics => {
-                                    MeshReply::Metrics(Box::new(crate::metrics::snapshot(&shard)))
+                                    MeshReply::Metrics(Box::new(shard.metrics_snapshot()))
                                 }
-                                MeshRequest::WriteTxnMarkers(markers) => MeshReply::TxnMarkers(
-                                    crate::handlers::txn::write_markers_here(&shard, &markers)
-                                        .await,
-                                ),
+                                MeshRequest::WriteTxnMarkers(markers) => {
+                                    MeshReply::TxnMarkers(shard.write_txn_markers(&markers).await)
+                                }
                                 MeshRequest::EndTxnOffsets {
                                     group,
                                     producer_id,
                                     commit,
                                 } => MeshReply::TxnOffsetsEnded(
-                                    crate::handlers::txn::end_txn_offsets_here(
-                                        &shard,
-                                        &group,
-                                        producer_id,
-                                        commit,
-                                    )
-                                    .await,
+                                    shard
+                                        .groups
+                                        .end_txn_offsets(&group, producer_id, commit)
+                                        .await,
                                 ),
                                 MeshRequest::Control(request) => match shard.control(request).await
                                 {

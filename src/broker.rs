@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::mesh::{self, Mesh, MeshEnds};
-use super::{Shard, DELETE_SUFFIX};
 use crate::cluster::controller::Controller;
 use crate::cluster::ShardId;
 use crate::config::Config;
 use crate::coordinator::txn::{LoadedTxns, TxnCoordinator};
 use crate::coordinator::{GroupCoordinator, LoadedGroups};
+use crate::shard::mesh::{self, Mesh, MeshEnds};
+use crate::shard::{Shard, DELETE_SUFFIX};
 
 /// glommio refuses to start below this locked-memory limit.
 const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
@@ -225,7 +225,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
         shard.start_controller(controller).await;
         if let Some(addr) = config.metrics_listen {
-            glommio::spawn_local(crate::metrics::serve(shard.clone(), addr)).detach();
+            glommio::spawn_local(crate::server::metrics_http::serve(shard.clone(), addr)).detach();
         }
     } else {
         // Wait for the controller's first snapshot before serving anything.
@@ -246,7 +246,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     }
 
     // Transactions left open or half-finished by the last run are timed out or finished.
-    crate::handlers::txn::spawn_txn_timer(&shard);
+    crate::shard::txn::spawn_txn_timer(&shard);
 
     // The listener was bound by the main thread; glommio adopts the socket.
     let fd = start.listener.into_raw_fd();
