@@ -14,8 +14,9 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
-pub mod txn;
+mod txn;
 
 use std::rc::Rc;
 
@@ -26,6 +27,11 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::protocol::codec::{self, RequestFrame};
 use crate::protocol::versions::{self, PRODUCE_MIN_ACCEPTED};
 use crate::shard::Shard;
+
+/// A string for a response field.
+fn s(value: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(value.into())
+}
 
 pub enum Response {
     Bytes(Bytes),
@@ -112,34 +118,11 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
             "unsupported request {api_key:?} v{version} (see docs/protocol.md)"
         ));
     }
+    // Decodes the body as the handler's request type and calls it.
     macro_rules! call {
-        ($module:ident) => {
+        ($handler:path) => {
             match decode(&ctx, &mut body) {
-                Ok(request) => $module::handle(shard, &ctx, request).await,
-                Err(response) => response,
-            }
-        };
-    }
-    macro_rules! group_call {
-        ($handler:ident) => {
-            match decode(&ctx, &mut body) {
-                Ok(request) => groups::$handler(shard, &ctx, request).await,
-                Err(response) => response,
-            }
-        };
-    }
-    macro_rules! admin_call {
-        ($handler:ident) => {
-            match decode(&ctx, &mut body) {
-                Ok(request) => admin::$handler(shard, &ctx, request).await,
-                Err(response) => response,
-            }
-        };
-    }
-    macro_rules! txn_call {
-        ($handler:ident) => {
-            match decode(&ctx, &mut body) {
-                Ok(request) => txn::$handler(shard, &ctx, request).await,
+                Ok(request) => $handler(shard, &ctx, request).await,
                 Err(response) => response,
             }
         };
@@ -148,45 +131,39 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
             "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
         )),
-        ApiKey::Produce => call!(produce),
-        ApiKey::Fetch => call!(fetch),
-        ApiKey::ListOffsets => call!(list_offsets),
-        ApiKey::Metadata => call!(metadata),
-        ApiKey::CreateTopics => match decode(&ctx, &mut body) {
-            Ok(request) => create_topics::create(shard, &ctx, request).await,
-            Err(response) => response,
-        },
-        ApiKey::DeleteTopics => match decode(&ctx, &mut body) {
-            Ok(request) => create_topics::delete(shard, &ctx, request).await,
-            Err(response) => response,
-        },
-        ApiKey::InitProducerId => call!(init_producer_id),
-        ApiKey::FindCoordinator => group_call!(find_coordinator),
-        ApiKey::JoinGroup => group_call!(join_group),
-        ApiKey::SyncGroup => group_call!(sync_group),
-        ApiKey::Heartbeat => group_call!(heartbeat),
-        ApiKey::LeaveGroup => group_call!(leave_group),
-        ApiKey::OffsetCommit => group_call!(offset_commit),
-        ApiKey::OffsetFetch => group_call!(offset_fetch),
-        ApiKey::ListGroups => group_call!(list_groups),
-        ApiKey::DescribeGroups => group_call!(describe_groups),
-        ApiKey::DeleteGroups => group_call!(delete_groups),
-        ApiKey::OffsetDelete => group_call!(offset_delete),
-        ApiKey::DescribeConfigs => admin_call!(describe_configs),
-        ApiKey::AlterConfigs => admin_call!(alter_configs),
-        ApiKey::IncrementalAlterConfigs => admin_call!(incremental_alter_configs),
-        ApiKey::CreatePartitions => admin_call!(create_partitions),
-        ApiKey::DeleteRecords => admin_call!(delete_records),
-        ApiKey::DescribeLogDirs => admin_call!(describe_log_dirs),
-        ApiKey::DescribeCluster => admin_call!(describe_cluster),
-        ApiKey::OffsetForLeaderEpoch => admin_call!(offset_for_leader_epoch),
-        ApiKey::AddPartitionsToTxn => txn_call!(add_partitions_to_txn),
-        ApiKey::AddOffsetsToTxn => txn_call!(add_offsets_to_txn),
-        ApiKey::EndTxn => txn_call!(end_txn),
-        ApiKey::TxnOffsetCommit => txn_call!(txn_offset_commit),
-        ApiKey::DescribeTransactions => txn_call!(describe_transactions),
-        ApiKey::ListTransactions => txn_call!(list_transactions),
-        ApiKey::DescribeProducers => txn_call!(describe_producers),
+        ApiKey::Produce => call!(produce::handle),
+        ApiKey::Fetch => call!(fetch::handle),
+        ApiKey::ListOffsets => call!(list_offsets::handle),
+        ApiKey::Metadata => call!(metadata::handle),
+        ApiKey::CreateTopics => call!(create_topics::create),
+        ApiKey::DeleteTopics => call!(create_topics::delete),
+        ApiKey::InitProducerId => call!(init_producer_id::handle),
+        ApiKey::FindCoordinator => call!(groups::find_coordinator),
+        ApiKey::JoinGroup => call!(groups::join_group),
+        ApiKey::SyncGroup => call!(groups::sync_group),
+        ApiKey::Heartbeat => call!(groups::heartbeat),
+        ApiKey::LeaveGroup => call!(groups::leave_group),
+        ApiKey::OffsetCommit => call!(offsets::offset_commit),
+        ApiKey::OffsetFetch => call!(offsets::offset_fetch),
+        ApiKey::ListGroups => call!(groups::list_groups),
+        ApiKey::DescribeGroups => call!(groups::describe_groups),
+        ApiKey::DeleteGroups => call!(groups::delete_groups),
+        ApiKey::OffsetDelete => call!(offsets::offset_delete),
+        ApiKey::DescribeConfigs => call!(admin::describe_configs),
+        ApiKey::AlterConfigs => call!(admin::alter_configs),
+        ApiKey::IncrementalAlterConfigs => call!(admin::incremental_alter_configs),
+        ApiKey::CreatePartitions => call!(admin::create_partitions),
+        ApiKey::DeleteRecords => call!(admin::delete_records),
+        ApiKey::DescribeLogDirs => call!(admin::describe_log_dirs),
+        ApiKey::DescribeCluster => call!(admin::describe_cluster),
+        ApiKey::OffsetForLeaderEpoch => call!(admin::offset_for_leader_epoch),
+        ApiKey::AddPartitionsToTxn => call!(txn::add_partitions_to_txn),
+        ApiKey::AddOffsetsToTxn => call!(txn::add_offsets_to_txn),
+        ApiKey::EndTxn => call!(txn::end_txn),
+        ApiKey::TxnOffsetCommit => call!(txn::txn_offset_commit),
+        ApiKey::DescribeTransactions => call!(txn::describe_transactions),
+        ApiKey::ListTransactions => call!(txn::list_transactions),
+        ApiKey::DescribeProducers => call!(txn::describe_producers),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

@@ -20,18 +20,13 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, Response};
+use super::{s, Ctx, Response};
 use crate::coordinator::txn::TxnState;
 use crate::coordinator::{Committed, GroupRecord};
 use crate::protocol::errors::*;
 use crate::shard::{txn, Shard};
 use crate::util::now_ms;
-
-fn s(value: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(value.into())
-}
 
 // --------------------------------------------------------------------- InitProducerId
 
@@ -188,7 +183,7 @@ pub async fn txn_offset_commit(
             .partitions
             .iter()
             .map(|p| {
-                let code = super::groups::commit_check(
+                let code = super::offsets::commit_check(
                     group_code,
                     meta.map(|m| &**m),
                     p.partition_index,

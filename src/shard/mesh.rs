@@ -199,3 +199,64 @@ impl Mesh {
         }
     }
 }
+
+impl super::Shard {
+    /// Serves messages arriving from one peer shard.
+    pub fn spawn_mesh_receiver(
+        self: &std::rc::Rc<Self>,
+        from: ShardId,
+        receiver: ConnectedReceiver<MeshMessage>,
+    ) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    MeshMessage::Reply { id, body } => shard.mesh.complete(id, body),
+                    MeshMessage::Request {
+                        from: sender,
+                        id,
+                        body,
+                    } => {
+                        debug_assert_eq!(sender, from);
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let reply = match body {
+                                MeshRequest::ApplySnapshot(snapshot) => {
+                                    shard.apply_snapshot(snapshot).await;
+                                    MeshReply::Applied
+                                }
+                                MeshRequest::Metrics => {
+                                    MeshReply::Metrics(Box::new(shard.metrics_snapshot()))
+                                }
+                                MeshRequest::WriteTxnMarkers(markers) => {
+                                    MeshReply::TxnMarkers(shard.write_txn_markers(&markers).await)
+                                }
+                                MeshRequest::EndTxnOffsets {
+                                    group,
+                                    producer_id,
+                                    commit,
+                                } => MeshReply::TxnOffsetsEnded(
+                                    shard
+                                        .groups
+                                        .end_txn_offsets(&group, producer_id, commit)
+                                        .await,
+                                ),
+                                MeshRequest::Control(request) => match shard.control(request).await
+                                {
+                                    Ok(reply) => MeshReply::Control(reply),
+                                    Err(err) => {
+                                        tracing::error!(?err, "control request failed");
+                                        return;
+                                    }
+                                },
+                            };
+                            shard.mesh.reply(sender, id, reply).await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+}
