@@ -6,16 +6,24 @@
 //! path has no locks and no cross-core hops. Shard 0 also runs the control plane (topic
 //! metadata), which it pushes to every shard as immutable snapshots over the shard mesh.
 //!
+//! Modules, from the ground floor up; each depends only on the floors below it
+//! (`tools/layers.py` checks this in CI):
+//!
+//! - [`util`], [`config`], [`metrics`]: small helpers (notifications, timeouts, clocks),
+//!   the `strand serve` flags, and per-shard counters with their Prometheus rendering.
 //! - [`protocol`]: what `kafka-protocol` does not do for us: request framing, the record
 //!   batch header view and validation, error codes, the versions table.
 //! - [`storage`]: per-partition logs of verbatim Kafka batches in direct-I/O segments,
-//!   with sparse indexes, group commit and crash recovery.
-//! - [`coordinator`]: consumer groups and committed offsets, on the shard owning each group.
+//!   with sparse indexes, group commit, retention, compaction and crash recovery; and the
+//!   small durable record files the metadata and coordinators keep.
 //! - [`cluster`]: topic metadata, its durable log and the controller on shard 0.
-//! - [`shard`]: process start-up, the per-core executors, the shard mesh, the flusher.
-//! - [`server`]: listeners and the per-connection request loop.
-//! - [`handlers`]: one module per Kafka API family.
-//! - [`metrics`]: per-shard counters and histograms, served to Prometheus.
+//! - [`coordinator`]: the state of consumer groups (committed offsets) and of
+//!   transactional ids, each kept on the shard that coordinates it.
+//! - [`shard`]: the per-core context handlers work through: owned partitions, the shard
+//!   mesh, the flusher, maintenance, applying metadata, and the transaction driver.
+//! - [`handlers`]: one module per Kafka API family: decode, call into the shard, encode.
+//! - [`server`]: listeners, the per-connection request loop, and the metrics listener.
+//! - [`broker`]: process start-up and shutdown, from `strand serve` to running shards.
 
 pub mod broker;
 pub mod cluster;

@@ -99,6 +99,12 @@ fi
 .venv/bin/python -c 'import confluent_kafka as c, kafka, aiokafka; print(f"confluent-kafka {c.__version__} (librdkafka {c.libversion()[0]}) | kafka-python {kafka.__version__} | aiokafka {aiokafka.__version__}")'
 record "installing test tools" 0
 
+# ---------------------------------------------------------------------------- layers
+step "module layers (no import cycle, no upward import in src/)"
+status=0
+"$python" tools/layers.py src || status=$?
+record "tools/layers.py" "$status"
+
 # ---------------------------------------------------------------------------- build
 step "building"
 status=0

@@ -42,68 +42,126 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
         let group = shard.groups.get_or_create(&group_id);
         group.check_commit(&request.member_id, instance.as_deref(), generation)
     };
+    let wanted = request.topics.iter().flat_map(|t| {
+        t.partitions.iter().map(|p| OffsetToCommit {
+            topic: t.name.0.as_str(),
+            partition: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: p.committed_leader_epoch,
+            metadata: p.committed_metadata.as_deref(),
+        })
+    });
+    let mut codes = commit_offsets(shard, &group_id, group_code, None, wanted.collect())
+        .await
+        .into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(UNKNOWN_SERVER_ERROR))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// One partition's offset in an OffsetCommit or a TxnOffsetCommit.
+pub(super) struct OffsetToCommit<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// Checks the offsets of one commit request and makes the accepted ones durable: the
+/// shared body of OffsetCommit and TxnOffsetCommit. `group_code` is the group-level
+/// verdict (NONE: the member may commit); with a `producer_id` the offsets are a
+/// transaction's, pending until its marker commits or drops them. Returns an error code
+/// per offset, in order.
+pub(super) async fn commit_offsets(
+    shard: &Shard,
+    group_id: &str,
+    group_code: i16,
+    producer_id: Option<i64>,
+    offsets: Vec<OffsetToCommit<'_>>,
+) -> Vec<i16> {
     let snapshot = shard.snapshot();
     let now = now_ms();
     let mut records = Vec::new();
-    let mut topics = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = snapshot.topic(&name);
-        let partitions = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let code = commit_check(
-                    group_code,
-                    meta.map(|m| &**m),
-                    p.partition_index,
-                    p.committed_metadata.as_deref(),
-                );
-                if code == NONE {
-                    records.push(GroupRecord::Offset {
-                        group: group_id.clone(),
-                        topic: name.clone(),
-                        partition: p.partition_index,
-                        committed: Some(Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_ms: now,
-                        }),
-                    });
-                }
-                OffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code)
-            })
-            .collect();
-        topics.push(
-            OffsetCommitResponseTopic::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions),
+    let mut codes = Vec::with_capacity(offsets.len());
+    for o in &offsets {
+        let code = commit_check(
+            group_code,
+            snapshot.topic(o.topic).map(|m| &**m),
+            o.partition,
+            o.metadata,
         );
+        if code == NONE {
+            let committed = Committed {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata.map(str::to_string),
+                commit_ms: now,
+            };
+            records.push(match producer_id {
+                None => GroupRecord::Offset {
+                    group: group_id.to_string(),
+                    topic: o.topic.to_string(),
+                    partition: o.partition,
+                    committed: Some(committed),
+                },
+                Some(producer_id) => GroupRecord::TxnOffset {
+                    group: group_id.to_string(),
+                    producer_id,
+                    topic: o.topic.to_string(),
+                    partition: o.partition,
+                    committed,
+                },
+            });
+        }
+        codes.push(code);
     }
-    if !records.is_empty() {
-        let persisted = shard.groups.persist(records.clone()).await;
-        match persisted {
-            Ok(()) => {
-                if let Some(group) = shard.groups.get(&group_id) {
-                    apply_records(&group, records);
-                }
-            }
-            Err(err) => {
-                tracing::error!(group = %group_id, %err, "cannot persist committed offsets");
-                for t in &mut topics {
-                    for p in &mut t.partitions {
-                        if p.error_code == NONE {
-                            p.error_code = COORDINATOR_NOT_AVAILABLE;
-                        }
-                    }
+    if records.is_empty() {
+        return codes;
+    }
+    if let Err(err) = shard.groups.persist(records.clone()).await {
+        tracing::error!(group = %group_id, %err, "cannot persist committed offsets");
+        for code in codes.iter_mut().filter(|c| **c == NONE) {
+            *code = COORDINATOR_NOT_AVAILABLE;
+        }
+        return codes;
+    }
+    let group = shard.groups.get_or_create(group_id);
+    match producer_id {
+        None => apply_records(&group, records),
+        Some(producer_id) => {
+            let mut pending = group.txn_offsets.borrow_mut();
+            let mine = pending.entry(producer_id).or_default();
+            for record in records {
+                if let GroupRecord::TxnOffset {
+                    topic,
+                    partition,
+                    committed,
+                    ..
+                } = record
+                {
+                    mine.insert((topic, partition), committed);
                 }
             }
         }
     }
-    ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
+    codes
 }
 
 /// The error for one partition of an OffsetCommit or TxnOffsetCommit (NONE: commit it).

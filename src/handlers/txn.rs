@@ -21,9 +21,9 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::offsets::{commit_offsets, OffsetToCommit};
 use super::{s, Ctx, Response};
 use crate::coordinator::txn::TxnState;
-use crate::coordinator::{Committed, GroupRecord};
 use crate::protocol::errors::*;
 use crate::shard::{txn, Shard};
 use crate::util::now_ms;
@@ -172,76 +172,37 @@ pub async fn txn_offset_commit(
             request.generation_id,
         )
     };
-    let snapshot = shard.snapshot();
-    let now = now_ms();
-    let mut records = Vec::new();
-    let mut topics = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = snapshot.topic(&name);
-        let partitions = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let code = super::offsets::commit_check(
-                    group_code,
-                    meta.map(|m| &**m),
-                    p.partition_index,
-                    p.committed_metadata.as_deref(),
-                );
-                if code == NONE {
-                    records.push(GroupRecord::TxnOffset {
-                        group: group_id.clone(),
-                        producer_id,
-                        topic: name.clone(),
-                        partition: p.partition_index,
-                        committed: Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_ms: now,
-                        },
-                    });
-                }
-                TxnOffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code)
-            })
-            .collect();
-        topics.push(
+    let wanted = request.topics.iter().flat_map(|t| {
+        t.partitions.iter().map(|p| OffsetToCommit {
+            topic: t.name.0.as_str(),
+            partition: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: p.committed_leader_epoch,
+            metadata: p.committed_metadata.as_deref(),
+        })
+    });
+    let pid = Some(producer_id);
+    let mut codes = commit_offsets(shard, &group_id, group_code, pid, wanted.collect())
+        .await
+        .into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
             TxnOffsetCommitResponseTopic::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions),
-        );
-    }
-    if !records.is_empty() {
-        match shard.groups.persist(records.clone()).await {
-            Ok(()) => {
-                let group = shard.groups.get_or_create(&group_id);
-                let mut pending = group.txn_offsets.borrow_mut();
-                let mine = pending.entry(producer_id).or_default();
-                for record in records {
-                    if let GroupRecord::TxnOffset {
-                        topic,
-                        partition,
-                        committed,
-                        ..
-                    } = record
-                    {
-                        mine.insert((topic, partition), committed);
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::error!(group = %group_id, %err, "cannot persist transactional offsets");
-                for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-                    if p.error_code == NONE {
-                        p.error_code = COORDINATOR_NOT_AVAILABLE;
-                    }
-                }
-            }
-        }
-    }
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(UNKNOWN_SERVER_ERROR))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics))
 }
 

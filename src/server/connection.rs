@@ -39,7 +39,7 @@ pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 /// How often a stalled read or write checks its stall timeout. A short timer re-armed is
 /// used rather than one timer for the whole stall: a single glommio timer of 10 s racing a
 /// pending socket write was seen never to fire, while re-armed 1 s timers always do.
-const STALL_CHECK: Duration = Duration::from_millis(1_000);
+const STALL_CHECK_MS: u64 = 1_000;
 /// Fetch responses a connection may have dispatched and not yet written.
 const FETCHES_UNWRITTEN_MAX: usize = 1;
 
@@ -175,7 +175,7 @@ async fn write_response(writer: &mut Half, mut bytes: &[u8]) -> std::io::Result<
     while !bytes.is_empty() {
         let since = Instant::now();
         let written = loop {
-            match timeout(STALL_CHECK, writer.write(bytes)).await {
+            match timeout(Duration::from_millis(STALL_CHECK_MS), writer.write(bytes)).await {
                 Some(written) => break written,
                 None if since.elapsed() < stall => continue,
                 None => {
@@ -203,7 +203,7 @@ async fn read_within(
 ) -> Option<std::io::Result<usize>> {
     let since = Instant::now();
     loop {
-        match timeout(STALL_CHECK, reader.read(buf)).await {
+        match timeout(Duration::from_millis(STALL_CHECK_MS), reader.read(buf)).await {
             Some(read) => return Some(read),
             None if since.elapsed() < stall => continue,
             None => return None,

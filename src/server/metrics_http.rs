@@ -16,7 +16,7 @@ use crate::shard::Shard;
 /// Largest HTTP request head a scrape may send.
 const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A scrape that has not sent its request by then is dropped.
-const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const HTTP_READ_TIMEOUT_MS: u64 = 5_000;
 
 /// Every shard's snapshot (asked over the mesh), in shard order.
 async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
@@ -67,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
         };
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            let head = crate::util::timeout(HTTP_READ_TIMEOUT, read_head(&mut stream)).await;
+            let head = crate::util::timeout(Duration::from_millis(HTTP_READ_TIMEOUT_MS), read_head(&mut stream)).await;
             let response = match head.flatten() {
                 Some(head) if head.starts_with("GET /metrics ") || head.starts_with("GET / ") => {
                     let body = render(&gather(&shard).await);

@@ -5,6 +5,21 @@
 //! shard), it sends a message and awaits the reply. Requests carry an id; replies resolve
 //! the matching oneshot in the sender's pending table. The channels are created by the main
 //! thread, one per ordered pair (from, to), so a shard's index is its position in the mesh.
+//!
+//! The messages, who sends each and what serves it ([`Shard::spawn_mesh_receiver`]):
+//!
+//! | request | sent by | served by | reply |
+//! |---|---|---|---|
+//! | `Control` | any shard's handlers (CreateTopics, DeleteTopics, configs, producer ids) | the controller on shard 0 | `Control` |
+//! | `ApplySnapshot` | the controller, after each metadata change | every shard: [`Shard::apply_snapshot`] | `Applied` |
+//! | `Metrics` | the metrics listener on shard 0, per scrape | every shard: [`Shard::metrics_snapshot`] | `Metrics` |
+//! | `WriteTxnMarkers` | a transaction coordinator ending a transaction | the shard owning the partitions: [`Shard::write_txn_markers`] | `TxnMarkers` |
+//! | `EndTxnOffsets` | a transaction coordinator ending a transaction | the group's coordinator: [`GroupCoordinator::end_txn_offsets`](crate::coordinator::GroupCoordinator::end_txn_offsets) | `TxnOffsetsEnded` |
+//!
+//! [`Shard::spawn_mesh_receiver`]: super::Shard::spawn_mesh_receiver
+//! [`Shard::apply_snapshot`]: super::Shard::apply_snapshot
+//! [`Shard::metrics_snapshot`]: super::Shard::metrics_snapshot
+//! [`Shard::write_txn_markers`]: super::Shard::write_txn_markers
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -31,14 +31,14 @@ use crate::util::now_ms;
 
 /// Pause between attempts to write markers that failed (a partition not open yet, a full
 /// disk).
-const MARKER_RETRY: Duration = Duration::from_millis(200);
+const MARKER_RETRY_MS: u64 = 200;
 /// How long EndTxn waits for its markers before answering; the decision is durable by
 /// then, and the coordinator goes on writing them.
-pub const END_TXN_WAIT: Duration = Duration::from_secs(30);
+pub const END_TXN_WAIT_MS: u64 = 30_000;
 /// How long a marker waits to become durable before the attempt counts as failed.
-const MARKER_DURABLE_WAIT: Duration = Duration::from_secs(30);
+const MARKER_DURABLE_WAIT_MS: u64 = 30_000;
 /// How often the coordinator looks for timed-out transactions and unfinished ones.
-const TIMER_PERIOD: Duration = Duration::from_millis(500);
+const TIMER_PERIOD_MS: u64 = 500;
 
 /// An InitProducerId request naming a transactional id.
 pub struct InitTxnProducer<'a> {
@@ -141,7 +141,12 @@ pub async fn init_producer(
         );
     }
     if meta.state.is_prepare() {
-        match crate::util::timeout(END_TXN_WAIT, finish(shard, meta.clone())).await {
+        match crate::util::timeout(
+            Duration::from_millis(END_TXN_WAIT_MS),
+            finish(shard, meta.clone()),
+        )
+        .await
+        {
             Some(Ok(done)) => meta = done,
             Some(Err(_)) | None => return fail(CONCURRENT_TRANSACTIONS),
         }
@@ -257,7 +262,7 @@ pub async fn add_to_txn(
 }
 
 /// EndTxn: makes the decision durable, then writes the markers and ends the groups'
-/// pending offsets (waiting up to [`END_TXN_WAIT`] for them; the coordinator goes on after).
+/// pending offsets (waiting up to [`END_TXN_WAIT_MS`] for them; the coordinator goes on after).
 pub async fn end_txn(
     shard: &Rc<Shard>,
     id: &str,
@@ -301,7 +306,7 @@ pub async fn end_txn(
         return COORDINATOR_NOT_AVAILABLE;
     }
     // The decision is durable: from here the transaction ends this way whatever happens.
-    match crate::util::timeout(END_TXN_WAIT, finish(shard, meta)).await {
+    match crate::util::timeout(Duration::from_millis(END_TXN_WAIT_MS), finish(shard, meta)).await {
         Some(Ok(_)) => {}
         Some(Err(why)) => {
             tracing::warn!(transactional_id = id, %why, "transaction markers not all written yet; the coordinator goes on")
@@ -309,7 +314,7 @@ pub async fn end_txn(
         None => {
             tracing::warn!(
                 transactional_id = id,
-                "transaction markers still pending after {END_TXN_WAIT:?}; the coordinator goes on"
+                "transaction markers still pending after {END_TXN_WAIT_MS} ms; the coordinator goes on"
             )
         }
     }
@@ -417,7 +422,7 @@ async fn finish(shard: &Rc<Shard>, mut meta: TxnMeta) -> Result<TxnMeta, String>
         if shard.shutting_down.get() {
             return Err("the broker is stopping".into());
         }
-        glommio::timer::sleep(MARKER_RETRY).await;
+        glommio::timer::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
     }
     meta.state = if commit {
         TxnState::CompleteCommit
@@ -434,7 +439,7 @@ async fn finish(shard: &Rc<Shard>, mut meta: TxnMeta) -> Result<TxnMeta, String>
             Ok(()) => break,
             Err(err) if !shard.shutting_down.get() => {
                 tracing::error!(transactional_id = %meta.id, %err, "cannot persist transaction state; retrying");
-                glommio::timer::sleep(MARKER_RETRY).await;
+                glommio::timer::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
             }
             Err(err) => return Err(err.to_string()),
         }
@@ -459,7 +464,11 @@ pub fn spawn_txn_timer(shard: &Rc<Shard>) {
                 glommio::spawn_local(act_on_due(shard.clone(), id)).detach();
             }
             let seen = shard.shutdown.generation();
-            let _ = crate::util::timeout(TIMER_PERIOD, shard.shutdown.wait(seen)).await;
+            let _ = crate::util::timeout(
+                Duration::from_millis(TIMER_PERIOD_MS),
+                shard.shutdown.wait(seen),
+            )
+            .await;
         }
     })
     .detach();
@@ -543,7 +552,7 @@ impl Shard {
                 }
             }
         }
-        let deadline = Instant::now() + MARKER_DURABLE_WAIT;
+        let deadline = Instant::now() + Duration::from_millis(MARKER_DURABLE_WAIT_MS);
         for (i, incarnation, partition, offset) in waits {
             codes[i] = shard
                 .wait_durable(&partition, offset, incarnation, deadline)

@@ -1,8 +1,9 @@
 //! Storage: one append-only log per partition, of Kafka record batches stored verbatim.
 //!
 //! - [`log`]: the partition log — appends (offsets assigned, batch bytes patched and kept
-//!   as they arrived), group-commit flush jobs run by the shard's flusher, read plans for
-//!   Fetch and ListOffsets, clean close.
+//!   as they arrived) in `log/mod.rs`, its segments (`segment`), group-commit flush jobs
+//!   run by the shard's flusher and clean close (`flush`), read plans for Fetch and
+//!   ListOffsets (`reader`), retention, DeleteRecords and compaction passes (`retention`).
 //! - [`recovery`]: opening a directory after a clean stop or a crash: validate, truncate
 //!   torn tails, rebuild indexes, reload producer state.
 //! - [`index`]: the sparse offset/time index of a segment, its files, and the builder that

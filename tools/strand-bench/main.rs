@@ -43,7 +43,7 @@ use report::{new_histogram, RunReport, Throughput};
 /// file I/O, so the minimum is plenty and keeps it within `ulimit -l`.
 const IO_MEMORY_BYTES: usize = 512 * 1024;
 /// Extra time given after the schedule's end for the last acks and fetches.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
+const DRAIN_GRACE_MS: u64 = 30_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -379,7 +379,8 @@ fn run_workload(args: &Args, addr: &str, label: &str) -> Result<RunReport, Strin
         .duration_s
         .map(|s| (s * 1e9) as u64)
         .unwrap_or(u64::MAX);
-    let deadline = Duration::from_nanos(schedule_ns.min(3_600_000_000_000)) + DRAIN_GRACE;
+    let deadline = Duration::from_nanos(schedule_ns.min(3_600_000_000_000))
+        + Duration::from_millis(DRAIN_GRACE_MS);
 
     let mut jobs = Vec::new();
     if args.mode != Mode::Consume {

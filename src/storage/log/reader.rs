@@ -81,7 +81,12 @@ impl PartitionLog {
         for segment in &self.segments {
             if !segments.is_empty() {
                 if let Some(file) = &segment.file {
-                    segments.push((file.clone(), segment.path.clone(), 0, segment.durable_len));
+                    segments.push(SegmentRange {
+                        file: file.clone(),
+                        path: segment.path.clone(),
+                        start: 0,
+                        end: segment.durable_len,
+                    });
                 }
                 continue;
             }
@@ -94,12 +99,12 @@ impl PartitionLog {
                     .lookup_timestamp(timestamp)
                     .map(|e| u64::from(e.position))
                     .unwrap_or(0);
-                segments.push((
-                    file.clone(),
-                    segment.path.clone(),
+                segments.push(SegmentRange {
+                    file: file.clone(),
+                    path: segment.path.clone(),
                     start,
-                    segment.durable_len,
-                ));
+                    end: segment.durable_len,
+                });
             }
         }
         TimestampPlan {
@@ -272,9 +277,17 @@ impl DiskRead {
     }
 }
 
+/// The durable bytes `start..end` of one segment file, to be searched.
+pub struct SegmentRange {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    start: u64,
+    end: u64,
+}
+
 /// A ListOffsets search by timestamp; owns its file handles.
 pub struct TimestampPlan {
-    pub(super) segments: Vec<(Rc<DmaFile>, PathBuf, u64, u64)>,
+    pub(super) segments: Vec<SegmentRange>,
     pub(super) timestamp: i64,
     pub(super) high_watermark: i64,
 }
@@ -285,13 +298,13 @@ impl TimestampPlan {
     /// the exact record would mean decompressing, and a consumer starting at the batch gets
     /// the record it asked for (with a few earlier ones).
     pub async fn resolve(self) -> io::Result<Option<(i64, i64)>> {
-        for (file, path, start, end) in &self.segments {
+        for range in &self.segments {
             let mut found = None;
             walk_batches(
-                file,
-                path,
-                *start,
-                *end,
+                &range.file,
+                &range.path,
+                range.start,
+                range.end,
                 READ_CHUNK_BYTES_MIN,
                 |bytes, info| {
                     if info.base_offset >= self.high_watermark {
