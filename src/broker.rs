@@ -237,6 +237,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let data_dir = config.data_dir.clone();
         let shard_count = config.shards_resolved();
         let default_partitions = config.default_partitions;
+        let partitions_max = config
+            .max_partitions_per_shard
+            .saturating_mul(config.shards_resolved());
         let broker_defaults = crate::cluster::topic_config::DEFS
             .iter()
             .map(|d| {
@@ -249,6 +252,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let controller = glommio::executor()
             .spawn_blocking(move || {
                 Controller::load(&data_dir, shard_count, default_partitions, broker_defaults)
+                    .map(|c| c.with_partitions_max(partitions_max))
             })
             .await
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;

@@ -60,6 +60,19 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections_per_shard: usize,
 
+    /// Partitions (of all topics together) a shard may hold; the broker holds this many
+    /// times its shard count. Creating topics or partitions past it (also by
+    /// auto-creation) is refused with INVALID_PARTITIONS. Each partition costs memory
+    /// (its recent-batch cache, producer state) and open files.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_partitions_per_shard: usize,
+
+    /// Producer ids (idempotence state) idle this long are forgotten by each partition
+    /// (Kafka's `producer.id.expiration.ms`), checked at every segment roll and retention
+    /// check.
+    #[arg(long, default_value_t = 24 * 60 * 60 * 1000)]
+    pub producer_id_expiration_ms: i64,
+
     /// Default `segment.bytes`: size at which a partition's active segment is rolled.
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     pub segment_bytes: u64,
