@@ -21,6 +21,7 @@ import uuid
 import pytest
 from confluent_kafka import (
     Consumer,
+    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
@@ -135,6 +136,21 @@ def outcome(future, timeout=TIMEOUT_S):
         return "ok"
     except KafkaException as e:
         return e.args[0].name()
+
+
+COORDINATOR_WARMING_UP = {"COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR"}
+
+
+def settled(call, timeout=TIMEOUT_S):
+    """call() -> outcome, repeated while the group coordinator is still starting (Kafka
+    creates __consumer_offsets on the first group request): only the settled answer is
+    compared."""
+    deadline = time.time() + timeout
+    while True:
+        result = call()
+        if result not in COORDINATOR_WARMING_UP or time.time() > deadline:
+            return result
+        time.sleep(0.2)
 
 
 def create(bootstrap, topic, partitions=1, config=None):
@@ -622,6 +638,12 @@ def offsets_by_time(bootstrap):
     seen["empty_max_timestamp"] = list_offsets(bootstrap, empty, OffsetSpec.max_timestamp())
     seen["empty_for_time"] = list_offsets(bootstrap, empty, OffsetSpec.for_timestamp(base))
     seen["empty_latest"] = list_offsets(bootstrap, empty, OffsetSpec.latest())[0]
+    # Leader epochs: one leader since creation on both brokers, so epoch 0 everywhere.
+    tp = TopicPartition(topic, 0)
+    seen["leader_epochs"] = [
+        admin(bootstrap).list_offsets({tp: spec})[tp].result(timeout=TIMEOUT_S).leader_epoch
+        for spec in (OffsetSpec.earliest(), OffsetSpec.latest(), OffsetSpec.max_timestamp(), OffsetSpec.for_timestamp(base))
+    ]
     return seen
 
 
@@ -726,7 +748,10 @@ def group_states(bootstrap):
         try:
             d = a.describe_consumer_groups([group])[group].result(timeout=TIMEOUT_S)
         except KafkaException as e:
-            return (e.args[0].name(),)
+            name = e.args[0].name()
+            if name in COORDINATOR_WARMING_UP:
+                return describe()
+            return (name,)
         return (d.state.name, len(d.members), d.partition_assignor if d.members else "",
                 sorted(len(m.assignment.topic_partitions) for m in d.members))
 
@@ -826,6 +851,57 @@ def test_describe_group_while_rebalancing(group_observations):
     # The first member still holds its two partitions; the joining one has none yet.
     assert k["joining"] == ("PREPARING_REBALANCING", 2, "", [0, 2])
     assert s["joining"] == k["joining"]
+
+
+def group_errors(bootstrap):
+    topic = name("group-errors")
+    create(bootstrap, topic, partitions=2)
+    produce(bootstrap, topic, [(None, b"x", None)])
+    group = name("diff-group-errors")
+    a = admin(bootstrap)
+    seen = {}
+
+    def offsets(partitions=None):
+        request = ConsumerGroupTopicPartitions(group, partitions)
+        result = a.list_consumer_group_offsets([request])[group].result(timeout=TIMEOUT_S)
+        return sorted(
+            (tp.topic == topic, tp.partition, tp.offset, tp.error.name() if tp.error else None)
+            for tp in result.topic_partitions
+        )
+
+    seen["delete_unknown"] = settled(lambda: outcome(a.delete_consumer_groups([group])[group]))
+    seen["offsets_unknown"] = offsets()
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    try:
+        c.subscribe([topic])
+        assert poll_until(lambda: True if (c.poll(0.2), c.assignment())[1] else None)
+        c.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+        seen["delete_active"] = outcome(a.delete_consumer_groups([group])[group])
+        seen["offsets"] = offsets()
+        seen["offsets_named"] = offsets(
+            [TopicPartition(topic, 0), TopicPartition(topic, 1), TopicPartition(name("missing"), 0)]
+        )
+        seen["committed"] = sorted(
+            (tp.partition, tp.offset)
+            for tp in c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=TIMEOUT_S)
+        )
+    finally:
+        c.close()
+    seen["delete_after_leave"] = settled(lambda: outcome(a.delete_consumer_groups([group])[group]))
+    seen["offsets_after_delete"] = offsets()
+    return seen
+
+
+def test_group_errors_and_offsets(both):
+    k, s = both(group_errors)
+    assert k["delete_unknown"] == "GROUP_ID_NOT_FOUND"
+    assert k["delete_active"] == "NON_EMPTY_GROUP"
+    assert s == k
 
 
 # ---------------------------------------------------------------------------- transactions
