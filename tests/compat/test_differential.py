@@ -14,7 +14,7 @@ Ports: Kafka on 21500.. (two: broker, controller), Strand on 21600.. (two shards
 free pair in each block is used.
 """
 
-import os
+import struct
 import time
 import uuid
 
@@ -42,8 +42,10 @@ from confluent_kafka.admin import (
 
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KpNewTopic
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 from kafka.errors import KafkaError as KafkaPythonError
 from kafka.protocol.consumer.fetch import FetchRequest
+from kafka.protocol.consumer.group import HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest
 from kafka.protocol.consumer.offsets import ListOffsetsRequest
 from kafka.protocol.metadata.metadata import MetadataRequest
 from kafka.protocol.producer.produce import ProduceRequest
@@ -851,6 +853,104 @@ def test_describe_group_while_rebalancing(group_observations):
     # The first member still holds its two partitions; the joining one has none yet.
     assert k["joining"] == ("PREPARING_REBALANCING", 2, "", [0, 2])
     assert s["joining"] == k["joining"]
+
+
+def subscription(topics):
+    """ConsumerProtocolSubscription v0: version, topics, null user data."""
+    out = struct.pack(">hi", 0, len(topics))
+    for t in topics:
+        out += struct.pack(">h", len(t)) + t.encode()
+    return out + struct.pack(">i", -1)
+
+
+def assignment(topic, partitions):
+    """ConsumerProtocolAssignment v0: version, one topic's partitions, null user data."""
+    out = struct.pack(">hi", 0, 1) + struct.pack(">h", len(topic)) + topic.encode()
+    out += struct.pack(">i", len(partitions)) + b"".join(struct.pack(">i", p) for p in partitions)
+    return out + struct.pack(">i", -1)
+
+
+def raw_group_states(bootstrap):
+    """A classic-protocol member driven request by request (kafka-python's protocol classes),
+    so that every state is observed deterministically, CompletingRebalance included: after
+    JoinGroup and before SyncGroup the group waits for its leader's assignment."""
+    topic = name("raw-group")
+    create(bootstrap, topic, partitions=2)
+    group = name("diff-raw-group")
+    a = kafka_python_admin(bootstrap)
+    confluent = admin(bootstrap)
+
+    def describe():
+        d = confluent.describe_consumer_groups([group])[group].result(timeout=TIMEOUT_S)
+        return d.state.name, len(d.members)
+
+    def send(request, node_id):
+        async def go():
+            return await a._manager.send(request, node_id=node_id)
+
+        return a._manager.run(go)
+
+    def join(member_id, session_timeout_ms=10000):
+        return send(JoinGroupRequest(
+            version=5, group_id=group, session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=10000, member_id=member_id, group_instance_id=None,
+            protocol_type="consumer",
+            protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=subscription([topic]))],
+        ), coordinator)
+
+    def sync(generation, member_id, assignments):
+        return send(SyncGroupRequest(
+            version=3, group_id=group, generation_id=generation, member_id=member_id,
+            group_instance_id=None,
+            assignments=[SyncGroupRequest.SyncGroupRequestAssignment(member_id=m, assignment=b) for m, b in assignments],
+        ), coordinator).error_code
+
+    def heartbeat(generation, member_id):
+        return send(HeartbeatRequest(version=3, group_id=group, generation_id=generation,
+                                     member_id=member_id, group_instance_id=None), coordinator).error_code
+
+    seen = {}
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while True:
+            try:
+                coordinator = a._manager.run(a._find_coordinator_ids, [group])[group]
+                break
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                # Kafka creates __consumer_offsets on the first group request.
+                assert time.time() < deadline, "no group coordinator"
+                time.sleep(0.2)
+        seen["join_too_short_session"] = join("", session_timeout_ms=1000).error_code
+        first = join("")
+        seen["join_without_member_id"] = (first.error_code, bool(first.member_id))
+        joined = join(first.member_id)
+        member, generation = joined.member_id, joined.generation_id
+        seen["join"] = (joined.error_code, generation, joined.protocol_name, joined.leader == member,
+                        [m.member_id == member for m in joined.members])
+        seen["after_join"] = describe()
+        seen["heartbeat_awaiting_sync"] = heartbeat(generation, member)
+        seen["heartbeat_unknown_member"] = heartbeat(generation, "nobody")
+        seen["sync_wrong_generation"] = sync(generation + 5, member, [])
+        seen["sync_unknown_member"] = sync(generation, "nobody", [])
+        seen["sync"] = sync(generation, member, [(member, assignment(topic, [0, 1]))])
+        seen["after_sync"] = describe()
+        seen["heartbeat_stable"] = heartbeat(generation, member)
+        seen["heartbeat_old_generation"] = heartbeat(generation - 1, member)
+        left = send(LeaveGroupRequest(version=3, group_id=group, members=[
+            LeaveGroupRequest.MemberIdentity(member_id=member, group_instance_id=None)]), coordinator)
+        seen["leave"] = (left.error_code, [m.error_code for m in left.members])
+        seen["after_leave"] = describe()
+        seen["heartbeat_after_leave"] = heartbeat(generation, member)
+    finally:
+        a.close()
+    return seen
+
+
+def test_raw_group_states_with_completing_rebalance(both):
+    k, s = both(raw_group_states)
+    assert k["after_join"] == ("COMPLETING_REBALANCING", 1)
+    assert k["after_sync"] == ("STABLE", 1)
+    assert s == k
 
 
 def group_errors(bootstrap):
