@@ -750,10 +750,11 @@ def group_states(bootstrap):
         try:
             d = a.describe_consumer_groups([group])[group].result(timeout=TIMEOUT_S)
         except KafkaException as e:
-            name = e.args[0].name()
-            if name in COORDINATOR_WARMING_UP:
+            error = e.args[0].name()
+            if error in COORDINATOR_WARMING_UP:
+                time.sleep(0.2)
                 return describe()
-            return (name,)
+            return (error,)
         return (d.state.name, len(d.members), d.partition_assignor if d.members else "",
                 sorted(len(m.assignment.topic_partitions) for m in d.members))
 
