@@ -55,6 +55,7 @@ start_broker() {
   done
   mkdir -p "$dir"
   BROKER_LOG="$dir/broker.log"
+  : >"$BROKER_LOG"
   "$STRAND_BIN" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" --shards 2 \
     --log-level info </dev/null >/dev/null 2>"$BROKER_LOG" &
   BROKER_PID=$!

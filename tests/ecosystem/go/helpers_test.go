@@ -107,9 +107,12 @@ func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
+// newAdmin makes a kadm client. kadm answers metadata questions from kgo's cache
+// while it is younger than MetadataMinAge (5 s by default); a short age makes a
+// listing right after a create or delete ask the broker.
 func newAdmin(t *testing.T) *kadm.Client {
 	t.Helper()
-	return kadm.NewClient(newClient(t))
+	return kadm.NewClient(newClient(t, kgo.MetadataMinAge(100*time.Millisecond)))
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

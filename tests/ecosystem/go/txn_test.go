@@ -1,0 +1,206 @@
+package ecosystem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Consume-transform-produce with kgo's GroupTransactSession: the first batch's
+// transaction is aborted (its output must stay invisible and its input be read
+// again), every later one commits. A read_committed reader of the output then sees
+// each input record exactly once, and the group's committed offsets are the input's end.
+func TestGroupTransactSession(t *testing.T) {
+	adm := newAdmin(t)
+	in, out := uniq("txn-in"), uniq("txn-out")
+	group := uniq("txn-group")
+	const partitions, perPartition = 3, 100
+	const n = partitions * perPartition
+	createTopic(t, adm, in, partitions, nil)
+	createTopic(t, adm, out, partitions, nil)
+	produceToPartitions(t, in, partitions, perPartition, "in")
+
+	sess, err := kgo.NewGroupTransactSession(
+		kgo.SeedBrokers(bootstrap()...),
+		kgo.WithLogger(logger(t)),
+		kgo.TransactionalID(uniq("txn-id")),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(in),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.DefaultProduceTopic(out),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.TransactionTimeout(30*time.Second),
+	)
+	if err != nil {
+		t.Fatalf("new session: %v", err)
+	}
+	defer sess.Close()
+
+	ctx := ctxFor(t, 60*time.Second)
+	aborted := 0      // output records of the aborted transaction
+	transformed := 0  // input records handed to a committed transaction
+	commits := 0
+	for transformed < n {
+		fs := sess.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("transformed %d of %d records before the deadline", transformed, n)
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			t.Fatalf("fetch %s[%d]: %v", topic, p, err)
+		})
+		rs := fs.Records()
+		if len(rs) == 0 {
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			t.Fatalf("begin: %v", err)
+		}
+		abort := aborted == 0
+		for _, r := range rs {
+			value := "out:" + string(r.Value)
+			if abort {
+				value = "aborted:" + string(r.Value)
+			}
+			sess.Produce(ctx, &kgo.Record{Partition: r.Partition, Key: r.Value, Value: []byte(value)}, func(_ *kgo.Record, err error) {
+				if err != nil && !errors.Is(err, kgo.ErrAborting) {
+					t.Errorf("produce in transaction: %v", err)
+				}
+			})
+		}
+		try := kgo.TryCommit
+		if abort {
+			// End(TryAbort) drops records still buffered; flush so that the
+			// aborted records are really written to the log first.
+			if err := sess.Client().Flush(ctx); err != nil {
+				t.Fatalf("flush: %v", err)
+			}
+			try = kgo.TryAbort
+		}
+		committedTxn, err := sess.End(ctx, try)
+		if err != nil {
+			t.Fatalf("end transaction: %v", err)
+		}
+		if abort {
+			if committedTxn {
+				t.Fatalf("End(TryAbort) reported a commit")
+			}
+			aborted = len(rs)
+			continue
+		}
+		if !committedTxn {
+			// A rebalance can make the session abort; it rewinds and we go again.
+			t.Logf("transaction of %d records aborted by the session", len(rs))
+			continue
+		}
+		commits++
+		transformed += len(rs)
+	}
+	if transformed != n {
+		t.Fatalf("committed transformations of %d records, want %d (duplicates after the abort?)", transformed, n)
+	}
+	t.Logf("%d committed transactions, first transaction of %d records aborted", commits, aborted)
+
+	c := committed(t, adm, group, in)
+	for p := int32(0); p < partitions; p++ {
+		if c[p] != perPartition {
+			t.Errorf("group offset of %s[%d] is %d, want %d", in, p, c[p], perPartition)
+		}
+	}
+
+	// read_committed: each input exactly once, nothing of the aborted transaction.
+	ends := endOffsets(t, adm, out)
+	var total int64
+	for _, e := range ends {
+		total += e
+	}
+	committedRecords := consumeAll(t, out, n, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	counts := map[string]int{}
+	for _, r := range committedRecords {
+		v := string(r.Value)
+		if strings.HasPrefix(v, "aborted:") {
+			t.Fatalf("read_committed consumer saw aborted record %q", v)
+		}
+		counts[v]++
+	}
+	for p := 0; p < partitions; p++ {
+		for i := 0; i < perPartition; i++ {
+			v := fmt.Sprintf("out:in-%d-%d", p, i)
+			if counts[v] != 1 {
+				t.Errorf("%s seen %d times by read_committed, want once", v, counts[v])
+			}
+		}
+	}
+	if len(committedRecords) != n {
+		t.Errorf("read_committed saw %d records, want %d", len(committedRecords), n)
+	}
+
+	// read_uncommitted sees the aborted records too: the abort really wrote data.
+	all := consumeAll(t, out, n+aborted, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	sawAborted := 0
+	for _, r := range all {
+		if strings.HasPrefix(string(r.Value), "aborted:") {
+			sawAborted++
+		}
+	}
+	if sawAborted != aborted {
+		t.Errorf("read_uncommitted saw %d aborted records, want %d", sawAborted, aborted)
+	}
+	// The log holds data, one control batch per partition per transaction.
+	if total <= int64(n+aborted) {
+		t.Errorf("output end offsets sum to %d: no room for transaction markers after %d records", total, n+aborted)
+	}
+}
+
+// A plain transactional producer: an aborted transaction is invisible to a
+// read_committed consumer, a committed one after it is visible, and the last
+// stable offset lets the consumer get past the aborted range.
+func TestTransactionalProducerAbortThenCommit(t *testing.T) {
+	adm := newAdmin(t)
+	topic := uniq("txn-plain")
+	createTopic(t, adm, topic, 2, nil)
+	cl := newClient(t,
+		kgo.TransactionalID(uniq("txn-plain-id")),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)
+	ctx := ctxFor(t, 30*time.Second)
+	for round, commit := range []kgo.TransactionEndTry{kgo.TryAbort, kgo.TryCommit, kgo.TryAbort, kgo.TryCommit} {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatalf("begin: %v", err)
+		}
+		var rs []*kgo.Record
+		for i := 0; i < 20; i++ {
+			rs = append(rs, &kgo.Record{Partition: int32(i % 2), Value: []byte(fmt.Sprintf("round%d-%v-%d", round, bool(commit), i))})
+		}
+		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+			t.Fatalf("produce: %v", err)
+		}
+		if err := cl.EndTransaction(ctx, commit); err != nil {
+			t.Fatalf("end transaction: %v", err)
+		}
+	}
+	records := consumeAll(t, topic, 40, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	for _, r := range records {
+		if !strings.Contains(string(r.Value), "-true-") {
+			t.Fatalf("read_committed consumer saw aborted record %q", r.Value)
+		}
+	}
+	if len(records) != 40 {
+		t.Fatalf("read_committed saw %d records, want 40", len(records))
+	}
+	// 80 records and 4 markers per partition... 40 records + 4 markers per partition.
+	for p, e := range endOffsets(t, adm, topic) {
+		if e != 44 {
+			t.Errorf("partition %d ends at %d, want 40 records + 4 markers = 44", p, e)
+		}
+	}
+}
+
+var _ = context.Background
