@@ -140,7 +140,7 @@ run_node() {
   fi
   local out="$CACHE/node-test.log"
   KAFKAJS_NO_PARTITIONER_WARNING=1 STRAND_BOOTSTRAP=127.0.0.1:23010 node --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout \
-    --test-reporter=tap --test-reporter-destination="$out" test/*.test.mjs 2>&1
+    --test-reporter=tap --test-reporter-destination="$out" ${NODE_TESTS:-test/*.test.mjs} 2>&1
   local rc=$?
   local p f s
   p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -1); f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -1)

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict'
+import kafkajs from 'kafkajs'
 import { kafkaTest, makeKafka, uniq, createTopics, readAll } from '../helpers.mjs'
+
+const { CompressionTypes } = kafkajs
 
 // An idempotent producer with acks -1 writes keyed messages to a four-partition
 // topic in twenty sends; a consumer reads every message exactly once,
@@ -59,7 +62,6 @@ kafkaTest('idempotent producer, acks -1: every message back once, in order', asy
 // Messages of several topics in one sendBatch, with headers and a compressed
 // (gzip: the codec kafkajs ships) batch.
 kafkaTest('sendBatch to two topics with headers and gzip', async (t, defer) => {
-  const { CompressionTypes } = await import('kafkajs')
   const kafka = makeKafka()
   const admin = kafka.admin()
   await admin.connect()
@@ -69,15 +71,23 @@ kafkaTest('sendBatch to two topics with headers and gzip', async (t, defer) => {
   await createTopics(admin, [a, b], 2)
 
   const producer = kafka.producer({ idempotent: true })
+  const produceRequests = []
+  producer.on(producer.events.REQUEST, ({ payload }) => {
+    if (payload.apiName === 'Produce') produceRequests.push(payload)
+  })
   await producer.connect()
   defer(() => producer.disconnect())
-  const mk = (topic, n) => Array.from({ length: n }, (_, i) => ({ key: String(i), value: `${topic}:${i}`, headers: { i: String(i), src: 'kafkajs' } }))
+  const filler = 'a compressible payload '.repeat(20)
+  const mk = (topic, n) => Array.from({ length: n }, (_, i) => ({ key: String(i), value: `${topic}:${i}:${filler}`, headers: { i: String(i), src: 'kafkajs' } }))
   const res = await producer.sendBatch({
     acks: -1,
     compression: CompressionTypes.GZIP,
     topicMessages: [{ topic: a, messages: mk(a, 50) }, { topic: b, messages: mk(b, 30) }],
   })
   assert.deepEqual(new Set(res.map((r) => r.topicName)), new Set([a, b]))
+  // 80 values of ~470 bytes: about 37 kB uncompressed; gzip makes the requests far smaller.
+  const sent = produceRequests.reduce((sum, r) => sum + r.size, 0)
+  assert.ok(sent > 0 && sent < 10000, `produce requests carried ${sent} bytes: not compressed`)
 
   for (const [topic, n] of [[a, 50], [b, 30]]) {
     const consumer = kafka.consumer({ groupId: uniq('js-batch-reader'), maxWaitTimeInMs: 200 })
@@ -91,7 +101,7 @@ kafkaTest('sendBatch to two topics with headers and gzip', async (t, defer) => {
     assert.equal(got.length, n, `${topic}: ${got.length} of ${n} messages`)
     for (const m of got) {
       const i = m.key.toString()
-      assert.equal(m.value.toString(), `${topic}:${i}`)
+      assert.equal(m.value.toString(), `${topic}:${i}:${filler}`)
       assert.equal(m.headers.i.toString(), i)
       assert.equal(m.headers.src.toString(), 'kafkajs')
     }
