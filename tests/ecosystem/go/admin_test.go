@@ -347,3 +347,99 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// Offsets of a group without members: kadm commits them (generation -1), fetches
+// them, deletes one partition's (OffsetDelete), then deletes the group. Log dirs
+// list the topic's partitions with their sizes.
+func TestAdminGroupOffsetsAndLogDirs(t *testing.T) {
+	adm := newAdmin(t)
+	topic := uniq("adm-goff")
+	group := uniq("adm-goff-group")
+	createTopic(t, adm, topic, 2, nil)
+	produceToPartitions(t, topic, 2, 10, "x")
+	ctx := ctxFor(t, 30*time.Second)
+
+	os := kadm.Offsets{}
+	os.Add(kadm.Offset{Topic: topic, Partition: 0, At: 4, LeaderEpoch: -1, Metadata: "four"})
+	os.Add(kadm.Offset{Topic: topic, Partition: 1, At: 7, LeaderEpoch: -1})
+	resps, err := adm.CommitOffsets(ctx, group, os)
+	if err != nil || resps.Error() != nil {
+		t.Fatalf("commit offsets: %v %v", err, resps.Error())
+	}
+	fetched, err := adm.FetchOffsets(ctx, group)
+	if err != nil || fetched.Error() != nil {
+		t.Fatalf("fetch offsets: %v %v", err, fetched.Error())
+	}
+	if o, _ := fetched.Lookup(topic, 0); o.At != 4 || o.Metadata != "four" {
+		t.Fatalf("partition 0 committed %d %q, want 4 \"four\"", o.At, o.Metadata)
+	}
+	if o, _ := fetched.Lookup(topic, 1); o.At != 7 {
+		t.Fatalf("partition 1 committed %d, want 7", o.At)
+	}
+	lags, err := adm.Lag(ctx, group)
+	if err != nil {
+		t.Fatalf("lag: %v", err)
+	}
+	if l := lags[group]; l.State != "Empty" {
+		t.Fatalf("group state %q, want Empty", l.State)
+	} else if l0, _ := l.Lag.Lookup(topic, 0); l0.Lag != 6 {
+		t.Fatalf("lag of partition 0: %d, want 6", l0.Lag)
+	}
+
+	dels, err := adm.DeleteOffsets(ctx, group, kadm.TopicsSet{topic: {0: {}}})
+	if err != nil {
+		t.Fatalf("delete offsets: %v", err)
+	}
+	if err, ok := dels.Lookup(topic, 0); !ok || err != nil {
+		t.Fatalf("delete offsets of partition 0: present %v, err %v", ok, err)
+	}
+	fetched, err = adm.FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatalf("fetch offsets: %v", err)
+	}
+	if o, ok := fetched.Lookup(topic, 0); ok && o.At >= 0 {
+		t.Fatalf("partition 0 still committed at %d after OffsetDelete", o.At)
+	}
+	if o, _ := fetched.Lookup(topic, 1); o.At != 7 {
+		t.Fatalf("partition 1 committed %d after deleting partition 0's, want 7", o.At)
+	}
+
+	dg, err := adm.DeleteGroup(ctx, group)
+	if err == nil {
+		err = dg.Err
+	}
+	if err != nil {
+		t.Fatalf("delete group: %v", err)
+	}
+	fetched, err = adm.FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatalf("fetch offsets of the deleted group: %v", err)
+	}
+	if o, ok := fetched.Lookup(topic, 1); ok && o.At >= 0 {
+		t.Fatalf("deleted group still has partition 1 at %d", o.At)
+	}
+
+	dirs, err := adm.DescribeAllLogDirs(ctx, kadm.TopicsSet{topic: {0: {}, 1: {}}})
+	if err != nil {
+		t.Fatalf("describe log dirs: %v", err)
+	}
+	found := 0
+	dirs.Each(func(d kadm.DescribedLogDir) {
+		if d.Err != nil {
+			t.Errorf("log dir %s of broker %d: %v", d.Dir, d.Broker, d.Err)
+		}
+		for _, ps := range d.Topics {
+			for _, p := range ps {
+				if p.Topic == topic {
+					found++
+					if p.Size <= 0 || p.Broker != d.Broker {
+						t.Errorf("%s[%d] on broker %d: size %d", p.Topic, p.Partition, p.Broker, p.Size)
+					}
+				}
+			}
+		}
+	})
+	if found != 2 {
+		t.Fatalf("log dirs list %d partitions of %s, want 2", found, topic)
+	}
+}

@@ -2,12 +2,14 @@ package ecosystem
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -174,6 +176,36 @@ func TestCompressionCodecs(t *testing.T) {
 			}
 			if ratio := fetchHooks.ratio(); ratio >= 0.8 {
 				t.Fatalf("fetched batches are %.2f of their uncompressed size: not compressed", ratio)
+			}
+		})
+		// A compacted topic makes the broker decompress every batch to check
+		// that each record has a key: keyed records are accepted, a batch with a
+		// record without a key is refused with INVALID_RECORD.
+		t.Run(c.name+"-compacted", func(t *testing.T) {
+			topic := uniq("comp-compact-" + c.name)
+			createTopic(t, adm, topic, 1, map[string]*string{"cleanup.policy": strp("compact")})
+			producer := newClient(t,
+				kgo.DefaultProduceTopic(topic),
+				kgo.ProducerBatchCompression(c.codec),
+				kgo.RecordRetries(2),
+			)
+			ctx := ctxFor(t, 30*time.Second)
+			var rs []*kgo.Record
+			for i := 0; i < 200; i++ {
+				rs = append(rs, &kgo.Record{Key: []byte(fmt.Sprintf("key-%d", i%50)), Value: []byte(fmt.Sprintf("%s value %d of a compacted topic, compacted topic", c.name, i))})
+			}
+			if err := producer.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+				t.Fatalf("produce keyed records: %v", err)
+			}
+			err := producer.ProduceSync(ctx, &kgo.Record{Value: []byte("no key, no key, no key, no key")}).FirstErr()
+			if !errors.Is(err, kerr.InvalidRecord) {
+				t.Fatalf("record without a key on a compacted topic: %v, want INVALID_RECORD", err)
+			}
+			records := consumeAll(t, topic, 200)
+			for i, r := range records {
+				if string(r.Value) != string(rs[i].Value) || r.Offset != int64(i) {
+					t.Fatalf("record %d: %q at %d, want %q", i, r.Value, r.Offset, rs[i].Value)
+				}
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -204,3 +206,109 @@ func TestTransactionalProducerAbortThenCommit(t *testing.T) {
 }
 
 var _ = context.Background
+
+// A second producer with the same transactional id fences the first: the first's
+// open transaction is aborted, its later produce and commit fail, and only the
+// second's transaction is visible. kadm describes the transaction, lists it and
+// describes the partition's producers while it is open.
+func TestTransactionFencingAndDescribe(t *testing.T) {
+	adm := newAdmin(t)
+	topic := uniq("txn-fence")
+	createTopic(t, adm, topic, 1, nil)
+	txnID := uniq("txn-fence-id")
+	opts := []kgo.Opt{
+		kgo.TransactionalID(txnID),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RecordRetries(3),
+		kgo.TransactionTimeout(60 * time.Second),
+	}
+	ctx := ctxFor(t, 60*time.Second)
+	first := newClient(t, opts...)
+	if err := first.BeginTransaction(); err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	var rs []*kgo.Record
+	for i := 0; i < 5; i++ {
+		rs = append(rs, &kgo.Record{Value: []byte(fmt.Sprintf("first-%d", i))})
+	}
+	res := first.ProduceSync(ctx, rs...)
+	if err := res.FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	firstID, firstEpoch := res[0].Record.ProducerID, res[0].Record.ProducerEpoch
+
+	// The open transaction as the admin API sees it.
+	dts, err := adm.DescribeTransactions(ctx, txnID)
+	if err != nil {
+		t.Fatalf("describe transactions: %v", err)
+	}
+	dt := dts[txnID]
+	if dt.Err != nil || dt.State != "Ongoing" || dt.ProducerID != firstID || dt.ProducerEpoch != firstEpoch || dt.TimeoutMillis != 60000 {
+		t.Fatalf("described transaction %+v, want Ongoing, producer %d/%d, timeout 60000", dt, firstID, firstEpoch)
+	}
+	if _, ok := dt.Topics[topic][0]; !ok {
+		t.Fatalf("described transaction's partitions %v, want %s[0]", dt.Topics, topic)
+	}
+	lts, err := adm.ListTransactions(ctx, nil, []string{"Ongoing"})
+	if err != nil {
+		t.Fatalf("list transactions: %v", err)
+	}
+	if lt, ok := lts[txnID]; !ok || lt.ProducerID != firstID {
+		t.Fatalf("list transactions (Ongoing): %v, want %s with producer %d", lts.TransactionalIDs(), txnID, firstID)
+	}
+	dps, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}}})
+	if err != nil {
+		t.Fatalf("describe producers: %v", err)
+	}
+	dp, ok := dps[topic].Partitions[0].ActiveProducers[firstID]
+	if !ok || dp.ProducerEpoch != firstEpoch || dp.LastSequence != 4 || dp.CurrentTxnStartOffset != 0 {
+		t.Fatalf("described producers of %s[0]: %+v, want producer %d epoch %d, last sequence 4, transaction from offset 0", topic, dps[topic].Partitions[0], firstID, firstEpoch)
+	}
+
+	// The second instance fences the first.
+	second := newClient(t, opts...)
+	if err := second.BeginTransaction(); err != nil {
+		t.Fatalf("second begin: %v", err)
+	}
+	res = second.ProduceSync(ctx, &kgo.Record{Value: []byte("second")})
+	if err := res.FirstErr(); err != nil {
+		t.Fatalf("second produce: %v", err)
+	}
+	if id, epoch := res[0].Record.ProducerID, res[0].Record.ProducerEpoch; id != firstID || epoch <= firstEpoch {
+		t.Fatalf("second instance has producer %d/%d, want %d with an epoch above %d", id, epoch, firstID, firstEpoch)
+	}
+	if err := second.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("second commit: %v", err)
+	}
+
+	fenced := func(err error) bool {
+		return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)
+	}
+	err = first.ProduceSync(ctx, &kgo.Record{Value: []byte("first-late")}).FirstErr()
+	if !fenced(err) {
+		t.Fatalf("fenced producer's produce: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
+	}
+	if err := first.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Fatalf("fenced producer's commit succeeded")
+	}
+
+	records := consumeAll(t, topic, 1, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if len(records) != 1 || string(records[0].Value) != "second" {
+		var vs []string
+		for _, r := range records {
+			vs = append(vs, string(r.Value))
+		}
+		t.Fatalf("read_committed sees %v, want only [second]", vs)
+	}
+	// After the fence: 5 aborted records, the abort marker, "second", its marker.
+	if end := endOffsets(t, adm, topic)[0]; end != 8 {
+		t.Errorf("end offset %d, want 8", end)
+	}
+	dts, err = adm.DescribeTransactions(ctx, txnID)
+	if err != nil {
+		t.Fatalf("describe transactions: %v", err)
+	}
+	if dt := dts[txnID]; dt.State != "CompleteCommit" {
+		t.Errorf("transaction state after the commit %q, want CompleteCommit", dt.State)
+	}
+}
