@@ -1,7 +1,9 @@
 // Shared pieces of the kafkajs tests: the client on the broker that ../go-node.sh
 // started (STRAND_BOOTSTRAP), unique names, polling with deadlines, and a log
-// that is printed only when a test fails (KAFKAJS_LOG=debug for every request).
+// that is printed only when a test fails (KAFKAJS_LOG=debug for every request;
+// KAFKAJS_LOG_FILE=path also appends every line to that file).
 import { randomBytes } from 'node:crypto'
+import { appendFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { Kafka, logLevel } from 'kafkajs'
 
@@ -23,13 +25,18 @@ export function makeKafka(clientId = 'strand-kafkajs') {
     clientId,
     brokers,
     connectionTimeout: 3000,
-    retry: { retries: 8, initialRetryTime: 100 },
     logLevel: levels[process.env.KAFKAJS_LOG || 'info'] ?? logLevel.INFO,
     logCreator: () => ({ namespace, level, label, log }) => {
-      if (logLines.length < 20000) {
-        const { message, ...extra } = log
-        logLines.push(`${new Date().toISOString()} ${label} [${namespace}] ${message} ${JSON.stringify(extra)}`)
+      const { message, ...extra } = log
+      let details
+      try {
+        details = JSON.stringify(extra, (_, v) => (typeof v === 'bigint' ? v.toString() : v))
+      } catch (err) {
+        details = `(unprintable: ${err.message})`
       }
+      const line = `${new Date().toISOString()} ${label} [${namespace}] ${message} ${details}`
+      if (logLines.length < 20000) logLines.push(line)
+      if (process.env.KAFKAJS_LOG_FILE) appendFileSync(process.env.KAFKAJS_LOG_FILE, line + '\n')
     },
   })
 }

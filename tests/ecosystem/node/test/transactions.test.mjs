@@ -111,3 +111,45 @@ kafkaTest('read_committed consumer waits for the open transaction', async (t, de
   const [after] = await admin.fetchTopicOffsets(topic)
   assert.equal(after.high, '11', 'last stable offset after the commit: 10 messages and the marker')
 })
+
+// A second producer with the same transactionalId fences the first: connecting
+// it aborts the first's open transaction; the first's later send and commit fail
+// with a fencing error, and only the second's messages are visible.
+kafkaTest('transactions: a new instance fences the old one', async (t, defer) => {
+  const kafka = makeKafka()
+  const admin = kafka.admin()
+  await admin.connect()
+  defer(() => admin.disconnect())
+  const topic = uniq('js-txn-fence')
+  const transactionalId = uniq('js-txn-fence-id')
+  await createTopics(admin, [topic], 1)
+
+  const first = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, retry: { retries: 2 } })
+  await first.connect()
+  defer(() => first.disconnect())
+  const txn = await first.transaction()
+  await txn.send({ topic, messages: [{ value: 'first-0' }, { value: 'first-1' }] })
+
+  const second = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 })
+  await second.connect()
+  defer(() => second.disconnect())
+  const txn2 = await second.transaction()
+  await txn2.send({ topic, messages: [{ value: 'second' }] })
+  await txn2.commit()
+
+  const fenced = /INVALID_PRODUCER_EPOCH|PRODUCER_FENCED|epoch|fenced/i
+  await assert.rejects(txn.send({ topic, messages: [{ value: 'first-late' }] }), (err) => {
+    assert.match(`${err.type} ${err.message}`, fenced)
+    return true
+  })
+  await assert.rejects(txn.commit(), (err) => {
+    assert.match(`${err.type} ${err.message}`, fenced)
+    return true
+  })
+
+  const got = await readAll(kafka, topic, 1, { readUncommitted: false })
+  assert.deepEqual(got.map((m) => m.value), ['second'])
+  // first-0, first-1, the abort marker, second, the commit marker.
+  const [{ high }] = await admin.fetchTopicOffsets(topic)
+  assert.equal(high, '5')
+})
