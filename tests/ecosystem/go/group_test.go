@@ -23,7 +23,7 @@ type member struct {
 	done    chan struct{}
 }
 
-func startMember(t *testing.T, name, group, topic string) *member {
+func startMember(t *testing.T, name, group, topic string, extra ...kgo.Opt) *member {
 	m := &member{name: name, owned: map[int32]bool{}, seen: map[int32][]int64{}, done: make(chan struct{})}
 	take := func(ps map[string][]int32, add bool) {
 		m.mu.Lock()
@@ -37,7 +37,7 @@ func startMember(t *testing.T, name, group, topic string) *member {
 			}
 		}
 	}
-	m.cl = newClient(t,
+	m.cl = newClient(t, append([]kgo.Opt{
 		kgo.ClientID(name),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topic),
@@ -49,6 +49,7 @@ func startMember(t *testing.T, name, group, topic string) *member {
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { take(ps, true) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { take(ps, false) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { take(ps, false) }),
+	}, extra...)...,
 	)
 	go func() {
 		defer close(m.done)
@@ -269,5 +270,96 @@ func TestCooperativeStickyGroup(t *testing.T) {
 		if len(offs) != 5 || offs[0] != perPartition+10 || offs[4] != perPartition+14 {
 			t.Errorf("partition %d: restarted member consumed offsets %v, want %d..%d", p, offs, perPartition+10, perPartition+14)
 		}
+	}
+}
+
+// Static members (instance ids): a member that restarts within its session
+// timeout gets its partitions back without a rebalance; the other member keeps
+// its generation and partitions throughout.
+func TestStaticMembersRestartWithoutRebalance(t *testing.T) {
+	adm := newAdmin(t)
+	topic := uniq("static")
+	group := uniq("static-group")
+	const partitions = 4
+	createTopic(t, adm, topic, partitions, nil)
+	produceToPartitions(t, topic, partitions, 10, "a")
+
+	static := func(id string) kgo.Opt { return kgo.InstanceID(id) }
+	s1 := startMember(t, "s1", group, topic, static("i1"), kgo.SessionTimeout(30*time.Second))
+	s2 := startMember(t, "s2", group, topic, static("i2"), kgo.SessionTimeout(30*time.Second))
+	members := []*member{s1, s2}
+	eventually(t, 40*time.Second, "two static members with two partitions each", func() bool {
+		return balanced(members, partitions, 2)
+	})
+	dg, err := adm.DescribeGroups(ctxFor(t, 10*time.Second), group)
+	if err != nil {
+		t.Fatalf("describe group: %v", err)
+	}
+	var ids []string
+	for _, m := range dg[group].Members {
+		if m.InstanceID != nil {
+			ids = append(ids, *m.InstanceID)
+		}
+	}
+	sort.Strings(ids)
+	if fmt.Sprint(ids) != "[i1 i2]" {
+		t.Fatalf("described instance ids %v, want [i1 i2]", ids)
+	}
+
+	s1Parts, s2Parts := s1.assignment(), s2.assignment()
+	_, gen := s1.cl.GroupMetadata()
+	revoked := s1.revokedCount()
+
+	// s2 stops without leaving (static members do not send LeaveGroup) and a new
+	// process with the same instance id takes its place.
+	s2.close()
+	s2b := startMember(t, "s2b", group, topic, static("i2"), kgo.SessionTimeout(30*time.Second))
+	defer s2b.close()
+	eventually(t, 20*time.Second, "the restarted static member to get its partitions back", func() bool {
+		return fmt.Sprint(s2b.assignment()) == fmt.Sprint(s2Parts)
+	})
+	produceToPartitions(t, topic, partitions, 1, "b")
+	eventually(t, 20*time.Second, "both members consuming the new records", func() bool {
+		c := committed(t, adm, group, topic)
+		for p := int32(0); p < partitions; p++ {
+			if c[p] != 11 {
+				return false
+			}
+		}
+		return true
+	})
+	if _, g := s1.cl.GroupMetadata(); g != gen {
+		t.Errorf("s1's generation moved from %d to %d: the restart rebalanced the group", gen, g)
+	}
+	if fmt.Sprint(s1.assignment()) != fmt.Sprint(s1Parts) || s1.revokedCount() != revoked {
+		t.Errorf("s1 went from %v to %v (%d revoked) during s2's restart", s1Parts, s1.assignment(), s1.revokedCount()-revoked)
+	}
+
+	// The same for s1, so that whichever of the two leads the group has been
+	// restarted (a rejoining static leader gets JoinGroup v9's skip_assignment,
+	// KIP-814, instead of a rebalance).
+	_, gen = s2b.cl.GroupMetadata()
+	revoked = s2b.revokedCount()
+	s1.close()
+	s1b := startMember(t, "s1b", group, topic, static("i1"), kgo.SessionTimeout(30*time.Second))
+	defer s1b.close()
+	eventually(t, 20*time.Second, "the restarted static leader to get its partitions back", func() bool {
+		return fmt.Sprint(s1b.assignment()) == fmt.Sprint(s1Parts)
+	})
+	produceToPartitions(t, topic, partitions, 1, "c")
+	eventually(t, 20*time.Second, "both members consuming the newest records", func() bool {
+		c := committed(t, adm, group, topic)
+		for p := int32(0); p < partitions; p++ {
+			if c[p] != 12 {
+				return false
+			}
+		}
+		return true
+	})
+	if _, g := s2b.cl.GroupMetadata(); g != gen {
+		t.Errorf("s2b's generation moved from %d to %d: the leader's restart rebalanced the group", gen, g)
+	}
+	if fmt.Sprint(s2b.assignment()) != fmt.Sprint(s2Parts) || s2b.revokedCount() != revoked {
+		t.Errorf("s2b went from %v to %v (%d revoked) during s1's restart", s2Parts, s2b.assignment(), s2b.revokedCount()-revoked)
 	}
 }

@@ -266,3 +266,60 @@ func (h *batchHooks) ratio() float64 {
 }
 
 var _ = context.Background
+
+// Metadata's allow_auto_topic_creation: a producer that allows it creates the
+// topic (with the broker's default partition count) by producing to it; one that
+// does not gets UNKNOWN_TOPIC_OR_PARTITION and the topic is not created.
+func TestAutoTopicCreation(t *testing.T) {
+	adm := newAdmin(t)
+	ctx := ctxFor(t, 30*time.Second)
+
+	created := uniq("auto")
+	cl := newClient(t, kgo.AllowAutoTopicCreation(), kgo.DefaultProduceTopic(created))
+	r := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("made it")})
+	if err := r.FirstErr(); err != nil {
+		t.Fatalf("produce with auto creation: %v", err)
+	}
+	topics, err := adm.ListTopics(ctx, created)
+	if err != nil || !topics.Has(created) || len(topics[created].Partitions) != 1 {
+		t.Fatalf("auto-created topic: %v %+v", err, topics[created])
+	}
+	if got := consumeAll(t, created, 1); string(got[0].Value) != "made it" {
+		t.Fatalf("read %q", got[0].Value)
+	}
+
+	missing := uniq("noauto")
+	cl = newClient(t, kgo.DefaultProduceTopic(missing), kgo.UnknownTopicRetries(1))
+	err = cl.ProduceSync(ctx, &kgo.Record{Value: []byte("nowhere")}).FirstErr()
+	if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+		t.Fatalf("produce to a missing topic without auto creation: %v, want UNKNOWN_TOPIC_OR_PARTITION", err)
+	}
+	if topics, err := adm.ListTopics(ctx); err != nil || topics.Has(missing) {
+		t.Fatalf("topic %s exists after a produce that did not allow auto creation (err %v)", missing, err)
+	}
+}
+
+// A batch larger than the topic's max.message.bytes is refused with
+// MESSAGE_TOO_LARGE; a smaller one on the same topic is accepted.
+func TestMessageTooLarge(t *testing.T) {
+	adm := newAdmin(t)
+	topic := uniq("too-large")
+	createTopic(t, adm, topic, 1, map[string]*string{"max.message.bytes": strp("20000")})
+	cl := newClient(t, kgo.DefaultProduceTopic(topic), kgo.RecordRetries(1))
+	ctx := ctxFor(t, 30*time.Second)
+	big := make([]byte, 50000)
+	for i := range big {
+		big[i] = byte(i*7919 + i>>3) // incompressible enough; no compression is set anyway
+	}
+	err := cl.ProduceSync(ctx, &kgo.Record{Value: big}).FirstErr()
+	if !errors.Is(err, kerr.MessageTooLarge) {
+		t.Fatalf("50000-byte record on a topic with max.message.bytes 20000: %v, want MESSAGE_TOO_LARGE", err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: big[:10000]}).FirstErr(); err != nil {
+		t.Fatalf("10000-byte record: %v", err)
+	}
+	got := consumeAll(t, topic, 1)
+	if len(got[0].Value) != 10000 || got[0].Offset != 0 {
+		t.Fatalf("read a %d-byte record at %d, want the 10000-byte one at 0", len(got[0].Value), got[0].Offset)
+	}
+}
