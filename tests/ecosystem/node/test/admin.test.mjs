@@ -230,3 +230,47 @@ kafkaTest('admin: describeGroups, fetchOffsets, resetOffsets', async (t, defer) 
   assert.ok(latest.every((m) => m.value.startsWith('c-')), `read ${latest.map((m) => m.value)} after a reset to the latest`)
   assert.deepEqual(latest.filter((m) => m.partition === 0).map((m) => m.offset), [15, 16, 17])
 })
+
+// deleteGroups: an empty group is deleted with its offsets; a group with a
+// member is refused (NON_EMPTY_GROUP).
+kafkaTest('admin: deleteGroups', async (t, defer) => {
+  const kafka = makeKafka()
+  const admin = kafka.admin()
+  await admin.connect()
+  defer(() => admin.disconnect())
+  const topic = uniq('js-adm-delgroup')
+  const empty = uniq('js-adm-empty')
+  const live = uniq('js-adm-live')
+  await createTopics(admin, [topic], 1)
+  const producer = kafka.producer({ idempotent: true })
+  await producer.connect()
+  defer(() => producer.disconnect())
+  await producer.send({ topic, acks: -1, messages: [{ value: 'x' }, { value: 'y' }] })
+
+  // A group with committed offsets and no members: one consumer commits and leaves.
+  for (const groupId of [empty, live]) {
+    const c = kafka.consumer({ groupId, maxWaitTimeInMs: 200 })
+    await c.connect()
+    defer(() => c.disconnect())
+    let n = 0
+    await c.subscribe({ topic, fromBeginning: true })
+    await c.run({ eachMessage: async () => { n++ } })
+    await eventually(`${groupId} consumed 2 (got ${n})`, () => n >= 2)
+    if (groupId === empty) await c.disconnect()
+  }
+  await eventually('the empty group committed', async () => {
+    const [{ partitions: [p] }] = await admin.fetchOffsets({ groupId: empty, topics: [topic] })
+    return p.offset === '2'
+  }, 10000)
+
+  await admin.deleteGroups([empty])
+  const [{ partitions: [gone] }] = await admin.fetchOffsets({ groupId: empty, topics: [topic] })
+  assert.equal(gone.offset, '-1', 'offsets of a deleted group')
+  const { groups } = await admin.listGroups()
+  assert.ok(!groups.some((g) => g.groupId === empty), 'deleted group still listed')
+
+  await assert.rejects(admin.deleteGroups([live]), (err) => {
+    assert.equal(err.groups?.[0]?.error?.type, 'NON_EMPTY_GROUP', `${err.name}: ${err.message}`)
+    return true
+  })
+})

@@ -80,3 +80,58 @@ kafkaTest('consumer group: two members, each message once, resume from commits',
     assert.deepEqual(byPartition.get(p), [50, 51, 52, 53, 54], `partition ${p}`)
   }
 })
+
+// seek, pause and resume while running: a seek moves the member back, a paused
+// partition delivers nothing until resumed, and the other partition goes on.
+kafkaTest('consumer: seek, pause and resume', async (t, defer) => {
+  const kafka = makeKafka()
+  const admin = kafka.admin()
+  await admin.connect()
+  defer(() => admin.disconnect())
+  const topic = uniq('js-seek')
+  const groupId = uniq('js-seek-group')
+  await createTopics(admin, [topic], 2)
+  const producer = kafka.producer({ idempotent: true })
+  await producer.connect()
+  defer(() => producer.disconnect())
+  const produce = (tag, n) => producer.send({
+    topic,
+    acks: -1,
+    messages: Array.from({ length: 2 * n }, (_, i) => ({ partition: i % 2, value: `${tag}-${i % 2}-${i >> 1}` })),
+  })
+  await produce('a', 10)
+
+  const got = []
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200 })
+  await consumer.connect()
+  defer(() => consumer.disconnect())
+  await consumer.subscribe({ topic, fromBeginning: true })
+  await consumer.run({ eachMessage: async ({ partition, message }) => { got.push({ partition, offset: Number(message.offset), value: message.value.toString() }) } })
+  await eventually(`20 messages (got ${got.length})`, () => got.length >= 20)
+
+  // Back to offset 5 of partition 0: offsets 5..9 again.
+  got.length = 0
+  consumer.seek({ topic, partition: 0, offset: '5' })
+  await eventually(`5 messages after the seek (got ${got.length})`, () => got.length >= 5)
+  assert.deepEqual(got.map((m) => [m.partition, m.offset]), [[0, 5], [0, 6], [0, 7], [0, 8], [0, 9]])
+
+  // Pause partition 1: new messages arrive only from partition 0.
+  got.length = 0
+  consumer.pause([{ topic, partitions: [1] }])
+  assert.deepEqual(consumer.paused(), [{ topic, partitions: [1] }])
+  await produce('b', 3)
+  await eventually(`3 messages of partition 0 (got ${got.length})`, () => got.length >= 3)
+  // Partition 1's three messages are in the log, and a fetch or two later they
+  // still have not been delivered.
+  const [p1] = (await admin.fetchTopicOffsets(topic)).filter((p) => p.partition === 1)
+  assert.equal(p1.high, '13')
+  let fetches = 0
+  const off = consumer.on(consumer.events.FETCH, () => { fetches++ })
+  await eventually('three more fetches', () => fetches >= 3)
+  off()
+  assert.ok(got.every((m) => m.partition === 0), `paused partition delivered: ${JSON.stringify(got)}`)
+
+  consumer.resume([{ topic, partitions: [1] }])
+  await eventually(`partition 1's messages after resume (got ${got.length})`, () => got.length >= 6)
+  assert.deepEqual(got.filter((m) => m.partition === 1).map((m) => m.offset), [10, 11, 12])
+})
