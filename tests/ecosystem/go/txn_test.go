@@ -312,3 +312,138 @@ func TestTransactionFencingAndDescribe(t *testing.T) {
 		t.Errorf("transaction state after the commit %q, want CompleteCommit", dt.State)
 	}
 }
+
+// Two GroupTransactSessions share the input; the second joins while the first is
+// mid-stream, so transactions straddle a rebalance. Every input record still
+// appears exactly once in the read_committed output, and the group's offsets end
+// at the input's end.
+func TestGroupTransactSessionRebalance(t *testing.T) {
+	adm := newAdmin(t)
+	in, out := uniq("txnrb-in"), uniq("txnrb-out")
+	group := uniq("txnrb-group")
+	const partitions, perPartition = 4, 250
+	const n = partitions * perPartition
+	createTopic(t, adm, in, partitions, nil)
+	createTopic(t, adm, out, partitions, nil)
+	// Input in batches of 10 records per partition, so that polls (limited by
+	// FetchMaxPartitionBytes) and transactions are small and many.
+	producer := newClient(t, kgo.DefaultProduceTopic(in), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for round := 0; round < perPartition/10; round++ {
+		var rs []*kgo.Record
+		for p := 0; p < partitions; p++ {
+			for i := round * 10; i < (round+1)*10; i++ {
+				rs = append(rs, &kgo.Record{Partition: int32(p), Value: []byte(fmt.Sprintf("in-%d-%d", p, i))})
+			}
+		}
+		if err := producer.ProduceSync(ctxFor(t, 10*time.Second), rs...).FirstErr(); err != nil {
+			t.Fatalf("produce input: %v", err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	type stats struct{ commits, aborts int }
+	worker := func(name string, done chan<- stats) {
+		var st stats
+		defer func() { done <- st }()
+		sess, err := kgo.NewGroupTransactSession(
+			kgo.SeedBrokers(bootstrap()...),
+			kgo.WithLogger(logger(t)),
+			kgo.ClientID(name),
+			kgo.TransactionalID(uniq("txnrb-"+name)),
+			kgo.ConsumerGroup(group),
+			kgo.ConsumeTopics(in),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.RequireStableFetchOffsets(),
+			kgo.DefaultProduceTopic(out),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.FetchMaxPartitionBytes(300), // a batch or two per partition and poll
+			kgo.HeartbeatInterval(500*time.Millisecond),
+			kgo.SessionTimeout(10*time.Second),
+		)
+		if err != nil {
+			t.Errorf("%s: new session: %v", name, err)
+			return
+		}
+		defer sess.Close()
+		for ctx.Err() == nil {
+			pollCtx, pollCancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			fs := sess.PollFetches(pollCtx)
+			pollCancel()
+			rs := fs.Records()
+			if len(rs) == 0 {
+				continue
+			}
+			if err := sess.Begin(); err != nil {
+				t.Errorf("%s: begin: %v", name, err)
+				return
+			}
+			for _, r := range rs {
+				sess.Produce(ctx, &kgo.Record{Partition: r.Partition, Key: r.Value, Value: []byte("out:" + string(r.Value))}, nil)
+			}
+			time.Sleep(10 * time.Millisecond) // some processing time, so that the rebalance lands mid-transaction
+			committed, err := sess.End(ctx, kgo.TryCommit)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("%s: end: %v", name, err)
+				}
+				return
+			}
+			if committed {
+				st.commits++
+			} else {
+				st.aborts++
+			}
+		}
+	}
+	doneA, doneB := make(chan stats, 1), make(chan stats, 1)
+	go worker("a", doneA)
+	// B joins once A has committed part of the input.
+	eventually(t, 30*time.Second, "the first session to commit some transactions", func() bool {
+		c := committed(t, adm, group, in)
+		var sum int64
+		for _, o := range c {
+			if o > 0 {
+				sum += o
+			}
+		}
+		return sum >= n/5
+	})
+	go worker("b", doneB)
+	eventually(t, 60*time.Second, "the group's offsets at the input's end", func() bool {
+		c := committed(t, adm, group, in)
+		for p := int32(0); p < partitions; p++ {
+			if c[p] != perPartition {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	sa, sb := <-doneA, <-doneB
+	t.Logf("session a: %d commits, %d aborts; session b: %d commits, %d aborts", sa.commits, sa.aborts, sb.commits, sb.aborts)
+	if sb.commits == 0 {
+		t.Errorf("the second session committed nothing: the group did not share the input")
+	}
+
+	records := consumeAll(t, out, n, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	counts := map[string]int{}
+	for _, r := range records {
+		counts[string(r.Value)]++
+	}
+	dups, missing := 0, 0
+	for p := 0; p < partitions; p++ {
+		for i := 0; i < perPartition; i++ {
+			switch c := counts[fmt.Sprintf("out:in-%d-%d", p, i)]; {
+			case c == 0:
+				missing++
+			case c > 1:
+				dups++
+			}
+		}
+	}
+	if dups > 0 || missing > 0 || len(records) != n {
+		t.Fatalf("read_committed output: %d records, %d inputs duplicated, %d missing", len(records), dups, missing)
+	}
+}
