@@ -46,8 +46,8 @@ func TestGroupTransactSession(t *testing.T) {
 	defer sess.Close()
 
 	ctx := ctxFor(t, 60*time.Second)
-	aborted := 0      // output records of the aborted transaction
-	transformed := 0  // input records handed to a committed transaction
+	aborted := 0     // output records of the aborted transaction
+	transformed := 0 // input records handed to a committed transaction
 	commits := 0
 	for transformed < n {
 		fs := sess.PollFetches(ctx)
