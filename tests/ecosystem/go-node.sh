@@ -7,6 +7,12 @@
 #   SUITES          "go node" (default), or just one of them
 #   KGO_LOG_LEVEL   debug: franz-go logs every request and response of a failing test
 #   GO_TEST_RUN     passed to go test -run
+#   NODE_TESTS      node test files to run (default: test/*.test.mjs)
+#   KAFKAJS_LOG     debug: kafkajs logs every request of a failing test
+#                   (KAFKAJS_LOG_FILE=path keeps the whole log)
+#
+# Logs of the last run (client test output, broker logs) are kept in
+# <repo>/.cache/ecosystem-go-node/.
 #
 # Ends with "N passed, N failed, N skipped" over both suites; exits non-zero if any
 # test failed or a broker died.

@@ -222,6 +222,11 @@ func TestAdminListOffsets(t *testing.T) {
 		t.Errorf("at 4s: timestamp %d, want %d", got, base.Add(4*time.Second).UnixMilli())
 	}
 
+	// Past the last timestamp the broker answers offset -1, which kadm turns
+	// into the end offset.
+	l, err = adm.ListOffsetsAfterMilli(ctx, base.Add(time.Hour).UnixMilli(), topic)
+	check("after the last timestamp", l, err, map[int32]int64{0: 10, 1: 0})
+
 	// DeleteRecords moves the start offset.
 	os := kadm.Offsets{}
 	os.Add(kadm.Offset{Topic: topic, Partition: 0, At: 3})

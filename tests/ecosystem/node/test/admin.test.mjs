@@ -91,6 +91,17 @@ kafkaTest('admin: topics and configs', async (t, defer) => {
   }))
   assert.equal((await topicConfig(admin, a, 'cleanup.policy')).configValue, 'compact')
 
+  // Broker resources: readable, not alterable (the broker's settings are its flags).
+  const { resources: [broker] } = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [{ type: ConfigResourceTypes.BROKER, name: '0' }],
+  })
+  assert.equal(broker.errorCode, 0)
+  assert.ok(broker.configEntries.length > 0, 'broker 0 describes no configs')
+  await assert.rejects(admin.alterConfigs({
+    resources: [{ type: ConfigResourceTypes.BROKER, name: '0', configEntries: [{ name: 'log.retention.ms', value: '1000' }] }],
+  }))
+
   await admin.createPartitions({ topicPartitions: [{ topic: b, count: 4 }] })
   await eventually('4 partitions of b', async () => {
     const { topics: [md] } = await admin.fetchTopicMetadata({ topics: [b] })
