@@ -385,12 +385,6 @@ def test_raw_requests_for_missing_topics_and_partitions(raw_observations):
     assert error_codes(s) == error_codes(k)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Strand: a Fetch answered with OFFSET_OUT_OF_RANGE carries the partition's real "
-    "high watermark; Kafka sends -1 (and -1 log start / last stable offsets) with any "
-    "partition error",
-)
 def test_raw_fetch_out_of_range_high_watermark(raw_observations):
     k, s = raw_observations
     assert k["fetch_v12_beyond_end"] == (1, -1)
@@ -843,12 +837,6 @@ def test_describe_group_when_stable(group_observations):
     assert (s["one_member"], s["two_members"]) == (k["one_member"], k["two_members"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Strand: DescribeGroups of a group in PreparingRebalance returns the protocol "
-    "name of the previous generation ('range'); Kafka returns an empty protocol name unless "
-    "the group is Stable",
-)
 def test_describe_group_while_rebalancing(group_observations):
     k, s = group_observations
     # The first member still holds its two partitions; the joining one has none yet.
