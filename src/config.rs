@@ -157,6 +157,28 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (glommio io_memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+
+    // Expiry of consumer groups, committed offsets and transactional ids.
+    /// Committed offsets of a group without members expire this long after it became
+    /// empty (or after their commit, for a group that never had members); an empty group
+    /// with no offsets left is removed (Kafka's `offsets.retention.minutes`).
+    #[arg(long, default_value_t = 7 * 24 * 60)]
+    pub offsets_retention_minutes: i64,
+
+    /// Strand's own: the offsets retention in milliseconds, overriding
+    /// `--offsets-retention-minutes` when set (for tests and short-lived clusters).
+    #[arg(long)]
+    pub offsets_retention_ms: Option<i64>,
+
+    /// How often each shard looks for expired offsets and groups (Kafka's
+    /// `offsets.retention.check.interval.ms`).
+    #[arg(long, default_value_t = 600_000)]
+    pub offsets_retention_check_interval_ms: u64,
+
+    /// Transactional ids idle this long, with no transaction open, are forgotten (Kafka's
+    /// `transactional.id.expiration.ms`), checked on the transaction coordinator's timer.
+    #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Config {

@@ -141,6 +141,9 @@ pub struct Inner {
     initial_delay_until: Instant,
     /// When a CompletingRebalance gives up waiting for the leader's SyncGroup.
     sync_deadline: Instant,
+    /// Wall-clock time the group last became Empty (its last member left); `None` if it
+    /// never had members. Offsets of an empty group expire counting from here.
+    pub empty_since_ms: Option<i64>,
 }
 
 pub struct Group {
@@ -170,6 +173,7 @@ impl Group {
                 rebalance_deadline: now,
                 initial_delay_until: now,
                 sync_deadline: now,
+                empty_since_ms: None,
             }),
             offsets: RefCell::new(BTreeMap::new()),
             txn_offsets: RefCell::new(BTreeMap::new()),
@@ -503,6 +507,54 @@ impl Group {
         true
     }
 
+    /// Committed offsets that expired under Kafka's rule (`GroupMetadata.removeExpiredOffsets`,
+    /// KIP-211): in an Empty group, every offset `retention_ms` after the group became empty
+    /// (after its commit, for a group that never had members, and never before its commit:
+    /// an offset committed into an empty group gets the full retention); in a Stable
+    /// consumer-protocol group, offsets of topics no member subscribes to, `retention_ms`
+    /// after their commit. Offsets with a transactional commit pending are kept.
+    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        let g = self.inner.borrow();
+        let (since, subscribed) = match g.state {
+            State::Empty => (g.empty_since_ms, None),
+            State::Stable => match subscribed_topics(&g) {
+                Some(topics) => (None, Some(topics)),
+                None => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        let pending = self.txn_offsets.borrow();
+        self.offsets
+            .borrow()
+            .iter()
+            .filter(|((topic, _), _)| subscribed.as_ref().is_none_or(|s| !s.contains(topic)))
+            .filter(|(key, c)| {
+                let base = since.map_or(c.commit_ms, |s| s.max(c.commit_ms));
+                now_ms.saturating_sub(base) >= retention_ms
+                    && !pending.values().any(|o| o.contains_key(*key))
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Empty with nothing committed or pending and no member id handed out that may still
+    /// join: the group can be forgotten (Kafka's Dead).
+    pub fn removable(&self) -> bool {
+        let now = Instant::now();
+        let g = self.inner.borrow();
+        g.state == State::Empty
+            && g.pending.values().all(|until| *until <= now)
+            && self.offsets.borrow().is_empty()
+            && self.txn_offsets.borrow().is_empty()
+    }
+
+    /// The topics the members of a consumer-protocol group subscribe to, read from their
+    /// metadata for the chosen protocol; `None` if that cannot be told (another protocol
+    /// type, no protocol chosen, or metadata that does not decode).
+    pub fn subscribed_topics(&self) -> Option<std::collections::HashSet<String>> {
+        subscribed_topics(&self.inner.borrow())
+    }
+
     /// Marks the group dead (deleted); waiting members get errors.
     pub fn kill(&self) {
         let mut g = self.inner.borrow_mut();
@@ -511,6 +563,30 @@ impl Group {
         drop(g);
         self.notify();
     }
+}
+
+fn subscribed_topics(inner: &Inner) -> Option<std::collections::HashSet<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    if inner.protocol_type.as_deref() != Some("consumer") {
+        return None;
+    }
+    let protocol = inner.protocol_name.clone()?;
+    let mut topics = std::collections::HashSet::new();
+    for member in inner.members.values() {
+        let (_, metadata) = member.protocols.iter().find(|(n, _)| *n == protocol)?;
+        let mut buf = metadata.clone();
+        if buf.len() < 2 {
+            return None;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        // Newer versions only add fields: decode at the highest version this crate knows.
+        let version = version.clamp(0, 3);
+        let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+        topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+    }
+    Some(topics)
 }
 
 fn shares_a_protocol(g: &Inner, args: &JoinArgs) -> bool {
@@ -580,6 +656,7 @@ fn complete_rebalance(g: &mut Inner, now: Instant) {
         g.generation += 1;
         g.protocol_name = None;
         g.leader = None;
+        g.empty_since_ms = Some(crate::util::now_ms());
         return;
     }
     g.generation += 1;
@@ -691,6 +768,7 @@ fn after_member_removed(g: &mut Inner, now: Instant) {
         g.generation += 1;
         g.leader = None;
         g.protocol_name = None;
+        g.empty_since_ms = Some(crate::util::now_ms());
         return;
     }
     match g.state {

@@ -13,11 +13,16 @@
 //! Committed offsets are durable before an OffsetCommit is answered: each shard appends
 //! them to `<data-dir>/groups/shard-<k>.log` (length + CRC32C + JSON records, `fdatasync`ed)
 //! and replays it on start, then rewrites it with only the live state (compaction).
+//!
+//! Nothing a client creates here lives for ever: offsets of groups without members expire
+//! (Kafka's `offsets.retention.minutes`), empty groups with no offsets left are removed,
+//! and both record logs are rewritten from memory while running once they hold mostly
+//! dead records ([`LogGate`] keeps appends and rewrites apart).
 
 pub mod group;
 pub mod txn;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -89,6 +94,85 @@ pub fn shard_logs(
     Ok((own, files))
 }
 
+/// A shard's group or transaction log is rewritten from memory (compacted) once it holds
+/// more than this many records and more than twice as many as are live.
+pub const LOG_COMPACT_RECORDS_MIN: usize = 1000;
+
+/// Keeps the writes of one record log apart: appends share it, while a rewrite or an
+/// expiry pass holds it alone, so no append lands in a file a rewrite is replacing (it
+/// would be lost with the old file) and the log's order of records is memory's order.
+/// A shard-local async lock (the shard's tasks only), never a thread lock. Also counts
+/// the records the file holds, to tell when compacting it is worth it.
+pub struct LogGate {
+    lock: glommio::sync::RwLock<()>,
+    records: Cell<usize>,
+    /// Records in the file at which to look at the live count again.
+    next_check: Cell<usize>,
+}
+
+impl LogGate {
+    /// A gate for a log that holds `records` records (all live: it was just rewritten).
+    pub fn new(records: usize) -> LogGate {
+        let gate = LogGate {
+            lock: glommio::sync::RwLock::new(()),
+            records: Cell::new(0),
+            next_check: Cell::new(0),
+        };
+        gate.rewritten(records);
+        gate
+    }
+
+    /// Waits until appends may go ahead (no rewrite running).
+    pub async fn shared(&self) -> std::io::Result<glommio::sync::RwLockReadGuard<'_, ()>> {
+        self.lock
+            .read()
+            .await
+            .map_err(|err| std::io::Error::other(format!("record log closed: {err:?}")))
+    }
+
+    /// Waits until this task alone may write the log.
+    pub async fn exclusive(&self) -> std::io::Result<glommio::sync::RwLockWriteGuard<'_, ()>> {
+        self.lock
+            .write()
+            .await
+            .map_err(|err| std::io::Error::other(format!("record log closed: {err:?}")))
+    }
+
+    /// Counts records appended to the file.
+    pub fn appended(&self, records: usize) {
+        self.records.set(self.records.get() + records);
+    }
+
+    /// Whether the file grew enough since the last look to count its live records again.
+    pub fn worth_looking(&self) -> bool {
+        self.records.get() >= self.next_check.get()
+    }
+
+    /// Whether a file holding `live` live records is due for a rewrite; if not, the next
+    /// look waits until it grew by as many records again.
+    pub fn rewrite_due(&self, live: usize) -> bool {
+        let records = self.records.get();
+        if records > LOG_COMPACT_RECORDS_MIN && records > live.saturating_mul(2) {
+            return true;
+        }
+        self.next_check
+            .set(records + live.max(LOG_COMPACT_RECORDS_MIN));
+        false
+    }
+
+    /// The file was rewritten with `live` records.
+    pub fn rewritten(&self, live: usize) {
+        self.records.set(live);
+        self.next_check
+            .set(live.saturating_mul(2).max(LOG_COMPACT_RECORDS_MIN) + 1);
+    }
+
+    /// Records the file holds.
+    pub fn records(&self) -> usize {
+        self.records.get()
+    }
+}
+
 /// The shard owning `group`: FNV-1a of the id, stable across restarts and platforms.
 pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
     let mut hash: u32 = 0x811c_9dc5;
@@ -107,6 +191,7 @@ pub struct GroupCoordinator {
     pub changed: Rc<Notify>,
     /// (group, member) pairs whose session a timer task is watching.
     pub watched: RefCell<HashSet<(String, String)>>,
+    gate: LogGate,
 }
 
 impl GroupCoordinator {
@@ -208,6 +293,9 @@ impl GroupCoordinator {
     }
 
     pub fn new(loaded: LoadedGroups) -> GroupCoordinator {
+        let gate = LogGate::new(loaded.live_records().len());
+        // When a loaded group became empty is not known: it counts as empty since now.
+        let started_ms = crate::util::now_ms();
         let changed = Rc::new(Notify::default());
         let mut pending = loaded.pending;
         let mut groups: HashMap<String, Rc<Group>> = loaded
@@ -216,6 +304,7 @@ impl GroupCoordinator {
             .map(|(id, offsets)| {
                 let group = Rc::new(Group::new(id.clone(), changed.clone()));
                 *group.offsets.borrow_mut() = offsets;
+                group.inner.borrow_mut().empty_since_ms = Some(started_ms);
                 (id, group)
             })
             .collect();
@@ -223,6 +312,7 @@ impl GroupCoordinator {
             let group = groups
                 .entry(id.clone())
                 .or_insert_with(|| Rc::new(Group::new(id, changed.clone())));
+            group.inner.borrow_mut().empty_since_ms = Some(started_ms);
             *group.txn_offsets.borrow_mut() = by_producer;
         }
         GroupCoordinator {
@@ -230,6 +320,7 @@ impl GroupCoordinator {
             log_path: loaded.log_path,
             changed,
             watched: RefCell::new(HashSet::new()),
+            gate,
         }
     }
 
@@ -251,10 +342,20 @@ impl GroupCoordinator {
 
     /// Makes records durable (appended and `fdatasync`ed) before the caller applies them.
     pub async fn persist(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
+        let _shared = self.gate.shared().await?;
+        self.append(records).await
+    }
+
+    /// Appends with the gate already held.
+    async fn append(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
         let path = self.log_path.clone();
-        glommio::executor()
+        let count = records.len();
+        let result = glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
-            .await
+            .await;
+        // Counted even on failure: part of it may be in the file.
+        self.gate.appended(count);
+        result
     }
 
     /// Commits or drops a producer's pending offsets in a group this shard coordinates,
@@ -284,6 +385,128 @@ impl GroupCoordinator {
     }
 }
 
+impl GroupCoordinator {
+    /// Expires committed offsets and removes groups under Kafka's rule (see
+    /// [`Group::expired_offsets`]): the expired offsets get a tombstone in the log, made
+    /// durable before memory forgets them, and a group left Empty with nothing committed is
+    /// removed. Returns (offsets expired, groups removed).
+    pub async fn expire(&self, now_ms: i64, retention_ms: i64) -> std::io::Result<(usize, usize)> {
+        // Alone on the log: a commit racing the tombstones could otherwise land before
+        // them in the file but after them in memory.
+        let _alone = self.gate.exclusive().await?;
+        let mut records = Vec::new();
+        for (id, group) in self.groups.borrow().iter() {
+            for (topic, partition) in group.expired_offsets(now_ms, retention_ms) {
+                records.push(GroupRecord::Offset {
+                    group: id.clone(),
+                    topic,
+                    partition,
+                    committed: None,
+                });
+            }
+        }
+        let expired = records.len();
+        if !records.is_empty() {
+            self.append(records.clone()).await?;
+            for record in records {
+                if let GroupRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    ..
+                } = record
+                {
+                    if let Some(group) = self.get(&group) {
+                        group.offsets.borrow_mut().remove(&(topic, partition));
+                    }
+                }
+            }
+        }
+        let dead: Vec<Rc<Group>> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| g.removable())
+            .cloned()
+            .collect();
+        for group in &dead {
+            group.kill();
+            self.remove(&group.id);
+        }
+        if expired > 0 || !dead.is_empty() {
+            tracing::info!(
+                offsets = expired,
+                groups = dead.len(),
+                "expired committed offsets and removed empty groups"
+            );
+        }
+        Ok((expired, dead.len()))
+    }
+
+    /// Rewrites the group log from memory if it holds mostly dead records. True if it did.
+    pub async fn compact_if_due(&self) -> std::io::Result<bool> {
+        if !self.gate.worth_looking() {
+            return Ok(false);
+        }
+        let _alone = self.gate.exclusive().await?;
+        let live = self.live_records();
+        if !self.gate.rewrite_due(live.len()) {
+            return Ok(false);
+        }
+        let (path, count, before) = (self.log_path.clone(), live.len(), self.gate.records());
+        glommio::executor()
+            .spawn_blocking(move || crate::storage::record_file::rewrite_records(&path, &live))
+            .await?;
+        self.gate.rewritten(count);
+        tracing::info!(records = before, live = count, "compacted the group log");
+        Ok(true)
+    }
+
+    /// What a rewritten log holds: every committed and pending offset in memory.
+    fn live_records(&self) -> Vec<GroupRecord> {
+        let groups = self.groups.borrow();
+        let mut ids: Vec<&String> = groups.keys().collect();
+        ids.sort();
+        let mut live = Vec::new();
+        for id in ids {
+            let group = &groups[id];
+            live.extend(offset_records(id, &group.offsets.borrow()));
+            live.extend(pending_records(id, &group.txn_offsets.borrow()));
+        }
+        live
+    }
+}
+
+fn offset_records<'a>(
+    group: &'a str,
+    offsets: &'a OffsetMap,
+) -> impl Iterator<Item = GroupRecord> + 'a {
+    offsets
+        .iter()
+        .map(move |((topic, partition), c)| GroupRecord::Offset {
+            group: group.to_string(),
+            topic: topic.clone(),
+            partition: *partition,
+            committed: Some(c.clone()),
+        })
+}
+
+fn pending_records<'a>(
+    group: &'a str,
+    by_producer: &'a BTreeMap<i64, OffsetMap>,
+) -> impl Iterator<Item = GroupRecord> + 'a {
+    by_producer.iter().flat_map(move |(producer_id, o)| {
+        o.iter()
+            .map(move |((topic, partition), c)| GroupRecord::TxnOffset {
+                group: group.to_string(),
+                producer_id: *producer_id,
+                topic: topic.clone(),
+                partition: *partition,
+                committed: c.clone(),
+            })
+    })
+}
+
 /// What [`GroupCoordinator::read`] read, to build the coordinator on the shard's thread.
 pub struct LoadedGroups {
     offsets: BTreeMap<String, OffsetMap>,
@@ -295,32 +518,19 @@ pub struct LoadedGroups {
 impl LoadedGroups {
     /// Rewrites the shard's group log with only this live state (compaction).
     pub fn rewrite(&self) -> std::io::Result<()> {
+        crate::storage::record_file::rewrite_records(&self.log_path, &self.live_records())
+    }
+
+    fn live_records(&self) -> Vec<GroupRecord> {
         let mut live: Vec<GroupRecord> = self
             .offsets
             .iter()
-            .flat_map(|(group, o)| {
-                o.iter().map(|((topic, partition), c)| GroupRecord::Offset {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    committed: Some(c.clone()),
-                })
-            })
+            .flat_map(|(group, o)| offset_records(group, o))
             .collect();
         for (group, by_producer) in &self.pending {
-            for (producer_id, o) in by_producer {
-                for ((topic, partition), c) in o {
-                    live.push(GroupRecord::TxnOffset {
-                        group: group.clone(),
-                        producer_id: *producer_id,
-                        topic: topic.clone(),
-                        partition: *partition,
-                        committed: c.clone(),
-                    });
-                }
-            }
+            live.extend(pending_records(group, by_producer));
         }
-        crate::storage::record_file::rewrite_records(&self.log_path, &live)
+        live
     }
 }
 

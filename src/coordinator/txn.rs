@@ -126,6 +126,8 @@ pub struct TxnCoordinator {
     /// CONCURRENT_TRANSACTIONS and retry.
     busy: RefCell<HashSet<String>>,
     log_path: PathBuf,
+    /// Keeps appends and running compactions of the log apart.
+    log_gate: super::LogGate,
 }
 
 /// Marks an id busy while it lives.
@@ -210,6 +212,7 @@ impl TxnCoordinator {
 
     pub fn new(loaded: LoadedTxns) -> TxnCoordinator {
         TxnCoordinator {
+            log_gate: super::LogGate::new(loaded.txns.len()),
             txns: RefCell::new(loaded.txns),
             busy: RefCell::new(HashSet::new()),
             log_path: loaded.log_path,
@@ -257,11 +260,100 @@ impl TxnCoordinator {
     pub async fn put(&self, meta: TxnMeta) -> std::io::Result<()> {
         let path = self.log_path.clone();
         let record = vec![TxnRecord::Put(meta.clone())];
+        let _shared = self.log_gate.shared().await?;
+        self.log_gate.appended(1);
         glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::append_records(&path, &record))
             .await?;
         self.txns.borrow_mut().insert(meta.id.clone(), meta);
         Ok(())
+    }
+
+    /// Forgets transactional ids idle for `expiration_ms` with no transaction open (Kafka's
+    /// `transactional.id.expiration.ms`), durably (a `Remove` record first), then compacts
+    /// the log if it holds mostly dead records. Errors are logged; the next call retries.
+    pub async fn expire_and_compact(&self, now_ms: i64, expiration_ms: i64) {
+        if let Err(err) = self.expire_ids(now_ms, expiration_ms).await {
+            tracing::warn!(%err, "expiring transactional ids failed");
+        }
+        if let Err(err) = self.compact_if_due().await {
+            tracing::warn!(%err, "compacting the transaction log failed");
+        }
+    }
+
+    /// The ids idle past `expiration_ms` with no transaction open (not Ongoing or Prepare).
+    fn idle_ids(&self, now_ms: i64, expiration_ms: i64) -> Vec<String> {
+        self.txns
+            .borrow()
+            .values()
+            .filter(|m| {
+                !matches!(m.state, TxnState::Ongoing)
+                    && !m.state.is_prepare()
+                    && now_ms.saturating_sub(m.update_ms) >= expiration_ms
+            })
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    async fn expire_ids(&self, now_ms: i64, expiration_ms: i64) -> std::io::Result<usize> {
+        if self.idle_ids(now_ms, expiration_ms).is_empty() {
+            return Ok(0);
+        }
+        let _alone = self.log_gate.exclusive().await?;
+        // Busy while being removed: a request for one of them retries afterwards and
+        // starts afresh.
+        let removing: Vec<Busy<'_>> = self
+            .idle_ids(now_ms, expiration_ms)
+            .iter()
+            .filter_map(|id| self.try_busy(id))
+            .collect();
+        if removing.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<TxnRecord> = removing
+            .iter()
+            .map(|b| TxnRecord::Remove { id: b.id.clone() })
+            .collect();
+        let path = self.log_path.clone();
+        self.log_gate.appended(records.len());
+        glommio::executor()
+            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
+            .await?;
+        let mut txns = self.txns.borrow_mut();
+        for b in &removing {
+            txns.remove(&b.id);
+        }
+        tracing::info!(
+            ids = removing.len(),
+            expiration_ms,
+            "forgot idle transactional ids"
+        );
+        Ok(removing.len())
+    }
+
+    /// Rewrites the transaction log from memory if it holds mostly dead records.
+    async fn compact_if_due(&self) -> std::io::Result<bool> {
+        if !self.log_gate.worth_looking() {
+            return Ok(false);
+        }
+        let _alone = self.log_gate.exclusive().await?;
+        let mut live: Vec<TxnMeta> = self.txns.borrow().values().cloned().collect();
+        if !self.log_gate.rewrite_due(live.len()) {
+            return Ok(false);
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let live: Vec<TxnRecord> = live.into_iter().map(TxnRecord::Put).collect();
+        let (path, count, before) = (self.log_path.clone(), live.len(), self.log_gate.records());
+        glommio::executor()
+            .spawn_blocking(move || crate::storage::record_file::rewrite_records(&path, &live))
+            .await?;
+        self.log_gate.rewritten(count);
+        tracing::info!(
+            records = before,
+            live = count,
+            "compacted the transaction log"
+        );
+        Ok(true)
     }
 }
 

@@ -391,34 +391,6 @@ fn committed_fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
-/// The topics a consumer group's members subscribe to, from their consumer-protocol
-/// metadata (a version, then a ConsumerProtocolSubscription); `None` if the group does not
-/// use the consumer protocol or a member's metadata does not decode.
-fn subscribed_topics(group: &Group) -> Option<std::collections::HashSet<String>> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
-    let inner = group.inner.borrow();
-    if inner.protocol_type.as_deref() != Some("consumer") {
-        return None;
-    }
-    let protocol = inner.protocol_name.clone()?;
-    let mut topics = std::collections::HashSet::new();
-    for member in inner.members.values() {
-        let (_, metadata) = member.protocols.iter().find(|(n, _)| *n == protocol)?;
-        let mut buf = metadata.clone();
-        if buf.len() < 2 {
-            return None;
-        }
-        let version = i16::from_be_bytes([buf[0], buf[1]]);
-        let _ = bytes::Buf::get_i16(&mut buf);
-        // Newer versions only add fields: decode at the highest version this crate knows.
-        let version = version.clamp(0, 3);
-        let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
-        topics.extend(subscription.topics.iter().map(|t| t.to_string()));
-    }
-    Some(topics)
-}
-
 pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
@@ -440,7 +412,7 @@ pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRe
     let subscribed = if group.state() == State::Empty {
         Some(std::collections::HashSet::new())
     } else {
-        subscribed_topics(&group)
+        group.subscribed_topics()
     };
     let mut records = Vec::new();
     response.topics = request

@@ -1,10 +1,16 @@
-//! Retention and compaction on a shard: two loops in a low-priority task queue, so request
-//! handling and the flusher win the shard's CPU whenever both want it.
+//! Retention and compaction on a shard: loops in a low-priority task queue, so request
+//! handling and the flusher win the shard's CPU whenever both want it. Besides the
+//! partitions' retention and compaction, one loop expires committed offsets and empty
+//! groups and compacts the group log while running.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::Shard;
+
+/// How often the group log's growth is looked at (an O(1) check unless it grew past its
+/// compaction threshold).
+const GROUP_LOG_CHECK_MS: u64 = 1000;
 
 /// Task-queue shares of retention and compaction (request handling has glommio's
 /// default of 1000).
@@ -60,12 +66,37 @@ impl Shard {
                 }
             }
         };
+        let shard = self.clone();
+        let groups = async move {
+            let retention_ms = shard.config.offsets_retention_ms.unwrap_or(
+                shard
+                    .config
+                    .offsets_retention_minutes
+                    .saturating_mul(60_000),
+            );
+            let check_every_ms = shard.config.offsets_retention_check_interval_ms.max(1);
+            let every = Duration::from_millis(check_every_ms.min(GROUP_LOG_CHECK_MS));
+            let mut last_expiry = std::time::Instant::now();
+            while shard.sleep_unless_shutdown(every).await {
+                if last_expiry.elapsed() >= Duration::from_millis(check_every_ms) {
+                    last_expiry = std::time::Instant::now();
+                    let now = crate::util::now_ms();
+                    if let Err(err) = shard.groups.expire(now, retention_ms).await {
+                        tracing::warn!(%err, "expiring committed offsets failed");
+                    }
+                }
+                if let Err(err) = shard.groups.compact_if_due().await {
+                    tracing::warn!(%err, "compacting the group log failed");
+                }
+            }
+        };
         for task in [
             glommio::spawn_local_into(
                 Box::pin(retention) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
                 queue,
             ),
             glommio::spawn_local_into(Box::pin(compaction), queue),
+            glommio::spawn_local_into(Box::pin(groups), queue),
         ] {
             match task {
                 Ok(task) => {

@@ -463,6 +463,8 @@ pub fn spawn_txn_timer(shard: &Rc<Shard>) {
             for id in shard.txns.due(now) {
                 glommio::spawn_local(act_on_due(shard.clone(), id)).detach();
             }
+            let expiration_ms = shard.config.transactional_id_expiration_ms;
+            shard.txns.expire_and_compact(now, expiration_ms).await;
             let seen = shard.shutdown.generation();
             let _ = crate::util::timeout(
                 Duration::from_millis(TIMER_PERIOD_MS),
