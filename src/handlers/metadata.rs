@@ -4,6 +4,12 @@
 //! owns it, so the client opens its produce/fetch connection to that shard's port.
 //! Unknown topics are created on the fly when both the broker (`--auto-create-topics`) and
 //! the client (`allow_auto_topic_creation`) allow it.
+//!
+//! The response stays bounded: all topics are at most the partition cap
+//! (`--max-partitions-per-shard` × shards) entries, and a request naming topics gets one
+//! entry per distinct name or id (Kafka answers a set too), so naming one topic 100,000
+//! times cannot make the broker build 100,000 copies of it; distinct unknown names get an
+//! entry each no larger than the name the request carried.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,12 +33,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && ctx.version == 0 => None,
-        Some(topics) => Some(
-            topics
-                .into_iter()
-                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
-                .collect(),
-        ),
+        Some(topics) => {
+            let mut seen = std::collections::HashSet::with_capacity(topics.len());
+            Some(
+                topics
+                    .into_iter()
+                    .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                    .filter(|key| seen.insert(key.clone()))
+                    .collect(),
+            )
+        }
     };
     let allow_create =
         shard.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
