@@ -987,6 +987,88 @@ mod tests {
         assert_eq!(r.error_code, INCONSISTENT_GROUP_PROTOCOL);
     }
 
+    fn commit(commit_ms: i64) -> Committed {
+        Committed {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+            commit_ms,
+        }
+    }
+
+    fn key(topic: &str) -> (String, i32) {
+        (topic.to_string(), 0)
+    }
+
+    #[test]
+    fn offsets_of_a_group_that_never_had_members_expire_after_their_commit() {
+        let g = group();
+        g.offsets.borrow_mut().insert(key("a"), commit(1_000));
+        g.offsets.borrow_mut().insert(key("b"), commit(2_000));
+        assert!(g.expired_offsets(1_499, 500).is_empty());
+        assert_eq!(g.expired_offsets(1_500, 500), vec![key("a")]);
+        assert_eq!(g.expired_offsets(2_500, 500), vec![key("a"), key("b")]);
+        // An offset with a transactional commit pending stays.
+        g.txn_offsets
+            .borrow_mut()
+            .insert(7, [(key("a"), commit(3_000))].into_iter().collect());
+        assert_eq!(g.expired_offsets(9_000, 500), vec![key("b")]);
+        assert!(!g.removable());
+        g.offsets.borrow_mut().clear();
+        g.txn_offsets.borrow_mut().clear();
+        assert!(g.removable());
+    }
+
+    #[test]
+    fn offsets_of_a_group_with_members_stay_until_it_has_been_empty_long_enough() {
+        let g = group();
+        g.offsets.borrow_mut().insert(key("a"), commit(0));
+        let ids = form(&g, 2);
+        let leader = g.inner.borrow().leader.clone().unwrap();
+        let _ = g.sync(&leader, None, 1, vec![]);
+        assert_eq!(g.state(), State::Stable);
+        // Members whose subscription cannot be read keep every offset, however old.
+        assert!(g.expired_offsets(i64::MAX, 1).is_empty());
+        assert!(!g.removable());
+        let left = crate::util::now_ms();
+        g.leave(&[(ids[0].clone(), None), (ids[1].clone(), None)]);
+        assert_eq!(g.state(), State::Empty);
+        let since = g.inner.borrow().empty_since_ms.unwrap();
+        assert!(since >= left);
+        assert!(g.expired_offsets(since + 999, 1_000).is_empty());
+        assert_eq!(g.expired_offsets(since + 1_000, 1_000), vec![key("a")]);
+        // An offset committed into the empty group later gets the full retention.
+        g.offsets.borrow_mut().insert(key("b"), commit(since + 5_000));
+        assert_eq!(g.expired_offsets(since + 5_999, 1_000), vec![key("a")]);
+    }
+
+    #[test]
+    fn a_stable_consumer_group_loses_offsets_of_topics_it_no_longer_subscribes_to() {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let mut subscription = ConsumerProtocolSubscription::default();
+        subscription.topics = vec![StrBytes::from_static_str("a")];
+        let mut metadata = bytes::BytesMut::new();
+        metadata.extend_from_slice(&0i16.to_be_bytes());
+        subscription.encode(&mut metadata, 0).unwrap();
+        let g = group();
+        let mut a = args("", &["range"]);
+        a.protocols = vec![("range".into(), metadata.freeze())];
+        a.require_known_member_id = false;
+        let JoinStep::Wait(id) = g.join(a, &config(), || "m".into()) else {
+            panic!()
+        };
+        let Poll::Done(_) = g.poll_join(&id) else {
+            panic!()
+        };
+        let _ = g.sync(&id, None, 1, vec![]);
+        assert_eq!(g.state(), State::Stable);
+        g.offsets.borrow_mut().insert(key("a"), commit(0));
+        g.offsets.borrow_mut().insert(key("b"), commit(0));
+        assert_eq!(g.expired_offsets(999, 1_000), Vec::<(String, i32)>::new());
+        assert_eq!(g.expired_offsets(1_000, 1_000), vec![key("b")]);
+    }
+
     #[test]
     fn protocol_vote_prefers_what_most_members_list_first() {
         let g = group();

@@ -579,6 +579,113 @@ pub fn redistribute(
 mod tests {
     use super::*;
 
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        test: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move { test().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn committed(offset: i64, commit_ms: i64) -> Committed {
+        Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_ms,
+        }
+    }
+
+    fn offset_record(group: &str, offset: i64, commit_ms: i64) -> GroupRecord {
+        GroupRecord::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            committed: Some(committed(offset, commit_ms)),
+        }
+    }
+
+    #[test]
+    fn log_gate_asks_for_a_rewrite_only_when_mostly_dead() {
+        let gate = LogGate::new(10);
+        gate.appended(LOG_COMPACT_RECORDS_MIN - 20);
+        assert!(!gate.worth_looking());
+        gate.appended(100);
+        assert!(gate.worth_looking());
+        // Mostly live: not yet, and not looked at again until it grew further.
+        assert!(!gate.rewrite_due(600));
+        assert!(!gate.worth_looking());
+        gate.appended(LOG_COMPACT_RECORDS_MIN);
+        assert!(gate.worth_looking());
+        assert!(gate.rewrite_due(600));
+        gate.rewritten(600);
+        assert_eq!(gate.records(), 600);
+        assert!(!gate.worth_looking());
+    }
+
+    #[test]
+    fn expired_groups_are_forgotten_durably_and_the_log_compacts_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        on_executor(move || async move {
+            let coordinator = GroupCoordinator::new(
+                GroupCoordinator::load(&data, ShardId(0), 1).unwrap(),
+            );
+            let groups = 2_000;
+            for i in 0..groups {
+                let id = format!("g{i}");
+                // Half commit long ago, half just now; none ever has members.
+                let at = if i % 2 == 0 { 0 } else { 10_000 };
+                coordinator
+                    .persist(vec![offset_record(&id, i, at)])
+                    .await
+                    .unwrap();
+                let group = coordinator.get_or_create(&id);
+                group
+                    .offsets
+                    .borrow_mut()
+                    .insert(("t".into(), 0), committed(i, at));
+            }
+            // An empty group without offsets (its member left) goes at the next pass.
+            coordinator.get_or_create("no-offsets");
+            let path = coordinator.log_path.clone();
+            let full = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(coordinator.expire(10_500, 1_000).await.unwrap(), (1_000, 1_001));
+            assert_eq!(coordinator.groups.borrow().len(), 1_000);
+            assert!(coordinator.get("g0").is_none());
+            assert!(coordinator.get("g1").is_some());
+            // 3,000 records, 1,000 live: rewritten, while a commit races the rewrite.
+            // Like a commit handler: apply right after the append, with no await between.
+            let racing = async {
+                let result = coordinator
+                    .persist(vec![offset_record("late", 7, 10_000)])
+                    .await;
+                let group = coordinator.get_or_create("late");
+                group
+                    .offsets
+                    .borrow_mut()
+                    .insert(("t".into(), 0), committed(7, 10_000));
+                result
+            };
+            let (compacted, persisted) =
+                futures_lite::future::zip(coordinator.compact_if_due(), racing).await;
+            assert!(compacted.unwrap());
+            persisted.unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() < full * 2 / 3);
+            let reloaded = GroupCoordinator::read(&data, ShardId(0), 1).unwrap();
+            assert_eq!(reloaded.offsets.len(), 1_001);
+            assert!(!reloaded.offsets.contains_key("g0"));
+            assert_eq!(reloaded.offsets["late"][&("t".to_string(), 0)].offset, 7);
+            // Loaded groups count as empty since start-up: nothing expires at once.
+            let again = GroupCoordinator::new(reloaded);
+            let now = crate::util::now_ms();
+            assert_eq!(again.expire(now, 60_000).await.unwrap(), (0, 0));
+            assert_eq!(again.expire(now + 60_000, 60_000).await.unwrap().1, 1_001);
+        });
+    }
+
     #[test]
     fn group_shard_is_stable_and_spread() {
         assert_eq!(shard_of_group("orders", 4), shard_of_group("orders", 4));

@@ -445,3 +445,71 @@ mod tests {
         assert_eq!(one.txns, loaded.txns);
     }
 }
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    fn meta(id: &str, state: TxnState, update_ms: i64) -> TxnMeta {
+        TxnMeta {
+            id: id.into(),
+            producer_id: 7,
+            epoch: 0,
+            last_epoch: -1,
+            timeout_ms: 60_000,
+            state,
+            partitions: BTreeSet::new(),
+            groups: BTreeSet::new(),
+            start_ms: -1,
+            update_ms,
+        }
+    }
+
+    #[test]
+    fn idle_ids_expire_while_running_and_the_log_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let now = 10_000_000;
+                let loaded = TxnCoordinator::load(&data, ShardId(0), 1, now).unwrap();
+                let coordinator = TxnCoordinator::new(loaded);
+                let ids = 1_500;
+                for i in 0..ids {
+                    let state = match i % 3 {
+                        0 => TxnState::CompleteCommit,
+                        1 => TxnState::Empty,
+                        _ => TxnState::Ongoing,
+                    };
+                    coordinator.put(meta(&format!("t{i}"), state, 0)).await.unwrap();
+                }
+                coordinator.put(meta("recent", TxnState::Empty, now)).await.unwrap();
+                coordinator
+                    .put(meta("prepared", TxnState::PrepareAbort, 0))
+                    .await
+                    .unwrap();
+                let busy = coordinator.try_busy("t0").unwrap();
+                coordinator.expire_and_compact(now, 1_000).await;
+                // Ongoing, Prepare, recently used and busy ids stay.
+                assert_eq!(coordinator.all().len(), ids / 3 + 3);
+                assert!(coordinator.get("t0").is_some());
+                assert!(coordinator.get("t1").is_none());
+                assert!(coordinator.get("t2").is_some());
+                drop(busy);
+                coordinator.expire_and_compact(now, 1_000).await;
+                assert!(coordinator.get("t0").is_none());
+                // 1,502 puts and 999 removals for 503 live ids were compacted to those,
+                // then one more removal.
+                assert_eq!(coordinator.log_gate.records(), ids / 3 + 4);
+                let reloaded = TxnCoordinator::read(&data, ShardId(0), 1, now).unwrap();
+                let mut expected = coordinator.all();
+                let mut found: Vec<TxnMeta> = reloaded.txns.into_values().collect();
+                expected.sort_by(|a, b| a.id.cmp(&b.id));
+                found.sort_by(|a, b| a.id.cmp(&b.id));
+                assert_eq!(found, expected);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}

@@ -69,11 +69,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 .await
             {
                 Ok(ControlReply::Topics(outcomes)) => {
-                    for o in outcomes
+                    // One line for the whole request, however many names it carried.
+                    let mut failed = outcomes
                         .iter()
-                        .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS)
-                    {
-                        tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, "auto topic creation failed");
+                        .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS);
+                    if let Some(o) = failed.next() {
+                        let others = failed.count();
+                        tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, others, "auto topic creation failed");
                     }
                 }
                 Ok(other) => tracing::error!(?other, "unexpected controller reply"),

@@ -6,8 +6,17 @@
 - Producer ids (`--producer-id-expiration-ms`, Kafka's `producer.id.expiration.ms`): idle
   producers are forgotten on the retention timer, not only when a segment rolls, so a
   partition that never rolls does not keep every producer that ever wrote to it.
+- Consumer groups and committed offsets (`--offsets-retention-minutes`, or Strand's own
+  `--offsets-retention-ms`): offsets of a group without members expire, and an empty group
+  with nothing committed is removed, so groups created in a loop do not pile up; the group
+  log is compacted while running.
+- Transactional ids (`--transactional-id-expiration-ms`): idle ids are forgotten while the
+  broker runs, not only at start-up; an open transaction is kept.
+- Metadata responses: a topic named many times in one request is answered once.
 """
 
+import socket
+import struct
 import time
 
 import pytest
@@ -108,5 +117,228 @@ def test_idle_producer_ids_expire_on_the_timer(tmp_path, topic):
             assert active() == []
         finally:
             admin.close()
+    finally:
+        b.kill9()
+
+
+# ------------------------------------------------------------------ raw protocol helpers
+
+def _string(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _call(sock, api_key, version, body, correlation_id=1):
+    """Sends one request (v1 header) and returns the response body after its correlation id."""
+    msg = struct.pack(">hhi", api_key, version, correlation_id) + _string("limits") + body
+    sock.sendall(struct.pack(">i", len(msg)) + msg)
+    size = struct.unpack(">i", _recv(sock, 4))[0]
+    response = _recv(sock, size)
+    assert struct.unpack(">i", response[:4])[0] == correlation_id
+    return response[4:]
+
+
+def _recv(sock, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed by the broker")
+        out += chunk
+    return bytes(out)
+
+
+def _read_string(buf, at):
+    n = struct.unpack_from(">h", buf, at)[0]
+    at += 2
+    if n < 0:
+        return None, at
+    return buf[at:at + n].decode(), at + n
+
+
+def commit_offset_v2(sock, group, topic, partition, offset):
+    """A standalone OffsetCommit (generation -1, no member): the error code."""
+    body = (_string(group) + struct.pack(">i", -1) + _string("") + struct.pack(">q", -1)
+            + struct.pack(">i", 1) + _string(topic)
+            + struct.pack(">iiqh", 1, partition, offset, -1))
+    response = _call(sock, 8, 2, body)
+    # [topics: 1][name][partitions: 1][partition][error_code]
+    _, at = _read_string(response, 4)
+    return struct.unpack_from(">h", response, at + 8)[0]
+
+
+def list_groups_v0(sock):
+    response = _call(sock, 16, 0, b"")
+    error_code, count = struct.unpack_from(">hi", response, 0)
+    assert error_code == 0
+    at, groups = 6, []
+    for _ in range(count):
+        group, at = _read_string(response, at)
+        _, at = _read_string(response, at)
+        groups.append(group)
+    return groups
+
+
+def metadata_v1_topic_names(sock, names):
+    """Names of the topics a Metadata v1 response lists."""
+    body = struct.pack(">i", len(names)) + b"".join(_string(n) for n in names)
+    response = _call(sock, 3, 1, body)
+    brokers = struct.unpack_from(">i", response, 0)[0]
+    at = 4
+    for _ in range(brokers):
+        at += 4
+        _, at = _read_string(response, at)
+        at += 4
+        _, at = _read_string(response, at)
+    at += 4  # controller id
+    count = struct.unpack_from(">i", response, at)[0]
+    at += 4
+    topics = []
+    for _ in range(count):
+        at += 2  # error code
+        name, at = _read_string(response, at)
+        at += 1  # is_internal
+        partitions = struct.unpack_from(">i", response, at)[0]
+        at += 4
+        for _ in range(partitions):
+            at += 2 + 4 + 4
+            for _ in range(2):  # replicas, isr
+                at += 4 + 4 * struct.unpack_from(">i", response, at)[0]
+        topics.append(name)
+    return topics
+
+
+def wait_for(what, condition, timeout_s=60):
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ groups and offsets
+
+GROUPS = 2000
+RETENTION_MS = 3000
+
+
+def test_empty_groups_and_their_offsets_expire_and_the_group_log_compacts(tmp_path, topic):
+    from confluent_kafka import Consumer, TopicPartition
+
+    b = Broker(tmp_path, shards=1, extra=[
+        "--offsets-retention-ms", str(RETENTION_MS),
+        "--offsets-retention-check-interval-ms", "200",
+    ])
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        assert create(admin, NewTopic(topic, num_partitions=1)) == {topic: None}
+        producer = Producer({"bootstrap.servers": b.bootstrap})
+        for k in range(5):
+            producer.produce(topic, f"m{k}".encode(), partition=0)
+        assert producer.flush(15) == 0
+
+        # A group with a member: its offsets stay however long it lives.
+        member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "alive",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        member.subscribe([topic])
+        got = None
+        deadline = time.time() + 30
+        while got is None and time.time() < deadline:
+            got = member.poll(0.5)
+        assert got is not None and not got.error()
+        member.commit(message=got, asynchronous=False)
+
+        log = b.data_dir / "groups" / "shard-0.log"
+        with socket.create_connection(("127.0.0.1", b.port), timeout=30) as sock:
+            full = 0  # the largest the log grew (on a slow machine it may compact meanwhile)
+            for g in range(GROUPS):
+                assert commit_offset_v2(sock, f"standalone-{g}", topic, 0, g) == 0
+                if g % 100 == 99:
+                    full = max(full, log.stat().st_size)
+            assert len(list_groups_v0(sock)) >= GROUPS // 2  # the first may already be gone
+            assert full > 50 * 1000, full
+
+            # Past the retention (and the check interval) every standalone group is gone,
+            # and the log is rewritten with the live state only.
+            def only_alive():
+                member.poll(0.1)  # keeps its session
+                return list_groups_v0(sock) == ["alive"]
+
+            wait_for("the standalone groups to expire", only_alive)
+            wait_for("the group log to be compacted", lambda: log.stat().st_size < full // 10)
+            member.poll(0.1)
+            committed = member.committed([TopicPartition(topic, 0)], timeout=10)
+            assert committed[0].offset == got.offset() + 1, committed
+
+            # Once its last member left, the group expires too.
+            member.close()
+            wait_for("the emptied group to expire", lambda: list_groups_v0(sock) == [])
+
+        # Expiry was durable: nothing comes back after a restart.
+        b.restart()
+        with socket.create_connection(("127.0.0.1", b.port), timeout=30) as sock:
+            assert list_groups_v0(sock) == []
+    finally:
+        b.kill9()
+
+
+# ------------------------------------------------------------------ transactional ids
+
+def test_idle_transactional_ids_expire_while_running(tmp_path, topic):
+    from kafka import KafkaAdminClient
+
+    b = Broker(tmp_path, shards=1, extra=["--transactional-id-expiration-ms", "3000"])
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        assert create(admin, NewTopic(topic, num_partitions=1)) == {topic: None}
+        ids = 20
+        for k in range(ids):
+            p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": f"idle-{k}"})
+            p.init_transactions(30)
+            p.begin_transaction()
+            p.produce(topic, b"x", partition=0)
+            p.commit_transaction(30)
+        # One stays in an open transaction past the expiration: it must be kept.
+        open_txn = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "open",
+                             "transaction.timeout.ms": 120000})
+        open_txn.init_transactions(30)
+        open_txn.begin_transaction()
+        open_txn.produce(topic, b"y", partition=0)
+        assert open_txn.flush(15) == 0
+
+        kadmin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        try:
+            def listed():
+                return sorted(t.transactional_id for ts in kadmin.list_transactions().values()
+                              for t in ts)
+
+            assert len(listed()) >= 2
+            wait_for("idle transactional ids to expire", lambda: listed() == ["open"])
+            time.sleep(1)
+            assert listed() == ["open"]
+        finally:
+            kadmin.close()
+        open_txn.commit_transaction(30)
+        # An expired id starts afresh.
+        again = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "idle-0"})
+        again.init_transactions(30)
+    finally:
+        b.kill9()
+
+
+# ------------------------------------------------------------------ metadata
+
+def test_metadata_answers_a_topic_named_many_times_once(tmp_path, topic):
+    b = Broker(tmp_path, shards=1)
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        assert create(admin, NewTopic(topic, num_partitions=4)) == {topic: None}
+        with socket.create_connection(("127.0.0.1", b.port), timeout=60) as sock:
+            assert metadata_v1_topic_names(sock, [topic] * 100_000) == [topic]
+            unknown = [f"unknown-{k}" for k in range(3)]
+            names = metadata_v1_topic_names(sock, [topic] + unknown * 1000 + [topic])
+            assert sorted(names) == sorted([topic] + unknown)
     finally:
         b.kill9()
