@@ -1038,7 +1038,9 @@ mod tests {
         assert!(g.expired_offsets(since + 999, 1_000).is_empty());
         assert_eq!(g.expired_offsets(since + 1_000, 1_000), vec![key("a")]);
         // An offset committed into the empty group later gets the full retention.
-        g.offsets.borrow_mut().insert(key("b"), commit(since + 5_000));
+        g.offsets
+            .borrow_mut()
+            .insert(key("b"), commit(since + 5_000));
         assert_eq!(g.expired_offsets(since + 5_999, 1_000), vec![key("a")]);
     }
 

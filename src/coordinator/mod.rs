@@ -630,9 +630,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
         on_executor(move || async move {
-            let coordinator = GroupCoordinator::new(
-                GroupCoordinator::load(&data, ShardId(0), 1).unwrap(),
-            );
+            let coordinator =
+                GroupCoordinator::new(GroupCoordinator::load(&data, ShardId(0), 1).unwrap());
             let groups = 2_000;
             for i in 0..groups {
                 let id = format!("g{i}");
@@ -652,7 +651,10 @@ mod tests {
             coordinator.get_or_create("no-offsets");
             let path = coordinator.log_path.clone();
             let full = std::fs::metadata(&path).unwrap().len();
-            assert_eq!(coordinator.expire(10_500, 1_000).await.unwrap(), (1_000, 1_001));
+            assert_eq!(
+                coordinator.expire(10_500, 1_000).await.unwrap(),
+                (1_000, 1_001)
+            );
             assert_eq!(coordinator.groups.borrow().len(), 1_000);
             assert!(coordinator.get("g0").is_none());
             assert!(coordinator.get("g1").is_some());

@@ -481,9 +481,15 @@ mod expiry_tests {
                         1 => TxnState::Empty,
                         _ => TxnState::Ongoing,
                     };
-                    coordinator.put(meta(&format!("t{i}"), state, 0)).await.unwrap();
+                    coordinator
+                        .put(meta(&format!("t{i}"), state, 0))
+                        .await
+                        .unwrap();
                 }
-                coordinator.put(meta("recent", TxnState::Empty, now)).await.unwrap();
+                coordinator
+                    .put(meta("recent", TxnState::Empty, now))
+                    .await
+                    .unwrap();
                 coordinator
                     .put(meta("prepared", TxnState::PrepareAbort, 0))
                     .await
