@@ -167,6 +167,12 @@ impl LogGate {
             .set(live.saturating_mul(2).max(LOG_COMPACT_RECORDS_MIN) + 1);
     }
 
+    /// Records were made dead in bulk (an expiry pass): look at the live count next time,
+    /// however little the file grew since the last look.
+    pub fn look_again(&self) {
+        self.next_check.set(0);
+    }
+
     /// Records the file holds.
     pub fn records(&self) -> usize {
         self.records.get()
@@ -408,6 +414,7 @@ impl GroupCoordinator {
         let expired = records.len();
         if !records.is_empty() {
             self.append(records.clone()).await?;
+            self.gate.look_again();
             for record in records {
                 if let GroupRecord::Offset {
                     group,
@@ -623,6 +630,13 @@ mod tests {
         gate.rewritten(600);
         assert_eq!(gate.records(), 600);
         assert!(!gate.worth_looking());
+        // After an expiry pass it looks at once; a file of 1,100 records with 100 live is
+        // rewritten then, though it did not grow past the next threshold.
+        gate.appended(500);
+        assert!(!gate.worth_looking());
+        gate.look_again();
+        assert!(gate.worth_looking());
+        assert!(gate.rewrite_due(100));
     }
 
     #[test]

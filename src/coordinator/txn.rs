@@ -319,6 +319,7 @@ impl TxnCoordinator {
         glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
             .await?;
+        self.log_gate.look_again();
         let mut txns = self.txns.borrow_mut();
         for b in &removing {
             txns.remove(&b.id);
