@@ -157,6 +157,23 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (glommio io_memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+
+    // Request memory and connection time (docs/reliability.md, "Hostile input").
+    /// Request bytes a shard holds across all its connections, from the first byte of a
+    /// frame until its response (Kafka's `queued.max.request.bytes`). A connection that
+    /// cannot reserve stops reading; a frame larger than this is refused.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub queued_max_request_bytes: usize,
+
+    /// A request frame must be complete this long after its first byte, however its bytes
+    /// trickle in; otherwise the connection is closed.
+    #[arg(long, default_value_t = 120_000)]
+    pub frame_read_timeout_ms: u64,
+
+    /// Connections with no request for this long are closed (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(long, default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
 }
 
 impl Config {
