@@ -80,10 +80,8 @@ public final class WordCountApp {
                 stopped.countDown();
             }
         });
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            streams.close();
-            stopped.countDown();
-        }));
+        // SIGTERM closes the application cleanly; the exit code then tells whether it had failed.
+        sun.misc.Signal.handle(new sun.misc.Signal("TERM"), sig -> stopped.countDown());
         streams.setGlobalStateRestoreListener(new org.apache.kafka.streams.processor.StateRestoreListener() {
             @Override
             public void onRestoreStart(org.apache.kafka.common.TopicPartition tp, String store, long start, long end) {
@@ -101,8 +99,9 @@ public final class WordCountApp {
         });
         streams.start();
         stopped.await();
+        boolean failed = streams.state() == KafkaStreams.State.ERROR;
         streams.close();
         System.out.println("STOPPED " + streams.state());
-        System.exit(streams.state() == KafkaStreams.State.ERROR ? 2 : 0);
+        System.exit(failed ? 2 : 0);
     }
 }

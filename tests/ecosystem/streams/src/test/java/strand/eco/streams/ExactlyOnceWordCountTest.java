@@ -248,8 +248,8 @@ class ExactlyOnceWordCountTest {
     Path startApp(Path props, int runNo) throws IOException {
         Path log = work.resolve("app-run" + runNo + ".log");
         appLogs.add(log);
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> cmd = new ArrayList<>(List.of(java, "-Xmx256m", "-XX:+UseSerialGC",
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> cmd = new ArrayList<>(List.of(javaBin, "-Xmx256m", "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
                 "-Deco.kafka.log.level=" + System.getProperty("eco.app.log.level", "INFO"),
                 "-Deco.debug.logger=" + System.getProperty("eco.debug.logger", "strand.eco.none"),
@@ -257,6 +257,9 @@ class ExactlyOnceWordCountTest {
                 WordCountApp.class.getName(), props.toString()));
         app = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
+        // The runner kills whatever is listed here if this JVM dies before cleaning up.
+        Files.writeString(work.resolve("pids"), app.pid() + "\n",
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
         System.out.println("started run " + runNo + " (pid " + app.pid() + "), log " + log);
         return log;
     }
