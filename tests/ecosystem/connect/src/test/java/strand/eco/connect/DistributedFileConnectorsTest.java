@@ -58,6 +58,7 @@ class DistributedFileConnectorsTest {
     static final int N = 1000;
     static final int M = 500;
     static final int K = 300;
+    static final int EOS_MORE = 20_000;
     static final ObjectMapper JSON = new ObjectMapper();
 
     Path work;
@@ -188,9 +189,112 @@ class DistributedFileConnectorsTest {
         stopWorker("worker 3");
     }
 
+    /**
+     * Exactly-once source support (KIP-618): the worker's source task writes records and its
+     * file offsets in one transaction (and the leader fences the task's producer over
+     * Admin.fenceProducers). Killed with -9 right after more lines were appended, the topic
+     * must still hold each line of the file once, in order, for read_committed readers.
+     */
+    @Test
+    void exactlyOnceSourceHasNoDuplicatesAfterKill9() throws Exception {
+        String run = UUID.randomUUID().toString().substring(0, 8);
+        String topic = "eos-lines-" + run;
+        String group = "connect-eos-" + run;
+        String source = "eos-source-" + run;
+        String sink = "eos-sink-" + run;
+        Path in = work.resolve("eos-in.txt");
+        Path out = work.resolve("eos-out.txt");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        List<String> expected = new ArrayList<>(lines(0, N));
+        append(in, expected);
+
+        Path props = writeWorkerProps(group, group + "-configs", group + "-offsets", group + "-status",
+                // A restarted worker reads the offsets topic read_committed up to its high
+                // watermark, so it waits for the killed task's open transaction to be aborted
+                // by the broker: 10 s instead of the producer's default 60 s.
+                Map.of("exactly.once.source.support", "enabled",
+                        "producer.transaction.timeout.ms", "10000"));
+        startWorker(props, 1);
+        waitForRest();
+        put(source, Map.of(
+                "connector.class", "org.apache.kafka.connect.file.FileStreamSourceConnector",
+                "tasks.max", "1",
+                "file", in.toString(),
+                "topic", topic,
+                "exactly.once.support", "required",
+                "transaction.boundary", "poll",
+                // 100 lines a poll, so a transaction each: the kill lands mid-stream.
+                "batch.size", "100"));
+        put(sink, Map.of(
+                "connector.class", "org.apache.kafka.connect.file.FileStreamSinkConnector",
+                "tasks.max", "1",
+                "file", out.toString(),
+                "topics", topic));
+        waitRunning(source);
+        waitRunning(sink);
+        waitFor("the sink file to have the first " + N + " lines", 60, () -> lineCount(out) >= N);
+        assertEquals(expected, readLines(out), "sink file after the first " + N + " lines");
+        assertEquals(expected, readCommittedPayloads(topic), "read_committed records of the topic");
+
+        // Many more lines, and kill -9 as soon as the source has started sending them.
+        long before = endOffset(topic);
+        List<String> more = lines(N, N + EOS_MORE);
+        append(in, more);
+        expected.addAll(more);
+        waitFor("the source to start sending the new lines", 30, () -> endOffset(topic) > before);
+        kill9("eos worker 1");
+        long atKill = endOffset(topic);
+        System.out.println("eos: killed with the topic's end offset at " + atKill + " of " + (expected.size() + 1000));
+
+        startWorker(props, 2);
+        waitForRest();
+        waitFor("the connectors to come back after kill -9", 60,
+                () -> connectors().containsAll(List.of(source, sink)));
+        waitRunning(source);
+        waitRunning(sink);
+        waitFor("the sink file to hold all " + expected.size() + " lines", 90,
+                () -> new LinkedHashSet<>(readLinesQuietly(out)).size() >= expected.size());
+        List<String> committed = readCommittedPayloads(topic);
+        System.out.println("eos: " + committed.size() + " committed records, end offset " + endOffset(topic));
+        assertEquals(expected.size(), committed.size(), "read_committed records after kill -9");
+        assertEquals(expected, committed, "read_committed records of the topic after kill -9 (exactly once: no line twice)");
+        assertEquals(expected, new ArrayList<>(new LinkedHashSet<>(readLines(out))), "sink file, duplicates removed");
+        stopWorker("eos worker 2");
+    }
+
+    /** The payloads of every committed record of partition 0, read with read_committed. */
+    List<String> readCommittedPayloads(String topic) throws Exception {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", BOOTSTRAP);
+        p.put("isolation.level", "read_committed");
+        p.put("enable.auto.commit", "false");
+        TopicPartition tp = new TopicPartition(topic, 0);
+        List<String> out = new ArrayList<>();
+        try (org.apache.kafka.clients.consumer.KafkaConsumer<byte[], byte[]> c = new org.apache.kafka.clients.consumer.KafkaConsumer<>(p,
+                new org.apache.kafka.common.serialization.ByteArrayDeserializer(),
+                new org.apache.kafka.common.serialization.ByteArrayDeserializer())) {
+            c.assign(List.of(tp));
+            c.seekToBeginning(List.of(tp));
+            long end = c.endOffsets(List.of(tp)).get(tp); // the last stable offset
+            long deadline = System.nanoTime() + 30_000_000_000L;
+            while (c.position(tp) < end) {
+                assertTrue(System.nanoTime() < deadline, "reading " + topic + " to " + end + " timed out");
+                for (var r : c.poll(Duration.ofMillis(500))) {
+                    out.add(JSON.readTree(r.value()).path("payload").asText());
+                }
+            }
+        }
+        return out;
+    }
+
     // ---- the worker process ----
 
     Path writeWorkerProps(String group, String configs, String offsets, String status) throws IOException {
+        return writeWorkerProps(group, configs, offsets, status, Map.of());
+    }
+
+    Path writeWorkerProps(String group, String configs, String offsets, String status, Map<String, String> extra)
+            throws IOException {
         Properties p = new Properties();
         p.put("bootstrap.servers", BOOTSTRAP);
         p.put("group.id", group);
@@ -212,7 +316,10 @@ class DistributedFileConnectorsTest {
         p.put("session.timeout.ms", "6000");
         p.put("heartbeat.interval.ms", "1500");
         p.put("scheduled.rebalance.max.delay.ms", "5000");
-        Path file = work.resolve("worker.properties");
+        p.put("consumer.session.timeout.ms", "6000");
+        p.put("consumer.heartbeat.interval.ms", "1500");
+        p.putAll(extra);
+        Path file = work.resolve(group + ".properties");
         try (FileOutputStream o = new FileOutputStream(file.toFile())) {
             p.store(o, "distributed worker");
         }
