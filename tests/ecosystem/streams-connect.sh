@@ -88,8 +88,8 @@ run_suite() { # run_suite NAME DIR
     local name=$1 dir=$2 rc=0 t f e s before=$failed
     echo "==> $name ($dir)"
     rm -rf "$dir/target/surefire-reports"
-    mvn -B -q -f "$dir/pom.xml" test -Dstrand.bootstrap="$bootstrap" -Dconnect.rest.port="$rest_port" \
-        -Deco.workdir="$work/$name" || rc=$?
+    mvn -B -q -Dstyle.color=never -f "$dir/pom.xml" test -Dstrand.bootstrap="$bootstrap" -Dconnect.rest.port="$rest_port" \
+        -Deco.workdir="$work/$name" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' || rc=$?
     local reports=("$dir"/target/surefire-reports/TEST-*.xml)
     if [ ! -e "${reports[0]}" ]; then
         echo "$name: no test reports (build failed?)"; failed=$((failed + 1)); return
