@@ -167,6 +167,20 @@ class DistributedFileConnectorsTest {
         waitFor("the sink file to have " + (N + M) + " lines", 30, () -> lineCount(out) >= N + M);
         assertEquals(expected, readLines(out), "sink file after the graceful restart");
 
+        // The offsets REST API (KIP-875): the source's file position from the offsets topic,
+        // the sink's from its consumer group.
+        long fileSize = Files.size(in);
+        waitFor("GET /connectors/" + source + "/offsets to show the file's end", 30, () -> {
+            JsonNode o = get("/connectors/" + source + "/offsets");
+            return o != null && o.path("offsets").size() == 1
+                    && o.path("offsets").get(0).path("offset").path("position").asLong() == fileSize;
+        });
+        JsonNode sinkOffsets = get("/connectors/" + sink + "/offsets");
+        assertEquals(1, sinkOffsets.path("offsets").size(), "sink offsets " + sinkOffsets);
+        JsonNode so = sinkOffsets.path("offsets").get(0);
+        assertEquals(topic, so.path("partition").path("kafka_topic").asText(), "sink offsets " + sinkOffsets);
+        assertEquals(N + M, so.path("offset").path("kafka_offset").asLong(), "sink offsets " + sinkOffsets);
+
         // kill -9, more lines, start again. Connect is at-least-once here: offsets not yet
         // flushed may be replayed, so only require every line, in order, maybe a replayed run.
         kill9("worker 2");
