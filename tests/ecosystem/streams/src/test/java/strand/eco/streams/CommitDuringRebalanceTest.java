@@ -18,7 +18,6 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -64,10 +63,6 @@ class CommitDuringRebalanceTest {
     }
 
     @Test
-    @Disabled("Strand: TxnOffsetCommit answers REBALANCE_IN_PROGRESS (27) while the group is PreparingRebalance or "
-            + "CompletingRebalance; Kafka does not check the group state for transactional commits, and the Java "
-            + "producer treats 27 as fatal (\"Unexpected error in TxnOffsetCommitResponse\"), which kills "
-            + "exactly-once Kafka Streams threads on every rebalance")
     void txnOffsetCommitIsAcceptedWhileTheGroupRebalances() throws Exception {
         withRebalancingGroup((admin, a, tp, group, run) -> {
             ConsumerGroupMetadata current = a.groupMetadata();
@@ -82,9 +77,6 @@ class CommitDuringRebalanceTest {
     }
 
     @Test
-    @Disabled("Strand: OffsetCommit from the current generation answers REBALANCE_IN_PROGRESS (27) while the group "
-            + "is PreparingRebalance; Kafka refuses only in CompletingRebalance, so commits made when a rebalance "
-            + "starts (auto-commit before rejoining, onPartitionsRevoked) are lost and their records redelivered")
     void offsetCommitFromTheCurrentGenerationIsAcceptedWhilePreparingRebalance() throws Exception {
         withRebalancingGroup((admin, a, tp, group, run) -> {
             a.commitSync(Map.of(tp, new OffsetAndMetadata(4)));

@@ -46,7 +46,6 @@ import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -196,10 +195,6 @@ class ExactlyOnceWordCountTest {
      * transactions, and finishes alone: the counts must still be exact.
      */
     @Test
-    @Disabled("Strand: TxnOffsetCommit answers REBALANCE_IN_PROGRESS (27) during a rebalance (Kafka does not check "
-            + "the group state for transactional commits); the surviving instance's producer takes it as fatal "
-            + "(\"Unexpected error in TxnOffsetCommitResponse\") and the client ends in ERROR. "
-            + "Minimal repro: CommitDuringRebalanceTest.txnOffsetCommitIsAcceptedWhileTheGroupRebalances")
     void wordCountIsExactWhenOneOfTwoInstancesIsKilled() throws Exception {
         Run r = prepare("wc2");
         Path propsA = writeAppProps(r.appId(), r.input(), r.output(), work.resolve("state-a"), "a");
