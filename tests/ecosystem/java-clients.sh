@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The Apache Kafka Java client (kafka-clients, see java-clients/pom.xml) against Strand.
+#
+# Usage: STRAND_BIN=/path/to/strand tests/ecosystem/java-clients.sh [-Dtest=ClassName#method]
+# Needs Java 17 and Maven; the client and JUnit come from Maven Central into ~/.m2 on the
+# first run. Each test class starts its own two-shard broker on loopback ports 22000-22499
+# with a fresh data dir under .cache/eco-java/, and kills it when done; this script kills
+# whatever a crashed test JVM may have left running.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+STRAND_BIN="${STRAND_BIN:-$REPO/target/release/strand}"
+case "$STRAND_BIN" in /*) ;; *) STRAND_BIN="$PWD/$STRAND_BIN" ;; esac
+if [ ! -x "$STRAND_BIN" ]; then
+    echo "java-clients: $STRAND_BIN is not an executable: build it or set STRAND_BIN" >&2
+    exit 2
+fi
+for tool in java mvn; do
+    command -v "$tool" >/dev/null || { echo "java-clients: $tool not found (Java 17 + Maven needed)" >&2; exit 2; }
+done
+
+WORK="$REPO/.cache/eco-java"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+cleanup() {
+    if [ -f "$WORK/pids" ]; then
+        while read -r pid; do
+            [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+        done < "$WORK/pids"
+    fi
+}
+trap cleanup EXIT INT TERM
+
+# Offline once a run has fetched everything this pom needs (warm CI); online otherwise, and
+# again online if an offline run stopped before any test ran (something was missing).
+MVN=(mvn -B -q -Dstyle.color=never -f "$HERE/java-clients/pom.xml" -Dstrand.bin="$STRAND_BIN" -Dstrand.workdir="$WORK")
+REPORTS="$HERE/java-clients/target/surefire-reports"
+STAMP="$REPO/.cache/eco-java-m2-$(sha1sum "$HERE/java-clients/pom.xml" | cut -c1-12)"
+rm -rf "$REPORTS"
+status=0
+if [ -f "$STAMP" ]; then
+    "${MVN[@]}" -o test "$@" || status=$?
+fi
+if [ ! -f "$STAMP" ] || { [ $status -ne 0 ] && ! ls "$REPORTS"/TEST-*.xml >/dev/null 2>&1; }; then
+    status=0
+    "${MVN[@]}" test "$@" || status=$?
+    if ls "$REPORTS"/TEST-*.xml >/dev/null 2>&1; then touch "$STAMP"; fi
+fi
+
+# Surefire's own closing line ("Tests run: N, Failures: F, Errors: E, Skipped: S") is printed
+# by -q runs only on failure, so print the totals from its reports.
+python3 - "$HERE/java-clients/target/surefire-reports" <<'PY' || true
+import glob, sys, xml.etree.ElementTree as ET
+t = f = e = s = 0
+for path in glob.glob(sys.argv[1] + "/TEST-*.xml"):
+    r = ET.parse(path).getroot()
+    t += int(r.get("tests", 0)); f += int(r.get("failures", 0))
+    e += int(r.get("errors", 0)); s += int(r.get("skipped", 0))
+    for case in r.iter("testcase"):
+        for kind in ("failure", "error"):
+            for el in case.iter(kind):
+                print(f"FAILED {r.get('name')}.{case.get('name')}: {(el.get('message') or '')[:300]}")
+print(f"Tests run: {t}, Failures: {f}, Errors: {e}, Skipped: {s}")
+print(f"{t - f - e - s} passed, {f + e} failed, {s} skipped")
+PY
+exit $status
