@@ -1,0 +1,360 @@
+package strand.eco;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static strand.eco.Kit.*;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.CooperativeStickyAssignor;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.consumer.RangeAssignor;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.TopicPartition;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** Classic-protocol consumer groups, commits and positioning with the Java consumer. */
+class ConsumerGroupTest {
+    @RegisterExtension
+    static final StrandBroker broker = new StrandBroker("--group-initial-rebalance-delay-ms", "500");
+
+    static Admin admin;
+
+    @BeforeAll
+    static void setUp() {
+        admin = admin(broker);
+    }
+
+    @AfterAll
+    static void tearDown() {
+        admin.close();
+    }
+
+    static void produce(String topic, int partitions, int perPartition) throws Exception {
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int part = 0; part < partitions; part++) {
+                for (int i = 0; i < perPartition; i++) {
+                    p.send(new ProducerRecord<>(topic, part, null, (part + ":" + i).getBytes(StandardCharsets.UTF_8)));
+                }
+            }
+            p.flush();
+        }
+    }
+
+    static KafkaConsumer<byte[], byte[]> member(String group, String assignor) {
+        return consumer(broker,
+                ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignor,
+                ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 10000,
+                ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 500,
+                ConsumerConfig.MAX_POLL_INTERVAL_MS_CONFIG, 30000);
+    }
+
+    /** Polls every consumer in turn (one thread) until each owns {@code each} partitions and together all of them. */
+    static List<Set<TopicPartition>> awaitAssignment(List<KafkaConsumer<byte[], byte[]>> cs, int total, int each) {
+        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while (System.nanoTime() < deadline) {
+            for (KafkaConsumer<byte[], byte[]> c : cs) {
+                c.poll(Duration.ofMillis(100));
+            }
+            List<Set<TopicPartition>> got = new ArrayList<>();
+            Set<TopicPartition> union = new HashSet<>();
+            boolean ok = true;
+            for (KafkaConsumer<byte[], byte[]> c : cs) {
+                Set<TopicPartition> a = new HashSet<>(c.assignment());
+                got.add(a);
+                ok &= a.size() == each;
+                union.addAll(a);
+            }
+            if (ok && union.size() == total) {
+                return got;
+            }
+        }
+        List<Set<TopicPartition>> last = new ArrayList<>();
+        cs.forEach(c -> last.add(c.assignment()));
+        fail("no balanced assignment of " + total + " partitions within 60s; last: " + last);
+        return null;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"org.apache.kafka.clients.consumer.RangeAssignor",
+            "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"})
+    void threeConsumersBalancedThenOneLeavesAndItsPartitionsMove(String assignor) throws Exception {
+        String topic = name("grp");
+        String group = name("g");
+        createTopic(admin, topic, 6, null);
+        List<KafkaConsumer<byte[], byte[]>> cs = new ArrayList<>();
+        try {
+            for (int i = 0; i < 3; i++) {
+                KafkaConsumer<byte[], byte[]> c = member(group, assignor);
+                c.subscribe(List.of(topic));
+                cs.add(c);
+            }
+            List<Set<TopicPartition>> before = awaitAssignment(cs, 6, 2);
+
+            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group))
+                    .describedGroups().get(group).get(30, TimeUnit.SECONDS);
+            assertEquals(GroupState.STABLE, d.groupState());
+            assertEquals(3, d.members().size());
+            String expectedProtocol = assignor.equals(RangeAssignor.class.getName()) ? "range" : "cooperative-sticky";
+            assertEquals(expectedProtocol, d.partitionAssignor());
+            Set<Set<TopicPartition>> described = new HashSet<>();
+            for (MemberDescription m : d.members()) {
+                described.add(m.assignment().topicPartitions());
+            }
+            assertEquals(new HashSet<>(before), described, "the group's view of the assignment is the consumers'");
+
+            Set<TopicPartition> leaverHad = before.get(2);
+            cs.remove(2).close(Duration.ofSeconds(10)); // sends LeaveGroup
+            List<Set<TopicPartition>> after = awaitAssignment(cs, 6, 3);
+            Set<TopicPartition> gained = new HashSet<>(after.get(0));
+            gained.addAll(after.get(1));
+            assertTrue(gained.containsAll(leaverHad), "the leaver's partitions moved to the others");
+            if (assignor.equals(CooperativeStickyAssignor.class.getName())) {
+                assertTrue(after.get(0).containsAll(before.get(0)), "sticky: consumer 0 kept its partitions");
+                assertTrue(after.get(1).containsAll(before.get(1)), "sticky: consumer 1 kept its partitions");
+            }
+            ConsumerGroupDescription d2 = admin.describeConsumerGroups(List.of(group))
+                    .describedGroups().get(group).get(30, TimeUnit.SECONDS);
+            assertEquals(2, d2.members().size());
+        } finally {
+            for (KafkaConsumer<byte[], byte[]> c : cs) {
+                c.close(Duration.ofSeconds(5));
+            }
+        }
+    }
+
+    @Test
+    void committedOffsetsAreHonouredOnRestart() throws Exception {
+        String topic = name("commit");
+        String group = name("g");
+        int partitions = 2;
+        int perPartition = 50;
+        createTopic(admin, topic, partitions, null);
+        produce(topic, partitions, perPartition);
+        List<TopicPartition> tps = partitions(topic, partitions);
+
+        Map<TopicPartition, Long> committedAt;
+        Set<String> processedAndCommitted = new HashSet<>();
+        try (KafkaConsumer<byte[], byte[]> a = consumer(broker,
+                ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 7)) {
+            a.subscribe(List.of(topic));
+            List<ConsumerRecord<byte[], byte[]>> processed = new ArrayList<>();
+            long deadline = System.nanoTime() + TIMEOUT.toNanos();
+            while (processed.size() < 30 && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : a.poll(Duration.ofMillis(200))) {
+                    processed.add(r);
+                }
+            }
+            assertTrue(processed.size() >= 30, "first consumer read records");
+            a.commitSync();
+            committedAt = new HashMap<>();
+            for (TopicPartition tp : a.assignment()) {
+                committedAt.put(tp, a.position(tp));
+            }
+            processed.forEach(r -> processedAndCommitted.add(new String(r.value(), StandardCharsets.UTF_8)));
+            Map<TopicPartition, OffsetAndMetadata> committed = a.committed(new HashSet<>(tps));
+            for (TopicPartition tp : tps) {
+                long expect = committedAt.getOrDefault(tp, -1L);
+                if (expect < 0) {
+                    assertNull(committed.get(tp));
+                } else {
+                    assertEquals(expect, committed.get(tp).offset(), "committed() of " + tp);
+                }
+            }
+            // Read on without committing: those records must be delivered again after a restart.
+            List<ConsumerRecord<byte[], byte[]>> uncommitted = pollN(a, 1);
+            assertTrue(!uncommitted.isEmpty());
+        }
+
+        try (KafkaConsumer<byte[], byte[]> b = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            b.subscribe(List.of(topic));
+            int remaining = partitions * perPartition - processedAndCommitted.size();
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(b, remaining);
+            // Nothing more than the rest arrives.
+            assertEquals(0, b.poll(Duration.ofMillis(500)).count());
+            Map<TopicPartition, List<ConsumerRecord<byte[], byte[]>>> byPart = byPartition(rs);
+            for (TopicPartition tp : tps) {
+                long start = committedAt.getOrDefault(tp, 0L);
+                List<ConsumerRecord<byte[], byte[]>> l = byPart.getOrDefault(tp, List.of());
+                assertEquals(perPartition - start, l.size(), "re-read of " + tp + " starts at the commit");
+                if (!l.isEmpty()) {
+                    assertEquals(start, l.get(0).offset(), "first offset re-read on " + tp);
+                }
+            }
+            Set<String> all = new HashSet<>(processedAndCommitted);
+            for (ConsumerRecord<byte[], byte[]> r : rs) {
+                assertTrue(all.add(new String(r.value(), StandardCharsets.UTF_8)), "no committed record read twice");
+            }
+            assertEquals(partitions * perPartition, all.size(), "no record skipped");
+        }
+    }
+
+    @Test
+    void commitSyncAndCommitAsyncWithManualAssignment() throws Exception {
+        String topic = name("async");
+        String group = name("g");
+        createTopic(admin, topic, 2, null);
+        produce(topic, 2, 10);
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            c.assign(List.of(p0, p1));
+            Map<TopicPartition, OffsetAndMetadata> none = c.committed(Set.of(p0, p1));
+            assertNull(none.get(p0), "nothing committed yet");
+            assertNull(none.get(p1));
+
+            c.commitSync(Map.of(p0, new OffsetAndMetadata(3, "sync-meta")));
+            OffsetAndMetadata got = c.committed(Set.of(p0)).get(p0);
+            assertEquals(3, got.offset());
+            assertEquals("sync-meta", got.metadata());
+
+            AtomicReference<Map<TopicPartition, OffsetAndMetadata>> cbOffsets = new AtomicReference<>();
+            AtomicReference<Exception> cbError = new AtomicReference<>();
+            c.commitAsync(Map.of(p0, new OffsetAndMetadata(7), p1, new OffsetAndMetadata(4, "async-meta")),
+                    (offsets, e) -> {
+                        cbError.set(e);
+                        cbOffsets.set(offsets);
+                    });
+            await("commitAsync callback", () -> {
+                c.poll(Duration.ofMillis(50));
+                return cbOffsets.get() != null || cbError.get() != null;
+            });
+            assertNull(cbError.get());
+            assertEquals(7, cbOffsets.get().get(p0).offset());
+            Map<TopicPartition, OffsetAndMetadata> now = c.committed(Set.of(p0, p1));
+            assertEquals(7, now.get(p0).offset());
+            assertEquals(4, now.get(p1).offset());
+            assertEquals("async-meta", now.get(p1).metadata());
+
+            // commitAsync() with no arguments commits the positions after consumed records.
+            c.seek(p0, 0);
+            c.seek(p1, 0);
+            drain(c, List.of(p0, p1));
+            AtomicReference<Boolean> done = new AtomicReference<>();
+            c.commitAsync((offsets, e) -> done.set(e == null));
+            await("second commitAsync callback", () -> {
+                c.poll(Duration.ofMillis(50));
+                return done.get() != null;
+            });
+            assertTrue(done.get());
+            now = c.committed(Set.of(p0, p1));
+            assertEquals(10, now.get(p0).offset());
+            assertEquals(10, now.get(p1).offset());
+        }
+        // Seen through the admin client as well.
+        var viaAdmin = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+        assertEquals(10, viaAdmin.get(p0).offset());
+        assertEquals(10, viaAdmin.get(p1).offset());
+    }
+
+    @Test
+    void seekPositionAndOffsetsForTimes() throws Exception {
+        String topic = name("seek");
+        createTopic(admin, topic, 1, null);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        long t0 = System.currentTimeMillis() - 100_000;
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int i = 0; i < 20; i++) {
+                p.send(new ProducerRecord<>(topic, 0, t0 + i * 1000L, null, ("r" + i).getBytes(StandardCharsets.UTF_8)));
+            }
+            p.flush();
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker)) {
+            c.assign(List.of(tp));
+            assertEquals(0L, c.beginningOffsets(List.of(tp)).get(tp));
+            assertEquals(20L, c.endOffsets(List.of(tp)).get(tp));
+
+            c.seekToEnd(List.of(tp));
+            assertEquals(20, c.position(tp));
+            assertEquals(0, c.poll(Duration.ofMillis(300)).count(), "nothing past the end");
+
+            c.seekToBeginning(List.of(tp));
+            assertEquals(0, c.position(tp));
+            ConsumerRecord<byte[], byte[]> first = pollN(c, 1).get(0);
+            assertEquals(0, first.offset());
+            assertEquals(t0, first.timestamp());
+
+            c.seek(tp, 7);
+            assertEquals(7, c.position(tp));
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, 13);
+            assertEquals(7, rs.get(0).offset());
+            assertEquals("r7", new String(rs.get(0).value(), StandardCharsets.UTF_8));
+            assertEquals(19, rs.get(rs.size() - 1).offset());
+            assertEquals(20, c.position(tp));
+
+            Map<TopicPartition, OffsetAndTimestamp> ts = c.offsetsForTimes(Map.of(tp, t0 + 5500));
+            assertNotNull(ts.get(tp));
+            assertEquals(6, ts.get(tp).offset(), "first record at or after the timestamp");
+            assertEquals(t0 + 6000, ts.get(tp).timestamp());
+            assertEquals(0, c.offsetsForTimes(Map.of(tp, t0 - 1)).get(tp).offset());
+            assertEquals(19, c.offsetsForTimes(Map.of(tp, t0 + 19_000)).get(tp).offset());
+            assertNull(c.offsetsForTimes(Map.of(tp, t0 + 19_001)).get(tp), "no record that late");
+
+            // Seeking to an offsetsForTimes answer reads from there.
+            c.seek(tp, ts.get(tp).offset());
+            assertEquals("r6", new String(pollN(c, 1).get(0).value(), StandardCharsets.UTF_8));
+        }
+    }
+
+    @Test
+    void autoCommitCommitsConsumedPositions() throws Exception {
+        // A group consumer with auto commit on commits what it consumed (the default mode).
+        String topic = name("auto");
+        String group = name("g");
+        createTopic(admin, topic, 1, null);
+        produce(topic, 1, 25);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker,
+                ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "true",
+                ConsumerConfig.AUTO_COMMIT_INTERVAL_MS_CONFIG, 200)) {
+            c.subscribe(List.of(topic));
+            int n = 0;
+            long deadline = System.nanoTime() + TIMEOUT.toNanos();
+            while (n < 25 && System.nanoTime() < deadline) {
+                ConsumerRecords<byte[], byte[]> rs = c.poll(Duration.ofMillis(200));
+                int it = 0;
+                for (ConsumerRecord<byte[], byte[]> ignored : rs) {
+                    it++;
+                }
+                assertEquals(rs.count(), it);
+                n += it;
+            }
+            assertEquals(25, n);
+            await("auto commit reaches 25", () -> {
+                c.poll(Duration.ofMillis(100));
+                OffsetAndMetadata o = c.committed(Set.of(tp)).get(tp);
+                return o != null && o.offset() == 25;
+            });
+        }
+    }
+}
