@@ -51,7 +51,7 @@ fi
 
 # Surefire's own closing line ("Tests run: N, Failures: F, Errors: E, Skipped: S") is printed
 # by -q runs only on failure, so print the totals from its reports.
-python3 - "$HERE/java-clients/target/surefire-reports" <<'PY' || true
+python3 - "$REPORTS" "$status" <<'PY' || true
 import glob, sys, xml.etree.ElementTree as ET
 t = f = e = s = 0
 for path in glob.glob(sys.argv[1] + "/TEST-*.xml"):
@@ -62,6 +62,8 @@ for path in glob.glob(sys.argv[1] + "/TEST-*.xml"):
         for kind in ("failure", "error"):
             for el in case.iter(kind):
                 print(f"FAILED {r.get('name')}.{case.get('name')}: {(el.get('message') or '')[:300]}")
+if t == 0 and sys.argv[2] != "0":
+    e = 1  # Maven failed before any test ran (compilation, resolution): count it as a failure
 print(f"Tests run: {t}, Failures: {f}, Errors: {e}, Skipped: {s}")
 print(f"{t - f - e - s} passed, {f + e} failed, {s} skipped")
 PY
