@@ -257,4 +257,98 @@ class ProducerTest {
             }
         }
     }
+
+    @Test
+    void logAppendTimeTopicStampsBrokerTime() throws Exception {
+        String topic = name("lat");
+        createTopic(admin, topic, 1, Map.of("message.timestamp.type", "LogAppendTime"));
+        long before = System.currentTimeMillis();
+        RecordMetadata md;
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            // The producer's timestamp (long ago) is replaced by the broker's clock.
+            md = p.send(new ProducerRecord<>(topic, 0, 1_000L, null, "x".getBytes(StandardCharsets.UTF_8)))
+                    .get(30, TimeUnit.SECONDS);
+        }
+        long after = System.currentTimeMillis();
+        assertTrue(md.timestamp() >= before - 1000 && md.timestamp() <= after + 1000,
+                "acknowledged with the log append time, got " + md.timestamp());
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker)) {
+            c.assign(List.of(new TopicPartition(topic, 0)));
+            ConsumerRecord<byte[], byte[]> r = pollN(c, 1).get(0);
+            assertEquals(org.apache.kafka.common.record.TimestampType.LOG_APPEND_TIME, r.timestampType());
+            assertEquals(md.timestamp(), r.timestamp());
+        }
+    }
+
+    @Test
+    void compactedTopicRefusesRecordsWithoutKey() throws Exception {
+        String topic = name("compact");
+        createTopic(admin, topic, 1, Map.of("cleanup.policy", "compact"));
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> p.send(new ProducerRecord<>(topic, 0, null, "no key".getBytes(StandardCharsets.UTF_8)))
+                            .get(30, TimeUnit.SECONDS));
+            assertInstanceOf(org.apache.kafka.common.InvalidRecordException.class, e.getCause(), "INVALID_RECORD");
+            assertEquals(0L, p.send(new ProducerRecord<>(topic, 0, "k".getBytes(StandardCharsets.UTF_8),
+                    "keyed".getBytes(StandardCharsets.UTF_8))).get(30, TimeUnit.SECONDS).offset());
+        }
+    }
+
+    @ParameterizedTest(name = "acks={0}")
+    @ValueSource(strings = {"0", "1"})
+    void nonIdempotentProducersWithAcks0And1(String acks) throws Exception {
+        String topic = name("acks" + acks);
+        createTopic(admin, topic, 1, null);
+        int n = 200;
+        try (KafkaProducer<byte[], byte[]> p = producer(broker,
+                ProducerConfig.ACKS_CONFIG, acks,
+                ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false")) {
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                fs.add(p.send(new ProducerRecord<>(topic, 0, null, Integer.toString(i).getBytes(StandardCharsets.UTF_8))));
+            }
+            p.flush();
+            for (int i = 0; i < n; i++) {
+                long off = fs.get(i).get(30, TimeUnit.SECONDS).offset();
+                // acks=0 gets no answer, so the client cannot know the offset.
+                assertEquals(acks.equals("0") ? -1L : (long) i, off);
+            }
+            assertEquals(1, p.partitionsFor(topic).size());
+            assertTrue(p.partitionsFor(topic).get(0).leader().id() >= 0);
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker)) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            c.assign(List.of(tp));
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(Integer.toString(i), new String(rs.get(i).value(), StandardCharsets.UTF_8));
+            }
+        }
+    }
+
+    @Test
+    void smallFetchSizesStillReturnLargeRecords() throws Exception {
+        // KIP-74: the first batch is returned whole even when it exceeds max.partition.fetch.bytes
+        // and fetch.max.bytes, so a consumer with small limits still makes progress.
+        String topic = name("kip74");
+        createTopic(admin, topic, 1, null);
+        byte[] big = new byte[200_000];
+        new Random(7).nextBytes(big);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker, ProducerConfig.COMPRESSION_TYPE_CONFIG, "none")) {
+            for (int i = 0; i < 3; i++) {
+                p.send(new ProducerRecord<>(topic, 0, null, big));
+            }
+            p.flush();
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker,
+                org.apache.kafka.clients.consumer.ConsumerConfig.MAX_PARTITION_FETCH_BYTES_CONFIG, 10_000,
+                org.apache.kafka.clients.consumer.ConsumerConfig.FETCH_MAX_BYTES_CONFIG, 10_000)) {
+            c.assign(List.of(new TopicPartition(topic, 0)));
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, 3);
+            for (int i = 0; i < 3; i++) {
+                assertEquals((long) i, rs.get(i).offset());
+                assertArrayEquals(big, rs.get(i).value());
+            }
+        }
+    }
 }
