@@ -65,6 +65,6 @@ for path in glob.glob(sys.argv[1] + "/TEST-*.xml"):
 if t == 0 and sys.argv[2] != "0":
     e = 1  # Maven failed before any test ran (compilation, resolution): count it as a failure
 print(f"Tests run: {t}, Failures: {f}, Errors: {e}, Skipped: {s}")
-print(f"{t - f - e - s} passed, {f + e} failed, {s} skipped")
+print(f"{max(0, t - f - e - s)} passed, {f + e} failed, {s} skipped")
 PY
 exit $status

@@ -3,6 +3,7 @@ package strand.eco;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static strand.eco.Kit.*;
@@ -355,6 +356,133 @@ class ConsumerGroupTest {
                 OffsetAndMetadata o = c.committed(Set.of(tp)).get(tp);
                 return o != null && o.offset() == 25;
             });
+        }
+    }
+
+    @Test
+    void staticMembersKeepTheirPartitionsAcrossARestartAndCanBeRemovedByAdmin() throws Exception {
+        String topic = name("static");
+        String group = name("g");
+        createTopic(admin, topic, 4, null);
+        String range = RangeAssignor.class.getName();
+        KafkaConsumer<byte[], byte[]> a = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "inst-a",
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 20000);
+        KafkaConsumer<byte[], byte[]> b = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "inst-b",
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 20000);
+        KafkaConsumer<byte[], byte[]> a2 = null;
+        try {
+            a.subscribe(List.of(topic));
+            b.subscribe(List.of(topic));
+            List<Set<TopicPartition>> first = awaitAssignment(List.of(a, b), 4, 2);
+            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).describedGroups().get(group)
+                    .get(30, TimeUnit.SECONDS);
+            Set<String> instances = new HashSet<>();
+            d.members().forEach(m -> instances.add(m.groupInstanceId().orElse("")));
+            assertEquals(Set.of("inst-a", "inst-b"), instances);
+
+            // A static member does not leave the group on close: b keeps its partitions ...
+            a.close(Duration.ofSeconds(5));
+            a = null;
+            for (int i = 0; i < 10; i++) {
+                b.poll(Duration.ofMillis(100));
+                assertEquals(first.get(1), b.assignment(), "b's assignment is untouched while a is away");
+            }
+            // ... and the restarted instance gets its old partitions back.
+            a2 = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                    ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "inst-a",
+                    ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                    ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 20000);
+            a2.subscribe(List.of(topic));
+            List<Set<TopicPartition>> again = awaitAssignment(List.of(a2, b), 4, 2);
+            assertEquals(first.get(0), again.get(0), "the static member's partitions came back");
+            assertEquals(first.get(1), again.get(1));
+
+            // The admin client removes the (closed) static member: b takes everything.
+            a2.close(Duration.ofSeconds(5));
+            a2 = null;
+            admin.removeMembersFromConsumerGroup(group, new org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions(
+                    List.of(new org.apache.kafka.clients.admin.MemberToRemove("inst-a")))).all().get(30, TimeUnit.SECONDS);
+            awaitAssignment(List.of(b), 4, 4);
+        } finally {
+            for (KafkaConsumer<byte[], byte[]> c : new KafkaConsumer[] {a, a2, b}) {
+                if (c != null) {
+                    c.close(Duration.ofSeconds(5));
+                }
+            }
+        }
+    }
+
+    @Test
+    void pauseAndResume() throws Exception {
+        String topic = name("pause");
+        createTopic(admin, topic, 2, null);
+        produce(topic, 2, 5);
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker)) {
+            c.assign(List.of(p0, p1));
+            c.pause(List.of(p0));
+            assertEquals(Set.of(p0), c.paused());
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, 5);
+            assertTrue(rs.stream().allMatch(r -> r.partition() == 1), "only the unpaused partition");
+            assertEquals(0, c.poll(Duration.ofMillis(500)).count(), "nothing from the paused partition");
+            assertEquals(0, c.position(p0));
+            c.resume(List.of(p0));
+            rs = pollN(c, 5);
+            assertTrue(rs.stream().allMatch(r -> r.partition() == 0));
+            assertEquals(5, c.position(p0));
+        }
+    }
+
+    @Test
+    void adminAltersOffsetsOfAnEmptyGroupAndRefusesToDeleteAnActiveOne() throws Exception {
+        String topic = name("alter");
+        String group = name("g");
+        createTopic(admin, topic, 1, null);
+        produce(topic, 1, 10);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        admin.alterConsumerGroupOffsets(group, Map.of(tp, new OffsetAndMetadata(6))).all().get(30, TimeUnit.SECONDS);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            c.subscribe(List.of(topic));
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, 4);
+            assertEquals(6, rs.get(0).offset(), "starts at the offset the admin set");
+            assertEquals(9, rs.get(3).offset());
+
+            Throwable t = assertThrows(java.util.concurrent.ExecutionException.class,
+                    () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS)).getCause();
+            assertTrue(t instanceof org.apache.kafka.common.errors.GroupNotEmptyException, "got " + t);
+
+            // Altering the offsets of an active group is refused too.
+            t = assertThrows(java.util.concurrent.ExecutionException.class,
+                    () -> admin.alterConsumerGroupOffsets(group, Map.of(tp, new OffsetAndMetadata(0))).all()
+                            .get(30, TimeUnit.SECONDS)).getCause();
+            assertTrue(t instanceof org.apache.kafka.common.errors.UnknownMemberIdException
+                    || t instanceof org.apache.kafka.common.errors.IllegalGenerationException
+                    || t instanceof org.apache.kafka.common.errors.RebalanceInProgressException, "got " + t);
+        }
+    }
+
+    @Test
+    void listGroupsShowsClassicConsumerGroups() throws Exception {
+        String topic = name("lg");
+        String group = name("g");
+        createTopic(admin, topic, 1, null);
+        produce(topic, 1, 1);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            c.subscribe(List.of(topic));
+            pollN(c, 1);
+            var listed = admin.listGroups().all().get(30, TimeUnit.SECONDS);
+            var mine = listed.stream().filter(l -> l.groupId().equals(group)).findFirst().orElse(null);
+            assertNotNull(mine, "listed: " + listed);
+            assertEquals("consumer", mine.protocol());
+            assertEquals(java.util.Optional.of(GroupState.STABLE), mine.groupState());
+            var stable = admin.listGroups(new org.apache.kafka.clients.admin.ListGroupsOptions()
+                    .inGroupStates(Set.of(GroupState.EMPTY))).all().get(30, TimeUnit.SECONDS);
+            assertTrue(stable.stream().noneMatch(l -> l.groupId().equals(group)), "state filter applied: " + stable);
         }
     }
 }
