@@ -304,4 +304,104 @@ class TransactionTest {
         }
         assertEquals(List.of(), values(readAll(topic, 1, "read_committed")));
     }
+
+    @Test
+    void transactionTimeoutAboveTheMaximumIsRefused() {
+        try (KafkaProducer<byte[], byte[]> p = producer(broker,
+                ProducerConfig.TRANSACTIONAL_ID_CONFIG, name("too-long"),
+                ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, 16 * 60 * 1000)) {
+            KafkaException e = org.junit.jupiter.api.Assertions.assertThrows(KafkaException.class, p::initTransactions);
+            // The client reports INVALID_TRANSACTION_TIMEOUT (50) from InitProducerId as an
+            // "unexpected error" carrying the error's message (as against Kafka).
+            boolean invalidTimeout = false;
+            for (Throwable c = e; c != null; c = c.getCause()) {
+                invalidTimeout |= c instanceof org.apache.kafka.common.errors.InvalidTxnTimeoutException
+                        || (c.getMessage() != null && c.getMessage().contains(
+                                org.apache.kafka.common.protocol.Errors.INVALID_TRANSACTION_TIMEOUT.message()));
+            }
+            assertTrue(invalidTimeout, "InvalidTxnTimeoutException, got " + e);
+        }
+    }
+
+    @Test
+    void coordinatorAbortsATransactionThatOutlivesItsTimeout() throws Exception {
+        String topic = name("expire");
+        createTopic(admin, topic, 1, null);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker,
+                ProducerConfig.TRANSACTIONAL_ID_CONFIG, name("expire-tx"),
+                ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, 2000);
+             KafkaConsumer<byte[], byte[]> rc = consumer(broker, ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed")) {
+            p.initTransactions();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, b("late"))).get(30, TimeUnit.SECONDS);
+            rc.assign(List.of(tp));
+            assertEquals(0L, rc.endOffsets(List.of(tp)).get(tp));
+            // The coordinator aborts it: the abort marker makes the partition stable again.
+            await("transaction aborted by the coordinator", Duration.ofSeconds(60),
+                    () -> rc.endOffsets(List.of(tp)).get(tp) == 2L);
+            assertEquals(0, rc.poll(Duration.ofMillis(500)).count(), "the aborted record stays invisible");
+            Throwable fenced = null;
+            try {
+                p.send(new ProducerRecord<>(topic, 0, null, b("later"))).get(30, TimeUnit.SECONDS);
+                p.commitTransaction();
+            } catch (ExecutionException e) {
+                fenced = e.getCause();
+            } catch (KafkaException e) {
+                fenced = e;
+            }
+            assertNotNull(fenced, "the late producer cannot commit");
+            assertTrue(isFencing(fenced), "fenced, got " + fenced);
+        }
+        assertEquals(List.of(), values(readAll(topic, 1, "read_committed")));
+    }
+
+    @Test
+    void adminDescribesAndListsTransactionsAndProducers() throws Exception {
+        String topic = name("dtx");
+        String txId = name("dtx-id");
+        createTopic(admin, topic, 2, null);
+        try (KafkaProducer<byte[], byte[]> p = txProducer(txId)) {
+            p.initTransactions();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, b("a")));
+            p.send(new ProducerRecord<>(topic, 0, null, b("b")));
+            p.send(new ProducerRecord<>(topic, 1, null, b("c")));
+            p.flush();
+
+            var desc = admin.describeTransactions(List.of(txId)).description(txId).get(30, TimeUnit.SECONDS);
+            assertEquals(org.apache.kafka.clients.admin.TransactionState.ONGOING, desc.state());
+            assertEquals(Set.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1)), desc.topicPartitions());
+            assertEquals(60000L, desc.transactionTimeoutMs());
+            assertTrue(desc.producerId() >= 0);
+            assertTrue(desc.transactionStartTimeMs().isPresent());
+
+            var listed = admin.listTransactions().all().get(30, TimeUnit.SECONDS);
+            var mine = listed.stream().filter(l -> l.transactionalId().equals(txId)).findFirst().orElse(null);
+            assertNotNull(mine, "listed: " + listed);
+            assertEquals(desc.producerId(), mine.producerId());
+            assertEquals(org.apache.kafka.clients.admin.TransactionState.ONGOING, mine.state());
+
+            var producers = admin.describeProducers(List.of(new TopicPartition(topic, 0))).partitionResult(
+                    new TopicPartition(topic, 0)).get(30, TimeUnit.SECONDS).activeProducers();
+            assertEquals(1, producers.size());
+            assertEquals(desc.producerId(), producers.get(0).producerId());
+            assertEquals(desc.producerEpoch(), producers.get(0).producerEpoch());
+            assertEquals(java.util.OptionalLong.of(0), producers.get(0).currentTransactionStartOffset());
+            assertEquals(1, producers.get(0).lastSequence());
+
+            p.commitTransaction();
+            await("CompleteCommit", () -> {
+                try {
+                    return admin.describeTransactions(List.of(txId)).description(txId).get().state()
+                            == org.apache.kafka.clients.admin.TransactionState.COMPLETE_COMMIT;
+                } catch (Exception e) {
+                    return false;
+                }
+            });
+            var after = admin.describeProducers(List.of(new TopicPartition(topic, 0))).partitionResult(
+                    new TopicPartition(topic, 0)).get(30, TimeUnit.SECONDS).activeProducers();
+            assertEquals(java.util.OptionalLong.empty(), after.get(0).currentTransactionStartOffset());
+        }
+    }
 }
