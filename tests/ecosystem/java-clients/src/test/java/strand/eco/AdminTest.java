@@ -450,4 +450,105 @@ class AdminTest {
         Collection<ConsumerGroupListing> listed = admin.listConsumerGroups().all().get(30, TimeUnit.SECONDS);
         assertTrue(listed.stream().noneMatch(l -> l.groupId().equals(group)), "deleted group unlisted");
     }
+
+    @Test
+    void describeConfigsWithSynonymsAndDocumentation() throws Exception {
+        String topic = name("syn");
+        createTopic(admin, topic, 1, Map.of("retention.ms", "123456"));
+        ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Config c = admin.describeConfigs(List.of(r), new org.apache.kafka.clients.admin.DescribeConfigsOptions()
+                .includeSynonyms(true).includeDocumentation(true)).all().get(30, TimeUnit.SECONDS).get(r);
+        ConfigEntry e = c.get("retention.ms");
+        assertEquals("123456", e.value());
+        assertFalse(e.synonyms().isEmpty(), "synonyms listed");
+        assertEquals("retention.ms", e.synonyms().get(0).name());
+        assertEquals("123456", e.synonyms().get(0).value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, e.synonyms().get(0).source());
+        assertEquals(ConfigEntry.ConfigType.LONG, e.type());
+        assertNotNull(e.documentation());
+        assertFalse(e.documentation().isEmpty());
+        assertEquals(ConfigEntry.ConfigType.LIST, c.get("cleanup.policy").type());
+    }
+
+    @Test
+    void describeLogDirsReportsPartitionSizes() throws Exception {
+        String topic = name("ld");
+        createTopic(admin, topic, 2, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int i = 0; i < 20; i++) {
+                p.send(new ProducerRecord<>(topic, i % 2, null, new byte[1000]));
+            }
+            p.flush();
+        }
+        var all = admin.describeLogDirs(List.of(0, 1)).allDescriptions().get(30, TimeUnit.SECONDS);
+        assertEquals(Set.of(0, 1), all.keySet());
+        long total = 0;
+        Set<TopicPartition> seen = new HashSet<>();
+        for (var byDir : all.values()) {
+            for (var dir : byDir.values()) {
+                assertTrue(dir.error() == null, "no error: " + dir.error());
+                for (var en : dir.replicaInfos().entrySet()) {
+                    if (en.getKey().topic().equals(topic)) {
+                        assertTrue(seen.add(en.getKey()), "each partition on one broker");
+                        total += en.getValue().size();
+                    }
+                }
+            }
+        }
+        assertEquals(Set.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1)), seen);
+        assertTrue(total >= 20 * 1000, "sizes cover the data written: " + total);
+    }
+
+    @Test
+    void listOffsetsReadCommittedStopsAtTheOpenTransaction() throws Exception {
+        String topic = name("lso");
+        createTopic(admin, topic, 1, null);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaProducer<byte[], byte[]> plain = producer(broker);
+             KafkaProducer<byte[], byte[]> tx = producer(broker,
+                     org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, name("lso-tx"))) {
+            plain.send(new ProducerRecord<>(topic, 0, null, new byte[] {1})).get(30, TimeUnit.SECONDS);
+            plain.send(new ProducerRecord<>(topic, 0, null, new byte[] {2})).get(30, TimeUnit.SECONDS);
+            tx.initTransactions();
+            tx.beginTransaction();
+            tx.send(new ProducerRecord<>(topic, 0, null, new byte[] {3})).get(30, TimeUnit.SECONDS);
+            plain.send(new ProducerRecord<>(topic, 0, null, new byte[] {4})).get(30, TimeUnit.SECONDS);
+            var rc = new org.apache.kafka.clients.admin.ListOffsetsOptions(org.apache.kafka.common.IsolationLevel.READ_COMMITTED);
+            assertEquals(2L, admin.listOffsets(Map.of(tp, OffsetSpec.latest()), rc).partitionResult(tp)
+                    .get(30, TimeUnit.SECONDS).offset(), "read_committed latest = last stable offset");
+            assertEquals(4L, offset(tp, OffsetSpec.latest()).offset(), "read_uncommitted latest = high watermark");
+            tx.commitTransaction();
+            assertEquals(5L, admin.listOffsets(Map.of(tp, OffsetSpec.latest()), rc).partitionResult(tp)
+                    .get(30, TimeUnit.SECONDS).offset());
+        }
+    }
+
+    @Test
+    void fenceProducersFencesATransactionalProducer() throws Exception {
+        String topic = name("fp");
+        String txId = name("fp-tx");
+        createTopic(admin, topic, 1, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker,
+                org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, txId)) {
+            p.initTransactions();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, new byte[] {1})).get(30, TimeUnit.SECONDS);
+            admin.fenceProducers(List.of(txId)).all().get(30, TimeUnit.SECONDS);
+            Throwable fenced = null;
+            try {
+                p.commitTransaction();
+            } catch (org.apache.kafka.common.KafkaException e) {
+                fenced = e;
+            }
+            assertNotNull(fenced, "commit after fenceProducers must fail");
+            assertTrue(TransactionTest.isFencing(fenced), "fenced, got " + fenced);
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed")) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            c.assign(List.of(tp));
+            // The coordinator aborted the open transaction: its marker makes the partition stable.
+            await("abort marker written", () -> c.endOffsets(List.of(tp)).get(tp) == 2L);
+            assertEquals(0, drain(c, List.of(tp)).size(), "the fenced transaction was aborted");
+        }
+    }
 }
