@@ -404,4 +404,108 @@ class TransactionTest {
             assertEquals(java.util.OptionalLong.empty(), after.get(0).currentTransactionStartOffset());
         }
     }
+
+    @Test
+    void staleGroupGenerationInSendOffsetsToTransactionFailsTheCommit() throws Exception {
+        String in = name("stale-in");
+        String group = name("stale-g");
+        createTopic(admin, in, 2, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int i = 0; i < 4; i++) {
+                p.send(new ProducerRecord<>(in, i % 2, null, b("x" + i)));
+            }
+            p.flush();
+        }
+        TopicPartition tp = new TopicPartition(in, 0);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+             KafkaProducer<byte[], byte[]> p = txProducer(name("stale-tx"))) {
+            c.subscribe(List.of(in));
+            pollN(c, 1);
+            var meta = c.groupMetadata();
+            assertTrue(meta.generationId() > 0);
+            // A forged, stale view of the group: the generation before the current one.
+            var stale = new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group, meta.generationId() - 1,
+                    meta.memberId(), meta.groupInstanceId());
+            p.initTransactions();
+            p.beginTransaction();
+            Throwable t = null;
+            try {
+                p.sendOffsetsToTransaction(Map.of(tp, new OffsetAndMetadata(1)), stale);
+                p.commitTransaction();
+            } catch (KafkaException e) {
+                t = e;
+            }
+            assertNotNull(t, "a stale generation must not commit offsets");
+            boolean commitFailed = false;
+            for (Throwable x = t; x != null; x = x.getCause()) {
+                commitFailed |= x instanceof org.apache.kafka.clients.consumer.CommitFailedException
+                        || x instanceof org.apache.kafka.common.errors.IllegalGenerationException;
+            }
+            assertTrue(commitFailed, "CommitFailedException (ILLEGAL_GENERATION), got " + t);
+            p.abortTransaction();
+            assertNull(c.committed(Set.of(tp)).get(tp), "no offset committed");
+        }
+    }
+
+    @Test
+    void readCommittedConsumerWaitsForPendingTransactionalOffsets() throws Exception {
+        String in = name("pend-in");
+        String group = name("pend-g");
+        createTopic(admin, in, 1, null);
+        TopicPartition tp = new TopicPartition(in, 0);
+        try (KafkaProducer<byte[], byte[]> p = txProducer(name("pend-tx"));
+             KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                     ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed")) {
+            p.initTransactions();
+            p.beginTransaction();
+            p.sendOffsetsToTransaction(Map.of(tp, new OffsetAndMetadata(5, "tx")),
+                    new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+            p.flush();
+            // While the transaction is open the offset is unstable: require_stable OffsetFetch
+            // answers UNSTABLE_OFFSET_COMMIT and the consumer keeps asking until its timeout.
+            org.junit.jupiter.api.Assertions.assertThrows(org.apache.kafka.common.errors.TimeoutException.class,
+                    () -> c.committed(Set.of(tp), Duration.ofSeconds(2)));
+            p.commitTransaction();
+            OffsetAndMetadata o = c.committed(Set.of(tp), Duration.ofSeconds(30)).get(tp);
+            assertNotNull(o);
+            assertEquals(5, o.offset());
+            assertEquals("tx", o.metadata());
+        }
+    }
+
+    @Test
+    void transactionsOverManyPartitionsAndGroupsOnBothShards() throws Exception {
+        // Transactional ids and groups hash to either shard; with several of each, the
+        // coordinators, the group and the partitions sit on different shards.
+        String out = name("wide");
+        createTopic(admin, out, 6, null);
+        int rounds = 4;
+        for (int k = 0; k < rounds; k++) {
+            String group = name("wide-g" + k);
+            try (KafkaProducer<byte[], byte[]> p = txProducer(name("wide-tx" + k))) {
+                p.initTransactions();
+                p.beginTransaction();
+                for (int part = 0; part < 6; part++) {
+                    p.send(new ProducerRecord<>(out, part, null, b("k" + k + "p" + part)));
+                }
+                p.sendOffsetsToTransaction(Map.of(new TopicPartition(out, 0), new OffsetAndMetadata(k + 1)),
+                        new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+                if (k % 2 == 0) {
+                    p.commitTransaction();
+                } else {
+                    p.abortTransaction();
+                }
+            }
+            var offsets = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+            if (k % 2 == 0) {
+                assertEquals(k + 1, offsets.get(new TopicPartition(out, 0)).offset(), "group " + group);
+            } else {
+                assertTrue(offsets.get(new TopicPartition(out, 0)) == null, "aborted: no offset for " + group);
+            }
+        }
+        List<String> got = values(readAll(out, 6, "read_committed"));
+        assertEquals(12, got.size(), "two committed rounds of 6: " + got);
+        assertTrue(got.stream().allMatch(v -> v.startsWith("k0") || v.startsWith("k2")), got.toString());
+    }
 }
