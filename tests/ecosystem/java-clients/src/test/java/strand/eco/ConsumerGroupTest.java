@@ -485,4 +485,100 @@ class ConsumerGroupTest {
             assertTrue(stable.stream().noneMatch(l -> l.groupId().equals(group)), "state filter applied: " + stable);
         }
     }
+
+    @Test
+    void cooperativeJoinRevokesOnlyWhatMoves() throws Exception {
+        String topic = name("coop");
+        String group = name("g");
+        createTopic(admin, topic, 4, null);
+        String coop = CooperativeStickyAssignor.class.getName();
+        Set<TopicPartition> revokedFromFirst = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        KafkaConsumer<byte[], byte[]> a = member(group, coop);
+        KafkaConsumer<byte[], byte[]> b = member(group, coop);
+        try {
+            a.subscribe(List.of(topic), new org.apache.kafka.clients.consumer.ConsumerRebalanceListener() {
+                @Override
+                public void onPartitionsRevoked(java.util.Collection<TopicPartition> partitions) {
+                    revokedFromFirst.addAll(partitions);
+                }
+
+                @Override
+                public void onPartitionsAssigned(java.util.Collection<TopicPartition> partitions) {
+                }
+            });
+            awaitAssignment(List.of(a), 4, 4);
+            Set<TopicPartition> all = new HashSet<>(a.assignment());
+            b.subscribe(List.of(topic));
+            List<Set<TopicPartition>> after = awaitAssignment(List.of(a, b), 4, 2);
+            assertEquals(after.get(1), revokedFromFirst, "exactly the partitions that moved were revoked");
+            Set<TopicPartition> kept = new HashSet<>(all);
+            kept.removeAll(revokedFromFirst);
+            assertEquals(after.get(0), kept);
+        } finally {
+            a.close(Duration.ofSeconds(5));
+            b.close(Duration.ofSeconds(5));
+        }
+    }
+
+    @Test
+    void patternSubscriptionPicksUpNewTopics() throws Exception {
+        String prefix = name("pat");
+        String group = name("g");
+        createTopic(admin, prefix + "-one", 1, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker);
+             KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                     ConsumerConfig.METADATA_MAX_AGE_CONFIG, 1000)) {
+            p.send(new ProducerRecord<>(prefix + "-one", 0, null, "1".getBytes(StandardCharsets.UTF_8))).get(30, TimeUnit.SECONDS);
+            c.subscribe(java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(prefix) + "-.*"));
+            assertEquals(prefix + "-one", pollN(c, 1).get(0).topic());
+            createTopic(admin, prefix + "-two", 1, null);
+            p.send(new ProducerRecord<>(prefix + "-two", 0, null, "2".getBytes(StandardCharsets.UTF_8))).get(30, TimeUnit.SECONDS);
+            ConsumerRecord<byte[], byte[]> r = pollN(c, 1, Duration.ofSeconds(45)).get(0);
+            assertEquals(prefix + "-two", r.topic(), "the new matching topic is consumed");
+            assertEquals(Set.of(new TopicPartition(prefix + "-one", 0), new TopicPartition(prefix + "-two", 0)), c.assignment());
+        }
+    }
+
+    @Test
+    void memberThatStopsPollingLosesItsPartitions() throws Exception {
+        String topic = name("slow");
+        String group = name("g");
+        createTopic(admin, topic, 2, null);
+        String range = RangeAssignor.class.getName();
+        KafkaConsumer<byte[], byte[]> slow = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                ConsumerConfig.MAX_POLL_INTERVAL_MS_CONFIG, 3000,
+                ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 10000,
+                ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 500);
+        KafkaConsumer<byte[], byte[]> live = member(group, range);
+        try {
+            slow.subscribe(List.of(topic));
+            live.subscribe(List.of(topic));
+            awaitAssignment(List.of(slow, live), 2, 1);
+            // slow stops calling poll: after max.poll.interval.ms it leaves and live gets both.
+            awaitAssignment(List.of(live), 2, 2);
+            Throwable t = assertThrows(org.apache.kafka.clients.consumer.CommitFailedException.class, () -> slow.commitSync());
+            assertNotNull(t);
+        } finally {
+            slow.close(Duration.ofSeconds(5));
+            live.close(Duration.ofSeconds(5));
+        }
+    }
+
+    @Test
+    void offsetMetadataTooLargeIsRefused() throws Exception {
+        String topic = name("meta");
+        String group = name("g");
+        createTopic(admin, topic, 1, null);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            c.assign(List.of(tp));
+            String ok = "m".repeat(4096);
+            c.commitSync(Map.of(tp, new OffsetAndMetadata(1, ok)));
+            assertEquals(ok, c.committed(Set.of(tp)).get(tp).metadata());
+            assertThrows(org.apache.kafka.common.errors.OffsetMetadataTooLarge.class,
+                    () -> c.commitSync(Map.of(tp, new OffsetAndMetadata(2, "m".repeat(4097)))));
+            assertEquals(1, c.committed(Set.of(tp)).get(tp).offset(), "the refused commit changed nothing");
+        }
+    }
 }
