@@ -39,6 +39,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
@@ -549,6 +550,92 @@ class AdminTest {
             // The coordinator aborted the open transaction: its marker makes the partition stable.
             await("abort marker written", () -> c.endOffsets(List.of(tp)).get(tp) == 2L);
             assertEquals(0, drain(c, List.of(tp)).size(), "the fenced transaction was aborted");
+        }
+    }
+
+    @Test
+    void manualReplicaAssignmentPlacesLeaders() throws Exception {
+        String topic = name("manual");
+        admin.createTopics(List.of(new NewTopic(topic, Map.of(0, List.of(1), 1, List.of(1), 2, List.of(0)))))
+                .all().get(30, TimeUnit.SECONDS);
+        await("manual topic visible", () -> {
+            try {
+                return admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size() == 3;
+            } catch (Exception e) {
+                return false;
+            }
+        });
+        TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+        assertEquals(1, d.partitions().get(0).leader().id());
+        assertEquals(1, d.partitions().get(1).leader().id());
+        assertEquals(0, d.partitions().get(2).leader().id());
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int part = 0; part < 3; part++) {
+                assertEquals(0L, p.send(new ProducerRecord<>(topic, part, null, new byte[] {1})).get(30, TimeUnit.SECONDS).offset());
+            }
+        }
+        String bad = name("manual-bad");
+        Throwable t = failure(admin.createTopics(List.of(new NewTopic(bad, Map.of(0, List.of(7))))).values().get(bad));
+        assertInstanceOf(org.apache.kafka.common.errors.InvalidReplicaAssignmentException.class, t);
+    }
+
+    @Test
+    void producerAutoCreatesATopicAndDeletedTopicsCanBeRecreated() throws Exception {
+        String topic = name("auto");
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            RecordMetadata md = p.send(new ProducerRecord<>(topic, "v".getBytes(StandardCharsets.UTF_8))).get(30, TimeUnit.SECONDS);
+            assertEquals(0L, md.offset());
+        }
+        assertTrue(topicNames().contains(topic), "auto-created");
+        TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+        assertEquals(1, d.partitions().size(), "the broker's default partition count");
+        var firstId = d.topicId();
+
+        admin.deleteTopics(List.of(topic)).all().get(30, TimeUnit.SECONDS);
+        await("deleted", () -> {
+            try {
+                return !topicNames().contains(topic);
+            } catch (Exception e) {
+                return false;
+            }
+        });
+        createTopic(admin, topic, 2, null);
+        TopicDescription again = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+        assertEquals(2, again.partitions().size());
+        assertFalse(firstId.equals(again.topicId()), "a new topic id");
+        assertEquals(0L, offset(new TopicPartition(topic, 0), OffsetSpec.latest()).offset(), "the old data is gone");
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            assertEquals(0L, p.send(new ProducerRecord<>(topic, 1, null, new byte[] {9})).get(30, TimeUnit.SECONDS).offset());
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker)) {
+            List<TopicPartition> tps = partitions(topic, 2);
+            c.assign(tps);
+            List<ConsumerRecord<byte[], byte[]>> rs = drain(c, tps);
+            assertEquals(1, rs.size());
+            assertEquals(1, rs.get(0).partition());
+        }
+    }
+
+    @Test
+    void deleteRecordsOnPartitionsOfBothShardsInOneCall() throws Exception {
+        String topic = name("dr2");
+        createTopic(admin, topic, 4, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker)) {
+            for (int i = 0; i < 40; i++) {
+                p.send(new ProducerRecord<>(topic, i % 4, null, new byte[] {(byte) i}));
+            }
+            p.flush();
+        }
+        Map<TopicPartition, RecordsToDelete> req = new java.util.HashMap<>();
+        for (int part = 0; part < 4; part++) {
+            req.put(new TopicPartition(topic, part), RecordsToDelete.beforeOffset(part + 1));
+        }
+        var res = admin.deleteRecords(req);
+        res.all().get(30, TimeUnit.SECONDS);
+        for (int part = 0; part < 4; part++) {
+            TopicPartition tp = new TopicPartition(topic, part);
+            assertEquals(part + 1L, res.lowWatermarks().get(tp).get().lowWatermark());
+            assertEquals(part + 1L, offset(tp, OffsetSpec.earliest()).offset());
         }
     }
 }
