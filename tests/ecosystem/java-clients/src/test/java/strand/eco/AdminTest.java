@@ -638,4 +638,105 @@ class AdminTest {
             assertEquals(part + 1L, offset(tp, OffsetSpec.earliest()).offset());
         }
     }
+
+    @Test
+    void unknownGroupsAndTopicsGiveTheRightAnswers() throws Exception {
+        String group = name("nogroup");
+        ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).describedGroups().get(group)
+                .get(30, TimeUnit.SECONDS);
+        assertEquals(GroupState.DEAD, d.groupState(), "an unknown group is described as Dead");
+        assertTrue(d.members().isEmpty());
+        assertInstanceOf(org.apache.kafka.common.errors.GroupIdNotFoundException.class,
+                failure(admin.deleteConsumerGroups(List.of(group)).deletedGroups().get(group)));
+        var none = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+        assertTrue(none.isEmpty(), "no offsets: " + none);
+
+        String topic = name("notopic");
+        ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin.describeConfigs(List.of(r)).values().get(r)));
+        assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin.incrementalAlterConfigs(Map.of(r,
+                List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "1000"), AlterConfigOp.OpType.SET)))).values().get(r)));
+    }
+
+    @Test
+    void listOffsetsOfSeveralGroupsInOneCall() throws Exception {
+        String topic = name("multi");
+        createTopic(admin, topic, 2, null);
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        Map<String, org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec> specs = new java.util.HashMap<>();
+        for (int g = 0; g < 4; g++) {
+            String group = name("multi-g" + g);
+            admin.alterConsumerGroupOffsets(group, Map.of(p0, new org.apache.kafka.clients.consumer.OffsetAndMetadata(g),
+                    p1, new org.apache.kafka.clients.consumer.OffsetAndMetadata(10 + g))).all().get(30, TimeUnit.SECONDS);
+            specs.put(group, g % 2 == 0
+                    ? new org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec()
+                    : new org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec().topicPartitions(List.of(p1)));
+        }
+        var all = admin.listConsumerGroupOffsets(specs).all().get(30, TimeUnit.SECONDS);
+        assertEquals(specs.keySet(), all.keySet());
+        for (var e : all.entrySet()) {
+            int g = Integer.parseInt(e.getKey().substring(e.getKey().indexOf("multi-g") + 7, e.getKey().indexOf("multi-g") + 8));
+            assertEquals(10L + g, e.getValue().get(p1).offset(), e.getKey());
+            if (g % 2 == 0) {
+                assertEquals((long) g, e.getValue().get(p0).offset(), e.getKey());
+            } else {
+                assertFalse(e.getValue().containsKey(p0), "only the asked partition for " + e.getKey());
+            }
+        }
+    }
+
+    /**
+     * With no authorizer, Kafka answers every operation the resource type supports
+     * (AuthHelper.authorizedOperations), so tools that ask see READ, WRITE, DESCRIBE and so on.
+     * Strand answers Metadata v12 with include_topic_authorized_operations=true with
+     * topic_authorized_operations = -2147483648 ("not provided"), so the client reports null;
+     * likewise DescribeCluster (cluster_authorized_operations) and DescribeGroups
+     * (authorized_operations) in the two tests below.
+     */
+    @Test
+    @org.junit.jupiter.api.Disabled("Strand: Metadata include_topic_authorized_operations=true answers "
+            + "topic_authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
+    void topicAuthorizedOperationsWhenAsked() throws Exception {
+        String topic = name("ops");
+        createTopic(admin, topic, 1, null);
+        TopicDescription d = admin.describeTopics(List.of(topic),
+                new org.apache.kafka.clients.admin.DescribeTopicsOptions().includeAuthorizedOperations(true))
+                .allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+        assertNotNull(d.authorizedOperations(), "topic authorized operations");
+        assertTrue(d.authorizedOperations().containsAll(Set.of(org.apache.kafka.common.acl.AclOperation.READ,
+                org.apache.kafka.common.acl.AclOperation.WRITE, org.apache.kafka.common.acl.AclOperation.DESCRIBE)),
+                "got " + d.authorizedOperations());
+    }
+
+    @Test
+    @org.junit.jupiter.api.Disabled("Strand: DescribeCluster include_cluster_authorized_operations=true answers "
+            + "cluster_authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
+    void clusterAuthorizedOperationsWhenAsked() throws Exception {
+        var ops = admin.describeCluster(new org.apache.kafka.clients.admin.DescribeClusterOptions()
+                .includeAuthorizedOperations(true)).authorizedOperations().get(30, TimeUnit.SECONDS);
+        assertNotNull(ops, "cluster authorized operations");
+        assertTrue(ops.contains(org.apache.kafka.common.acl.AclOperation.DESCRIBE), "got " + ops);
+    }
+
+    @Test
+    @org.junit.jupiter.api.Disabled("Strand: DescribeGroups include_authorized_operations=true answers "
+            + "authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
+    void groupAuthorizedOperationsWhenAsked() throws Exception {
+        String topic = name("gops");
+        String group = name("gops-g");
+        createTopic(admin, topic, 1, null);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group)) {
+            c.subscribe(List.of(topic));
+            await("assigned", () -> {
+                c.poll(Duration.ofMillis(100));
+                return !c.assignment().isEmpty();
+            });
+            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group),
+                    new org.apache.kafka.clients.admin.DescribeConsumerGroupsOptions().includeAuthorizedOperations(true))
+                    .describedGroups().get(group).get(30, TimeUnit.SECONDS);
+            assertNotNull(d.authorizedOperations(), "group authorized operations");
+            assertTrue(d.authorizedOperations().contains(org.apache.kafka.common.acl.AclOperation.READ), "got " + d.authorizedOperations());
+        }
+    }
 }
