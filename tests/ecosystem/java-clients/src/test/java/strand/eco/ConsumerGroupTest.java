@@ -581,4 +581,105 @@ class ConsumerGroupTest {
             assertEquals(1, c.committed(Set.of(tp)).get(tp).offset(), "the refused commit changed nothing");
         }
     }
+
+    @Test
+    void aSecondStaticMemberWithTheSameInstanceIdFencesTheFirst() throws Exception {
+        String topic = name("fenced");
+        String group = name("g");
+        createTopic(admin, topic, 2, null);
+        String range = RangeAssignor.class.getName();
+        KafkaConsumer<byte[], byte[]> first = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "same",
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 300);
+        KafkaConsumer<byte[], byte[]> second = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "same",
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, range,
+                ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 300);
+        try {
+            first.subscribe(List.of(topic));
+            awaitAssignment(List.of(first), 2, 2);
+            second.subscribe(List.of(topic));
+            awaitAssignment(List.of(second), 2, 2);
+            // The first instance learns it was replaced: FENCED_INSTANCE_ID on its next request.
+            Throwable fenced = null;
+            long deadline = System.nanoTime() + TIMEOUT.toNanos();
+            while (fenced == null && System.nanoTime() < deadline) {
+                try {
+                    first.poll(Duration.ofMillis(100));
+                    first.commitSync(Duration.ofSeconds(5));
+                } catch (org.apache.kafka.common.errors.FencedInstanceIdException e) {
+                    fenced = e;
+                } catch (org.apache.kafka.common.KafkaException e) {
+                    if (e.getCause() instanceof org.apache.kafka.common.errors.FencedInstanceIdException) {
+                        fenced = e.getCause();
+                    } else {
+                        throw e;
+                    }
+                }
+            }
+            assertNotNull(fenced, "the replaced static member is fenced");
+            assertEquals(2, second.assignment().size());
+        } finally {
+            try {
+                first.close(Duration.ofSeconds(2));
+            } catch (org.apache.kafka.common.KafkaException ignored) {
+                // a fenced consumer may throw on close
+            }
+            second.close(Duration.ofSeconds(5));
+        }
+    }
+
+    @Test
+    void membersWithDifferentSubscriptionsGetOnlyTheirTopics() throws Exception {
+        String t1 = name("sub1");
+        String t2 = name("sub2");
+        String group = name("g");
+        createTopic(admin, t1, 2, null);
+        createTopic(admin, t2, 2, null);
+        String range = RangeAssignor.class.getName();
+        KafkaConsumer<byte[], byte[]> both = member(group, range);
+        KafkaConsumer<byte[], byte[]> only1 = member(group, range);
+        try {
+            both.subscribe(List.of(t1, t2));
+            only1.subscribe(List.of(t1));
+            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+            while (System.nanoTime() < deadline) {
+                both.poll(Duration.ofMillis(100));
+                only1.poll(Duration.ofMillis(100));
+                if (both.assignment().size() == 3 && only1.assignment().size() == 1) {
+                    break;
+                }
+            }
+            assertEquals(1, only1.assignment().size(), "only1: " + only1.assignment());
+            assertEquals(t1, only1.assignment().iterator().next().topic());
+            assertEquals(3, both.assignment().size(), "both: " + both.assignment());
+            Set<TopicPartition> union = new HashSet<>(both.assignment());
+            union.addAll(only1.assignment());
+            assertEquals(4, union.size());
+        } finally {
+            both.close(Duration.ofSeconds(5));
+            only1.close(Duration.ofSeconds(5));
+        }
+    }
+
+    @Test
+    void newGroupWithAutoOffsetResetLatestStartsAtTheEnd() throws Exception {
+        String topic = name("latest");
+        String group = name("g");
+        createTopic(admin, topic, 1, null);
+        produce(topic, 1, 5);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "latest")) {
+            c.subscribe(List.of(topic));
+            TopicPartition tp = new TopicPartition(topic, 0);
+            await("assigned and positioned", () -> {
+                c.poll(Duration.ofMillis(100));
+                return c.assignment().contains(tp) && c.position(tp) == 5L;
+            });
+            produce(topic, 1, 1);
+            List<ConsumerRecord<byte[], byte[]>> rs = pollN(c, 1);
+            assertEquals(5, rs.get(0).offset(), "only the record produced after joining");
+        }
+    }
 }
