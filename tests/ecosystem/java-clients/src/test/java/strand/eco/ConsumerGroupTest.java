@@ -176,11 +176,14 @@ class ConsumerGroupTest {
                 }
             }
             assertTrue(processed.size() >= 30, "first consumer read records");
-            a.commitSync();
+            // Commit exactly what was processed: the offset after each partition's last record.
             committedAt = new HashMap<>();
-            for (TopicPartition tp : a.assignment()) {
-                committedAt.put(tp, a.position(tp));
+            for (ConsumerRecord<byte[], byte[]> r : processed) {
+                committedAt.merge(new TopicPartition(r.topic(), r.partition()), r.offset() + 1, Math::max);
             }
+            Map<TopicPartition, OffsetAndMetadata> toCommit = new HashMap<>();
+            committedAt.forEach((tp, off) -> toCommit.put(tp, new OffsetAndMetadata(off)));
+            a.commitSync(toCommit);
             processed.forEach(r -> processedAndCommitted.add(new String(r.value(), StandardCharsets.UTF_8)));
             Map<TopicPartition, OffsetAndMetadata> committed = a.committed(new HashSet<>(tps));
             for (TopicPartition tp : tps) {
