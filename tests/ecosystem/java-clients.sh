@@ -6,7 +6,7 @@
 # first run. Each test class starts its own two-shard broker on loopback ports 22000-22499
 # with a fresh data dir under .cache/eco-java/, and kills it when done; this script kills
 # whatever a crashed test JVM may have left running.
-set -euo pipefail
+set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -24,28 +24,54 @@ WORK="$REPO/.cache/eco-java"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
+MVN_PID=
 cleanup() {
+    # Maven runs in its own session (setsid): stop it and its forked test JVM by group id.
+    if [ -n "$MVN_PID" ]; then
+        kill -TERM -- "-$MVN_PID" 2>/dev/null || true
+        sleep 2
+        kill -KILL -- "-$MVN_PID" 2>/dev/null || true
+    fi
     if [ -f "$WORK/pids" ]; then
         while read -r pid; do
             [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
         done < "$WORK/pids"
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Offline once a run has fetched everything this pom needs (warm CI); online otherwise, and
-# again online if an offline run stopped before any test ran (something was missing).
+# again online if the offline run found something missing from the local repository.
 MVN=(mvn -B -q -Dstyle.color=never -f "$HERE/java-clients/pom.xml" -Dstrand.bin="$STRAND_BIN" -Dstrand.workdir="$WORK")
 REPORTS="$HERE/java-clients/target/surefire-reports"
 STAMP="$REPO/.cache/eco-java-m2-$(sha1sum "$HERE/java-clients/pom.xml" | cut -c1-12)"
 rm -rf "$REPORTS"
+# Runs Maven in the background (so that a signal to this script stops it at once) and
+# prints its output when it is done.
+run_mvn() {
+    setsid "${MVN[@]}" "$@" >"$WORK/mvn.log" 2>&1 &
+    MVN_PID=$!
+    wait "$MVN_PID"
+    local rc=$?
+    MVN_PID=
+    cat "$WORK/mvn.log"
+    return $rc
+}
+
 status=0
+online=1
 if [ -f "$STAMP" ]; then
-    "${MVN[@]}" -o test "$@" || status=$?
+    online=0
+    run_mvn -o test "$@" || status=$?
+    if [ $status -ne 0 ] && grep -q "offline mode" "$WORK/mvn.log"; then
+        online=1
+    fi
 fi
-if [ ! -f "$STAMP" ] || { [ $status -ne 0 ] && ! ls "$REPORTS"/TEST-*.xml >/dev/null 2>&1; }; then
+if [ $online -eq 1 ]; then
     status=0
-    "${MVN[@]}" test "$@" || status=$?
+    run_mvn test "$@" || status=$?
     if ls "$REPORTS"/TEST-*.xml >/dev/null 2>&1; then touch "$STAMP"; fi
 fi
 
