@@ -804,4 +804,25 @@ class AdminTest {
         };
         assertEquals(Map.of(), refused(kafka), "refused by the broker");
     }
+
+    /**
+     * Kafka's OffsetCommit answers UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist
+     * and for a partition index the topic does not have (KafkaApis.handleOffsetCommitRequest).
+     */
+    @Test
+    void offsetCommitsForMissingTopicsOrPartitionsAreRefused() throws Exception {
+        String group = name("nocommit");
+        String topic = name("twoparts");
+        createTopic(admin, topic, 2, null);
+        TopicPartition missingTopic = new TopicPartition(name("missing"), 0);
+        TopicPartition missingPartition = new TopicPartition(topic, 5);
+        var r1 = admin.alterConsumerGroupOffsets(group,
+                Map.of(missingTopic, new org.apache.kafka.clients.consumer.OffsetAndMetadata(3)));
+        assertInstanceOf(UnknownTopicOrPartitionException.class, failure(r1.partitionResult(missingTopic)));
+        var r2 = admin.alterConsumerGroupOffsets(group,
+                Map.of(missingPartition, new org.apache.kafka.clients.consumer.OffsetAndMetadata(3)));
+        assertInstanceOf(UnknownTopicOrPartitionException.class, failure(r2.partitionResult(missingPartition)));
+        var offsets = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+        assertTrue(offsets.isEmpty(), "nothing committed: " + offsets);
+    }
 }
