@@ -685,4 +685,29 @@ class ConsumerGroupTest {
             assertEquals(5, rs.get(0).offset(), "only the record produced after joining");
         }
     }
+
+    @Test
+    void fetchPastTheEndResetsByPolicyAndEmptyPartitionsHaveNoTimestampOffsets() throws Exception {
+        String topic = name("past");
+        createTopic(admin, topic, 2, null);
+        produce(topic, 1, 5); // partition 0 only; partition 1 stays empty
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest")) {
+            c.assign(List.of(p0));
+            c.seek(p0, 100);
+            ConsumerRecord<byte[], byte[]> r = pollN(c, 1).get(0);
+            assertEquals(0, r.offset(), "OFFSET_OUT_OF_RANGE past the end resets to earliest");
+            assertNull(c.offsetsForTimes(Map.of(p1, 0L)).get(p1), "no record in an empty partition");
+            assertEquals(0L, c.endOffsets(List.of(p1)).get(p1));
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer(broker, ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "latest")) {
+            c.assign(List.of(p0));
+            c.seek(p0, 100);
+            await("reset to latest", () -> {
+                c.poll(Duration.ofMillis(100));
+                return c.position(p0) == 5L;
+            });
+        }
+    }
 }

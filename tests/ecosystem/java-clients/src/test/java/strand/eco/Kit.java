@@ -12,7 +12,6 @@ import java.util.Properties;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
-import java.util.function.Supplier;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
@@ -179,9 +178,5 @@ final class Kit {
             l.add(new TopicPartition(topic, i));
         }
         return l;
-    }
-
-    static <T> T get(Supplier<T> s) {
-        return s.get();
     }
 }

@@ -508,4 +508,32 @@ class TransactionTest {
         assertEquals(12, got.size(), "two committed rounds of 6: " + got);
         assertTrue(got.stream().allMatch(v -> v.startsWith("k0") || v.startsWith("k2")), got.toString());
     }
+
+    @Test
+    void compressedTransactionalBatchesAreFilteredByReadCommitted() throws Exception {
+        String topic = name("txcomp");
+        createTopic(admin, topic, 1, null);
+        try (KafkaProducer<byte[], byte[]> p = producer(broker,
+                ProducerConfig.TRANSACTIONAL_ID_CONFIG, name("txcomp-id"),
+                ProducerConfig.COMPRESSION_TYPE_CONFIG, "zstd",
+                ProducerConfig.LINGER_MS_CONFIG, 20)) {
+            p.initTransactions();
+            for (int round = 0; round < 4; round++) {
+                p.beginTransaction();
+                for (int i = 0; i < 50; i++) {
+                    p.send(new ProducerRecord<>(topic, 0, b("k" + i), b("round" + round + "-" + "x".repeat(i))));
+                }
+                if (round % 2 == 0) {
+                    p.commitTransaction();
+                } else {
+                    p.flush();
+                    p.abortTransaction();
+                }
+            }
+        }
+        List<String> committed = values(readAll(topic, 1, "read_committed"));
+        assertEquals(100, committed.size());
+        assertTrue(committed.stream().allMatch(v -> v.startsWith("round0-") || v.startsWith("round2-")));
+        assertEquals(200, values(readAll(topic, 1, "read_uncommitted")).size());
+    }
 }
