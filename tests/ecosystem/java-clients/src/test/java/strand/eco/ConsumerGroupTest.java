@@ -613,6 +613,10 @@ class ConsumerGroupTest {
                     first.commitSync(Duration.ofSeconds(5));
                 } catch (org.apache.kafka.common.errors.FencedInstanceIdException e) {
                     fenced = e;
+                } catch (org.apache.kafka.clients.consumer.CommitFailedException e) {
+                    // The heartbeat thread saw FENCED_INSTANCE_ID between poll and commit and
+                    // reset the generation; the next poll raises the fencing.
+                    continue;
                 } catch (org.apache.kafka.common.KafkaException e) {
                     if (e.getCause() instanceof org.apache.kafka.common.errors.FencedInstanceIdException) {
                         fenced = e.getCause();
