@@ -714,4 +714,47 @@ class ConsumerGroupTest {
             });
         }
     }
+
+    /** The range assignor, counting how often this client computed a group assignment. */
+    public static class CountingRangeAssignor extends RangeAssignor {
+        static final java.util.concurrent.atomic.AtomicInteger ASSIGNMENTS = new java.util.concurrent.atomic.AtomicInteger();
+
+        @Override
+        public GroupAssignment assign(org.apache.kafka.common.Cluster metadata, GroupSubscription groupSubscription) {
+            ASSIGNMENTS.incrementAndGet();
+            return super.assign(metadata, groupSubscription);
+        }
+    }
+
+    /**
+     * KIP-814: a static leader that comes back to a Stable group with unchanged metadata gets
+     * JoinGroup v9 with skip_assignment = true (Kafka's GroupMetadataManager), so it does not
+     * run the assignor; the group keeps its assignment without a rebalance. Strand answers
+     * leader = the new member id, the member list and skip_assignment = false, so the client
+     * computes an assignment (which the Stable group's SyncGroup then ignores).
+     */
+    @Test
+    @org.junit.jupiter.api.Disabled("Strand: JoinGroup v9 for a static leader rejoining a Stable group answers "
+            + "skip_assignment=false (Kafka: true, KIP-814), so the client runs its assignor again")
+    void rejoiningStaticLeaderSkipsTheAssignment() throws Exception {
+        String topic = name("skip");
+        String group = name("g");
+        createTopic(admin, topic, 2, null);
+        CountingRangeAssignor.ASSIGNMENTS.set(0);
+        Object[] cfg = {ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "leader",
+                ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, List.of(CountingRangeAssignor.class),
+                ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 20000};
+        KafkaConsumer<byte[], byte[]> first = consumer(broker, cfg);
+        first.subscribe(List.of(topic));
+        Set<TopicPartition> before = awaitAssignment(List.of(first), 2, 2).get(0);
+        assertEquals(1, CountingRangeAssignor.ASSIGNMENTS.get());
+        first.close(Duration.ofSeconds(5)); // a static member stays in the group
+        try (KafkaConsumer<byte[], byte[]> again = consumer(broker, cfg)) {
+            again.subscribe(List.of(topic));
+            Set<TopicPartition> after = awaitAssignment(List.of(again), 2, 2).get(0);
+            assertEquals(before, after);
+            assertEquals(1, CountingRangeAssignor.ASSIGNMENTS.get(), "no second assignment by the rejoining leader");
+        }
+    }
 }
