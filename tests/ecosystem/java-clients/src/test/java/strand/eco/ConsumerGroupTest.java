@@ -262,7 +262,8 @@ class ConsumerGroupTest {
             // commitAsync() with no arguments commits the positions after consumed records.
             c.seek(p0, 0);
             c.seek(p1, 0);
-            drain(c, List.of(p0, p1));
+            List<ConsumerRecord<byte[], byte[]>> read = drain(c, List.of(p0, p1));
+            assertEquals(java.util.Optional.of(0), read.get(0).leaderEpoch(), "batches carry the leader epoch");
             AtomicReference<Boolean> done = new AtomicReference<>();
             c.commitAsync((offsets, e) -> done.set(e == null));
             await("second commitAsync callback", () -> {
@@ -273,6 +274,7 @@ class ConsumerGroupTest {
             now = c.committed(Set.of(p0, p1));
             assertEquals(10, now.get(p0).offset());
             assertEquals(10, now.get(p1).offset());
+            assertEquals(java.util.Optional.of(0), now.get(p0).leaderEpoch(), "the committed leader epoch round-trips");
         }
         // Seen through the admin client as well.
         var viaAdmin = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
