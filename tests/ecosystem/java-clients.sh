@@ -48,15 +48,14 @@ MVN=(mvn -B -q -Dstyle.color=never -f "$HERE/java-clients/pom.xml" -Dstrand.bin=
 REPORTS="$HERE/java-clients/target/surefire-reports"
 STAMP="$REPO/.cache/eco-java-m2-$(sha1sum "$HERE/java-clients/pom.xml" | cut -c1-12)"
 rm -rf "$REPORTS"
-# Runs Maven in the background (so that a signal to this script stops it at once) and
-# prints its output when it is done.
+# Runs Maven in the background (so that a signal to this script stops it at once); its
+# output goes to $WORK/mvn.log.
 run_mvn() {
     setsid "${MVN[@]}" "$@" >"$WORK/mvn.log" 2>&1 &
     MVN_PID=$!
     wait "$MVN_PID"
     local rc=$?
     MVN_PID=
-    cat "$WORK/mvn.log"
     return $rc
 }
 
@@ -66,12 +65,16 @@ if [ -f "$STAMP" ]; then
     online=0
     run_mvn -o test "$@" || status=$?
     if [ $status -ne 0 ] && grep -q "offline mode" "$WORK/mvn.log"; then
+        echo "java-clients: the local Maven repository misses an artifact; running online"
         online=1
+    else
+        cat "$WORK/mvn.log"
     fi
 fi
 if [ $online -eq 1 ]; then
     status=0
     run_mvn test "$@" || status=$?
+    cat "$WORK/mvn.log"
     if ls "$REPORTS"/TEST-*.xml >/dev/null 2>&1; then touch "$STAMP"; fi
 fi
 
