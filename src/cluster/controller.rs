@@ -158,7 +158,7 @@ impl Controller {
             let id = MetaRecord::ClusterId {
                 id: format!("strand-{}", Uuid::new_v4().simple()),
             };
-            MetadataLog::append_blocking(log.path(), std::slice::from_ref(&id))?;
+            log.append_blocking(std::slice::from_ref(&id))?;
             apply_record(&mut state, id);
         }
         // Ids of the last block may have been handed out before a crash: start past it.
