@@ -75,6 +75,11 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub max_open_segment_files_per_shard: usize,
 
+    /// Partitions the open-file limit covers (resolved at start, not a flag): the
+    /// partition cap is the smaller of this and `--max-partitions-per-shard` × shards.
+    #[arg(skip)]
+    pub descriptor_partitions_max: Option<usize>,
+
     /// Producer ids (idempotence state) idle this long are forgotten by each partition
     /// (Kafka's `producer.id.expiration.ms`), checked at every segment roll and retention
     /// check.
