@@ -585,3 +585,28 @@ fn clean_deleted_dirs(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod fd_budget_tests {
+    use super::fd_budget;
+
+    #[test]
+    fn the_open_file_limit_is_shared_out_and_a_too_low_one_is_refused() {
+        // The common soft limit, one shard: a reserve, a cache, partitions for the rest.
+        let b = fd_budget(1024, 1, 10_000, 0).unwrap();
+        assert_eq!(b.reserve, 64 + 16 + 256);
+        assert_eq!(b.segment_files_per_shard, (1024 - 336) / 8);
+        assert_eq!(b.partitions_max, 1024 - 336 - 86);
+        // The flag sets the cache; partitions get what is left.
+        let b = fd_budget(1024, 2, 10_000, 100).unwrap();
+        assert_eq!(b.segment_files_per_shard, 100);
+        assert_eq!(b.partitions_max, 1024 - (64 + 32 + 256) - 200);
+        // A large limit: the cache is capped, connections reserve at most their cap.
+        let b = fd_budget(1 << 20, 4, 10_000, 0).unwrap();
+        assert_eq!(b.segment_files_per_shard, 1024);
+        assert_eq!(b.reserve, 64 + 64 + 40_000);
+        // Nothing left for partitions: a clear error.
+        let err = fd_budget(100, 1, 10_000, 0).unwrap_err();
+        assert!(err.contains("open-file limit (100) is too low"), "{err}");
+    }
+}
