@@ -836,7 +836,7 @@ fn sealed_segment_files_are_opened_on_demand_and_bounded() {
         const CAPACITY: usize = 2;
         let files = SegmentFiles::new(CAPACITY);
         let log = RefCell::new(
-            PartitionLog::open_in(&dir, config(4096, 0), files.clone())
+            PartitionLog::open_in(&dir, config(1024, 0), files.clone())
                 .await
                 .unwrap(),
         );
@@ -903,7 +903,7 @@ fn sealed_segment_files_are_opened_on_demand_and_bounded() {
 
         // Reopening opens the active segment only; reads open the rest on demand.
         let log = RefCell::new(
-            PartitionLog::open_in(&dir, config(4096, 0), files.clone())
+            PartitionLog::open_in(&dir, config(1024, 0), files.clone())
                 .await
                 .unwrap(),
         );
