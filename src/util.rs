@@ -240,6 +240,31 @@ thread_local! {
     ));
 }
 
+/// Logs one warning about `client` (its host address) through this shard's limiter:
+/// `emit` writes the line, given a suffix to append (non-empty on the last line allowed
+/// this interval), and is not called when the line is suppressed; a line counting what was
+/// suppressed comes first when there was some.
+pub fn warn_about_client(client: &str, emit: impl FnOnce(&str)) {
+    let LogVerdict::Log {
+        suppressed_before,
+        last,
+    } = client_log_verdict(client)
+    else {
+        return;
+    };
+    if suppressed_before > 0 {
+        tracing::warn!(
+            client,
+            "suppressed {suppressed_before} similar lines about this client (at most {CLIENT_LOG_LINES_MAX} per {CLIENT_LOG_INTERVAL_MS} ms are logged)"
+        );
+    }
+    emit(if last {
+        " (further lines about this client suppressed for the rest of the interval)"
+    } else {
+        ""
+    });
+}
+
 /// Whether this shard logs one more warning about `client` (its host address): see
 /// [`LogLimiter`] and the `CLIENT_LOG_*` limits.
 pub fn client_log_verdict(client: &str) -> LogVerdict {

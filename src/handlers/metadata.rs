@@ -64,11 +64,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 .await
             {
                 Ok(ControlReply::Topics(outcomes)) => {
-                    for o in outcomes
+                    let failed: Vec<_> = outcomes
                         .iter()
                         .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS)
-                    {
-                        tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, "auto topic creation failed");
+                        .collect();
+                    // One line per request, rate-limited per client: a client naming
+                    // many new topics past the partition cap must not flood the log.
+                    if let Some(first) = failed.first() {
+                        let count = failed.len();
+                        crate::util::warn_about_client(&ctx.client_host, |more| {
+                            tracing::warn!(client = %ctx.client_host, topic = ?first.name, code = first.error_code, message = ?first.message, count, "auto topic creation failed{more}");
+                        });
                     }
                 }
                 Ok(other) => tracing::error!(?other, "unexpected controller reply"),
