@@ -144,6 +144,11 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (glommio io_memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+
+    /// The longest transaction timeout a producer may ask for in InitProducerId (Kafka's
+    /// `transaction.max.timeout.ms`); longer asks get INVALID_TRANSACTION_TIMEOUT.
+    #[arg(long, default_value_t = 900_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub transaction_max_timeout_ms: i32,
 }
 
 impl Config {

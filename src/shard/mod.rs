@@ -14,6 +14,7 @@
 //! below the handlers; nothing here calls a handler. The process that starts the shards is
 //! [`crate::broker`].
 
+pub mod append_gate;
 mod flusher;
 mod maintenance;
 pub mod mesh;
@@ -57,6 +58,8 @@ pub struct Partition {
     pub incarnation: Cell<u64>,
     /// A reopen is scheduled.
     reviving: Cell<bool>,
+    /// Keeps produce appends in order when one must wait (see [`append_gate`]).
+    pub append_gate: Rc<append_gate::AppendGate>,
 }
 
 type ControlJob = (

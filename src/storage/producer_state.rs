@@ -199,6 +199,15 @@ impl ProducerState {
         Some(first)
     }
 
+    /// Whether `producer_id` at `epoch` has a transaction open in this partition: its
+    /// first transactional batch was verified with the transaction coordinator (KIP-890),
+    /// so the rest of the transaction's batches need not ask again.
+    pub fn txn_open(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset >= 0)
+    }
+
     /// Checks a batch with a producer id against the state, without changing it.
     pub fn check(&self, info: &BatchInfo) -> SequenceCheck {
         debug_assert!(info.producer_id >= 0);
