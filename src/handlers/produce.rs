@@ -413,8 +413,7 @@ fn txn_verdict(
     if txn::coordinator_of(shard, id) != shard.id {
         return TxnVerdict::AskRemote;
     }
-    let code = txn::check_partition_in_txn(
-        shard,
+    let code = shard.check_partition_in_txn(
         id,
         info.producer_id,
         info.producer_epoch,

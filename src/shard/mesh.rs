@@ -14,7 +14,7 @@
 //! | `ApplySnapshot` | the controller, after each metadata change | every shard: [`Shard::apply_snapshot`] | `Applied` |
 //! | `Metrics` | the metrics listener on shard 0, per scrape | every shard: [`Shard::metrics_snapshot`] | `Metrics` |
 //! | `WriteTxnMarkers` | a transaction coordinator ending a transaction | the shard owning the partitions: [`Shard::write_txn_markers`] | `TxnMarkers` |
-//! | `VerifyTxnPartition` | a partition leader appending the first transactional batch of a producer's transaction (KIP-890) | the transactional id's coordinator: [`check_partition_in_txn`](super::txn::check_partition_in_txn) | `TxnPartitionVerified` |
+//! | `VerifyTxnPartition` | a partition leader appending the first transactional batch of a producer's transaction (KIP-890) | the transactional id's coordinator: [`Shard::check_partition_in_txn`](super::Shard::check_partition_in_txn) | `TxnPartitionVerified` |
 //! | `EndTxnOffsets` | a transaction coordinator ending a transaction | the group's coordinator: [`GroupCoordinator::end_txn_offsets`](crate::coordinator::GroupCoordinator::end_txn_offsets) | `TxnOffsetsEnded` |
 //!
 //! [`Shard::spawn_mesh_receiver`]: super::Shard::spawn_mesh_receiver
@@ -265,16 +265,13 @@ impl super::Shard {
                                     producer_epoch,
                                     topic,
                                     partition,
-                                } => MeshReply::TxnPartitionVerified(
-                                    super::txn::check_partition_in_txn(
-                                        &shard,
-                                        &transactional_id,
-                                        producer_id,
-                                        producer_epoch,
-                                        &topic,
-                                        partition,
-                                    ),
-                                ),
+                                } => MeshReply::TxnPartitionVerified(shard.check_partition_in_txn(
+                                    &transactional_id,
+                                    producer_id,
+                                    producer_epoch,
+                                    &topic,
+                                    partition,
+                                )),
                                 MeshRequest::EndTxnOffsets {
                                     group,
                                     producer_id,

@@ -220,38 +220,12 @@ pub fn check_txn_request(
     NONE
 }
 
-/// KIP-890 on the coordinator's side: whether `id`'s producer `(producer_id, epoch)` has
-/// an ongoing transaction that includes the partition. Synchronous, so a partition leader
-/// on this shard can check and append without awaiting.
-pub fn check_partition_in_txn(
-    shard: &Shard,
-    id: &str,
-    producer_id: i64,
-    epoch: i16,
-    topic: &str,
-    partition: i32,
-) -> i16 {
-    if !shard.coordinates(id) {
-        return NOT_COORDINATOR;
-    }
-    // The last durable state decides, even while a request changes it: a partition is
-    // listed only once its addition is durable, and an EndTxn under way writes its
-    // markers only after this batch is appended, so they close it.
-    match shard.txns.get(id) {
-        None => INVALID_TXN_STATE,
-        Some(meta) => match meta.check_partition_in_txn(producer_id, epoch, topic, partition) {
-            Ok(()) => NONE,
-            Err(code) => code,
-        },
-    }
-}
-
 /// The shard coordinating transactional id `id`.
 pub fn coordinator_of(shard: &Shard, id: &str) -> crate::cluster::ShardId {
     shard_of_group(id, shard.snapshot().shard_count)
 }
 
-/// [`check_partition_in_txn`] asked of `id`'s coordinator, over the mesh when that is
+/// [`Shard::check_partition_in_txn`] asked of `id`'s coordinator, over the mesh when that is
 /// another shard.
 pub async fn verify_partition_in_txn(
     shard: &Rc<Shard>,
@@ -263,7 +237,7 @@ pub async fn verify_partition_in_txn(
 ) -> i16 {
     let owner = coordinator_of(shard, id);
     if owner == shard.id {
-        return check_partition_in_txn(shard, id, producer_id, epoch, topic, partition);
+        return shard.check_partition_in_txn(id, producer_id, epoch, topic, partition);
     }
     let request = MeshRequest::VerifyTxnPartition {
         transactional_id: id.to_string(),
@@ -564,6 +538,32 @@ async fn act_on_due(shard: Rc<Shard>, id: String) {
 }
 
 impl Shard {
+    /// KIP-890 on the coordinator's side: whether `id`'s producer `(producer_id, epoch)`
+    /// has an ongoing transaction that includes the partition. Synchronous, so a partition
+    /// leader on this shard can check and append without awaiting.
+    pub fn check_partition_in_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> i16 {
+        if !self.coordinates(id) {
+            return NOT_COORDINATOR;
+        }
+        // The last durable state decides, even while a request changes it: a partition is
+        // listed only once its addition is durable, and an EndTxn under way writes its
+        // markers only after this batch is appended, so they close it.
+        match self.txns.get(id) {
+            None => INVALID_TXN_STATE,
+            Some(meta) => match meta.check_partition_in_txn(producer_id, epoch, topic, partition) {
+                Ok(()) => NONE,
+                Err(code) => code,
+            },
+        }
+    }
+
     /// Writes markers to partitions this shard owns and waits until they are durable. An
     /// error code per partition: NONE when durable or not needed (already written, topic
     /// gone); anything else means "try again".
