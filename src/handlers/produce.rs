@@ -332,8 +332,8 @@ thread_local! {
 /// would stall them.
 async fn keyless_records_off_loop(records: Bytes, info: BatchInfo) -> std::io::Result<Vec<i32>> {
     let slots = KEY_CHECK_SLOTS.with(Rc::clone);
-    let _slot = slots
-        .acquire_permit(1)
+    let slot = slots
+        .acquire_static_permit(1)
         .await
         .map_err(|err| std::io::Error::other(err.to_string()))?;
     let (tx, rx) = futures_channel::oneshot::channel();
@@ -343,8 +343,18 @@ async fn keyless_records_off_loop(records: Bytes, info: BatchInfo) -> std::io::R
             hold_for_tests();
             let _ = tx.send(crate::storage::compaction::keyless_records(&records, &info));
         })?;
-    rx.await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the key check thread failed")))
+    // The slot is held until the thread is done, even if this produce is dropped (its
+    // connection closed) meanwhile: clients that hang up cannot start more threads.
+    let waited = glommio::spawn_local(async move {
+        let _slot = slot;
+        rx.await
+    })
+    .detach()
+    .await;
+    match waited {
+        Some(Ok(result)) => result,
+        _ => Err(std::io::Error::other("the key check thread failed")),
+    }
 }
 
 /// Fills in the refusal of a batch with keyless records for a compacted topic (or whose

@@ -571,7 +571,11 @@ mod tests {
     fn transactions_open_close_and_abort() {
         let mut state = ProducerState::default();
         assert!(state.marker_needed(1, 0));
+        assert!(!state.txn_open(1, 0));
         state.apply(&txn(1, 0, 0, 2), 10, 0);
+        // The open transaction is the remembered KIP-890 verification: for this epoch only.
+        assert!(state.txn_open(1, 0));
+        assert!(!state.txn_open(1, 1));
         state.apply(&txn(2, 0, 0, 1), 12, 0);
         state.apply(&txn(1, 0, 2, 1), 13, 0);
         assert_eq!(state.first_unstable_offset(), Some(10));
@@ -581,6 +585,8 @@ mod tests {
             Some(10)
         );
         assert_eq!(state.first_unstable_offset(), Some(12));
+        // Closed: the next transaction asks the coordinator again.
+        assert!(!state.txn_open(1, 0));
         // A repeated marker is not needed; a newer epoch's is (it fences).
         assert!(!state.marker_needed(1, 0));
         assert!(state.marker_needed(1, 1));
