@@ -76,3 +76,22 @@ def test_keyless_records_fail_and_keyed_ones_land_in_batches_of_their_own(broker
     got = consume(broker, topic, 1, 0, MESSAGES - len(failed))
     landed = [(k, v) for _, k, v, _ in got[0]]
     assert landed == [(f"key-{i}".encode(), f"value-{i}".encode()) for i in range(MESSAGES) if i not in failed]
+
+
+def test_large_compressed_keyed_batch_lands(broker, topic):
+    """A zstd batch of ~900 KB of keyed records (compressed size well over the 64 KiB
+    inline limit, so its keys are read on a key-check thread) is accepted whole."""
+    import os
+
+    create_compacted(broker, topic)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": "zstd",
+                         "linger.ms": 2000, "batch.size": 1000000})
+    failures = []
+    values = [os.urandom(1000) for _ in range(900)]
+    for i, v in enumerate(values):
+        producer.produce(topic, key=f"key-{i}".encode(), value=v, partition=0,
+                         on_delivery=lambda err, msg: failures.append(err) if err else None)
+    assert producer.flush(30) == 0
+    assert failures == []
+    got = consume(broker, topic, 1, 0, len(values))
+    assert [v for _, _, v, _ in got[0]] == values
