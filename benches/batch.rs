@@ -6,21 +6,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strand::protocol::batch::validate_produce_records;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../tools/strand-bench/batch.rs"]
-mod builder;
+mod common;
 
-use builder::{BatchBuilder, Codec, ProducerFields, STAMP_BYTES};
-
-/// A batch of `count` records with `value_bytes`-byte values.
-pub fn batch(count: usize, value_bytes: usize) -> bytes::Bytes {
-    let filler = builder::filler(value_bytes - STAMP_BYTES);
-    let mut b = BatchBuilder::new(1_700_000_000_000, count * (value_bytes + 8));
-    for i in 0..count {
-        b.push(i as u64, &filler, 1_700_000_000_000);
-    }
-    b.finish(Codec::None, ProducerFields::NONE)
-}
+use common::batch;
 
 fn validation(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_validate");

@@ -11,23 +11,12 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use std::hint::black_box;
 use strand::protocol::codec::{decode_body, encode_response, parse_request};
 
-#[allow(dead_code, unused_imports)]
-#[path = "../tools/strand-bench/batch.rs"]
-mod builder;
+mod common;
 
-use builder::{BatchBuilder, Codec, ProducerFields, STAMP_BYTES};
+use common::batch;
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
-
-fn batch(count: usize, value_bytes: usize) -> Bytes {
-    let filler = builder::filler(value_bytes - STAMP_BYTES);
-    let mut b = BatchBuilder::new(1_700_000_000_000, count * (value_bytes + 8));
-    for i in 0..count {
-        b.push(i as u64, &filler, 1_700_000_000_000);
-    }
-    b.finish(Codec::None, ProducerFields::NONE)
-}
 
 fn topic() -> TopicName {
     TopicName(StrBytes::from_static_str("bench"))

@@ -19,22 +19,13 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use strand::protocol::batch::validate_produce_records;
 use strand::storage::{LogConfig, PartitionLog, ReadPlan};
 
-#[allow(dead_code, unused_imports)]
-#[path = "../tools/strand-bench/batch.rs"]
-mod builder;
-
-use builder::{BatchBuilder, Codec, ProducerFields, STAMP_BYTES};
+mod common;
 
 const RECORDS_PER_BATCH: usize = 150;
 const VALUE_BYTES: usize = 100;
 
 fn batch() -> Bytes {
-    let filler = builder::filler(VALUE_BYTES - STAMP_BYTES);
-    let mut b = BatchBuilder::new(1_700_000_000_000, 16 * 1024);
-    for i in 0..RECORDS_PER_BATCH {
-        b.push(i as u64, &filler, 1_700_000_000_000);
-    }
-    b.finish(Codec::None, ProducerFields::NONE)
+    common::batch(RECORDS_PER_BATCH, VALUE_BYTES)
 }
 
 fn executor() -> LocalExecutor {

@@ -50,11 +50,10 @@ struct ShardStart {
 
 /// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
 pub fn serve(config: Config) -> Result<(), String> {
-    let shards = config.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    // The CPUs this process may run on (a container's cpuset, `taskset`): shards are
+    // pinned to these, never to a CPU the operator did not give us.
+    let cpus = allowed_cpus().map_err(|e| format!("cannot read the CPU affinity: {e}"))?;
+    let shards = config.shards.unwrap_or(cpus.len());
     if shards == 0 || shards > crate::cluster::SHARDS_PER_NODE_MAX as usize {
         return Err(format!(
             "--shards must be between 1 and {}",
@@ -103,9 +102,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
             .map_err(|e| format!("cannot load group and transaction state: {e}"))?;
 
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    if shards > cpus.len() {
+        tracing::warn!(
+            shards,
+            cpus = cpus.len(),
+            "more shards than CPUs this process may use: shards share cores, each pinned to CPU list entry (shard % {})",
+            cpus.len()
+        );
+    }
     let mut config = config;
     config.shards = Some(shards);
     let config = Arc::new(config);
@@ -129,11 +133,9 @@ pub fn serve(config: Config) -> Result<(), String> {
             groups,
             txns,
         };
-        let placement = if shards <= cores {
-            Placement::Fixed(k)
-        } else {
-            Placement::Fixed(k % cores)
-        };
+        let cpu = cpus[k % cpus.len()];
+        tracing::debug!(shard = k, cpu, "pinning shard");
+        let placement = Placement::Fixed(cpu);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{k}"))
             .io_memory(config.io_memory_bytes)
@@ -141,6 +143,14 @@ pub fn serve(config: Config) -> Result<(), String> {
                 let id = start.id;
                 let failed = start.failed.clone();
                 let shutdown = start.shutdown.clone();
+                // Stops the whole broker if this shard ends (an error, a panic) before a
+                // shutdown was asked for: its partitions would otherwise stay advertised
+                // with no one serving them.
+                let _guard = ShardExitGuard {
+                    id,
+                    failed: failed.clone(),
+                    shutdown: shutdown.clone(),
+                };
                 if let Err(err) = run_shard(start).await {
                     tracing::error!(shard = id.0, "{err}");
                     failed.store(true, Ordering::SeqCst);
@@ -179,6 +189,25 @@ pub fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// See where it is made in [`serve`].
+struct ShardExitGuard {
+    id: ShardId,
+    failed: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Drop for ShardExitGuard {
+    fn drop(&mut self) {
+        if !self.shutdown.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                shard = self.id.0,
+                "shard stopped unexpectedly; stopping the broker"
+            );
+            self.failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 async fn run_shard(start: ShardStart) -> Result<(), String> {
     let config = start.config.clone();
     crate::storage::warm_up_io(&config.data_dir)
@@ -208,6 +237,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let data_dir = config.data_dir.clone();
         let shard_count = config.shards_resolved();
         let default_partitions = config.default_partitions;
+        let partitions_max = config
+            .max_partitions_per_shard
+            .saturating_mul(config.shards_resolved());
         let broker_defaults = crate::cluster::topic_config::DEFS
             .iter()
             .map(|d| {
@@ -220,6 +252,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let controller = glommio::executor()
             .spawn_blocking(move || {
                 Controller::load(&data_dir, shard_count, default_partitions, broker_defaults)
+                    .map(|c| c.with_partitions_max(partitions_max))
             })
             .await
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
@@ -263,6 +296,11 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         );
     }
 
+    if failure_probe("shard-panic").and_then(|k| k.parse::<u16>().ok()) == Some(shard.id.0) {
+        // Lets the tests prove that a shard dying while others serve stops the broker.
+        glommio::timer::sleep(Duration::from_millis(FAILURE_PROBE_DELAY_MS)).await;
+        panic!("failure probe shard-panic: shard {} stops here", shard.id.0);
+    }
     crate::server::accept_loop(&shard, listener).await;
 
     // Drain: connections finish their in-flight requests (bounded by the grace period).
@@ -326,6 +364,40 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<StdListener> {
             other => return other,
         }
     }
+}
+
+/// How long after listening a `shard-panic` failure probe fires.
+const FAILURE_PROBE_DELAY_MS: u64 = 500;
+
+/// Failure probes (as in Redpanda's `failure_probes`): faults the tests switch on through
+/// `STRAND_FAILURE_PROBES=name=value,…` to reach error paths no input can reach. Unset in
+/// production; each probe is read once, at start-up. Today: `shard-panic=K` (shard K
+/// panics half a second after it starts listening).
+fn failure_probe(name: &str) -> Option<String> {
+    let probes = std::env::var("STRAND_FAILURE_PROBES").ok()?;
+    probes.split(',').find_map(|probe| {
+        let (key, value) = probe.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().to_string())
+    })
+}
+
+/// The CPUs this process's affinity mask allows, in increasing order (never empty).
+fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    if cpus.is_empty() {
+        return Err(std::io::Error::other("the affinity mask is empty"));
+    }
+    Ok(cpus)
 }
 
 /// Takes an exclusive `flock` on `<data-dir>/.lock`, held for the life of the process.

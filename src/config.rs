@@ -60,6 +60,19 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections_per_shard: usize,
 
+    /// Partitions (of all topics together) a shard may hold; the broker holds this many
+    /// times its shard count. Creating topics or partitions past it (also by
+    /// auto-creation) is refused with INVALID_PARTITIONS. Each partition costs memory
+    /// (its recent-batch cache, producer state) and open files.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_partitions_per_shard: usize,
+
+    /// Producer ids (idempotence state) idle this long are forgotten by each partition
+    /// (Kafka's `producer.id.expiration.ms`), checked at every segment roll and retention
+    /// check.
+    #[arg(long, default_value_t = 24 * 60 * 60 * 1000)]
+    pub producer_id_expiration_ms: i64,
+
     /// Default `segment.bytes`: size at which a partition's active segment is rolled.
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -144,6 +157,23 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (glommio io_memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+
+    // Request memory and connection time (docs/reliability.md, "Hostile input").
+    /// Request bytes a shard holds across all its connections, from the first byte of a
+    /// frame until its response (Kafka's `queued.max.request.bytes`). A connection that
+    /// cannot reserve stops reading; a frame larger than this is refused.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub queued_max_request_bytes: usize,
+
+    /// A request frame must be complete this long after its first byte, however its bytes
+    /// trickle in; otherwise the connection is closed.
+    #[arg(long, default_value_t = 120_000)]
+    pub frame_read_timeout_ms: u64,
+
+    /// Connections with no request for this long are closed (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(long, default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
 
     /// The longest transaction timeout a producer may ask for in InitProducerId (Kafka's
     /// `transaction.max.timeout.ms`); longer asks get INVALID_TRANSACTION_TIMEOUT.

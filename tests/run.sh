@@ -97,6 +97,24 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     echo "$want" > "$stamp"
 fi
 .venv/bin/python -c 'import confluent_kafka as c, kafka, aiokafka; print(f"confluent-kafka {c.__version__} (librdkafka {c.libversion()[0]}) | kafka-python {kafka.__version__} | aiokafka {aiokafka.__version__}")'
+
+# The ecosystem suites' toolchains: Java 17 + Maven (Apache Kafka, the Java client,
+# Streams, Connect), Go (franz-go), Node.js + npm (kafkajs). Installed from Debian's
+# packages where missing; the libraries themselves come from Maven Central, the Go module
+# proxy and npm when the suites run.
+ecosystem_suites=(cli.sh java-clients.sh streams-connect.sh go-node.sh)
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}" || echo "could not install ${missing[*]}; the suites that need them will fail"
+fi
+echo "$(java -version 2>&1 | head -1) | $(mvn -v 2>/dev/null | head -1) | $(go version 2>&1) | node $(node --version 2>&1)"
+tests/ecosystem/kafka.sh install >/dev/null \
+    || echo "Apache Kafka did not install; the suites that need it will fail"
 record "installing test tools" 0
 
 # ---------------------------------------------------------------------------- layers
@@ -130,6 +148,25 @@ else
     .venv/bin/python -m pytest tests/compat -v -rfE -p no:cacheprovider --timeout 300 \
         -W ignore::DeprecationWarning ${PYTEST_ARGS:-} "$@" || status=$?
     record "pytest tests/compat" "$status"
+fi
+
+# ---------------------------------------------------------------------------- ecosystem
+# Kafka's own CLI tools, the Java client, Streams and Connect (Apache Kafka 4.x from Maven
+# Central), franz-go and kafkajs, each against a Strand these scripts start themselves.
+# They install what they need (Maven, the Go module proxy, npm) into caches, so a second
+# run is offline. SKIP_ECOSYSTEM=1 skips them.
+if [ "${SKIP_ECOSYSTEM:-0}" != 1 ]; then
+    for suite in "${ecosystem_suites[@]}"; do
+        step "ecosystem: $suite"
+        if [ "$release_ok" -ne 0 ] && [ "$STRAND_BIN" = "$root/target/release/strand" ]; then
+            echo "skipped: the release build failed"
+            record "tests/ecosystem/$suite" 1
+            continue
+        fi
+        status=0
+        "tests/ecosystem/$suite" || status=$?
+        record "tests/ecosystem/$suite" "$status"
+    done
 fi
 
 # ---------------------------------------------------------------------------- fuzzing

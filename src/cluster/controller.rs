@@ -122,10 +122,20 @@ pub struct Controller {
     default_partitions: i32,
     /// The broker default of every topic config (base of incremental list edits).
     broker_defaults: BTreeMap<String, String>,
+    /// Partitions the node may hold in all (`--max-partitions-per-shard` × shards): every
+    /// partition costs memory and file descriptors, and auto-creation lets any client
+    /// make them.
+    partitions_max: usize,
     state: RefCell<State>,
 }
 
 impl Controller {
+    /// Caps the partitions of all topics together; creations past it are refused.
+    pub fn with_partitions_max(mut self, partitions_max: usize) -> Self {
+        self.partitions_max = partitions_max;
+        self
+    }
+
     /// Replays the metadata log in `data_dir/cluster`. Blocking; called once at start-up.
     pub fn load(
         data_dir: &Path,
@@ -158,6 +168,7 @@ impl Controller {
             shard_count,
             default_partitions,
             broker_defaults,
+            partitions_max: usize::MAX,
             state: RefCell::new(state),
         })
     }
@@ -213,6 +224,8 @@ impl Controller {
                 let planned = {
                     let state = self.state.borrow();
                     let mut seen = std::collections::HashSet::new();
+                    // Partitions added by earlier topics of this request count for the cap.
+                    let mut room = self.partitions_max;
                     topics
                         .iter()
                         .map(|g| {
@@ -222,7 +235,11 @@ impl Controller {
                                     format!("topic {:?} appears twice", g.topic),
                                 ));
                             }
-                            plan_growth(&state.topics, self.shard_count, g)
+                            let planned = plan_growth(&state.topics, self.shard_count, room, g)?;
+                            if let MetaRecord::AddPartitions { partitions, .. } = &planned {
+                                room = room.saturating_sub(partitions.len());
+                            }
+                            Ok(planned)
                         })
                         .collect::<Vec<_>>()
                 };
@@ -345,6 +362,7 @@ impl Controller {
                 assign_partitions(existing, self.shard_count, &spec.name, count as usize)
             }
         };
+        check_partition_room(existing, partitions.len(), self.partitions_max)?;
         topic_config::validate_all(&spec.configs).map_err(|m| (INVALID_CONFIG, m))?;
         debug_assert!(spec.name.len() <= TOPIC_NAME_LEN_MAX);
         Ok(TopicMeta {
@@ -617,6 +635,7 @@ fn plan_alteration(
 fn plan_growth(
     topics: &BTreeMap<String, Arc<TopicMeta>>,
     shard_count: usize,
+    partitions_max: usize,
     growth: &PartitionGrowth,
 ) -> Result<MetaRecord, (i16, String)> {
     let topic = topics.get(&growth.topic).ok_or_else(|| {
@@ -642,6 +661,7 @@ fn plan_growth(
         ));
     }
     let added = (growth.count - current) as usize;
+    check_partition_room(topics, added, partitions_max)?;
     let partitions = match &growth.assignment {
         Some(assignment) if assignment.len() != added => {
             return Err((
@@ -660,6 +680,26 @@ fn plan_growth(
         id: topic.id,
         partitions,
     })
+}
+
+/// Refuses `added` more partitions when the node would then hold more than
+/// `partitions_max` — before the limit, with an error saying which, not after the
+/// descriptors or the memory ran out.
+fn check_partition_room(
+    topics: &BTreeMap<String, Arc<TopicMeta>>,
+    added: usize,
+    partitions_max: usize,
+) -> Result<(), (i16, String)> {
+    let held: usize = topics.values().map(|t| t.partitions.len()).sum();
+    if held.saturating_add(added) > partitions_max {
+        return Err((
+            INVALID_PARTITIONS,
+            format!(
+                "the broker holds {held} partitions and may hold at most {partitions_max} (--max-partitions-per-shard × shards); {added} more refused"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A random topic id that is neither nil nor Kafka's reserved "metadata topic" id.

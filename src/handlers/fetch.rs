@@ -133,7 +133,13 @@ async fn fetch_once(
                         reads.push((t, p, plan, aborted_from))
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => {
+                        // As Kafka: a partition error carries no offsets (-1) and no
+                        // aborted list; the client asks ListOffsets where to go.
                         out.error_code = OFFSET_OUT_OF_RANGE;
+                        out.high_watermark = -1;
+                        out.last_stable_offset = -1;
+                        out.log_start_offset = -1;
+                        out.aborted_transactions = None;
                         must_answer = true;
                     }
                     Err(err) => {

@@ -390,8 +390,16 @@ pub async fn describe_groups(
             let inner = group.inner.borrow();
             out.group_state = s(inner.state.name());
             out.protocol_type = s(inner.protocol_type.clone().unwrap_or_default());
-            out.protocol_data = s(inner.protocol_name.clone().unwrap_or_default());
-            let protocol = inner.protocol_name.clone().unwrap_or_default();
+            // As Kafka (GroupMetadata.summary): the protocol and each member's metadata and
+            // assignment are shown only once the group is Stable; during a rebalance they
+            // are empty.
+            let stable = inner.state == State::Stable;
+            let protocol = if stable {
+                inner.protocol_name.clone().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            out.protocol_data = s(protocol.clone());
             out.members = inner
                 .members
                 .values()
@@ -407,8 +415,12 @@ pub async fn describe_groups(
                         .with_group_instance_id(m.instance_id.clone().map(s))
                         .with_client_id(s(m.client_id.clone()))
                         .with_client_host(s(m.client_host.clone()))
-                        .with_member_metadata(metadata)
-                        .with_member_assignment(m.assignment.clone())
+                        .with_member_metadata(if stable { metadata } else { Bytes::new() })
+                        .with_member_assignment(if stable {
+                            m.assignment.clone()
+                        } else {
+                            Bytes::new()
+                        })
                 })
                 .collect();
             out.authorized_operations = i32::MIN;

@@ -24,7 +24,7 @@ use std::fmt;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use crate::protocol::errors;
+use crate::protocol::{errors, records};
 
 /// Size of the magic-2 batch header.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -404,23 +404,17 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     // Every record takes at least 7 bytes, so the claimed count cannot inflate the allocation.
     let capacity = (info.record_count as usize).min(body.len());
     let mut out = Vec::with_capacity(capacity);
-    let mut reader = VarintReader {
-        buf: body,
-        position: 0,
-    };
+    let mut at = 0;
     for _ in 0..info.record_count {
-        let length = usize::try_from(reader.varint()?).ok()?;
-        let end = reader.position.checked_add(length)?;
+        let length = usize::try_from(records::varint(body, &mut at)?).ok()?;
+        let end = at.checked_add(length)?;
         if end > body.len() {
             return None;
         }
-        let mut record = VarintReader {
-            buf: &body[..end],
-            position: reader.position,
-        };
-        record.byte()?; // attributes
-        let timestamp_delta = record.varlong()?;
-        let offset_delta = record.varint()?;
+        let record = &body[..end];
+        let mut r = at + 1; // attributes
+        let timestamp_delta = records::varlong(record, &mut r)?;
+        let offset_delta = records::varint(record, &mut r)?;
         let timestamp = if info.timestamp_type_log_append() {
             // Every record of a LogAppendTime batch has the batch's append time.
             info.max_timestamp
@@ -428,9 +422,9 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
             info.base_timestamp.wrapping_add(timestamp_delta)
         };
         out.push((i64::from(offset_delta), timestamp));
-        reader.position = end;
+        at = end;
     }
-    if reader.position != body.len() {
+    if at != body.len() {
         return None;
     }
     Some(out)
@@ -457,35 +451,34 @@ pub fn control_batch(
         Marker::Abort => 0,
         Marker::Commit => 1,
     };
-    // Record: attributes, timestamp delta 0, offset delta 0, key (4 bytes), value
-    // (6 bytes), no headers. Every length fits a one-byte varint.
-    let mut record = vec![0u8, 0, 0, 8];
-    record.extend_from_slice(&0i16.to_be_bytes());
-    record.extend_from_slice(&kind.to_be_bytes());
-    record.push(12);
-    record.extend_from_slice(&0i16.to_be_bytes());
-    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
-    record.push(0);
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + 1 + record.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
-    let batch_length = (BATCH_HEADER_LEN - BATCH_LENGTH_PREFIX_LEN + 1 + record.len()) as i32;
-    out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&producer_id.to_be_bytes());
-    out.extend_from_slice(&producer_epoch.to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&1i32.to_be_bytes());
-    out.push((record.len() as u8) << 1); // zigzag varint length
-    out.extend_from_slice(&record);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut area = Vec::new();
+    records::Record {
+        key: Some(&key),
+        value: Some(&value),
+        ..Default::default()
+    }
+    .encode(&mut area);
+    records::encode_batch(
+        &records::BatchFields {
+            base_offset: 0,
+            partition_leader_epoch: 0,
+            attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+            last_offset_delta: 0,
+            base_timestamp: timestamp,
+            max_timestamp: timestamp,
+            producer: records::ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence: -1,
+            },
+            record_count: 1,
+        },
+        &area,
+    )
 }
 
 /// The marker of a control batch (`batch` holds the whole batch), from its first record's
@@ -495,19 +488,17 @@ pub fn control_marker(batch: &[u8]) -> Option<Marker> {
     if header.attributes.get() & ATTR_CONTROL == 0 {
         return None;
     }
-    let mut reader = VarintReader {
-        buf: batch.get(BATCH_HEADER_LEN..)?,
-        position: 0,
-    };
-    reader.varint()?; // record length
-    reader.byte()?; // attributes
-    reader.varlong()?; // timestamp delta
-    reader.varint()?; // offset delta
-    let key_len = usize::try_from(reader.varint()?).ok()?;
+    let body = batch.get(BATCH_HEADER_LEN..)?;
+    let mut at = 0;
+    records::varint(body, &mut at)?; // record length
+    at += 1; // attributes
+    records::varlong(body, &mut at)?; // timestamp delta
+    records::varint(body, &mut at)?; // offset delta
+    let key_len = usize::try_from(records::varint(body, &mut at)?).ok()?;
     if key_len < 4 {
         return None;
     }
-    let key = reader.buf.get(reader.position..reader.position + 4)?;
+    let key = body.get(at..at + 4)?;
     match i16::from_be_bytes([key[2], key[3]]) {
         0 => Some(Marker::Abort),
         1 => Some(Marker::Commit),
@@ -515,45 +506,9 @@ pub fn control_marker(batch: &[u8]) -> Option<Marker> {
     }
 }
 
-/// Reads Kafka's zigzag varints.
-struct VarintReader<'a> {
-    buf: &'a [u8],
-    position: usize,
-}
-
-impl VarintReader<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let byte = *self.buf.get(self.position)?;
-        self.position += 1;
-        Some(byte)
-    }
-
-    fn unsigned(&mut self, bytes_max: usize) -> Option<u64> {
-        let mut value = 0u64;
-        for i in 0..bytes_max {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn varint(&mut self) -> Option<i32> {
-        let raw = self.unsigned(5)?;
-        let raw = u32::try_from(raw).ok()?;
-        Some(((raw >> 1) as i32) ^ -((raw & 1) as i32))
-    }
-
-    fn varlong(&mut self) -> Option<i64> {
-        let raw = self.unsigned(10)?;
-        Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
-    }
-}
-
-/// A minimal magic-2 batch encoder for tests, so storage and protocol tests can build
-/// valid (and deliberately broken) batches without a client library.
+/// Batches for tests, so storage and protocol tests can build valid (and deliberately
+/// broken) batches without a client library: owned records over
+/// [`records::BatchBuilder`].
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
@@ -600,80 +555,34 @@ pub(crate) mod testing {
         }
     }
 
-    fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
-        while value >= 0x80 {
-            out.push((value as u8) | 0x80);
-            value >>= 7;
-        }
-        out.push(value as u8);
-    }
-
-    fn put_varint(out: &mut Vec<u8>, value: i64) {
-        put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
-    }
-
-    fn put_bytes(out: &mut Vec<u8>, bytes: &Option<Vec<u8>>) {
-        match bytes {
-            None => put_varint(out, -1),
-            Some(bytes) => {
-                put_varint(out, bytes.len() as i64);
-                out.extend_from_slice(bytes);
-            }
-        }
-    }
-
     impl TestBatch {
-        /// Encodes the batch with a correct CRC.
+        /// Encodes the batch with a correct CRC. The records are never compressed, whatever
+        /// codec the attributes name.
         pub fn encode(&self) -> Vec<u8> {
-            let mut body = Vec::new();
-            for (delta, record) in self.records.iter().enumerate() {
-                let mut r = Vec::new();
-                r.push(0u8);
-                put_varint(&mut r, record.timestamp_delta);
-                put_varint(&mut r, delta as i64);
-                put_bytes(&mut r, &record.key);
-                put_bytes(&mut r, &record.value);
-                put_varint(&mut r, record.headers.len() as i64);
-                for (key, value) in &record.headers {
-                    put_bytes(&mut r, &Some(key.clone()));
-                    put_bytes(&mut r, value);
-                }
-                put_varint(&mut body, r.len() as i64);
-                body.extend_from_slice(&r);
+            let mut builder = records::BatchBuilder::new(self.base_timestamp, 0);
+            for record in &self.records {
+                builder.push(
+                    record.timestamp_delta,
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                    record
+                        .headers
+                        .iter()
+                        .map(|(key, value)| (&key[..], value.as_deref()))
+                        .collect(),
+                );
             }
-            let count = self.records.len() as i32;
-            let max_delta = self
-                .records
-                .iter()
-                .map(|r| r.timestamp_delta)
-                .max()
-                .unwrap_or(0);
-            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
-            out.extend_from_slice(&self.base_offset.to_be_bytes());
-            let batch_length = (BATCH_HEADER_LEN - BATCH_LENGTH_PREFIX_LEN + body.len()) as i32;
-            out.extend_from_slice(&batch_length.to_be_bytes());
-            out.extend_from_slice(&(-1i32).to_be_bytes());
-            out.push(MAGIC_V2 as u8);
-            out.extend_from_slice(&0u32.to_be_bytes());
-            out.extend_from_slice(&self.attributes.to_be_bytes());
-            out.extend_from_slice(&(count - 1).to_be_bytes());
-            out.extend_from_slice(&self.base_timestamp.to_be_bytes());
-            out.extend_from_slice(&(self.base_timestamp + max_delta).to_be_bytes());
-            out.extend_from_slice(&self.producer_id.to_be_bytes());
-            out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-            out.extend_from_slice(&self.base_sequence.to_be_bytes());
-            out.extend_from_slice(&count.to_be_bytes());
-            out.extend_from_slice(&body);
-            fix_crc(&mut out);
-            out
+            let producer = records::ProducerFields {
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence: self.base_sequence,
+            };
+            builder.finish_uncompressed(self.base_offset, self.attributes, producer)
         }
     }
 
     /// Recomputes the CRC of the batch at the start of `batch` (after a test edits it).
-    pub fn fix_crc(batch: &mut [u8]) {
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
+    pub use records::fix_crc;
 
     /// `count` records with values of `value_len` bytes each.
     pub fn simple_batch(count: usize, value_len: usize) -> Vec<u8> {

@@ -4,6 +4,9 @@
 //! - [`versions`]: the API versions this broker negotiates (mirrored in docs/protocol.md).
 //! - [`batch`]: a zero-copy view of the magic-2 record batch header and its validation;
 //!   records stay opaque bytes on the hot path.
+//! - [`records`]: what lies inside a batch: varints, the record framing, the compression
+//!   codecs (bounded decompression) and a batch builder, shared by the broker, the tests,
+//!   the benches and strand-bench.
 //! - [`errors`]: Kafka error codes by name.
 //! - [`alloc_guard`]: the global allocator, which keeps a forged array count in a request
 //!   from aborting the process.
@@ -12,4 +15,5 @@ pub mod alloc_guard;
 pub mod batch;
 pub mod codec;
 pub mod errors;
+pub mod records;
 pub mod versions;

@@ -27,6 +27,7 @@ impl Shard {
             while shard.sleep_unless_shutdown(every).await {
                 for partition in shard.all_partitions() {
                     let now = crate::util::now_ms();
+                    partition.log.borrow_mut().expire_producers(now);
                     let outcome = partition.log.borrow_mut().enforce_retention(now);
                     if outcome.rolled {
                         shard.mark_dirty(&partition);

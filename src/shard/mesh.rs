@@ -82,6 +82,9 @@ pub enum MeshReply {
     TxnMarkers(Vec<i16>),
     /// Whether the offsets' fate is durable.
     TxnOffsetsEnded(bool),
+    /// The request could not be served; the requester gets a [`MeshError`] instead of
+    /// waiting for ever.
+    Failed(String),
     /// NONE when the producer's ongoing transaction includes the partition; else the
     /// error the produce gets.
     TxnPartitionVerified(i16),
@@ -204,8 +207,11 @@ impl Mesh {
             self.pending.borrow_mut().remove(&id);
             return Err(MeshError(format!("shard {} is gone", to.0)));
         }
-        rx.await
-            .map_err(|_| MeshError(format!("shard {} dropped the request", to.0)))
+        match rx.await {
+            Ok(MeshReply::Failed(why)) => Err(MeshError(format!("shard {}: {why}", to.0))),
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(MeshError(format!("shard {} dropped the request", to.0))),
+        }
     }
 
     /// Answers a request received from `to`.
@@ -287,7 +293,7 @@ impl super::Shard {
                                     Ok(reply) => MeshReply::Control(reply),
                                     Err(err) => {
                                         tracing::error!(?err, "control request failed");
-                                        return;
+                                        MeshReply::Failed(err.0)
                                     }
                                 },
                             };

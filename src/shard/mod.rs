@@ -223,6 +223,7 @@ impl Shard {
             min_compaction_lag_ms: t.min_compaction_lag_ms,
             delete_retention_ms: t.delete_retention_ms,
             log_append_time: t.log_append_time,
+            producer_id_expiration_ms: self.config.producer_id_expiration_ms,
             ..LogConfig::default()
         }
     }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -30,113 +30,15 @@ use super::index::{IndexBuilder, SegmentIndex, SegmentSummary};
 use super::segment_walk::SegmentWalker;
 use super::{segment_file, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::protocol::batch::{self, parse_batch, BatchInfo, BATCH_HEADER_LEN};
+pub use crate::protocol::records::{compress, decompress, DECOMPRESSED_BYTES_MAX};
+use crate::protocol::records::{varint, varlong, XERIAL_MAGIC};
 
 /// Distinct keys one pass maps; past it the pass stops at the segment that filled it
 /// (the rest is compacted by the next pass). Bounds the pass's memory.
 pub const COMPACTION_KEYS_MAX: usize = 4_000_000;
-/// Largest decompressed size of one batch's records accepted while compacting.
-pub const DECOMPRESSED_BYTES_MAX: usize = 256 * 1024 * 1024;
-
-const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
-const XERIAL_HEADER_LEN: usize = 16;
-const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
 
 fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
-}
-
-/// Decompresses a batch's records (codec 1 gzip, 2 snappy raw or xerial-framed, 3 lz4
-/// frame, 4 zstd), refusing more than `limit` bytes of output.
-pub fn decompress(codec: u8, data: &[u8], limit: usize) -> io::Result<Vec<u8>> {
-    fn read_limited(reader: impl Read, limit: usize) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        reader.take(limit as u64 + 1).read_to_end(&mut out)?;
-        if out.len() > limit {
-            return Err(invalid(format!("decompresses to more than {limit} bytes")));
-        }
-        Ok(out)
-    }
-    match codec {
-        0 => Ok(data.to_vec()),
-        1 => read_limited(flate2::read::MultiGzDecoder::new(data), limit),
-        2 if data.starts_with(XERIAL_MAGIC) => {
-            let mut out = Vec::new();
-            let mut at = XERIAL_HEADER_LEN.min(data.len());
-            while at < data.len() {
-                let len_bytes = data
-                    .get(at..at + 4)
-                    .ok_or_else(|| invalid("truncated snappy block length"))?;
-                let len = u32::from_be_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
-                at += 4;
-                let block = data
-                    .get(at..at + len)
-                    .ok_or_else(|| invalid("truncated snappy block"))?;
-                at += len;
-                let size = snap::raw::decompress_len(block).map_err(|e| invalid(e.to_string()))?;
-                if out.len() + size > limit {
-                    return Err(invalid(format!("decompresses to more than {limit} bytes")));
-                }
-                let start = out.len();
-                out.resize(start + size, 0);
-                snap::raw::Decoder::new()
-                    .decompress(block, &mut out[start..])
-                    .map_err(|e| invalid(e.to_string()))?;
-            }
-            Ok(out)
-        }
-        2 => {
-            let size = snap::raw::decompress_len(data).map_err(|e| invalid(e.to_string()))?;
-            if size > limit {
-                return Err(invalid(format!("decompresses to more than {limit} bytes")));
-            }
-            snap::raw::Decoder::new()
-                .decompress_vec(data)
-                .map_err(|e| invalid(e.to_string()))
-        }
-        3 => read_limited(lz4_flex::frame::FrameDecoder::new(data), limit),
-        4 => read_limited(zstd::stream::read::Decoder::new(data)?, limit),
-        other => Err(invalid(format!("unknown compression codec {other}"))),
-    }
-}
-
-/// Compresses records with a batch's codec; snappy uses the framing the original used.
-pub fn compress(codec: u8, xerial: bool, data: &[u8]) -> io::Result<Vec<u8>> {
-    match codec {
-        0 => Ok(data.to_vec()),
-        1 => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(data)?;
-            encoder.finish()
-        }
-        2 if xerial => {
-            let mut out = Vec::with_capacity(data.len() / 2 + XERIAL_HEADER_LEN);
-            out.extend_from_slice(XERIAL_MAGIC);
-            out.extend_from_slice(&1u32.to_be_bytes()); // version
-            out.extend_from_slice(&1u32.to_be_bytes()); // minimum compatible version
-            let mut encoder = snap::raw::Encoder::new();
-            for block in data.chunks(XERIAL_BLOCK_BYTES) {
-                let compressed = encoder
-                    .compress_vec(block)
-                    .map_err(|e| invalid(e.to_string()))?;
-                out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
-                out.extend_from_slice(&compressed);
-            }
-            Ok(out)
-        }
-        2 => snap::raw::Encoder::new()
-            .compress_vec(data)
-            .map_err(|e| invalid(e.to_string())),
-        3 => {
-            let mut info = lz4_flex::frame::FrameInfo::new();
-            info.block_mode = lz4_flex::frame::BlockMode::Independent;
-            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
-            encoder.write_all(data)?;
-            encoder.finish().map_err(|e| invalid(e.to_string()))
-        }
-        4 => zstd::bulk::compress(data, 3),
-        other => Err(invalid(format!("unknown compression codec {other}"))),
-    }
 }
 
 /// One record of a batch, as a slice of its (decompressed) records area.
@@ -150,29 +52,6 @@ pub struct RawRecord<'a> {
     pub value: Option<&'a [u8]>,
     /// The value is null: a delete marker.
     pub tombstone: bool,
-}
-
-fn varint_u64(buf: &[u8], at: &mut usize, bytes_max: usize) -> Option<u64> {
-    let mut value = 0u64;
-    for i in 0..bytes_max {
-        let byte = *buf.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn varint(buf: &[u8], at: &mut usize) -> Option<i32> {
-    let raw = u32::try_from(varint_u64(buf, at, 5)?).ok()?;
-    Some(((raw >> 1) as i32) ^ -((raw & 1) as i32))
-}
-
-fn varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
-    let raw = varint_u64(buf, at, 10)?;
-    Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
 /// Splits a records area into its `count` records; `None` if the framing is malformed.

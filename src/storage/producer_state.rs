@@ -290,11 +290,12 @@ impl ProducerState {
         }
     }
 
-    /// Forgets producers that have not appended for [`PRODUCER_EXPIRATION_MS`].
-    pub fn expire(&mut self, now_ms: i64) {
+    /// Forgets producers that have not appended for `expiration_ms` (Kafka's
+    /// `producer.id.expiration.ms`, [`PRODUCER_EXPIRATION_MS`] by default), unless they
+    /// have a transaction open.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
         self.producers.retain(|_, e| {
-            e.txn_first_offset >= 0
-                || now_ms.saturating_sub(e.last_append_ms) < PRODUCER_EXPIRATION_MS
+            e.txn_first_offset >= 0 || now_ms.saturating_sub(e.last_append_ms) < expiration_ms
         });
     }
 
@@ -547,7 +548,7 @@ mod tests {
             ProducerState::decode_snapshot(&bytes[..bytes.len() - 3]),
             None
         );
-        state.expire(5_000 + PRODUCER_EXPIRATION_MS + 10);
+        state.expire(5_000 + PRODUCER_EXPIRATION_MS + 10, PRODUCER_EXPIRATION_MS);
         assert!(state.len() < 20);
     }
 
@@ -622,7 +623,7 @@ mod tests {
         assert_eq!(decoded.first_unstable_offset(), Some(18));
         assert_eq!(decoded.aborted_count(), 2);
         let mut expired = decoded.clone();
-        expired.expire(PRODUCER_EXPIRATION_MS * 2);
+        expired.expire(PRODUCER_EXPIRATION_MS * 2, PRODUCER_EXPIRATION_MS);
         assert_eq!(expired.len(), 1);
         expired.trim_aborted(15);
         assert_eq!(expired.aborted_count(), 1);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use strand::protocol::records::{BatchBuilder, ProducerFields};
 
 pub struct Broker {
     pub child: Option<Child>,
@@ -247,49 +248,19 @@ pub fn record_batch(
     base_sequence: i32,
     timestamp: i64,
 ) -> Bytes {
-    let mut records = BytesMut::new();
+    let mut builder = BatchBuilder::new(timestamp, 0);
     for i in 0..count {
         let key = format!("key-{i}");
         let value = format!("value-{i}");
-        let mut rec = BytesMut::new();
-        rec.put_i8(0); // attributes
-        put_varlong(&mut rec, 0); // timestamp delta
-        put_varlong(&mut rec, i as i64); // offset delta
-        put_varlong(&mut rec, key.len() as i64);
-        rec.put_slice(key.as_bytes());
-        put_varlong(&mut rec, value.len() as i64);
-        rec.put_slice(value.as_bytes());
-        put_varlong(&mut rec, 0); // headers
-        put_varlong(&mut records, rec.len() as i64);
-        records.put_slice(&rec);
+        builder.push(0, Some(key.as_bytes()), Some(value.as_bytes()), Vec::new());
     }
-    let mut batch = BytesMut::new();
-    batch.put_i64(0); // base offset
-    batch.put_i32((49 + records.len()) as i32);
-    batch.put_i32(-1); // partition leader epoch
-    batch.put_i8(2); // magic
-    batch.put_u32(0); // crc, below
-    batch.put_i16(0); // attributes
-    batch.put_i32(count - 1);
-    batch.put_i64(timestamp);
-    batch.put_i64(timestamp);
-    batch.put_i64(producer_id);
-    batch.put_i16(producer_epoch);
-    batch.put_i32(base_sequence);
-    batch.put_i32(count);
-    batch.put_slice(&records);
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch.freeze()
-}
-
-fn put_varlong(buf: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        buf.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.put_u8(z as u8);
+    let producer = ProducerFields {
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    };
+    let batch = builder.finish(0, 0, producer);
+    Bytes::from(batch.expect("an uncompressed batch cannot fail"))
 }
 
 /// Splits a fetched records blob into (base offset, record count) per batch.

@@ -7,6 +7,7 @@ failing test the broker's log is printed; a panic in the log fails the test.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,14 +23,16 @@ SHARDS = 2
 READY_TIMEOUT_S = 30
 
 
+# Brokers listen below 32768, out of the kernel's ephemeral range: a client reconnecting
+# could otherwise take the very port a restarting broker needs.
+PORT_RANGE = (10000, 20000)
+
+
 def free_base_port(count):
     """A port `base` such that base .. base + count - 1 are all free on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(500):
+        base = rng.randrange(PORT_RANGE[0], PORT_RANGE[1] - count)
         sockets = []
         try:
             for k in range(count):

@@ -1,20 +1,22 @@
 //! Record batches as the load generator builds and reads them.
 //!
 //! A producer appends records to an open [`BatchBuilder`] as the schedule makes them due
-//! and seals it into one magic-2 batch (optionally compressed with Kafka's own framings,
-//! through the `kafka-protocol` codecs) when it is full or has lingered long enough.
+//! and seals it into one magic-2 batch (optionally compressed with Kafka's own framings)
+//! when it is full or has lingered long enough; the encoding, compression and record
+//! decoding are the broker library's own (`strand::protocol::records`), so this file only
+//! adds what is particular to the load generator.
 //! Every value starts with an 8-byte stamp: the nanoseconds from the run's start at which
 //! the message was *meant* to be sent, so a consumer in the same process can measure
 //! end-to-end latency from the intended send time. Reading is the mirror: walk the
 //! fetched batches (validated by the broker library's own batch parser), count records at
 //! or after the fetch position, and, when latency is wanted, pull each record's stamp.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
-use strand::protocol::batch::{
-    iter_batches, BatchError, BatchInfo, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN, CRC_START,
-    MAGIC_V2,
-};
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use strand::protocol::batch::{iter_batches, BatchError, BatchInfo, BATCH_HEADER_LEN};
+pub use strand::protocol::records::ProducerFields;
+use strand::protocol::records::{self, Record, DECOMPRESSED_BYTES_MAX};
 
 /// Bytes at the start of every value that carry the intended send time (u64, little endian).
 pub const STAMP_BYTES: usize = 8;
@@ -40,33 +42,6 @@ impl Codec {
             Codec::Zstd => 4,
         }
     }
-
-    pub fn from_id(id: u8) -> Option<Codec> {
-        Some(match id {
-            0 => Codec::None,
-            1 => Codec::Gzip,
-            2 => Codec::Snappy,
-            3 => Codec::Lz4,
-            4 => Codec::Zstd,
-            _ => return None,
-        })
-    }
-}
-
-/// The idempotence fields of a batch; `NONE` for a plain producer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProducerFields {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-}
-
-impl ProducerFields {
-    pub const NONE: ProducerFields = ProducerFields {
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-    };
 }
 
 /// Value bytes after the stamp: a fixed pseudo-random lowercase text, so compressed
@@ -83,105 +58,55 @@ pub fn filler(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Records of one batch being filled.
+/// Records of one batch being filled: the library's builder, fed stamped values.
 pub struct BatchBuilder {
-    records: BytesMut,
-    count: i32,
+    inner: records::BatchBuilder,
     base_timestamp_ms: i64,
-    max_timestamp_delta_ms: i64,
+    value: Vec<u8>,
 }
 
 impl BatchBuilder {
     pub fn new(base_timestamp_ms: i64, capacity_bytes: usize) -> BatchBuilder {
         BatchBuilder {
-            records: BytesMut::with_capacity(capacity_bytes),
-            count: 0,
+            inner: records::BatchBuilder::new(base_timestamp_ms, capacity_bytes),
             base_timestamp_ms,
-            max_timestamp_delta_ms: 0,
+            value: Vec::new(),
         }
     }
 
     pub fn count(&self) -> i32 {
-        self.count
+        self.inner.count()
     }
 
     /// Uncompressed record bytes so far.
     pub fn records_bytes(&self) -> usize {
-        self.records.len()
+        self.inner.records_bytes()
     }
 
     /// Bytes one record with a value of `value_len` takes (for deciding when a batch is full).
     pub fn record_bytes(value_len: usize, offset_delta: i32) -> usize {
-        let body = record_body_len(value_len, offset_delta, 0);
-        varint_len(zigzag(body as i64)) + body
+        records::record_len(0, offset_delta, None, Some(value_len))
     }
 
     /// Appends a record with no key and no headers whose value is `stamp_ns` followed by
     /// `filler` (the value is `STAMP_BYTES + filler.len()` long).
     pub fn push(&mut self, stamp_ns: u64, filler: &[u8], timestamp_ms: i64) {
         let delta_ms = (timestamp_ms - self.base_timestamp_ms).max(0);
-        self.max_timestamp_delta_ms = self.max_timestamp_delta_ms.max(delta_ms);
-        let value_len = STAMP_BYTES + filler.len();
-        let body = record_body_len(value_len, self.count, delta_ms);
-        let out = &mut self.records;
-        put_varint(out, body as i64);
-        out.put_u8(0); // attributes
-        put_varint(out, delta_ms);
-        put_varint(out, i64::from(self.count));
-        put_varint(out, -1); // null key
-        put_varint(out, value_len as i64);
-        out.put_u64_le(stamp_ns);
-        out.put_slice(filler);
-        put_varint(out, 0); // no headers
-        self.count += 1;
+        self.value.clear();
+        self.value.extend_from_slice(&stamp_ns.to_le_bytes());
+        self.value.extend_from_slice(filler);
+        self.inner
+            .push(delta_ms, None, Some(&self.value), Vec::new());
     }
 
     /// Seals the batch: the 61-byte header, the (compressed) records, the CRC32C.
     pub fn finish(self, codec: Codec, producer: ProducerFields) -> Bytes {
-        assert!(self.count > 0, "sealing an empty batch");
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + self.records.len() + 64);
-        out.put_i64(0); // base offset: the broker assigns it
-        out.put_i32(0); // batch length, patched below
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(MAGIC_V2);
-        out.put_u32(0); // crc, patched below
-        out.put_i16(i16::from(codec.id()));
-        out.put_i32(self.count - 1);
-        out.put_i64(self.base_timestamp_ms);
-        out.put_i64(self.base_timestamp_ms + self.max_timestamp_delta_ms);
-        out.put_i64(producer.producer_id);
-        out.put_i16(producer.producer_epoch);
-        out.put_i32(producer.base_sequence);
-        out.put_i32(self.count);
-        let records = &self.records;
-        let compressed = match codec {
-            Codec::None => {
-                out.put_slice(records);
-                Ok(())
-            }
-            Codec::Gzip => Gzip::compress(&mut out, |buf| {
-                buf.put_slice(records);
-                Ok(())
-            }),
-            Codec::Snappy => Snappy::compress(&mut out, |buf| {
-                buf.put_slice(records);
-                Ok(())
-            }),
-            Codec::Lz4 => Lz4::compress(&mut out, |buf| {
-                buf.put_slice(records);
-                Ok(())
-            }),
-            Codec::Zstd => Zstd::compress(&mut out, |buf| {
-                buf.put_slice(records);
-                Ok(())
-            }),
-        };
-        compressed.expect("compressing into memory cannot fail");
-        let batch_length = (out.len() - BATCH_LENGTH_PREFIX_LEN) as i32;
-        out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[17..21].copy_from_slice(&crc.to_be_bytes());
-        out.freeze()
+        assert!(self.count() > 0, "sealing an empty batch");
+        let batch = self
+            .inner
+            .finish(0, i16::from(codec.id()), producer)
+            .expect("compressing into memory cannot fail");
+        Bytes::from(batch)
     }
 }
 
@@ -258,116 +183,24 @@ fn for_each_stamp(
 ) -> Result<(), ReadError> {
     let body = &batch[BATCH_HEADER_LEN..info.len];
     let codec = info.compression();
-    let decoded: Bytes;
-    let records: &[u8] = match Codec::from_id(codec) {
-        Some(Codec::None) => body,
-        Some(c) => {
-            let mut input = Bytes::copy_from_slice(body);
-            let result = match c {
-                Codec::Gzip => Gzip::decompress(&mut input, |buf| Ok(buf.split_off(0))),
-                Codec::Snappy => Snappy::decompress(&mut input, |buf| Ok(buf.split_off(0))),
-                Codec::Lz4 => Lz4::decompress(&mut input, |buf| Ok(buf.split_off(0))),
-                Codec::Zstd => Zstd::decompress(&mut input, |buf| Ok(buf.split_off(0))),
-                Codec::None => unreachable!("handled above"),
-            };
-            decoded = result.map_err(|e| ReadError::Codec(codec, e.to_string()))?;
-            &decoded
-        }
-        None => return Err(ReadError::Codec(codec, "unknown codec".into())),
+    let records: Cow<'_, [u8]> = if codec == 0 {
+        Cow::Borrowed(body)
+    } else {
+        records::decompress(codec, body, DECOMPRESSED_BYTES_MAX)
+            .map_err(|e| ReadError::Codec(codec, e.to_string()))?
+            .into()
     };
-    let mut reader = Reader {
-        buf: records,
-        at: 0,
-    };
+    let mut at = 0;
     for index in 0..i64::from(info.record_count) {
-        let len = reader.varint()?;
-        let len = usize::try_from(len).map_err(|_| ReadError::Record("negative length"))?;
-        let end = reader.at + len;
-        if end > records.len() {
-            return Err(ReadError::Record("record runs past the batch"));
-        }
+        let record =
+            Record::read(&records[..], &mut at).ok_or(ReadError::Record("malformed record"))?;
         if index >= skip {
-            let mut record = Reader {
-                buf: &records[..end],
-                at: reader.at,
-            };
-            record.byte()?; // attributes
-            record.varint()?; // timestamp delta
-            record.varint()?; // offset delta
-            let key_len = record.varint()?;
-            if key_len > 0 {
-                record.at += key_len as usize;
-            }
-            let value_len = record.varint()?;
-            if value_len >= STAMP_BYTES as i64 && record.at + STAMP_BYTES <= end {
-                let stamp = &record.buf[record.at..record.at + STAMP_BYTES];
+            if let Some(stamp) = record.value.and_then(|v| v.get(..STAMP_BYTES)) {
                 f(u64::from_le_bytes(stamp.try_into().expect("8 bytes")));
             }
         }
-        reader.at = end;
     }
     Ok(())
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, ReadError> {
-        let b = *self
-            .buf
-            .get(self.at)
-            .ok_or(ReadError::Record("record truncated"))?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn varint(&mut self) -> Result<i64, ReadError> {
-        let mut raw = 0u64;
-        for i in 0..10 {
-            let b = self.byte()?;
-            raw |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-            }
-        }
-        Err(ReadError::Record("varint too long"))
-    }
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn varint_len(mut raw: u64) -> usize {
-    let mut len = 1;
-    while raw >= 0x80 {
-        raw >>= 7;
-        len += 1;
-    }
-    len
-}
-
-fn put_varint(out: &mut BytesMut, value: i64) {
-    let mut raw = zigzag(value);
-    while raw >= 0x80 {
-        out.put_u8((raw as u8) | 0x80);
-        raw >>= 7;
-    }
-    out.put_u8(raw as u8);
-}
-
-/// Bytes of a record after its length prefix: attributes, timestamp delta, offset delta,
-/// null key, value length and value, header count.
-fn record_body_len(value_len: usize, offset_delta: i32, timestamp_delta_ms: i64) -> usize {
-    1 + varint_len(zigzag(timestamp_delta_ms))
-        + varint_len(zigzag(i64::from(offset_delta)))
-        + 1
-        + varint_len(zigzag(value_len as i64))
-        + value_len
-        + 1
 }
 
 #[cfg(test)]
@@ -432,9 +265,9 @@ mod tests {
 
     #[test]
     fn reading_skips_records_before_the_position_and_stops_at_a_cut() {
-        let mut first = BytesMut::from(&build(10, 8, Codec::None, ProducerFields::NONE)[..]);
+        let mut first = build(10, 8, Codec::None, ProducerFields::NONE).to_vec();
         patch_base_offset(&mut first, 100);
-        let mut second = BytesMut::from(&build(5, 8, Codec::Lz4, ProducerFields::NONE)[..]);
+        let mut second = build(5, 8, Codec::Lz4, ProducerFields::NONE).to_vec();
         patch_base_offset(&mut second, 110);
         let mut blob = first.to_vec();
         blob.extend_from_slice(&second);

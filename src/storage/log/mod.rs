@@ -73,6 +73,8 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// Stamp batches with the append time (`message.timestamp.type=LogAppendTime`).
     pub log_append_time: bool,
+    /// Producers idle this long are forgotten (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -90,6 +92,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 24 * 60 * 60 * 1000,
             log_append_time: false,
+            producer_id_expiration_ms: crate::storage::producer_state::PRODUCER_EXPIRATION_MS,
         }
     }
 }
@@ -498,9 +501,17 @@ impl PartitionLog {
             || now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
     }
 
+    /// Forgets idle producers (see [`LogConfig::producer_id_expiration_ms`]); called at
+    /// every roll and by the shard's retention loop, so a partition that never rolls does
+    /// not keep every producer that ever wrote to it.
+    pub fn expire_producers(&mut self, now_ms: i64) {
+        self.producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
+    }
+
     /// Starts a new segment at the next offset; the old one is sealed by the next flush.
     fn roll(&mut self, now_ms: i64) {
-        self.producers.expire(now_ms);
+        self.expire_producers(now_ms);
         let snapshot = self.producers.encode_snapshot();
         let base = self.next_offset;
         let active = self.segments.last_mut().expect("active segment");
