@@ -67,6 +67,19 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000)]
     pub max_partitions_per_shard: usize,
 
+    /// Sealed-segment files each shard keeps open at once (a bounded cache, least
+    /// recently used closed first; the active segment of every partition stays open
+    /// outside it). 0: computed at start from the open-file limit (an eighth of what the
+    /// reserve leaves, per shard, between 8 and 1024). See docs/operations.md,
+    /// "File descriptors".
+    #[arg(long, default_value_t = 0)]
+    pub max_open_segment_files_per_shard: usize,
+
+    /// Partitions the open-file limit covers (resolved at start, not a flag): the
+    /// partition cap is the smaller of this and `--max-partitions-per-shard` × shards.
+    #[arg(skip)]
+    pub descriptor_partitions_max: Option<usize>,
+
     /// Producer ids (idempotence state) idle this long are forgotten by each partition
     /// (Kafka's `producer.id.expiration.ms`), checked at every segment roll and retention
     /// check.

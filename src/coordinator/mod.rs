@@ -25,6 +25,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ShardId;
+use crate::storage::record_file::RecordFile;
 use crate::util::Notify;
 use group::Group;
 
@@ -102,7 +103,9 @@ pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
 /// Every group this shard coordinates.
 pub struct GroupCoordinator {
     pub groups: RefCell<HashMap<String, Rc<Group>>>,
-    log_path: PathBuf,
+    /// This shard's group log; refuses appends after a write it could not roll back, so
+    /// commits then fail (COORDINATOR_NOT_AVAILABLE) until a restart recovers it.
+    log: RecordFile,
     /// Woken when any group changes state (joins complete, syncs, members leave).
     pub changed: Rc<Notify>,
     /// (group, member) pairs whose session a timer task is watching.
@@ -227,7 +230,7 @@ impl GroupCoordinator {
         }
         GroupCoordinator {
             groups: RefCell::new(groups),
-            log_path: loaded.log_path,
+            log: RecordFile::new(loaded.log_path),
             changed,
             watched: RefCell::new(HashSet::new()),
         }
@@ -251,10 +254,7 @@ impl GroupCoordinator {
 
     /// Makes records durable (appended and `fdatasync`ed) before the caller applies them.
     pub async fn persist(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
-        let path = self.log_path.clone();
-        glommio::executor()
-            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
-            .await
+        self.log.append(records).await
     }
 
     /// Commits or drops a producer's pending offsets in a group this shard coordinates,
@@ -410,7 +410,9 @@ mod tests {
         records.push(GroupRecord::DeleteGroup {
             group: "gone".into(),
         });
-        crate::storage::record_file::append_records(&path, &records).unwrap();
+        RecordFile::new(path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
         assert_eq!(loaded.offsets.len(), 1);
@@ -454,7 +456,9 @@ mod tests {
                 commit: false,
             });
         }
-        crate::storage::record_file::append_records(&loaded.log_path, &records).unwrap();
+        RecordFile::new(loaded.log_path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let check = |loaded: &[LoadedGroups]| {
             for g in &groups {
                 let owner: Vec<_> = loaded

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ShardId;
 use crate::protocol::errors::*;
+use crate::storage::record_file::RecordFile;
 
 /// Kafka's `transaction.max.timeout.ms` default: the longest timeout a producer may ask for.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -159,7 +160,9 @@ pub struct TxnCoordinator {
     /// Ids with a state change in progress: other requests for them get
     /// CONCURRENT_TRANSACTIONS and retry.
     busy: RefCell<HashSet<String>>,
-    log_path: PathBuf,
+    /// This shard's transaction log; refuses appends after a write it could not roll
+    /// back, so state changes then fail until a restart recovers it.
+    log: RecordFile,
 }
 
 /// Marks an id busy while it lives.
@@ -246,7 +249,7 @@ impl TxnCoordinator {
         TxnCoordinator {
             txns: RefCell::new(loaded.txns),
             busy: RefCell::new(HashSet::new()),
-            log_path: loaded.log_path,
+            log: RecordFile::new(loaded.log_path),
         }
     }
 
@@ -291,11 +294,7 @@ impl TxnCoordinator {
 
     /// Makes `meta` durable, then makes it the id's state.
     pub async fn put(&self, meta: TxnMeta) -> std::io::Result<()> {
-        let path = self.log_path.clone();
-        let record = vec![TxnRecord::Put(meta.clone())];
-        glommio::executor()
-            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &record))
-            .await?;
+        self.log.append(vec![TxnRecord::Put(meta.clone())]).await?;
         self.txns.borrow_mut().insert(meta.id.clone(), meta);
         Ok(())
     }
@@ -396,7 +395,9 @@ mod tests {
         records.push(TxnRecord::Put(meta("prepared", TxnState::PrepareAbort, 0)));
         records.push(TxnRecord::Put(meta("gone", TxnState::Empty, week)));
         records.push(TxnRecord::Remove { id: "gone".into() });
-        crate::storage::record_file::append_records(&path, &records).unwrap();
+        RecordFile::new(path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let loaded = TxnCoordinator::load(dir.path(), ShardId(0), 1, week + 10).unwrap();
         let mut ids: Vec<_> = loaded.txns.keys().cloned().collect();
         ids.sort();

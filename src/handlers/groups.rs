@@ -423,7 +423,10 @@ pub async fn describe_groups(
                         })
                 })
                 .collect();
-            out.authorized_operations = i32::MIN;
+            out.authorized_operations = super::authorized::when(
+                request.include_authorized_operations,
+                super::authorized::GROUP,
+            );
             out
         })
         .collect();

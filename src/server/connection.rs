@@ -191,12 +191,8 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
     match (&end, writer_end) {
-        (_, Ok(Some(reason))) => {
-            tracing::warn!(shard = shard.id.0, peer, "closing connection: {reason}")
-        }
-        (End::Violation(why), _) => {
-            tracing::warn!(shard = shard.id.0, peer, "closing connection: {why}")
-        }
+        (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &reason),
+        (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, why),
         (End::Io(err), _) => tracing::debug!(shard = shard.id.0, peer, %err, "connection error"),
         (End::Idle, Ok(None)) => tracing::debug!(
             shard = shard.id.0,
@@ -481,4 +477,37 @@ fn stalled(received: usize, expected: usize, deadline: Instant, limits: &FrameLi
             "no bytes for {FRAME_STALL_TIMEOUT_MS} ms inside a frame ({received} of {expected} bytes received)"
         ))
     }
+}
+
+/// Logs why the broker closed a connection: one line, and at most
+/// [`crate::util::CLIENT_LOG_LINES_MAX`] per client host per interval on this shard, so a client
+/// that reconnects and sends garbage in a loop cannot flood the log.
+fn log_close(shard: u16, peer: &str, client_host: &str, reason: &str) {
+    let crate::util::LogVerdict::Log {
+        suppressed_before,
+        last,
+    } = crate::util::client_log_verdict(client_host)
+    else {
+        return;
+    };
+    if suppressed_before > 0 {
+        tracing::warn!(
+            shard,
+            peer,
+            "suppressed {suppressed_before} similar lines about this client (at most {} per {} ms are logged)",
+            crate::util::CLIENT_LOG_LINES_MAX,
+            crate::util::CLIENT_LOG_INTERVAL_MS
+        );
+    }
+    let more = if last {
+        " (further lines about this client suppressed for the rest of the interval)"
+    } else {
+        ""
+    };
+    tracing::warn!(
+        shard,
+        peer,
+        "closing connection: {}{more}",
+        crate::util::one_line(reason)
+    );
 }

@@ -56,7 +56,6 @@ import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 
@@ -194,13 +193,10 @@ class AdminTest {
 
     /**
      * The admin client asks for topics by id with Metadata v12 topics = [{topic_id: ID, name: ""}]
-     * (an empty name, not null). Kafka looks such an entry up by its id; Strand validates the
-     * empty name and answers INVALID_TOPIC_EXCEPTION (17), which the client reports as
-     * UnknownTopicIdException.
+     * (an empty name, not null). Kafka looks such an entry up by its id, and so does Strand
+     * (it used to validate the empty name and answer INVALID_TOPIC_EXCEPTION).
      */
     @Test
-    @Disabled("Strand: Metadata v12 entry with a topic id and an empty (not null) name answers "
-            + "INVALID_TOPIC_EXCEPTION instead of the topic (describeTopics(TopicCollection.ofTopicIds) fails)")
     void describeTopicsByTopicId() throws Exception {
         String topic = name("byid-describe");
         createTopic(admin, topic, 2, null);
@@ -688,15 +684,11 @@ class AdminTest {
 
     /**
      * With no authorizer, Kafka answers every operation the resource type supports
-     * (AuthHelper.authorizedOperations), so tools that ask see READ, WRITE, DESCRIBE and so on.
-     * Strand answers Metadata v12 with include_topic_authorized_operations=true with
-     * topic_authorized_operations = -2147483648 ("not provided"), so the client reports null;
-     * likewise DescribeCluster (cluster_authorized_operations) and DescribeGroups
-     * (authorized_operations) in the two tests below.
+     * (AuthHelper.authorizedOperations), so tools that ask see READ, WRITE, DESCRIBE and so on;
+     * so does Strand, for topics (Metadata), the cluster (DescribeCluster) and groups
+     * (DescribeGroups). It used to answer -2147483648 ("not provided").
      */
     @Test
-    @org.junit.jupiter.api.Disabled("Strand: Metadata include_topic_authorized_operations=true answers "
-            + "topic_authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
     void topicAuthorizedOperationsWhenAsked() throws Exception {
         String topic = name("ops");
         createTopic(admin, topic, 1, null);
@@ -710,8 +702,6 @@ class AdminTest {
     }
 
     @Test
-    @org.junit.jupiter.api.Disabled("Strand: DescribeCluster include_cluster_authorized_operations=true answers "
-            + "cluster_authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
     void clusterAuthorizedOperationsWhenAsked() throws Exception {
         var ops = admin.describeCluster(new org.apache.kafka.clients.admin.DescribeClusterOptions()
                 .includeAuthorizedOperations(true)).authorizedOperations().get(30, TimeUnit.SECONDS);
@@ -720,8 +710,6 @@ class AdminTest {
     }
 
     @Test
-    @org.junit.jupiter.api.Disabled("Strand: DescribeGroups include_authorized_operations=true answers "
-            + "authorized_operations=INT_MIN (not provided); Kafka without an authorizer lists every supported operation")
     void groupAuthorizedOperationsWhenAsked() throws Exception {
         String topic = name("gops");
         String group = name("gops-g");
