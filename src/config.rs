@@ -187,6 +187,11 @@ pub struct Config {
     /// `connections.max.idle.ms`).
     #[arg(long, default_value_t = 600_000)]
     pub connections_max_idle_ms: u64,
+
+    /// The longest transaction timeout a producer may ask for in InitProducerId (Kafka's
+    /// `transaction.max.timeout.ms`); longer asks get INVALID_TRANSACTION_TIMEOUT.
+    #[arg(long, default_value_t = 900_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub transaction_max_timeout_ms: i32,
 }
 
 impl Config {

@@ -105,11 +105,45 @@ impl TxnMeta {
         }
     }
 
-    /// Whether a transaction's timeout has passed.
-    pub fn expired(&self, now_ms: i64) -> bool {
+    /// Whether a transaction's timeout has passed. The timeout is capped by
+    /// `transaction.max.timeout.ms` as it is now, which may be lower than when the
+    /// producer registered.
+    pub fn expired(&self, now_ms: i64, timeout_ms_max: i32) -> bool {
+        let timeout_ms = self.timeout_ms.min(timeout_ms_max);
         self.state == TxnState::Ongoing
             && self.start_ms >= 0
-            && now_ms > self.start_ms.saturating_add(i64::from(self.timeout_ms))
+            && now_ms > self.start_ms.saturating_add(i64::from(timeout_ms))
+    }
+
+    /// KIP-890: whether producer `(producer_id, epoch)` has a transaction open here that
+    /// includes `(topic, partition)`, so the partition may accept its transactional
+    /// batches. The error is what the partition leader answers the produce with.
+    pub fn check_partition_in_txn(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), i16> {
+        if producer_id != self.producer_id {
+            return Err(INVALID_TXN_STATE);
+        }
+        if epoch < self.epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        if epoch != self.epoch {
+            return Err(INVALID_TXN_STATE);
+        }
+        if self.state.is_prepare() {
+            // Ending; a retry sees the outcome.
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        if self.state != TxnState::Ongoing
+            || !self.partitions.contains(&(topic.to_string(), partition))
+        {
+            return Err(INVALID_TXN_STATE);
+        }
+        Ok(())
     }
 }
 
@@ -231,12 +265,14 @@ impl TxnCoordinator {
 
     /// Ids the coordinator must act on by itself: past their timeout, or left in a Prepare
     /// state; busy ones are skipped (their request is acting on them).
-    pub fn due(&self, now_ms: i64) -> Vec<String> {
+    pub fn due(&self, now_ms: i64, timeout_ms_max: i32) -> Vec<String> {
         let busy = self.busy.borrow();
         self.txns
             .borrow()
             .values()
-            .filter(|m| (m.expired(now_ms) || m.state.is_prepare()) && !busy.contains(&m.id))
+            .filter(|m| {
+                (m.expired(now_ms, timeout_ms_max) || m.state.is_prepare()) && !busy.contains(&m.id)
+            })
             .map(|m| m.id.clone())
             .collect()
     }
@@ -299,9 +335,36 @@ mod tests {
         assert_eq!(m.check_producer(7, 3), Ok(()));
         assert_eq!(m.check_producer(7, 2), Err(PRODUCER_FENCED));
         assert_eq!(m.check_producer(8, 3), Err(INVALID_PRODUCER_ID_MAPPING));
-        assert!(!m.expired(61_000));
-        assert!(m.expired(61_001));
-        assert!(!meta("b", TxnState::CompleteCommit, 0).expired(i64::MAX));
+        let max = TRANSACTION_TIMEOUT_MS_MAX;
+        assert!(!m.expired(61_000, max));
+        assert!(m.expired(61_001, max));
+        // A lower transaction.max.timeout.ms applies to a transaction already open.
+        assert!(m.expired(11_001, 10_000));
+        assert!(!meta("b", TxnState::CompleteCommit, 0).expired(i64::MAX, max));
+        // KIP-890: only the registered producer's ongoing transaction with the partition.
+        assert_eq!(m.check_partition_in_txn(7, 3, "t", 0), Ok(()));
+        assert_eq!(
+            m.check_partition_in_txn(7, 3, "t", 1),
+            Err(INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            m.check_partition_in_txn(8, 3, "t", 0),
+            Err(INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            m.check_partition_in_txn(7, 2, "t", 0),
+            Err(INVALID_PRODUCER_EPOCH)
+        );
+        let done = meta("c", TxnState::CompleteAbort, 0);
+        assert_eq!(
+            done.check_partition_in_txn(7, 3, "t", 0),
+            Err(INVALID_TXN_STATE)
+        );
+        let ending = meta("d", TxnState::PrepareCommit, 0);
+        assert_eq!(
+            ending.check_partition_in_txn(7, 3, "t", 0),
+            Err(CONCURRENT_TRANSACTIONS)
+        );
         assert_eq!(
             fenced_for_version(PRODUCER_FENCED, 1, 2),
             INVALID_PRODUCER_EPOCH

@@ -17,6 +17,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod txn;
+mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -229,6 +230,7 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::DescribeTransactions => call!(txn::describe_transactions),
         ApiKey::ListTransactions => call!(txn::list_transactions),
         ApiKey::DescribeProducers => call!(txn::describe_producers),
+        ApiKey::WriteTxnMarkers => call!(write_txn_markers::handle),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

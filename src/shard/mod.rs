@@ -14,6 +14,7 @@
 //! below the handlers; nothing here calls a handler. The process that starts the shards is
 //! [`crate::broker`].
 
+pub mod append_gate;
 mod flusher;
 mod maintenance;
 pub mod mesh;
@@ -58,6 +59,8 @@ pub struct Partition {
     pub incarnation: Cell<u64>,
     /// A reopen is scheduled.
     reviving: Cell<bool>,
+    /// Keeps produce appends in order when one must wait (see [`append_gate`]).
+    pub append_gate: Rc<append_gate::AppendGate>,
 }
 
 /// The sealed-segment file budget of a shard: the flag, which the broker resolves from

@@ -110,6 +110,7 @@ impl Shard {
                         removed: Cell::new(false),
                         incarnation: Cell::new(0),
                         reviving: Cell::new(false),
+                        append_gate: Default::default(),
                     });
                     self.partitions
                         .borrow_mut()

@@ -114,6 +114,20 @@ pub fn all_records_keyed(batch: &[u8], info: &BatchInfo) -> io::Result<bool> {
     Ok(records.iter().all(|r| r.key.is_some()))
 }
 
+/// The indexes in the batch of its records without a key, which a compacted topic
+/// refuses (KIP-467 names them in the produce response). Decompresses the batch: for a
+/// large one, call it off the event loop.
+pub fn keyless_records(batch: &[u8], info: &BatchInfo) -> io::Result<Vec<i32>> {
+    let body = batch_records(batch, info)?;
+    let records = split_records(&body, info.record_count)
+        .ok_or_else(|| invalid("malformed records in batch"))?;
+    Ok((0..)
+        .zip(&records)
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| i)
+        .collect())
+}
+
 pub enum Filtered {
     /// Every record kept: the batch is copied as is.
     Unchanged,
