@@ -88,6 +88,19 @@ pub fn serve(config: Config) -> Result<(), String> {
     })?;
     let _lock = lock_data_dir(&config.data_dir)?;
     raise_memlock_limit()?;
+    let fds = fd_budget(
+        raise_nofile_limit(),
+        shards,
+        config.max_connections_per_shard,
+        config.max_open_segment_files_per_shard,
+    )?;
+    tracing::info!(
+        limit = fds.limit,
+        reserve = fds.reserve,
+        segment_files_per_shard = fds.segment_files_per_shard,
+        partitions_max = fds.partitions_max,
+        "file descriptor budget: a reserve for listeners, connections, the mesh and metadata files, a cache of sealed-segment files per shard, one descriptor per partition for the rest"
+    );
 
     let mut listeners = Vec::with_capacity(shards);
     for k in 0..shards {
@@ -112,6 +125,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     let mut config = config;
     config.shards = Some(shards);
+    config.max_open_segment_files_per_shard = fds.segment_files_per_shard;
+    config.descriptor_partitions_max = Some(fds.partitions_max);
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -237,9 +252,23 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let data_dir = config.data_dir.clone();
         let shard_count = config.shards_resolved();
         let default_partitions = config.default_partitions;
-        let partitions_max = config
+        let flag_max = config
             .max_partitions_per_shard
             .saturating_mul(config.shards_resolved());
+        let (partitions_max, partitions_why) = match config.descriptor_partitions_max {
+            Some(fd_max) if fd_max < flag_max => {
+                tracing::warn!(
+                    partitions_max = fd_max,
+                    flag_max,
+                    "the open-file limit covers fewer partitions than --max-partitions-per-shard × shards; the partition cap is lowered (raise `ulimit -n` / LimitNOFILE= for more)"
+                );
+                (
+                    fd_max,
+                    "the open-file limit (ulimit -n) leaves descriptors for no more; raise it for more partitions".to_string(),
+                )
+            }
+            _ => (flag_max, "--max-partitions-per-shard × shards".to_string()),
+        };
         let broker_defaults = crate::cluster::topic_config::DEFS
             .iter()
             .map(|d| {
@@ -252,7 +281,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let controller = glommio::executor()
             .spawn_blocking(move || {
                 Controller::load(&data_dir, shard_count, default_partitions, broker_defaults)
-                    .map(|c| c.with_partitions_max(partitions_max))
+                    .map(|c| c.with_partitions_max(partitions_max, partitions_why))
             })
             .await
             .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
@@ -453,6 +482,94 @@ fn raise_memlock_limit() -> Result<(), String> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard limit and returns the soft limit in force.
+/// A broker holds one descriptor per partition, per connection, and a bounded cache of
+/// sealed-segment files; distributions default the soft limit to 1024.
+fn raise_nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain rlimit syscalls on a stack value.
+    let (soft_before, raised) = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            tracing::warn!(err = %std::io::Error::last_os_error(), "cannot read the open-file limit; assuming 1024");
+            return 1024;
+        }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!(err = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+        (before, limit.rlim_cur)
+    };
+    tracing::info!(
+        soft_before,
+        soft = raised,
+        hard = limit.rlim_max,
+        "open-file limit (RLIMIT_NOFILE): soft limit raised to the hard limit"
+    );
+    raised
+}
+
+/// Descriptors kept out of the budget whatever the limit: listeners (Kafka and metrics),
+/// the metadata, group and transaction files, recovery scans, stdio and log files.
+const FD_RESERVE_FIXED: u64 = 64;
+/// Per shard: its io_uring rings, event and timer descriptors, the mesh.
+const FD_RESERVE_PER_SHARD: u64 = 16;
+/// The sealed-segment cache a shard gets by default: between these.
+const SEGMENT_FILES_MIN: u64 = 8;
+const SEGMENT_FILES_MAX: u64 = 1024;
+
+/// How the open-file limit is shared out.
+#[derive(Debug, PartialEq, Eq)]
+struct FdBudget {
+    limit: u64,
+    /// Kept for everything but partitions and the segment cache, connections included.
+    reserve: u64,
+    segment_files_per_shard: usize,
+    /// Partitions (one open active segment each) the rest covers.
+    partitions_max: usize,
+}
+
+/// Shares out the open-file limit: a reserve (fixed, per shard, and a quarter of the
+/// limit — at most the connection cap — for connections), then the sealed-segment caches
+/// (`cache_flag`, or an eighth of the rest), then one descriptor per partition. Fails if
+/// nothing is left for partitions.
+fn fd_budget(
+    limit: u64,
+    shards: usize,
+    max_connections_per_shard: usize,
+    cache_flag: usize,
+) -> Result<FdBudget, String> {
+    let shards_u = shards.max(1) as u64;
+    let connections = (max_connections_per_shard as u64)
+        .saturating_mul(shards_u)
+        .min(limit / 4);
+    let reserve = FD_RESERVE_FIXED + FD_RESERVE_PER_SHARD * shards_u + connections;
+    let rest = limit.saturating_sub(reserve);
+    let cache = match cache_flag {
+        0 => (rest / 8 / shards_u).clamp(SEGMENT_FILES_MIN, SEGMENT_FILES_MAX),
+        n => n as u64,
+    };
+    let partitions = rest.saturating_sub(cache.saturating_mul(shards_u));
+    if partitions == 0 {
+        return Err(format!(
+            "the open-file limit ({limit}) is too low: {reserve} descriptors are kept for listeners, connections and shards and {} for sealed-segment files ({cache} per shard), leaving none for partitions; raise `ulimit -n` (LimitNOFILE=) or lower --max-open-segment-files-per-shard",
+            cache.saturating_mul(shards_u)
+        ));
+    }
+    Ok(FdBudget {
+        limit,
+        reserve,
+        segment_files_per_shard: cache as usize,
+        partitions_max: usize::try_from(partitions).unwrap_or(usize::MAX),
+    })
+}
+
 /// Finishes deletions interrupted by a crash.
 fn clean_deleted_dirs(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -466,5 +583,30 @@ fn clean_deleted_dirs(dir: &Path) {
                 tracing::warn!(%err, "cannot remove {}", entry.path().display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fd_budget_tests {
+    use super::fd_budget;
+
+    #[test]
+    fn the_open_file_limit_is_shared_out_and_a_too_low_one_is_refused() {
+        // The common soft limit, one shard: a reserve, a cache, partitions for the rest.
+        let b = fd_budget(1024, 1, 10_000, 0).unwrap();
+        assert_eq!(b.reserve, 64 + 16 + 256);
+        assert_eq!(b.segment_files_per_shard, (1024 - 336) / 8);
+        assert_eq!(b.partitions_max, 1024 - 336 - 86);
+        // The flag sets the cache; partitions get what is left.
+        let b = fd_budget(1024, 2, 10_000, 100).unwrap();
+        assert_eq!(b.segment_files_per_shard, 100);
+        assert_eq!(b.partitions_max, 1024 - (64 + 32 + 256) - 200);
+        // A large limit: the cache is capped, connections reserve at most their cap.
+        let b = fd_budget(1 << 20, 4, 10_000, 0).unwrap();
+        assert_eq!(b.segment_files_per_shard, 1024);
+        assert_eq!(b.reserve, 64 + 64 + 40_000);
+        // Nothing left for partitions: a clear error.
+        let err = fd_budget(100, 1, 10_000, 0).unwrap_err();
+        assert!(err.contains("open-file limit (100) is too low"), "{err}");
     }
 }

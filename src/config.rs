@@ -67,6 +67,19 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000)]
     pub max_partitions_per_shard: usize,
 
+    /// Sealed-segment files each shard keeps open at once (a bounded cache, least
+    /// recently used closed first; the active segment of every partition stays open
+    /// outside it). 0: computed at start from the open-file limit (an eighth of what the
+    /// reserve leaves, per shard, between 8 and 1024). See docs/operations.md,
+    /// "File descriptors".
+    #[arg(long, default_value_t = 0)]
+    pub max_open_segment_files_per_shard: usize,
+
+    /// Partitions the open-file limit covers (resolved at start, not a flag): the
+    /// partition cap is the smaller of this and `--max-partitions-per-shard` × shards.
+    #[arg(skip)]
+    pub descriptor_partitions_max: Option<usize>,
+
     /// Producer ids (idempotence state) idle this long are forgotten by each partition
     /// (Kafka's `producer.id.expiration.ms`), checked at every segment roll and retention
     /// check.
@@ -157,6 +170,28 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (glommio io_memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+
+    // Request memory and connection time (docs/reliability.md, "Hostile input").
+    /// Request bytes a shard holds across all its connections, from the first byte of a
+    /// frame until its response (Kafka's `queued.max.request.bytes`). A connection that
+    /// cannot reserve stops reading; a frame larger than this is refused.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub queued_max_request_bytes: usize,
+
+    /// A request frame must be complete this long after its first byte, however its bytes
+    /// trickle in; otherwise the connection is closed.
+    #[arg(long, default_value_t = 120_000)]
+    pub frame_read_timeout_ms: u64,
+
+    /// Connections with no request for this long are closed (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(long, default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+
+    /// The longest transaction timeout a producer may ask for in InitProducerId (Kafka's
+    /// `transaction.max.timeout.ms`); longer asks get INVALID_TRANSACTION_TIMEOUT.
+    #[arg(long, default_value_t = 900_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub transaction_max_timeout_ms: i32,
 
     // Expiry of consumer groups, committed offsets and transactional ids.
     /// Committed offsets of a group without members expire this long after it became

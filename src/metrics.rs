@@ -76,6 +76,7 @@ pub struct ShardMetrics {
     fetch_latency: RefCell<Histogram>,
     flush_latency: RefCell<Histogram>,
     flush_bytes: RefCell<Histogram>,
+    accept_errors: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -88,6 +89,7 @@ impl Default for ShardMetrics {
             fetch_latency: RefCell::new(Histogram::new(LATENCY_BUCKETS_S)),
             flush_latency: RefCell::new(Histogram::new(LATENCY_BUCKETS_S)),
             flush_bytes: RefCell::new(Histogram::new(SIZE_BUCKETS_BYTES)),
+            accept_errors: Cell::new(0),
         }
     }
 }
@@ -139,6 +141,11 @@ impl ShardMetrics {
         self.flush_latency.borrow_mut().observe(took.as_secs_f64());
         self.flush_bytes.borrow_mut().observe(bytes as f64);
     }
+
+    /// An accept failed on one of the shard's listeners.
+    pub fn accept_error(&self) {
+        self.accept_errors.set(self.accept_errors.get() + 1);
+    }
 }
 
 /// What a shard knows of itself and its counters do not.
@@ -160,6 +167,7 @@ impl ShardMetrics {
             fetch_latency: self.fetch_latency.borrow().clone(),
             flush_latency: self.flush_latency.borrow().clone(),
             flush_bytes: self.flush_bytes.borrow().clone(),
+            accept_errors: self.accept_errors.get(),
             connections: gauges.connections,
             partitions: gauges.partitions,
             log_bytes: gauges.log_bytes,
@@ -178,6 +186,7 @@ pub struct Snapshot {
     pub fetch_latency: Histogram,
     pub flush_latency: Histogram,
     pub flush_bytes: Histogram,
+    pub accept_errors: u64,
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
@@ -267,7 +276,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
         &'static str,
         fn(&Snapshot) -> u64,
     );
-    let simple: [Simple; 5] = [
+    let simple: [Simple; 6] = [
         (
             "strand_bytes_in_total",
             "counter",
@@ -294,6 +303,12 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "gauge",
             "Bytes in the logs of the partitions owned.",
             |s| s.log_bytes,
+        ),
+        (
+            "strand_accept_errors_total",
+            "counter",
+            "Failed accepts on the shard's listeners (the metrics listener's count on shard 0).",
+            |s| s.accept_errors,
         ),
     ];
     for (name, kind, help, get) in simple {
@@ -352,6 +367,7 @@ mod tests {
             fetch_latency: Histogram::new(LATENCY_BUCKETS_S),
             flush_latency: Histogram::new(LATENCY_BUCKETS_S),
             flush_bytes: Histogram::new(SIZE_BUCKETS_BYTES),
+            accept_errors: 0,
             connections: 4,
             partitions: 5,
             log_bytes: 6,

@@ -604,3 +604,384 @@ fn pipelined_fetches_and_produces_are_answered_in_order() {
     }
     assert_eq!(firsts, vec![0, 2, 4, 6]);
 }
+
+// ------------------------------------------------- transactions, record errors, key checks
+
+/// A magic-2 batch (uncompressed) whose records have these keys (`None`: no key) and
+/// `value_len`-byte values, with the given producer fields and attributes.
+fn batch_with_keys(
+    keys: &[Option<&str>],
+    value_len: usize,
+    producer: (i64, i16, i32),
+    attributes: i16,
+) -> bytes::Bytes {
+    use bytes::BufMut;
+    fn varlong(buf: &mut bytes::BytesMut, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            buf.put_u8((z as u8) | 0x80);
+            z >>= 7;
+        }
+        buf.put_u8(z as u8);
+    }
+    let value = vec![b'v'; value_len];
+    let mut records = bytes::BytesMut::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut rec = bytes::BytesMut::new();
+        rec.put_i8(0);
+        varlong(&mut rec, 0);
+        varlong(&mut rec, i as i64);
+        match key {
+            Some(k) => {
+                varlong(&mut rec, k.len() as i64);
+                rec.put_slice(k.as_bytes());
+            }
+            None => varlong(&mut rec, -1),
+        }
+        varlong(&mut rec, value.len() as i64);
+        rec.put_slice(&value);
+        varlong(&mut rec, 0);
+        varlong(&mut records, rec.len() as i64);
+        records.put_slice(&rec);
+    }
+    let count = keys.len() as i32;
+    let mut batch = bytes::BytesMut::new();
+    batch.put_i64(0);
+    batch.put_i32((49 + records.len()) as i32);
+    batch.put_i32(-1);
+    batch.put_i8(2);
+    batch.put_u32(0);
+    batch.put_i16(attributes);
+    batch.put_i32(count - 1);
+    batch.put_i64(1_000);
+    batch.put_i64(1_000);
+    batch.put_i64(producer.0);
+    batch.put_i16(producer.1);
+    batch.put_i32(producer.2);
+    batch.put_i32(count);
+    batch.put_slice(&records);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+
+/// A produce of one batch to one partition, v9, optionally naming a transactional id.
+fn produce_request(
+    topic: &str,
+    partition: i32,
+    transactional_id: Option<&str>,
+    records: bytes::Bytes,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.into()))),
+        )
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+fn produce_v9(
+    client: &mut Client,
+    request: &ProduceRequest,
+) -> produce_response::PartitionProduceResponse {
+    let response: ProduceResponse = client.call(ApiKey::Produce, 9, request);
+    response.responses[0].partition_responses[0].clone()
+}
+
+/// ListOffsets latest for read_committed: the last stable offset.
+fn last_stable_offset(client: &mut Client, topic: &str, partition: i32) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_isolation_level(1)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &request);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+fn init_txn_producer(client: &mut Client, id: &str, timeout_ms: i32) -> InitProducerIdResponse {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    client.call(ApiKey::InitProducerId, 4, &request)
+}
+
+/// The shard coordinating transactional id `id`.
+fn txn_coordinator(client: &mut Client, id: &str) -> usize {
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![StrBytes::from_string(id.into())]);
+    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &request);
+    let c = &response.coordinators[0];
+    assert_eq!(c.error_code, 0);
+    c.node_id.0 as usize
+}
+
+/// Hole 1 (KIP-890 part 1): a transactional batch from a producer whose transaction does
+/// not include the partition is refused with INVALID_TXN_STATE, so it cannot open a
+/// transaction nothing will close; the last stable offset keeps moving. Both with the
+/// coordinator on the partition's shard (checked in place) and on the other (asked over
+/// the mesh).
+#[test]
+fn stray_transactional_batches_are_refused_and_the_lso_moves() {
+    let broker = Broker::start(2, &[]);
+    let mut c0 = broker.connect(0);
+    create_topic(&mut c0, "stray", 2);
+    let part_on = [
+        partition_led_by(&mut c0, "stray", 0),
+        partition_led_by(&mut c0, "stray", 1),
+    ];
+    let mut clients = [broker.connect(0), broker.connect(1)];
+
+    // An idempotent producer id the coordinator never saw, with and without an id.
+    let init = init_producer_id(&mut c0);
+    let pid = init.producer_id.0;
+    for (shard, txn_id) in [(0, None), (1, Some("nobody")), (0, Some("nobody"))] {
+        let p = part_on[shard];
+        let stray = batch_with_keys(&[Some("k")], 10, (pid, 0, 0), ATTR_TRANSACTIONAL);
+        let out = produce_v9(
+            &mut clients[shard],
+            &produce_request("stray", p, txn_id, stray),
+        );
+        assert_eq!(out.error_code, 48, "stray batch on shard {shard}: {out:?}");
+        let plain = batch_with_keys(&[Some("k")], 10, (-1, -1, -1), 0);
+        let out = produce_v9(
+            &mut clients[shard],
+            &produce_request("stray", p, None, plain),
+        );
+        assert_eq!(out.error_code, 0);
+        // read_committed sees everything written: nothing is held open.
+        let (_, hw, _) = fetch(&mut clients[shard], "stray", p, 0, 0);
+        assert_eq!(last_stable_offset(&mut clients[shard], "stray", p), hw);
+    }
+
+    // A registered transactional producer that added only one partition: the other
+    // partition refuses its batch, the added one takes it (for both coordinator places).
+    for (n, txn_id) in ["t-a", "t-b", "t-c", "t-d", "t-e", "t-f"]
+        .iter()
+        .enumerate()
+    {
+        let coordinator = txn_coordinator(&mut c0, txn_id);
+        let mut cc = broker.connect(coordinator);
+        let init = init_txn_producer(&mut cc, txn_id, 60_000);
+        assert_eq!(init.error_code, 0);
+        let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+        let added = part_on[n % 2];
+        let other = part_on[(n + 1) % 2];
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+                txn_id.to_string(),
+            )))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name("stray"))
+                    .with_partitions(vec![added]),
+            ]);
+        let added_response: AddPartitionsToTxnResponse =
+            cc.call(ApiKey::AddPartitionsToTxn, 3, &add);
+        assert_eq!(
+            added_response.results_by_topic_v3_and_below[0].results_by_partition[0]
+                .partition_error_code,
+            0
+        );
+        let other_shard = part_on.iter().position(|&p| p == other).unwrap();
+        let added_shard = part_on.iter().position(|&p| p == added).unwrap();
+        let batch = batch_with_keys(&[Some("k")], 10, (pid, epoch, 0), ATTR_TRANSACTIONAL);
+        let out = produce_v9(
+            &mut clients[other_shard],
+            &produce_request("stray", other, Some(txn_id), batch.clone()),
+        );
+        assert_eq!(
+            out.error_code, 48,
+            "{txn_id} on the partition it did not add"
+        );
+        let out = produce_v9(
+            &mut clients[added_shard],
+            &produce_request("stray", added, Some(txn_id), batch),
+        );
+        assert_eq!(
+            out.error_code, 0,
+            "{txn_id} on the partition it added: {out:?}"
+        );
+        // The open transaction holds the LSO at its first offset there, not elsewhere.
+        assert_eq!(
+            last_stable_offset(&mut clients[added_shard], "stray", added),
+            out.base_offset
+        );
+        let (_, hw, _) = fetch(&mut clients[other_shard], "stray", other, 0, 0);
+        assert_eq!(
+            last_stable_offset(&mut clients[other_shard], "stray", other),
+            hw
+        );
+        // The next batch of the same transaction is accepted without asking again.
+        let next = batch_with_keys(&[Some("k")], 10, (pid, epoch, 1), ATTR_TRANSACTIONAL);
+        let out2 = produce_v9(
+            &mut clients[added_shard],
+            &produce_request("stray", added, Some(txn_id), next),
+        );
+        assert_eq!(out2.error_code, 0);
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(txn_id.to_string())))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(false);
+        let ended: EndTxnResponse = cc.call(ApiKey::EndTxn, 3, &end);
+        assert_eq!(ended.error_code, 0);
+        let (_, hw, _) = fetch(&mut clients[added_shard], "stray", added, 0, 0);
+        assert_eq!(
+            last_stable_offset(&mut clients[added_shard], "stray", added),
+            hw
+        );
+    }
+}
+
+/// Hole 1: `transaction.max.timeout.ms` bounds what InitProducerId may ask for.
+#[test]
+fn transaction_timeout_above_the_max_is_refused() {
+    let broker = Broker::start(1, &["--transaction-max-timeout-ms", "60000"]);
+    let mut client = broker.connect(0);
+    assert_eq!(
+        init_txn_producer(&mut client, "slow", 60_001).error_code,
+        50
+    );
+    assert_eq!(init_txn_producer(&mut client, "slow", 60_000).error_code, 0);
+}
+
+/// Hole 7 (KIP-467): keyless records on a compacted topic are named in `record_errors`
+/// (their index in the batch and a message), with INVALID_RECORD and an error message;
+/// nothing of the batch is appended.
+#[test]
+fn keyless_records_on_a_compacted_topic_are_listed_in_record_errors() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("compacted"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                    .with_value(Some(StrBytes::from_static_str("compact"))),
+            ])])
+        .with_timeout_ms(10_000);
+    let created: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    let mixed = batch_with_keys(
+        &[Some("a"), None, Some("b"), None, None],
+        10,
+        (-1, -1, -1),
+        0,
+    );
+    let out = produce_v9(&mut client, &produce_request("compacted", 0, None, mixed));
+    assert_eq!(out.error_code, 87);
+    assert!(out.error_message.is_some());
+    let listed: Vec<i32> = out.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(listed, vec![1, 3, 4]);
+    for e in &out.record_errors {
+        let message = e
+            .batch_index_error_message
+            .as_ref()
+            .expect("a message per record");
+        assert!(message.contains("without key"), "{message}");
+    }
+    // Produce v7 has no record_errors field: the same refusal, without the list.
+    let mixed = batch_with_keys(&[Some("a"), None], 10, (-1, -1, -1), 0);
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        7,
+        &produce_request("compacted", 0, None, mixed),
+    );
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 87);
+    let keyed = batch_with_keys(&[Some("a"), Some("b")], 10, (-1, -1, -1), 0);
+    let out = produce_v9(&mut client, &produce_request("compacted", 0, None, keyed));
+    assert_eq!((out.error_code, out.base_offset), (0, 0));
+    assert!(out.record_errors.is_empty());
+}
+
+/// Hole 5: a large batch for a compacted topic has its keys read off the event loop. With
+/// the check held (a test hook that keeps it waiting while a file exists), the shard goes
+/// on serving — a produce to another partition of the same shard completes — and a later
+/// produce to the same partition waits its turn: it lands after the large batch.
+#[test]
+fn large_key_check_runs_off_the_event_loop_and_keeps_partition_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold");
+    std::fs::write(&hold, b"").unwrap();
+    // Set only around the start: the broker (a child) keeps it; no other test here
+    // produces a large batch to a compacted topic.
+    std::env::set_var("STRAND_TEST_HOLD_KEY_CHECK", &hold);
+    let broker = Broker::start(1, &["--max-message-bytes", "16777216"]);
+    std::env::remove_var("STRAND_TEST_HOLD_KEY_CHECK");
+    let mut client = broker.connect(0);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("big"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                    .with_value(Some(StrBytes::from_static_str("compact"))),
+            ])])
+        .with_timeout_ms(10_000);
+    let created: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    // 4 MiB of keyed records: above the inline limit.
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    let keys: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
+    let big = batch_with_keys(&keys, 64 * 1024, (-1, -1, -1), 0);
+    let mut big_client = broker.connect(0);
+    let big_cid = big_client.send(ApiKey::Produce, 9, &produce_request("big", 0, None, big));
+    // Wait until the check is held: the broker logs it once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !broker
+        .log_text()
+        .contains("key check held by the test hook")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the key check never started:\n{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Same partition, later: queued behind the big batch (its answer comes after).
+    let mut after_client = broker.connect(0);
+    let small = batch_with_keys(&[Some("s")], 10, (-1, -1, -1), 0);
+    let after_cid = after_client.send(
+        ApiKey::Produce,
+        9,
+        &produce_request("big", 0, None, small.clone()),
+    );
+    // Another partition of the same shard is served while the check is held.
+    let out = produce_v9(&mut client, &produce_request("big", 1, None, small));
+    assert_eq!((out.error_code, out.base_offset), (0, 0));
+    let (_, hw, _) = fetch(&mut client, "big", 0, 0, 0);
+    assert_eq!(hw, 0, "nothing appended to the held partition yet");
+
+    std::fs::remove_file(&hold).unwrap();
+    let response: ProduceResponse = big_client.recv(ApiKey::Produce, 9, big_cid);
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0), "{p:?}");
+    let response: ProduceResponse = after_client.recv(ApiKey::Produce, 9, after_cid);
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 64), "{p:?}");
+}

@@ -102,7 +102,7 @@ fi
 # Streams, Connect), Go (franz-go), Node.js + npm (kafkajs). Installed from Debian's
 # packages where missing; the libraries themselves come from Maven Central, the Go module
 # proxy and npm when the suites run.
-ecosystem_suites=(cli.sh go-node.sh)
+ecosystem_suites=(cli.sh java-clients.sh streams-connect.sh go-node.sh)
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)

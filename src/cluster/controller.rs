@@ -126,13 +126,17 @@ pub struct Controller {
     /// partition costs memory and file descriptors, and auto-creation lets any client
     /// make them.
     partitions_max: usize,
+    /// What sets `partitions_max` (the flag, or the open-file limit).
+    partitions_why: String,
     state: RefCell<State>,
 }
 
 impl Controller {
     /// Caps the partitions of all topics together; creations past it are refused.
-    pub fn with_partitions_max(mut self, partitions_max: usize) -> Self {
+    /// `why` names what sets the cap, for the error a refused creation gets.
+    pub fn with_partitions_max(mut self, partitions_max: usize, why: String) -> Self {
         self.partitions_max = partitions_max;
+        self.partitions_why = why;
         self
     }
 
@@ -158,7 +162,7 @@ impl Controller {
             let id = MetaRecord::ClusterId {
                 id: format!("strand-{}", Uuid::new_v4().simple()),
             };
-            MetadataLog::append_blocking(log.path(), std::slice::from_ref(&id))?;
+            log.append_blocking(std::slice::from_ref(&id))?;
             apply_record(&mut state, id);
         }
         // Ids of the last block may have been handed out before a crash: start past it.
@@ -169,6 +173,7 @@ impl Controller {
             default_partitions,
             broker_defaults,
             partitions_max: usize::MAX,
+            partitions_why: String::new(),
             state: RefCell::new(state),
         })
     }
@@ -235,7 +240,12 @@ impl Controller {
                                     format!("topic {:?} appears twice", g.topic),
                                 ));
                             }
-                            let planned = plan_growth(&state.topics, self.shard_count, room, g)?;
+                            let planned = plan_growth(
+                                &state.topics,
+                                self.shard_count,
+                                (room, &self.partitions_why),
+                                g,
+                            )?;
                             if let MetaRecord::AddPartitions { partitions, .. } = &planned {
                                 room = room.saturating_sub(partitions.len());
                             }
@@ -362,7 +372,12 @@ impl Controller {
                 assign_partitions(existing, self.shard_count, &spec.name, count as usize)
             }
         };
-        check_partition_room(existing, partitions.len(), self.partitions_max)?;
+        check_partition_room(
+            existing,
+            partitions.len(),
+            self.partitions_max,
+            &self.partitions_why,
+        )?;
         topic_config::validate_all(&spec.configs).map_err(|m| (INVALID_CONFIG, m))?;
         debug_assert!(spec.name.len() <= TOPIC_NAME_LEN_MAX);
         Ok(TopicMeta {
@@ -635,7 +650,7 @@ fn plan_alteration(
 fn plan_growth(
     topics: &BTreeMap<String, Arc<TopicMeta>>,
     shard_count: usize,
-    partitions_max: usize,
+    (partitions_max, why): (usize, &str),
     growth: &PartitionGrowth,
 ) -> Result<MetaRecord, (i16, String)> {
     let topic = topics.get(&growth.topic).ok_or_else(|| {
@@ -661,7 +676,7 @@ fn plan_growth(
         ));
     }
     let added = (growth.count - current) as usize;
-    check_partition_room(topics, added, partitions_max)?;
+    check_partition_room(topics, added, partitions_max, why)?;
     let partitions = match &growth.assignment {
         Some(assignment) if assignment.len() != added => {
             return Err((
@@ -689,13 +704,14 @@ fn check_partition_room(
     topics: &BTreeMap<String, Arc<TopicMeta>>,
     added: usize,
     partitions_max: usize,
+    why: &str,
 ) -> Result<(), (i16, String)> {
     let held: usize = topics.values().map(|t| t.partitions.len()).sum();
     if held.saturating_add(added) > partitions_max {
         return Err((
             INVALID_PARTITIONS,
             format!(
-                "the broker holds {held} partitions and may hold at most {partitions_max} (--max-partitions-per-shard × shards); {added} more refused"
+                "the broker holds {held} partitions and may hold at most {partitions_max} ({why}); {added} more refused"
             ),
         ));
     }

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ShardId;
-use crate::storage::record_file::{append_records, read_records, sync_dir};
+use crate::storage::record_file::{read_records, sync_dir, RecordFile};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum MetaRecord {
@@ -48,7 +48,9 @@ pub enum MetaRecord {
 }
 
 pub struct MetadataLog {
-    path: PathBuf,
+    /// Refuses appends after a write it could not roll back (see [`RecordFile`]): the
+    /// controller then answers errors until a restart recovers the file.
+    file: RecordFile,
 }
 
 impl MetadataLog {
@@ -59,25 +61,27 @@ impl MetadataLog {
         let path = dir.join("metadata.log");
         let records = read_records(&path)?;
         sync_dir(dir)?;
-        Ok((MetadataLog { path }, records))
+        Ok((
+            MetadataLog {
+                file: RecordFile::new(path),
+            },
+            records,
+        ))
     }
 
     /// Appends records and makes them durable. Blocking: call from a blocking thread
     /// or at start-up (see [`append_blocking`](Self::append_blocking)).
-    pub fn append_blocking(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
-        append_records(path, records)
+    pub fn append_blocking(&self, records: &[MetaRecord]) -> io::Result<()> {
+        self.file.append_blocking(records)
     }
 
     /// Appends records durably without blocking the shard's reactor.
     pub async fn append(&self, records: Vec<MetaRecord>) -> io::Result<()> {
-        let path = self.path.clone();
-        glommio::executor()
-            .spawn_blocking(move || Self::append_blocking(&path, &records))
-            .await
+        self.file.append(records).await
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
@@ -99,7 +103,7 @@ mod tests {
             partitions: vec![ShardId(0), ShardId(1)],
             configs: BTreeMap::new(),
         };
-        MetadataLog::append_blocking(log.path(), &[a.clone(), b.clone()]).unwrap();
+        log.append_blocking(&[a.clone(), b.clone()]).unwrap();
         // A torn third record: a header promising more bytes than were written.
         let mut f = OpenOptions::new().append(true).open(log.path()).unwrap();
         f.write_all(&[0, 0, 0, 50, 1, 2, 3, 4, b'{']).unwrap();
@@ -108,7 +112,7 @@ mod tests {
         assert_eq!(records, vec![a.clone(), b.clone()]);
         // The log stays appendable after truncation.
         let c = MetaRecord::ProducerIdBlock { end: 1000 };
-        MetadataLog::append_blocking(log.path(), std::slice::from_ref(&c)).unwrap();
+        log.append_blocking(std::slice::from_ref(&c)).unwrap();
         let (_, records) = MetadataLog::open(dir.path()).unwrap();
         assert_eq!(records, vec![a, b, c]);
     }
@@ -119,7 +123,7 @@ mod tests {
         let (log, _) = MetadataLog::open(dir.path()).unwrap();
         let a = MetaRecord::ClusterId { id: "c1".into() };
         let b = MetaRecord::ProducerIdBlock { end: 7 };
-        MetadataLog::append_blocking(log.path(), &[a.clone(), b]).unwrap();
+        log.append_blocking(&[a.clone(), b]).unwrap();
         let mut bytes = std::fs::read(log.path()).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;

@@ -5,6 +5,13 @@
 //! metadata log); the value in force is the override or else the broker default. Every
 //! name is checked against [`DEFS`] and every value parsed before anything is written, so
 //! the metadata log never holds a config the partitions cannot apply.
+//!
+//! Some Kafka 3.x topic configs have no meaning here (and were removed or emptied in Kafka
+//! 4.0) but clients and tools still send them: `message.format.version`,
+//! `message.downconversion.enable`, `message.timestamp.difference.max.ms`. They are
+//! accepted and validated as Kafka 3.x did, stored, reported by DescribeConfigs with Kafka
+//! 3.x's defaults (a 3.x broker lists them for every topic, and tools that describe, edit
+//! and send back a topic's configs expect to find them), and change nothing ([`LEGACY`]).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +45,9 @@ pub enum Kind {
     /// A non-empty comma-separated subset of the listed strings.
     List(&'static [&'static str]),
     Bool,
+    /// A Kafka release as `message.format.version` takes it: `0.10.0`, `0.10.0.0`, `2.8`,
+    /// `3.0-IV1` (Kafka 3.x's `MetadataVersionValidator` accepts these shapes).
+    KafkaVersion,
 }
 
 /// One topic config Strand accepts.
@@ -108,6 +118,30 @@ pub const DEFS: &[Def] = &[
         doc: "Largest record batch (after compression) a producer may send to this topic.",
     },
     Def {
+        name: "message.downconversion.enable",
+        broker_name: "log.message.downconversion.enable",
+        flag: "",
+        kind: Kind::Bool,
+        type_code: kind_code::BOOLEAN,
+        doc: "Kafka 3.x: down-convert batches for consumers of message format v0/v1. Strand serves only format v2 (fetch v4+), so this is accepted and has no effect.",
+    },
+    Def {
+        name: "message.format.version",
+        broker_name: "log.message.format.version",
+        flag: "",
+        kind: Kind::KafkaVersion,
+        type_code: kind_code::STRING,
+        doc: "Kafka 3.x: the message format to write; ignored there since 3.0 and removed in 4.0. Strand always writes format v2; accepted and has no effect.",
+    },
+    Def {
+        name: "message.timestamp.difference.max.ms",
+        broker_name: "log.message.timestamp.difference.max.ms",
+        flag: "",
+        kind: Kind::Long { min: 0, max: i64::MAX },
+        type_code: kind_code::LONG,
+        doc: "Kafka 3.x: largest difference between a record's CreateTime and the broker's clock; removed in 4.0. Strand does not check timestamps against its clock; accepted and has no effect.",
+    },
+    Def {
         name: "message.timestamp.type",
         broker_name: "log.message.timestamp.type",
         flag: "--log-message-timestamp-type",
@@ -173,6 +207,14 @@ pub const DEFS: &[Def] = &[
     },
 ];
 
+/// The Kafka 3.x configs in [`DEFS`] that are accepted, stored and reported but change
+/// nothing; [`TopicConfig::resolve`] never reads them.
+pub const LEGACY: &[&str] = &[
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.difference.max.ms",
+];
+
 pub fn def(name: &str) -> Option<&'static Def> {
     DEFS.iter().find(|d| d.name == name)
 }
@@ -208,8 +250,27 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(format!("{name} must be true or false, not {value:?}"));
             }
         }
+        Kind::KafkaVersion => {
+            if !is_kafka_version(value.trim()) {
+                return Err(format!(
+                    "{name} must be a Kafka version such as 2.8 or 3.0-IV1, not {value:?}"
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// `0.10.0`, `0.10.0.0`, `2.8`, `3.0-IV1`: two to four dot-separated numbers, optionally
+/// followed by `-IV<n>`.
+fn is_kafka_version(value: &str) -> bool {
+    let (release, iv) = match value.split_once("-IV") {
+        Some((release, iv)) => (release, Some(iv)),
+        None => (value, None),
+    };
+    let number = |p: &str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = release.split('.').collect();
+    (2..=4).contains(&parts.len()) && parts.iter().all(|p| number(p)) && iv.is_none_or(number)
 }
 
 /// Checks a whole set of overrides.
@@ -229,6 +290,10 @@ pub fn broker_default(config: &Config, name: &str) -> String {
         "flush.messages" => "1".into(),
         "flush.ms" => "0".into(),
         "max.message.bytes" => config.max_message_bytes.to_string(),
+        // Kafka 3.x's defaults for its configs that are no-ops here.
+        "message.downconversion.enable" => "true".into(),
+        "message.format.version" => "3.0-IV1".into(),
+        "message.timestamp.difference.max.ms" => i64::MAX.to_string(),
         "message.timestamp.type" => config.log_message_timestamp_type.clone(),
         "min.compaction.lag.ms" => config.log_cleaner_min_compaction_lag_ms.to_string(),
         "min.insync.replicas" => "1".into(),
@@ -411,6 +476,34 @@ mod tests {
         assert!(validate("segment.bytes", "10").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("min.insync.replicas", "2").is_err());
+    }
+
+    #[test]
+    fn kafka_3_configs_are_validated_as_kafka_3_did_and_change_nothing() {
+        for v in ["0.10.0", "0.10.0.0", "2.8", "3.0-IV1", "0.8.2.1"] {
+            assert!(validate("message.format.version", v).is_ok(), "{v}");
+        }
+        for v in ["", "3", "three", "3.0-", "3.0-IV", "1.2.3.4.5", "3.0-IVx"] {
+            assert!(validate("message.format.version", v).is_err(), "{v:?}");
+        }
+        assert!(validate("message.downconversion.enable", "false").is_ok());
+        assert!(validate("message.downconversion.enable", "no").is_err());
+        assert!(validate("message.timestamp.difference.max.ms", "0").is_ok());
+        assert!(validate("message.timestamp.difference.max.ms", "-1").is_err());
+        let cfg = config(&[]);
+        let plain = TopicConfig::resolve(&cfg, &BTreeMap::new());
+        let legacy: BTreeMap<String, String> = [
+            ("message.format.version", "0.10.0"),
+            ("message.downconversion.enable", "false"),
+            ("message.timestamp.difference.max.ms", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(TopicConfig::resolve(&cfg, &legacy), plain);
+        for name in LEGACY {
+            assert!(def(name).is_some(), "{name}");
+        }
     }
 
     #[test]

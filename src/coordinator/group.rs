@@ -431,7 +431,19 @@ impl Group {
 
     /// Checks that a member may commit offsets for `generation`. Commits with generation
     /// -1 and no member id (a consumer that assigns partitions itself) need an empty group.
-    pub fn check_commit(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
+    ///
+    /// As Kafka's classic coordinator: a transactional commit (TxnOffsetCommit) is checked
+    /// for member and generation only; a plain one is also refused while the group is
+    /// CompletingRebalance (the member already has the next generation and must sync
+    /// first), but accepted while PreparingRebalance — consumers commit exactly then (auto-
+    /// commit before rejoining, on revocation), and refusing would redeliver those records.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        transactional: bool,
+    ) -> i16 {
         let g = self.inner.borrow();
         if generation < 0 && member_id.is_empty() {
             return if g.members.is_empty() {
@@ -444,7 +456,7 @@ impl Group {
             return code;
         }
         match g.state {
-            State::PreparingRebalance | State::CompletingRebalance => REBALANCE_IN_PROGRESS,
+            State::CompletingRebalance if !transactional => REBALANCE_IN_PROGRESS,
             _ => NONE,
         }
     }
@@ -892,7 +904,12 @@ mod tests {
             panic!()
         };
         assert_eq!(g.heartbeat(&ids[0], None, 1), REBALANCE_IN_PROGRESS);
-        assert_eq!(g.check_commit(&ids[0], None, 1), REBALANCE_IN_PROGRESS);
+        // As in Kafka, commits of the current generation are still accepted while the
+        // group prepares a rebalance (consumers commit on revocation), plain or
+        // transactional.
+        assert_eq!(g.check_commit(&ids[0], None, 1, false), NONE);
+        assert_eq!(g.check_commit(&ids[0], None, 1, true), NONE);
+        assert_eq!(g.check_commit(&ids[0], None, 0, false), ILLEGAL_GENERATION);
     }
 
     #[test]
@@ -948,7 +965,7 @@ mod tests {
             .last_seen = Instant::now() - Duration::from_secs(60);
         assert!(g.expire_member(&ids[1]));
         assert_eq!(g.state(), State::Empty);
-        assert_eq!(g.check_commit("", None, -1), NONE);
+        assert_eq!(g.check_commit("", None, -1, false), NONE);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ShardId;
+use crate::storage::record_file::RecordFile;
 use crate::util::Notify;
 use group::Group;
 
@@ -192,7 +193,9 @@ pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
 /// Every group this shard coordinates.
 pub struct GroupCoordinator {
     pub groups: RefCell<HashMap<String, Rc<Group>>>,
-    log_path: PathBuf,
+    /// This shard's group log; refuses appends after a write it could not roll back, so
+    /// commits then fail (COORDINATOR_NOT_AVAILABLE) until a restart recovers it.
+    log: RecordFile,
     /// Woken when any group changes state (joins complete, syncs, members leave).
     pub changed: Rc<Notify>,
     /// (group, member) pairs whose session a timer task is watching.
@@ -323,7 +326,7 @@ impl GroupCoordinator {
         }
         GroupCoordinator {
             groups: RefCell::new(groups),
-            log_path: loaded.log_path,
+            log: RecordFile::new(loaded.log_path),
             changed,
             watched: RefCell::new(HashSet::new()),
             gate,
@@ -352,16 +355,13 @@ impl GroupCoordinator {
         self.append(records).await
     }
 
-    /// Appends with the gate already held.
+    /// Appends with the gate already held; counted once in the file (a failed append is
+    /// rolled back).
     async fn append(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
-        let path = self.log_path.clone();
         let count = records.len();
-        let result = glommio::executor()
-            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
-            .await;
-        // Counted even on failure: part of it may be in the file.
+        self.log.append(records).await?;
         self.gate.appended(count);
-        result
+        Ok(())
     }
 
     /// Commits or drops a producer's pending offsets in a group this shard coordinates,
@@ -460,7 +460,11 @@ impl GroupCoordinator {
         if !self.gate.rewrite_due(live.len()) {
             return Ok(false);
         }
-        let (path, count, before) = (self.log_path.clone(), live.len(), self.gate.records());
+        let (path, count, before) = (
+            self.log.path().to_path_buf(),
+            live.len(),
+            self.gate.records(),
+        );
         glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::rewrite_records(&path, &live))
             .await?;
@@ -663,7 +667,7 @@ mod tests {
             }
             // An empty group without offsets (its member left) goes at the next pass.
             coordinator.get_or_create("no-offsets");
-            let path = coordinator.log_path.clone();
+            let path = coordinator.log.path().to_path_buf();
             let full = std::fs::metadata(&path).unwrap().len();
             assert_eq!(
                 coordinator.expire(10_500, 1_000).await.unwrap(),
@@ -743,7 +747,9 @@ mod tests {
         records.push(GroupRecord::DeleteGroup {
             group: "gone".into(),
         });
-        crate::storage::record_file::append_records(&path, &records).unwrap();
+        RecordFile::new(path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
         assert_eq!(loaded.offsets.len(), 1);
@@ -787,7 +793,9 @@ mod tests {
                 commit: false,
             });
         }
-        crate::storage::record_file::append_records(&loaded.log_path, &records).unwrap();
+        RecordFile::new(loaded.log_path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let check = |loaded: &[LoadedGroups]| {
             for g in &groups {
                 let owner: Vec<_> = loaded

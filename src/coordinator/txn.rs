@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ShardId;
 use crate::protocol::errors::*;
+use crate::storage::record_file::RecordFile;
 
 /// Kafka's `transaction.max.timeout.ms` default: the longest timeout a producer may ask for.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -104,11 +105,45 @@ impl TxnMeta {
         }
     }
 
-    /// Whether a transaction's timeout has passed.
-    pub fn expired(&self, now_ms: i64) -> bool {
+    /// Whether a transaction's timeout has passed. The timeout is capped by
+    /// `transaction.max.timeout.ms` as it is now, which may be lower than when the
+    /// producer registered.
+    pub fn expired(&self, now_ms: i64, timeout_ms_max: i32) -> bool {
+        let timeout_ms = self.timeout_ms.min(timeout_ms_max);
         self.state == TxnState::Ongoing
             && self.start_ms >= 0
-            && now_ms > self.start_ms.saturating_add(i64::from(self.timeout_ms))
+            && now_ms > self.start_ms.saturating_add(i64::from(timeout_ms))
+    }
+
+    /// KIP-890: whether producer `(producer_id, epoch)` has a transaction open here that
+    /// includes `(topic, partition)`, so the partition may accept its transactional
+    /// batches. The error is what the partition leader answers the produce with.
+    pub fn check_partition_in_txn(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), i16> {
+        if producer_id != self.producer_id {
+            return Err(INVALID_TXN_STATE);
+        }
+        if epoch < self.epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        if epoch != self.epoch {
+            return Err(INVALID_TXN_STATE);
+        }
+        if self.state.is_prepare() {
+            // Ending; a retry sees the outcome.
+            return Err(CONCURRENT_TRANSACTIONS);
+        }
+        if self.state != TxnState::Ongoing
+            || !self.partitions.contains(&(topic.to_string(), partition))
+        {
+            return Err(INVALID_TXN_STATE);
+        }
+        Ok(())
     }
 }
 
@@ -125,7 +160,9 @@ pub struct TxnCoordinator {
     /// Ids with a state change in progress: other requests for them get
     /// CONCURRENT_TRANSACTIONS and retry.
     busy: RefCell<HashSet<String>>,
-    log_path: PathBuf,
+    /// This shard's transaction log; refuses appends after a write it could not roll
+    /// back, so state changes then fail until a restart recovers it.
+    log: RecordFile,
     /// Keeps appends and running compactions of the log apart.
     log_gate: super::LogGate,
 }
@@ -215,7 +252,7 @@ impl TxnCoordinator {
             log_gate: super::LogGate::new(loaded.txns.len()),
             txns: RefCell::new(loaded.txns),
             busy: RefCell::new(HashSet::new()),
-            log_path: loaded.log_path,
+            log: RecordFile::new(loaded.log_path),
         }
     }
 
@@ -231,12 +268,14 @@ impl TxnCoordinator {
 
     /// Ids the coordinator must act on by itself: past their timeout, or left in a Prepare
     /// state; busy ones are skipped (their request is acting on them).
-    pub fn due(&self, now_ms: i64) -> Vec<String> {
+    pub fn due(&self, now_ms: i64, timeout_ms_max: i32) -> Vec<String> {
         let busy = self.busy.borrow();
         self.txns
             .borrow()
             .values()
-            .filter(|m| (m.expired(now_ms) || m.state.is_prepare()) && !busy.contains(&m.id))
+            .filter(|m| {
+                (m.expired(now_ms, timeout_ms_max) || m.state.is_prepare()) && !busy.contains(&m.id)
+            })
             .map(|m| m.id.clone())
             .collect()
     }
@@ -258,13 +297,9 @@ impl TxnCoordinator {
 
     /// Makes `meta` durable, then makes it the id's state.
     pub async fn put(&self, meta: TxnMeta) -> std::io::Result<()> {
-        let path = self.log_path.clone();
-        let record = vec![TxnRecord::Put(meta.clone())];
         let _shared = self.log_gate.shared().await?;
+        self.log.append(vec![TxnRecord::Put(meta.clone())]).await?;
         self.log_gate.appended(1);
-        glommio::executor()
-            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &record))
-            .await?;
         self.txns.borrow_mut().insert(meta.id.clone(), meta);
         Ok(())
     }
@@ -314,11 +349,9 @@ impl TxnCoordinator {
             .iter()
             .map(|b| TxnRecord::Remove { id: b.id.clone() })
             .collect();
-        let path = self.log_path.clone();
-        self.log_gate.appended(records.len());
-        glommio::executor()
-            .spawn_blocking(move || crate::storage::record_file::append_records(&path, &records))
-            .await?;
+        let count = records.len();
+        self.log.append(records).await?;
+        self.log_gate.appended(count);
         self.log_gate.look_again();
         let mut txns = self.txns.borrow_mut();
         for b in &removing {
@@ -344,7 +377,11 @@ impl TxnCoordinator {
         }
         live.sort_by(|a, b| a.id.cmp(&b.id));
         let live: Vec<TxnRecord> = live.into_iter().map(TxnRecord::Put).collect();
-        let (path, count, before) = (self.log_path.clone(), live.len(), self.log_gate.records());
+        let (path, count, before) = (
+            self.log.path().to_path_buf(),
+            live.len(),
+            self.log_gate.records(),
+        );
         glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::rewrite_records(&path, &live))
             .await?;
@@ -393,9 +430,36 @@ mod tests {
         assert_eq!(m.check_producer(7, 3), Ok(()));
         assert_eq!(m.check_producer(7, 2), Err(PRODUCER_FENCED));
         assert_eq!(m.check_producer(8, 3), Err(INVALID_PRODUCER_ID_MAPPING));
-        assert!(!m.expired(61_000));
-        assert!(m.expired(61_001));
-        assert!(!meta("b", TxnState::CompleteCommit, 0).expired(i64::MAX));
+        let max = TRANSACTION_TIMEOUT_MS_MAX;
+        assert!(!m.expired(61_000, max));
+        assert!(m.expired(61_001, max));
+        // A lower transaction.max.timeout.ms applies to a transaction already open.
+        assert!(m.expired(11_001, 10_000));
+        assert!(!meta("b", TxnState::CompleteCommit, 0).expired(i64::MAX, max));
+        // KIP-890: only the registered producer's ongoing transaction with the partition.
+        assert_eq!(m.check_partition_in_txn(7, 3, "t", 0), Ok(()));
+        assert_eq!(
+            m.check_partition_in_txn(7, 3, "t", 1),
+            Err(INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            m.check_partition_in_txn(8, 3, "t", 0),
+            Err(INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            m.check_partition_in_txn(7, 2, "t", 0),
+            Err(INVALID_PRODUCER_EPOCH)
+        );
+        let done = meta("c", TxnState::CompleteAbort, 0);
+        assert_eq!(
+            done.check_partition_in_txn(7, 3, "t", 0),
+            Err(INVALID_TXN_STATE)
+        );
+        let ending = meta("d", TxnState::PrepareCommit, 0);
+        assert_eq!(
+            ending.check_partition_in_txn(7, 3, "t", 0),
+            Err(CONCURRENT_TRANSACTIONS)
+        );
         assert_eq!(
             fenced_for_version(PRODUCER_FENCED, 1, 2),
             INVALID_PRODUCER_EPOCH
@@ -426,7 +490,9 @@ mod tests {
         records.push(TxnRecord::Put(meta("prepared", TxnState::PrepareAbort, 0)));
         records.push(TxnRecord::Put(meta("gone", TxnState::Empty, week)));
         records.push(TxnRecord::Remove { id: "gone".into() });
-        crate::storage::record_file::append_records(&path, &records).unwrap();
+        RecordFile::new(path.clone())
+            .append_blocking(&records)
+            .unwrap();
         let loaded = TxnCoordinator::load(dir.path(), ShardId(0), 1, week + 10).unwrap();
         let mut ids: Vec<_> = loaded.txns.keys().cloned().collect();
         ids.sort();

@@ -46,8 +46,6 @@ const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
-/// "Not requested" for authorized operations.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// The only leader epoch a single node has.
 const LEADER_EPOCH: i32 = crate::storage::log::LEADER_EPOCH;
 
@@ -547,13 +545,16 @@ pub async fn describe_log_dirs(
 pub async fn describe_cluster(
     shard: &Rc<Shard>,
     ctx: &Ctx,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> Response {
     let snapshot = shard.snapshot();
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(text(snapshot.cluster_id.clone()))
         .with_controller_id(BrokerId(broker_id(shard.node, ShardId(0))))
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(super::authorized::when(
+            request.include_cluster_authorized_operations,
+            super::authorized::CLUSTER,
+        ))
         .with_endpoint_type(1);
     response.brokers = (0..snapshot.shard_count)
         .map(|k| {

@@ -390,9 +390,9 @@ pub async fn describe_groups(
             let inner = group.inner.borrow();
             out.group_state = s(inner.state.name());
             out.protocol_type = s(inner.protocol_type.clone().unwrap_or_default());
-            // As Kafka (GroupMetadata.summary): the protocol and each member's metadata and
-            // assignment are shown only once the group is Stable; during a rebalance they
-            // are empty.
+            // As Kafka 4.x: the protocol and each member's subscription metadata are shown
+            // only once the group is Stable; during a rebalance they are empty, while each
+            // member's current assignment stays visible.
             let stable = inner.state == State::Stable;
             let protocol = if stable {
                 inner.protocol_name.clone().unwrap_or_default()
@@ -416,14 +416,13 @@ pub async fn describe_groups(
                         .with_client_id(s(m.client_id.clone()))
                         .with_client_host(s(m.client_host.clone()))
                         .with_member_metadata(if stable { metadata } else { Bytes::new() })
-                        .with_member_assignment(if stable {
-                            m.assignment.clone()
-                        } else {
-                            Bytes::new()
-                        })
+                        .with_member_assignment(m.assignment.clone())
                 })
                 .collect();
-            out.authorized_operations = i32::MIN;
+            out.authorized_operations = super::authorized::when(
+                request.include_authorized_operations,
+                super::authorized::GROUP,
+            );
             out
         })
         .collect();

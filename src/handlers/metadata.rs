@@ -38,7 +38,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
             Some(
                 topics
                     .into_iter()
-                    .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                    // The Java client names a topic by id with an empty name, not a null one.
+                    .map(|t| {
+                        let name = t.name.map(|n| n.0.to_string());
+                        let by_id =
+                            !t.topic_id.is_nil() && name.as_deref().is_none_or(str::is_empty);
+                        (if by_id { None } else { name }, t.topic_id)
+                    })
                     .filter(|key| seen.insert(key.clone()))
                     .collect(),
             )
@@ -69,13 +75,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 .await
             {
                 Ok(ControlReply::Topics(outcomes)) => {
-                    // One line for the whole request, however many names it carried.
-                    let mut failed = outcomes
+                    let failed: Vec<_> = outcomes
                         .iter()
-                        .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS);
-                    if let Some(o) = failed.next() {
-                        let others = failed.count();
-                        tracing::warn!(topic = ?o.name, code = o.error_code, message = ?o.message, others, "auto topic creation failed");
+                        .filter(|o| o.error_code != NONE && o.error_code != TOPIC_ALREADY_EXISTS)
+                        .collect();
+                    // One line per request, rate-limited per client: a client naming
+                    // many new topics past the partition cap must not flood the log.
+                    if let Some(first) = failed.first() {
+                        let count = failed.len();
+                        crate::util::warn_about_client(&ctx.client_host, |more| {
+                            tracing::warn!(client = %ctx.client_host, topic = ?first.name, code = first.error_code, message = ?first.message, count, "auto topic creation failed{more}");
+                        });
                     }
                 }
                 Ok(other) => tracing::error!(?other, "unexpected controller reply"),
@@ -89,11 +99,19 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     response.brokers = brokers(shard, &snapshot);
     response.cluster_id = Some(StrBytes::from_string(snapshot.cluster_id.clone()));
     response.controller_id = BrokerId(broker_id(shard.node, ShardId(0)));
+    response.cluster_authorized_operations = super::authorized::when(
+        request.include_cluster_authorized_operations,
+        super::authorized::CLUSTER,
+    );
+    let topic_operations = super::authorized::when(
+        request.include_topic_authorized_operations,
+        super::authorized::TOPIC,
+    );
     response.topics = match wanted {
         None => snapshot
             .topics
             .values()
-            .map(|t| topic_entry(shard, &snapshot, t))
+            .map(|t| topic_entry(shard, &snapshot, t, topic_operations))
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -103,7 +121,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                     None => snapshot.topic_by_id(&id),
                 };
                 match found {
-                    Some(topic) => topic_entry(shard, &snapshot, topic),
+                    Some(topic) => topic_entry(shard, &snapshot, topic, topic_operations),
                     None => {
                         let code = match &name {
                             Some(n) if validate_topic_name(n).is_err() => INVALID_TOPIC_EXCEPTION,
@@ -140,8 +158,10 @@ fn topic_entry(
     shard: &Shard,
     snapshot: &ClusterSnapshot,
     topic: &Arc<TopicMeta>,
+    authorized_operations: i32,
 ) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
+    entry.topic_authorized_operations = authorized_operations;
     entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     entry.topic_id = topic.id;
     entry.is_internal = false;

@@ -17,6 +17,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod txn;
+mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -27,6 +28,71 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::protocol::codec::{self, RequestFrame};
 use crate::protocol::versions::{self, PRODUCE_MIN_ACCEPTED};
 use crate::shard::Shard;
+
+/// Kafka's ACL operation codes (`AclOperation`), as bits of an `authorized_operations`
+/// field.
+mod acl_operation {
+    pub const READ: i32 = 3;
+    pub const WRITE: i32 = 4;
+    pub const CREATE: i32 = 5;
+    pub const DELETE: i32 = 6;
+    pub const ALTER: i32 = 7;
+    pub const DESCRIBE: i32 = 8;
+    pub const CLUSTER_ACTION: i32 = 9;
+    pub const DESCRIBE_CONFIGS: i32 = 10;
+    pub const ALTER_CONFIGS: i32 = 11;
+    pub const IDEMPOTENT_WRITE: i32 = 12;
+}
+
+/// What a client that asks for `authorized_operations` is told. Without an authorizer
+/// every principal may do everything a resource supports, so Kafka answers with all of
+/// them (`AuthHelper.authorizedOperations`); a client that does not ask gets
+/// [`AUTHORIZED_OPERATIONS_OMITTED`].
+pub(crate) mod authorized {
+    use super::acl_operation::*;
+
+    const fn bits(ops: &[i32]) -> i32 {
+        let mut out = 0;
+        let mut i = 0;
+        while i < ops.len() {
+            out |= 1 << ops[i];
+            i += 1;
+        }
+        out
+    }
+
+    pub const TOPIC: i32 = bits(&[
+        READ,
+        WRITE,
+        CREATE,
+        DELETE,
+        ALTER,
+        DESCRIBE,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+    ]);
+    pub const GROUP: i32 = bits(&[READ, DESCRIBE, DELETE]);
+    pub const CLUSTER: i32 = bits(&[
+        CREATE,
+        CLUSTER_ACTION,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+        IDEMPOTENT_WRITE,
+        ALTER,
+        DESCRIBE,
+    ]);
+    /// "Not asked for" (Kafka's `Integer.MIN_VALUE`).
+    pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+    /// `ops` if the client asked for them.
+    pub fn when(asked: bool, ops: i32) -> i32 {
+        if asked {
+            ops
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        }
+    }
+}
 
 /// A string for a response field.
 fn s(value: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
@@ -164,6 +230,7 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::DescribeTransactions => call!(txn::describe_transactions),
         ApiKey::ListTransactions => call!(txn::list_transactions),
         ApiKey::DescribeProducers => call!(txn::describe_producers),
+        ApiKey::WriteTxnMarkers => call!(write_txn_markers::handle),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

@@ -40,7 +40,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
         NOT_COORDINATOR
     } else {
         let group = shard.groups.get_or_create(&group_id);
-        group.check_commit(&request.member_id, instance.as_deref(), generation)
+        group.check_commit(&request.member_id, instance.as_deref(), generation, false)
     };
     let wanted = request.topics.iter().flat_map(|t| {
         t.partitions.iter().map(|p| OffsetToCommit {

@@ -1,27 +1,57 @@
 //! Produce: validate each partition's batch, append it, answer once it is durable.
 //!
-//! Everything up to the appends is synchronous (see [`crate::server`] on ordering). The
-//! batch is checked through its header view only — CRC32C, counts, size, producer
-//! fields — and stored verbatim. acks=1 and acks=-1 are both answered after the flusher's
-//! `fdatasync` covers the batch (a single node has no followers to wait for, and
-//! acknowledged means durable); acks=0 is never answered.
+//! Appends happen synchronously, before the handler's first `.await` (see
+//! [`crate::server`] on ordering), except where a check must wait: a transactional batch
+//! whose coordinator is on another shard (KIP-890 verification), or a large batch for a
+//! compacted topic whose keys are read off the event loop. Those take a ticket in the
+//! partition's [`AppendGate`](crate::shard::append_gate) and append when their turn comes;
+//! later produces to that partition queue behind them, so appends keep arrival order.
+//!
+//! The batch is checked through its header view only — CRC32C, counts, size, producer
+//! fields — and stored verbatim; a compacted topic also needs every record keyed, and the
+//! keyless ones are named in `record_errors` (KIP-467). A transactional batch is accepted
+//! only if the producer's ongoing transaction includes the partition (asked of the
+//! coordinator once per transaction and partition; the open transaction in the
+//! partition's producer state is the remembered answer), so a stray transactional batch
+//! cannot open a transaction nothing will close. acks=1 and acks=-1 are both answered
+//! after the flusher's `fdatasync` covers the batch (a single node has no followers to
+//! wait for, and acknowledged means durable); acks=0 is never answered.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
-use crate::protocol::batch;
+use crate::protocol::batch::{self, BatchInfo};
 use crate::protocol::errors::*;
-use crate::shard::{Partition, Shard};
+use crate::shard::append_gate::Ticket;
+use crate::shard::{txn, Partition, Shard};
 use crate::storage::AppendOutcome;
 use crate::util::now_ms;
 
 /// The longest a produce waits for durability, whatever timeout the client sends.
 const PRODUCE_TIMEOUT_MS_MAX: u64 = 300_000;
+/// Compressed batches larger than this have their keys checked off the event loop: they
+/// may inflate to hundreds of MB.
+const KEY_CHECK_INLINE_COMPRESSED_BYTES_MAX: usize = 64 * 1024;
+/// Uncompressed batches larger than this too (the check copies and walks every record).
+const KEY_CHECK_INLINE_BYTES_MAX: usize = 1024 * 1024;
+/// Threads per shard reading keys off the event loop at once; more checks wait their turn.
+const KEY_CHECK_THREADS_MAX: u64 = 2;
+/// Record errors that carry a message; the rest list only their index (a batch of
+/// millions of keyless records must not make a response of hundreds of MB).
+const RECORD_ERROR_MESSAGES_MAX: usize = 100;
+/// Test hook: while the file this names exists, off-loop key checks wait (bounded), so
+/// a test can observe the shard serving other requests meanwhile.
+const KEY_CHECK_HOLD_ENV: &str = "STRAND_TEST_HOLD_KEY_CHECK";
+/// The longest the test hook holds a check.
+const KEY_CHECK_HOLD_MS_MAX: u64 = 60_000;
 
 struct Pending {
     topic: usize,
@@ -32,11 +62,39 @@ struct Pending {
     incarnation: u64,
 }
 
+/// A batch waiting for its turn in the partition's append gate.
+struct Deferred {
+    topic: usize,
+    partition: usize,
+    name: String,
+    log: Rc<Partition>,
+    records: Bytes,
+    info: BatchInfo,
+    log_append_time: bool,
+    /// Read the keys off the event loop before appending.
+    check_keys: bool,
+    ticket: Ticket,
+}
+
+/// What the partition leader knows without awaiting about a transactional batch.
+enum TxnVerdict {
+    Accepted,
+    Refused(i16),
+    /// The coordinator is on another shard.
+    AskRemote,
+}
+
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Response {
     let acks = request.acks;
     let now = now_ms();
+    let txn_id: Option<String> = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .filter(|id| !id.is_empty());
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
+    let mut deferred = Vec::new();
 
     for (t, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
@@ -69,62 +127,66 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             let info = match batch::validate_produce_records(&records, max_message_bytes) {
                 Ok(info) => info,
                 Err(err) => {
-                    tracing::warn!(topic = %name, partition = data.index, %err, "produce rejected");
+                    crate::util::warn_about_client(&ctx.client_host, |more| {
+                        tracing::warn!(client = %ctx.client_host, topic = %name, partition = data.index, %err, "produce rejected{more}");
+                    });
                     out.error_code = err.error_code();
                     out.error_message = Some(StrBytes::from_string(err.to_string()));
                     partition_responses.push(out);
                     continue;
                 }
             };
-            if compacted {
-                // Compaction keeps the latest record per key: a record without one cannot
-                // be kept, so it is refused (as Kafka does).
-                let keyed = crate::storage::compaction::all_records_keyed(&records, &info);
-                if !matches!(keyed, Ok(true)) {
-                    let why = match keyed {
-                        Err(err) => format!("cannot read the batch's records: {err}"),
-                        _ => "compacted topics accept only records with a key".to_string(),
-                    };
-                    tracing::warn!(topic = %name, partition = data.index, %why, "produce rejected");
-                    out.error_code = INVALID_RECORD;
-                    out.error_message = Some(StrBytes::from_string(why));
+            let check_keys_off_loop = compacted && key_check_off_loop(&info);
+            if compacted && !check_keys_off_loop {
+                let keyless = crate::storage::compaction::keyless_records(&records, &info);
+                if refuse_keyless(keyless, &ctx.client_host, &name, data.index, &mut out) {
                     partition_responses.push(out);
                     continue;
                 }
             }
-            let appended = partition.log.borrow_mut().append(&records, &info, now);
-            match appended {
-                Ok(
-                    outcome @ (AppendOutcome::Appended {
-                        base_offset,
-                        last_offset,
-                    }
-                    | AppendOutcome::Duplicate {
-                        base_offset,
-                        last_offset,
-                    }),
-                ) => {
-                    out.base_offset = base_offset;
-                    if log_append_time {
-                        out.log_append_time_ms = now;
-                    }
-                    out.log_start_offset = partition.log.borrow().log_start_offset();
-                    if matches!(outcome, AppendOutcome::Appended { .. }) {
-                        shard.add_unflushed(info.len);
-                        shard.mark_dirty(&partition);
-                    }
-                    pending.push(Pending {
-                        topic: t,
-                        partition: p,
-                        incarnation: partition.incarnation.get(),
-                        log: partition,
-                        last_offset,
-                    });
-                }
-                Err(err) => {
-                    out.error_code = err.error_code();
-                    out.error_message = Some(StrBytes::from_string(err.to_string()));
-                }
+            let verdict = if info.is_transactional() {
+                txn_verdict(shard, txn_id.as_deref(), &partition, &name, &info)
+            } else {
+                TxnVerdict::Accepted
+            };
+            if let TxnVerdict::Refused(code) = verdict {
+                refuse_txn(&mut out, code, &name, data.index, &info);
+                partition_responses.push(out);
+                continue;
+            }
+            let must_wait = check_keys_off_loop
+                || matches!(verdict, TxnVerdict::AskRemote)
+                || !partition.append_gate.is_idle();
+            if must_wait {
+                // Filled in when its turn comes.
+                partition_responses.push(out);
+                deferred.push(Deferred {
+                    topic: t,
+                    partition: p,
+                    name: name.clone(),
+                    ticket: partition.append_gate.ticket(),
+                    log: partition,
+                    records,
+                    info,
+                    log_append_time,
+                    check_keys: check_keys_off_loop,
+                });
+                continue;
+            }
+            if let Some(wait) = append(
+                shard,
+                &partition,
+                &records,
+                &info,
+                now,
+                log_append_time,
+                &mut out,
+            ) {
+                pending.push(Pending {
+                    topic: t,
+                    partition: p,
+                    ..wait
+                });
             }
             partition_responses.push(out);
         }
@@ -133,6 +195,47 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 .with_name(topic.name)
                 .with_partition_responses(partition_responses),
         );
+    }
+
+    // Every ticket is taken: from here the handler may await.
+    for d in deferred {
+        d.ticket.turn().await;
+        let out = &mut responses[d.topic].partition_responses[d.partition];
+        let index = out.index;
+        if d.check_keys {
+            let keyless = keyless_records_off_loop(d.records.clone(), d.info).await;
+            if refuse_keyless(keyless, &ctx.client_host, &d.name, index, out) {
+                continue;
+            }
+        }
+        if d.info.is_transactional() {
+            let code = verify_txn(shard, txn_id.as_deref(), &d.log, &d.name, &d.info).await;
+            if code != NONE {
+                refuse_txn(out, code, &d.name, index, &d.info);
+                continue;
+            }
+        }
+        if d.log.removed.get() {
+            out.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+            continue;
+        }
+        let appended = append(
+            shard,
+            &d.log,
+            &d.records,
+            &d.info,
+            now_ms(),
+            d.log_append_time,
+            out,
+        );
+        if let Some(wait) = appended {
+            pending.push(Pending {
+                topic: d.topic,
+                partition: d.partition,
+                ..wait
+            });
+        }
+        drop(d.ticket);
     }
 
     if acks == 0 {
@@ -159,4 +262,259 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     let mut response = ProduceResponse::default();
     response.responses = responses;
     ctx.respond(&response)
+}
+
+/// Appends a checked batch and fills in its answer; returns what to wait on for
+/// durability (with `topic`/`partition` for the caller to set).
+fn append(
+    shard: &Shard,
+    partition: &Rc<Partition>,
+    records: &[u8],
+    info: &BatchInfo,
+    now: i64,
+    log_append_time: bool,
+    out: &mut PartitionProduceResponse,
+) -> Option<Pending> {
+    let appended = partition.log.borrow_mut().append(records, info, now);
+    match appended {
+        Ok(
+            outcome @ (AppendOutcome::Appended {
+                base_offset,
+                last_offset,
+            }
+            | AppendOutcome::Duplicate {
+                base_offset,
+                last_offset,
+            }),
+        ) => {
+            out.base_offset = base_offset;
+            if log_append_time {
+                out.log_append_time_ms = now;
+            }
+            out.log_start_offset = partition.log.borrow().log_start_offset();
+            if matches!(outcome, AppendOutcome::Appended { .. }) {
+                shard.add_unflushed(info.len);
+                shard.mark_dirty(partition);
+            }
+            Some(Pending {
+                topic: 0,
+                partition: 0,
+                incarnation: partition.incarnation.get(),
+                log: partition.clone(),
+                last_offset,
+            })
+        }
+        Err(err) => {
+            out.error_code = err.error_code();
+            out.error_message = Some(StrBytes::from_string(err.to_string()));
+            None
+        }
+    }
+}
+
+/// Whether a compacted topic's batch is large enough to have its keys read off the event
+/// loop.
+fn key_check_off_loop(info: &BatchInfo) -> bool {
+    if info.compression() != 0 {
+        info.len > KEY_CHECK_INLINE_COMPRESSED_BYTES_MAX
+    } else {
+        info.len > KEY_CHECK_INLINE_BYTES_MAX
+    }
+}
+
+thread_local! {
+    /// This shard's key-check threads.
+    static KEY_CHECK_SLOTS: Rc<glommio::sync::Semaphore> =
+        Rc::new(glommio::sync::Semaphore::new(KEY_CHECK_THREADS_MAX));
+}
+
+/// [`keyless_records`](crate::storage::compaction::keyless_records) on a thread of its
+/// own. Not glommio's blocking pool: that is one thread per shard, which the flusher's
+/// directory syncs and the coordinators' log writes need, and a long decompression there
+/// would stall them.
+async fn keyless_records_off_loop(records: Bytes, info: BatchInfo) -> std::io::Result<Vec<i32>> {
+    let slots = KEY_CHECK_SLOTS.with(Rc::clone);
+    let slot = slots
+        .acquire_static_permit(1)
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))?;
+    let (tx, rx) = futures_channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("strand-key-check".into())
+        .spawn(move || {
+            hold_for_tests();
+            let _ = tx.send(crate::storage::compaction::keyless_records(&records, &info));
+        })?;
+    // The slot is held until the thread is done, even if this produce is dropped (its
+    // connection closed) meanwhile: clients that hang up cannot start more threads.
+    let waited = glommio::spawn_local(async move {
+        let _slot = slot;
+        rx.await
+    })
+    .detach()
+    .await;
+    match waited {
+        Some(Ok(result)) => result,
+        _ => Err(std::io::Error::other("the key check thread failed")),
+    }
+}
+
+/// Fills in the refusal of a batch with keyless records for a compacted topic (or whose
+/// records cannot be read); false if every record has a key.
+fn refuse_keyless(
+    keyless: std::io::Result<Vec<i32>>,
+    client: &str,
+    topic: &str,
+    partition: i32,
+    out: &mut PartitionProduceResponse,
+) -> bool {
+    let why = match keyless {
+        Ok(keyless) if keyless.is_empty() => return false,
+        Ok(keyless) => {
+            // Kafka's LogValidator words, one record error per keyless record (KIP-467):
+            // clients fail exactly those with INVALID_RECORD.
+            let message = format!(
+                "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+            );
+            out.record_errors = keyless
+                .iter()
+                .enumerate()
+                .map(|(n, &batch_index)| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(batch_index)
+                        .with_batch_index_error_message(
+                            (n < RECORD_ERROR_MESSAGES_MAX)
+                                .then(|| StrBytes::from_string(message.clone())),
+                        )
+                })
+                .collect();
+            format!(
+                "{} record(s) of the batch have no key, which a compacted topic requires; the batch was not appended",
+                keyless.len()
+            )
+        }
+        Err(err) => format!("cannot read the batch's records: {err}"),
+    };
+    crate::util::warn_about_client(client, |more| {
+        tracing::warn!(client, topic = %topic, partition, %why, "produce rejected{more}");
+    });
+    out.error_code = INVALID_RECORD;
+    out.error_message = Some(StrBytes::from_string(why));
+    true
+}
+
+/// KIP-890 without awaiting: a transactional batch is accepted if its producer's
+/// transaction is already open in the partition (verified when it opened), else the
+/// transaction coordinator must confirm the partition is part of it.
+fn txn_verdict(
+    shard: &Shard,
+    txn_id: Option<&str>,
+    partition: &Partition,
+    topic: &str,
+    info: &BatchInfo,
+) -> TxnVerdict {
+    let open = partition
+        .log
+        .borrow()
+        .producers()
+        .txn_open(info.producer_id, info.producer_epoch);
+    if open {
+        return TxnVerdict::Accepted;
+    }
+    let Some(id) = txn_id else {
+        // A transactional batch without a transactional id: no coordinator can end it.
+        return TxnVerdict::Refused(INVALID_TXN_STATE);
+    };
+    if txn::coordinator_of(shard, id) != shard.id {
+        return TxnVerdict::AskRemote;
+    }
+    let code = shard.check_partition_in_txn(
+        id,
+        info.producer_id,
+        info.producer_epoch,
+        topic,
+        partition.index,
+    );
+    if code == NONE {
+        TxnVerdict::Accepted
+    } else {
+        TxnVerdict::Refused(code)
+    }
+}
+
+/// [`txn_verdict`] at the batch's turn, asking a remote coordinator if needed. The gate
+/// holds later appends to the partition meanwhile; a marker written while the question
+/// was in flight makes the answer stale, and the producer retries.
+async fn verify_txn(
+    shard: &Rc<Shard>,
+    txn_id: Option<&str>,
+    partition: &Partition,
+    topic: &str,
+    info: &BatchInfo,
+) -> i16 {
+    match txn_verdict(shard, txn_id, partition, topic, info) {
+        TxnVerdict::Accepted => NONE,
+        TxnVerdict::Refused(code) => code,
+        TxnVerdict::AskRemote => {
+            let id = txn_id.unwrap_or_default();
+            let markers = partition.append_gate.markers_written();
+            let code = txn::verify_partition_in_txn(
+                shard,
+                id,
+                info.producer_id,
+                info.producer_epoch,
+                topic,
+                partition.index,
+            )
+            .await;
+            if code == NONE && partition.append_gate.markers_written() != markers {
+                return NOT_ENOUGH_REPLICAS;
+            }
+            code
+        }
+    }
+}
+
+/// Answers a transactional batch the coordinator did not confirm. Coordinator-side
+/// transient states become NOT_ENOUGH_REPLICAS, which every producer retries (Kafka maps
+/// them the same way for clients that predate KIP-890).
+fn refuse_txn(
+    out: &mut PartitionProduceResponse,
+    code: i16,
+    topic: &str,
+    partition: i32,
+    info: &BatchInfo,
+) {
+    let code = match code {
+        CONCURRENT_TRANSACTIONS
+        | NOT_COORDINATOR
+        | COORDINATOR_NOT_AVAILABLE
+        | COORDINATOR_LOAD_IN_PROGRESS => NOT_ENOUGH_REPLICAS,
+        code => code,
+    };
+    let why = match code {
+        INVALID_TXN_STATE => "the producer has no ongoing transaction including this partition (AddPartitionsToTxn first)",
+        INVALID_PRODUCER_EPOCH => "the producer's epoch is older than its transaction coordinator's",
+        _ => "the transaction coordinator could not confirm the transaction; retry",
+    };
+    tracing::debug!(topic = %topic, partition, producer_id = info.producer_id, epoch = info.producer_epoch, code, why, "transactional produce refused");
+    out.error_code = code;
+    out.error_message = Some(StrBytes::from_string(why.to_string()));
+}
+
+/// The test hook of [`KEY_CHECK_HOLD_ENV`]; nothing unless it is set.
+fn hold_for_tests() {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(path) = HOLD.get_or_init(|| std::env::var_os(KEY_CHECK_HOLD_ENV).map(Into::into))
+    else {
+        return;
+    };
+    if path.exists() {
+        tracing::info!("key check held by the test hook");
+    }
+    let deadline = Instant::now() + Duration::from_millis(KEY_CHECK_HOLD_MS_MAX);
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::info!("key check released by the test hook");
 }

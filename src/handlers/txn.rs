@@ -170,6 +170,7 @@ pub async fn txn_offset_commit(
             &request.member_id,
             instance.as_deref(),
             request.generation_id,
+            true,
         )
     };
     let wanted = request.topics.iter().flat_map(|t| {

@@ -10,6 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::util::one_line;
+
 /// Smallest request frame: api key, api version, correlation id.
 pub const REQUEST_FRAME_BYTES_MIN: usize = 8;
 
@@ -60,7 +62,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
         correlation_id,
     })?;
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        .map_err(|e| FrameError::Malformed(one_line(&e.to_string()).into_owned()))?;
     Ok(RequestFrame {
         api_key: api,
         version,
@@ -69,9 +71,10 @@ pub fn parse_request(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
     })
 }
 
-/// Decodes a request body at `version`.
+/// Decodes a request body at `version`. The error is one line: kafka-protocol's "not
+/// enough bytes" message ends in a newline, which would split the log line it lands in.
 pub fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
-    T::decode(body, version).map_err(|e| e.to_string())
+    T::decode(body, version).map_err(|e| one_line(&e.to_string()).into_owned())
 }
 
 /// Encodes `[size][response header][body]` for `api` at `version`.

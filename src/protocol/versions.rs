@@ -45,6 +45,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    // The operator's abort of a hanging transaction (Admin.abortTransaction); v0 is gone
+    // from Kafka 4.
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 /// Produce versions that can carry magic-2 record batches.
@@ -108,6 +111,7 @@ mod tests {
                 ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
                 ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
                 ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
+                ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
                 other => panic!("no range for {other:?}"),
             };
             (r.min, r.max)

@@ -1,12 +1,17 @@
 //! One client connection: frame reading, request dispatch, ordered responses.
 //!
 //! Every resource a connection can pin is bounded, because a client may be hostile or
-//! broken: a frame's memory is reserved as its bytes arrive (a length prefix alone reserves
-//! little), a frame that stops arriving half way is closed after [`FRAME_STALL_TIMEOUT_MS`],
-//! a response the client stops reading is closed after [`WRITE_STALL_TIMEOUT_MS`], and at
-//! most one Fetch response per connection is held unwritten (a consumer that pipelines
-//! fetches and never reads would otherwise make the broker hold one response per request in
-//! flight). Real clients have at most one fetch in flight per connection anyway.
+//! broken: a frame's memory is reserved from the shard's [`RequestBudget`] as its bytes
+//! arrive (a length prefix alone reserves [`FRAME_FIRST_CHUNK_BYTES`]; a connection that
+//! cannot reserve stops reading), a frame that stops arriving half way is closed after
+//! [`FRAME_STALL_TIMEOUT_MS`] and one that takes longer than `--frame-read-timeout-ms` from
+//! its first byte is closed however it trickles, a connection with no request for
+//! `--connections-max-idle-ms` is closed (idle sockets would otherwise use up
+//! `--max-connections-per-shard`), a response the client stops reading is closed after
+//! [`WRITE_STALL_TIMEOUT_MS`], and at most one Fetch response per connection is held
+//! unwritten (a consumer that pipelines fetches and never reads would otherwise make the
+//! broker hold one response per request in flight). Real clients have at most one fetch in
+//! flight per connection anyway.
 
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
@@ -14,13 +19,14 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::Task;
 use kafka_protocol::messages::ApiKey;
 
+use super::budget::{RequestBudget, Reservation};
 use crate::handlers::{self, Response};
 use crate::protocol::codec::{self, FrameError};
 use crate::shard::Shard;
@@ -28,11 +34,16 @@ use crate::util::{timeout, Notify};
 
 /// Read buffer of a connection; requests larger than this are read straight through.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// Memory for a frame is reserved as its bytes arrive, at most this much ahead of them, so
-/// that a length prefix alone cannot make the broker reserve `--max-frame-bytes`.
+/// What a length prefix alone reserves (or the whole frame, if smaller): most requests but
+/// Produce fit in it, and a thousand bare prefixes hold 16 MiB, not a gigabyte.
+pub const FRAME_FIRST_CHUNK_BYTES: usize = 16 * 1024;
+/// Memory for a frame is reserved as its bytes arrive, doubling from the first chunk and at
+/// most this much ahead of them, so that a length prefix cannot make the broker reserve
+/// `--max-frame-bytes`.
 const FRAME_RESERVE_AHEAD_BYTES: usize = 1024 * 1024;
 /// Once a frame has begun, the longest the client may send nothing more of it (a request
-/// sent half way, then stalled: slowloris). Idle time between frames is not limited.
+/// sent half way, then stalled: slowloris). The frame as a whole is bounded by
+/// `--frame-read-timeout-ms`; idle time between frames by `--connections-max-idle-ms`.
 pub const FRAME_STALL_TIMEOUT_MS: u64 = 30_000;
 /// The longest a response write may make no progress (a client that stopped reading).
 pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
@@ -73,16 +84,30 @@ impl AsyncWrite for Half {
     }
 }
 
-/// What the reader and the writer task share: how many Fetch responses are not yet
-/// written, and whether the writer has stopped.
-#[derive(Default)]
+/// What the reader and the writer task share: how many requests and Fetch responses are
+/// not yet answered, when the connection last did something, and whether the writer has
+/// stopped.
 struct Outbox {
     fetches_unwritten: Cell<usize>,
+    /// Requests read and not yet answered: while there are any, the connection is not idle.
+    unanswered: Cell<usize>,
+    /// The end of the last request read or response written.
+    last_active: Cell<Instant>,
     writer_done: Cell<bool>,
     changed: Notify,
 }
 
 impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            fetches_unwritten: Cell::new(0),
+            unanswered: Cell::new(0),
+            last_active: Cell::new(Instant::now()),
+            writer_done: Cell::new(false),
+            changed: Notify::default(),
+        }
+    }
+
     async fn wait_writer_done(&self) {
         loop {
             let seen = self.changed.generation();
@@ -94,7 +119,8 @@ impl Outbox {
     }
 }
 
-/// A dispatched request, in the writer's queue.
+/// A dispatched request, in the writer's queue. Its frame's [`Reservation`] is held by the
+/// handler task and released when the task ends.
 struct InFlight {
     task: Task<Response>,
     fetch: bool,
@@ -114,17 +140,26 @@ impl Drop for WriterDone {
 enum End {
     ClientClosed,
     Shutdown,
+    /// No request for `--connections-max-idle-ms`.
+    Idle,
     Violation(String),
     Io(std::io::Error),
 }
 
-pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
+/// The limits frame reading applies, from the flags.
+struct FrameLimits {
+    max_frame_bytes: usize,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStream, peer: &str) {
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, Half(stream.clone()));
     let mut writer = Half(stream);
     let (queue, responses) =
         local_channel::new_bounded::<InFlight>(shard.config.max_inflight_requests.max(1));
-    let outbox = Rc::new(Outbox::default());
+    let outbox = Rc::new(Outbox::new());
 
     let done = WriterDone(outbox.clone());
     let writer_task = glommio::spawn_local(async move {
@@ -135,6 +170,8 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
                 Response::None => Ok(None),
                 Response::Close(reason) => Ok(Some(reason)),
             };
+            outbox.unanswered.set(outbox.unanswered.get() - 1);
+            outbox.last_active.set(Instant::now());
             if fetch {
                 outbox
                     .fetches_unwritten
@@ -149,18 +186,20 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, peer: &str) {
     });
 
     let client_host: Rc<str> = Rc::from(peer.rsplit_once(':').map(|(h, _)| h).unwrap_or(peer));
-    let end = read_requests(shard, &mut reader, &queue, &outbox, &client_host).await;
+    let end = read_requests(shard, budget, &mut reader, &queue, &outbox, &client_host).await;
     drop(queue);
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
     match (&end, writer_end) {
-        (_, Ok(Some(reason))) => {
-            tracing::warn!(shard = shard.id.0, peer, "closing connection: {reason}")
-        }
-        (End::Violation(why), _) => {
-            tracing::warn!(shard = shard.id.0, peer, "closing connection: {why}")
-        }
+        (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &reason),
+        (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, why),
         (End::Io(err), _) => tracing::debug!(shard = shard.id.0, peer, %err, "connection error"),
+        (End::Idle, Ok(None)) => tracing::debug!(
+            shard = shard.id.0,
+            peer,
+            idle_ms = shard.config.connections_max_idle_ms,
+            "closing idle connection (--connections-max-idle-ms)"
+        ),
         (_, Err(err)) => tracing::debug!(shard = shard.id.0, peer, %err, "write failed"),
         (End::ClientClosed | End::Shutdown, Ok(None)) => {
             tracing::trace!(shard = shard.id.0, peer, "connection closed")
@@ -195,29 +234,66 @@ async fn write_response(writer: &mut Half, mut bytes: &[u8]) -> std::io::Result<
     Ok(None)
 }
 
-/// One read that must make progress within `stall` (`None` if it does not).
+/// Waits for the first byte of the next frame; `None` once the connection has been idle
+/// (no request unanswered, nothing read or written) for `idle`.
+async fn read_first(
+    reader: &mut BufReader<Half>,
+    buf: &mut [u8],
+    outbox: &Outbox,
+    idle: Duration,
+) -> Option<std::io::Result<usize>> {
+    loop {
+        let idle_for = outbox.last_active.get().elapsed();
+        let check = if outbox.unanswered.get() > 0 {
+            Duration::from_millis(STALL_CHECK_MS)
+        } else if idle_for >= idle {
+            return None;
+        } else {
+            (idle - idle_for).min(Duration::from_millis(STALL_CHECK_MS))
+        };
+        if let Some(read) = timeout(check, reader.read(buf)).await {
+            return Some(read);
+        }
+    }
+}
+
+/// One read inside a frame: it must make progress within [`FRAME_STALL_TIMEOUT_MS`] and
+/// before `deadline` (`None` if it does not).
 async fn read_within(
     reader: &mut BufReader<Half>,
     buf: &mut [u8],
-    stall: Duration,
+    deadline: Instant,
 ) -> Option<std::io::Result<usize>> {
     let since = Instant::now();
+    let stall = Duration::from_millis(FRAME_STALL_TIMEOUT_MS);
     loop {
-        match timeout(Duration::from_millis(STALL_CHECK_MS), reader.read(buf)).await {
-            Some(read) => return Some(read),
-            None if since.elapsed() < stall => continue,
-            None => return None,
+        let now = Instant::now();
+        let left = deadline
+            .saturating_duration_since(now)
+            .min(stall.saturating_sub(since.elapsed()));
+        if left.is_zero() {
+            return None;
+        }
+        let check = left.min(Duration::from_millis(STALL_CHECK_MS));
+        if let Some(read) = timeout(check, reader.read(buf)).await {
+            return Some(read);
         }
     }
 }
 
 async fn read_requests(
     shard: &Rc<Shard>,
+    budget: &Rc<RequestBudget>,
     reader: &mut BufReader<Half>,
     queue: &local_channel::LocalSender<InFlight>,
     outbox: &Outbox,
     client_host: &Rc<str>,
 ) -> End {
+    let limits = FrameLimits {
+        max_frame_bytes: shard.config.max_frame_bytes,
+        read_timeout: Duration::from_millis(shard.config.frame_read_timeout_ms),
+        idle_timeout: Duration::from_millis(shard.config.connections_max_idle_ms),
+    };
     loop {
         let seen = shard.shutdown.generation();
         if shard.shutting_down.get() {
@@ -228,7 +304,7 @@ async fn read_requests(
             return End::ClientClosed;
         }
         let frame = futures_lite::future::or(
-            async { Some(read_frame(reader, shard.config.max_frame_bytes).await) },
+            async { Some(read_frame(reader, budget, outbox, &limits).await) },
             futures_lite::future::or(
                 async {
                     shard.shutdown.wait(seen).await;
@@ -241,13 +317,14 @@ async fn read_requests(
             ),
         )
         .await;
-        let frame = match frame {
+        let (frame, held) = match frame {
             None if outbox.writer_done.get() => return End::ClientClosed,
             None => return End::Shutdown,
             Some(Ok(Some(frame))) => frame,
             Some(Ok(None)) => return End::ClientClosed,
             Some(Err(end)) => return end,
         };
+        outbox.last_active.set(Instant::now());
         // Backpressure: while the shard holds too much unflushed data, stop reading.
         shard.wait_for_flush_room().await;
         let request = match codec::parse_request(frame) {
@@ -279,32 +356,40 @@ async fn read_requests(
         }
         let shard = shard.clone();
         let host = client_host.clone();
-        let task =
-            glommio::spawn_local(async move { handlers::dispatch(&shard, request, host).await });
+        let task = glommio::spawn_local(async move {
+            let response = handlers::dispatch(&shard, request, host).await;
+            // The request is done: its bytes go back to the shard's budget.
+            drop(held);
+            response
+        });
+        outbox.unanswered.set(outbox.unanswered.get() + 1);
         if queue.send(InFlight { task, fetch }).await.is_err() {
             return End::ClientClosed;
         }
     }
 }
 
-/// Reads one size-prefixed frame. `Ok(None)` on a clean end of stream between frames.
+/// Reads one size-prefixed frame, reserving its bytes from `budget` as they arrive.
+/// `Ok(None)` on a clean end of stream between frames.
 async fn read_frame(
     reader: &mut BufReader<Half>,
-    max_frame_bytes: usize,
-) -> Result<Option<Bytes>, End> {
-    let stall = Duration::from_millis(FRAME_STALL_TIMEOUT_MS);
+    budget: &Rc<RequestBudget>,
+    outbox: &Outbox,
+    limits: &FrameLimits,
+) -> Result<Option<(Bytes, Reservation)>, End> {
     let mut size = [0u8; 4];
-    let mut filled = 0;
+    // Waiting for a frame to begin is idle time; once it has begun, it must keep coming
+    // and be complete by its deadline.
+    let mut filled = match read_first(reader, &mut size, outbox, limits.idle_timeout).await {
+        None => return Err(End::Idle),
+        Some(Ok(0)) => return Ok(None),
+        Some(Ok(n)) => n,
+        Some(Err(err)) => return Err(End::Io(err)),
+    };
+    let deadline = Instant::now() + limits.read_timeout;
     while filled < size.len() {
-        // Waiting for a frame to begin is idle time; once it has begun, it must keep coming.
-        let read = if filled == 0 {
-            Some(reader.read(&mut size).await)
-        } else {
-            read_within(reader, &mut size[filled..], stall).await
-        };
-        match read {
-            None => return Err(stalled(filled, 4)),
-            Some(Ok(0)) if filled == 0 => return Ok(None),
+        match read_within(reader, &mut size[filled..], deadline).await {
+            None => return Err(stalled(filled, 4, deadline, limits)),
             Some(Ok(0)) => {
                 return Err(End::Violation(
                     "connection closed inside a frame header".into(),
@@ -315,21 +400,38 @@ async fn read_frame(
         }
     }
     let size = i32::from_be_bytes(size);
+    let max_frame_bytes = limits.max_frame_bytes;
     if size < 0 || size as usize > max_frame_bytes {
         return Err(End::Violation(format!(
             "frame size {size} is outside 0..={max_frame_bytes} (--max-frame-bytes)"
         )));
     }
     let size = size as usize;
-    let mut frame = BytesMut::new();
+    if size > budget.capacity_bytes() {
+        return Err(End::Violation(format!(
+            "a {size}-byte frame is larger than the shard's whole request budget of {} bytes (--queued-max-request-bytes)",
+            budget.capacity_bytes()
+        )));
+    }
+    let mut held = budget.start_frame();
+    let mut frame: Vec<u8> = Vec::new();
     while frame.len() < size {
         let start = frame.len();
-        let end = size.min(start + FRAME_RESERVE_AHEAD_BYTES);
+        let step = (size - start)
+            .min(start.max(FRAME_FIRST_CHUNK_BYTES))
+            .min(FRAME_RESERVE_AHEAD_BYTES);
+        // Waiting for the budget counts against the frame's deadline too: otherwise frames
+        // stalled by their clients would hold the budget one wave after another.
+        if !reserve_within(budget, &mut held, step, deadline).await {
+            return Err(stalled(4 + start, 4 + size, deadline, limits));
+        }
+        let end = start + step;
+        frame.reserve_exact(step);
         frame.resize(end, 0);
         let mut at = start;
         while at < end {
-            match read_within(reader, &mut frame[at..end], stall).await {
-                None => return Err(stalled(4 + at, 4 + size)),
+            match read_within(reader, &mut frame[at..end], deadline).await {
+                None => return Err(stalled(4 + at, 4 + size, deadline, limits)),
                 Some(Ok(0)) => {
                     return Err(End::Violation(format!(
                         "connection closed inside a {size}-byte request"
@@ -340,11 +442,72 @@ async fn read_frame(
             }
         }
     }
-    Ok(Some(frame.freeze()))
+    debug_assert_eq!(held.bytes(), size);
+    Ok(Some((Bytes::from(frame), held)))
 }
 
-fn stalled(received: usize, expected: usize) -> End {
-    End::Violation(format!(
-        "no bytes for {FRAME_STALL_TIMEOUT_MS} ms inside a frame ({received} of {expected} bytes received)"
-    ))
+/// Reserves `bytes` more for a frame before its `deadline`; false if the budget stayed full.
+async fn reserve_within(
+    budget: &RequestBudget,
+    held: &mut Reservation,
+    bytes: usize,
+    deadline: Instant,
+) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let check = left.min(Duration::from_millis(STALL_CHECK_MS));
+        if timeout(check, budget.grow(held, bytes)).await.is_some() {
+            return true;
+        }
+    }
+}
+
+/// Why a frame that stopped arriving is closed: its deadline, or no bytes for a while.
+fn stalled(received: usize, expected: usize, deadline: Instant, limits: &FrameLimits) -> End {
+    if Instant::now() >= deadline {
+        End::Violation(format!(
+            "frame not complete {} ms after its first byte (--frame-read-timeout-ms; {received} of {expected} bytes received)",
+            limits.read_timeout.as_millis()
+        ))
+    } else {
+        End::Violation(format!(
+            "no bytes for {FRAME_STALL_TIMEOUT_MS} ms inside a frame ({received} of {expected} bytes received)"
+        ))
+    }
+}
+
+/// Logs why the broker closed a connection: one line, and at most
+/// [`crate::util::CLIENT_LOG_LINES_MAX`] per client host per interval on this shard, so a client
+/// that reconnects and sends garbage in a loop cannot flood the log.
+fn log_close(shard: u16, peer: &str, client_host: &str, reason: &str) {
+    let crate::util::LogVerdict::Log {
+        suppressed_before,
+        last,
+    } = crate::util::client_log_verdict(client_host)
+    else {
+        return;
+    };
+    if suppressed_before > 0 {
+        tracing::warn!(
+            shard,
+            peer,
+            "suppressed {suppressed_before} similar lines about this client (at most {} per {} ms are logged)",
+            crate::util::CLIENT_LOG_LINES_MAX,
+            crate::util::CLIENT_LOG_INTERVAL_MS
+        );
+    }
+    let more = if last {
+        " (further lines about this client suppressed for the rest of the interval)"
+    } else {
+        ""
+    };
+    tracing::warn!(
+        shard,
+        peer,
+        "closing connection: {}{more}",
+        crate::util::one_line(reason)
+    );
 }

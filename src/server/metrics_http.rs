@@ -1,10 +1,17 @@
 //! The metrics listener (`--metrics-listen`, off unless set): a minimal HTTP server on
 //! shard 0 answering `GET /metrics` with every shard's counters in Prometheus' text format.
 //! Each scrape gathers a [`Snapshot`] from every shard over the mesh.
+//!
+//! A scrape client may be broken or hostile like any other: at most
+//! [`HTTP_CONNECTIONS_MAX`] scrapes are served at once (further connections are closed on
+//! accept), a request head must arrive within [`HTTP_READ_TIMEOUT_MS`], and a response the
+//! client does not read within [`HTTP_WRITE_TIMEOUT_MS`] is dropped, so a client that never
+//! reads pins neither memory nor tasks.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,7 +23,14 @@ use crate::shard::Shard;
 /// Largest HTTP request head a scrape may send.
 const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A scrape that has not sent its request by then is dropped.
-const HTTP_READ_TIMEOUT_MS: u64 = 5_000;
+pub const HTTP_READ_TIMEOUT_MS: u64 = 5_000;
+/// A response not written by then (a client that does not read) is dropped.
+pub const HTTP_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Scrapes served at once; Prometheus needs one per scraping server.
+pub const HTTP_CONNECTIONS_MAX: usize = 16;
+/// How often a stalled write checks its deadline (short timers re-armed; see
+/// `connection::STALL_CHECK_MS`).
+const WRITE_CHECK_MS: u64 = 1_000;
 
 /// Every shard's snapshot (asked over the mesh), in shard order.
 async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
@@ -46,6 +60,8 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
         }
     };
     tracing::info!(%addr, "metrics listening");
+    let open = Rc::new(Cell::new(0usize));
+    let mut errors = super::AcceptErrors::new("metrics");
     loop {
         let seen = shard.shutdown.generation();
         if shard.shutting_down.get() {
@@ -60,13 +76,28 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
             None => return,
             Some(Ok(stream)) => stream,
             Some(Err(err)) => {
-                tracing::warn!(%err, "metrics accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let backoff = errors.failed(&shard, &err);
+                futures_lite::future::or(glommio::timer::sleep(backoff), async {
+                    shard.shutdown.wait(seen).await;
+                })
+                .await;
                 continue;
             }
         };
+        errors.succeeded(&shard);
+        if open.get() >= HTTP_CONNECTIONS_MAX {
+            tracing::debug!(
+                limit = HTTP_CONNECTIONS_MAX,
+                "metrics connection limit reached; closing new connection"
+            );
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
+        let open = OpenScrape(open.clone());
         let shard = shard.clone();
         glommio::spawn_local(async move {
+            let _open = open;
             let head = crate::util::timeout(Duration::from_millis(HTTP_READ_TIMEOUT_MS), read_head(&mut stream)).await;
             let response = match head.flatten() {
                 Some(head) if head.starts_with("GET /metrics ") || head.starts_with("GET / ") => {
@@ -79,11 +110,46 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
                 Some(_) => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
                 None => return,
             };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.close().await;
+            let limit = Duration::from_millis(HTTP_WRITE_TIMEOUT_MS);
+            if write_within(&mut stream, response.as_bytes(), limit).await {
+                let _ = stream.close().await;
+            }
         })
         .detach();
     }
+}
+
+/// One scrape being served; counted in the listener's open connections until it ends.
+struct OpenScrape(Rc<Cell<usize>>);
+
+impl Drop for OpenScrape {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Writes `bytes` within `limit`; false if the client did not take them (or the write
+/// failed).
+async fn write_within(
+    stream: &mut glommio::net::TcpStream,
+    mut bytes: &[u8],
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::debug!(?limit, "metrics client did not read its response; dropped");
+            return false;
+        }
+        let check = left.min(Duration::from_millis(WRITE_CHECK_MS));
+        match crate::util::timeout(check, stream.write(bytes)).await {
+            None => continue,
+            Some(Ok(0)) | Some(Err(_)) => return false,
+            Some(Ok(n)) => bytes = &bytes[n..],
+        }
+    }
+    true
 }
 
 /// Reads an HTTP request head (up to the blank line), at most HTTP_REQUEST_BYTES_MAX.
@@ -98,4 +164,33 @@ async fn read_head(stream: &mut glommio::net::TcpStream) -> Option<String> {
         buf.extend_from_slice(&chunk[..n]);
     }
     String::from_utf8(buf).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    /// A client that never reads cannot hold a response write (and its task) for ever.
+    #[test]
+    fn a_response_the_client_never_reads_is_given_up() {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = std::net::TcpStream::connect(addr).unwrap();
+                let mut server = listener.accept().await.unwrap();
+                // Far more than the socket buffers of both ends hold.
+                let response = vec![b'x'; 64 * 1024 * 1024];
+                let started = Instant::now();
+                let written =
+                    write_within(&mut server, &response, Duration::from_millis(500)).await;
+                assert!(!written, "the write should have been given up");
+                assert!(started.elapsed() < Duration::from_secs(10));
+                drop(client);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

@@ -8,21 +8,98 @@
 //! queue between them is bounded by `--max-inflight-requests`: when it is full the reader
 //! stops reading, which pushes back on the client through TCP.
 //!
+//! Every request frame, on every connection of a shard, reserves its bytes from the
+//! shard's one [`budget::RequestBudget`] (`--queued-max-request-bytes`) until it is answered.
+//!
+//! A failing accept (out of file descriptors, say) is retried with a growing back-off,
+//! counted (`strand_accept_errors_total`) and logged once per
+//! [`ACCEPT_ERROR_LOG_INTERVAL_MS`], never in a tight loop.
+//!
 //! Handlers do their state changes (appends) synchronously before their first `.await`,
 //! and glommio polls newly spawned tasks in FIFO order, so appends from pipelined requests
 //! land in the order the client sent them — which idempotent producers rely on.
 
+mod budget;
 mod connection;
 pub mod metrics_http;
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 
 use crate::shard::Shard;
 
+/// The wait after a first failed accept; it doubles with each failure in a row.
+const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
+/// The longest wait between accepts that keep failing: a listener out of file descriptors
+/// tries again about once a second, and serves within a second of one being freed.
+const ACCEPT_BACKOFF_MAX_MS: u64 = 1_000;
+/// Failed accepts are logged at most once per interval, with the count since the last line.
+pub const ACCEPT_ERROR_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// What a listener does about failed accepts: back off, count, log now and then.
+pub(crate) struct AcceptErrors {
+    listener: &'static str,
+    in_a_row: u32,
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptErrors {
+    pub(crate) fn new(listener: &'static str) -> Self {
+        AcceptErrors {
+            listener,
+            in_a_row: 0,
+            unlogged: 0,
+            logged_at: None,
+        }
+    }
+
+    /// Counts a failed accept, logs if a line is due, and returns how long to wait.
+    pub(crate) fn failed(&mut self, shard: &Shard, err: &dyn std::fmt::Display) -> Duration {
+        shard.metrics.accept_error();
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.unlogged += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(ACCEPT_ERROR_LOG_INTERVAL_MS));
+        if due {
+            tracing::warn!(
+                shard = shard.id.0,
+                listener = self.listener,
+                failed = self.unlogged,
+                "accept failed: {err} (retrying with back-off; logged at most once per {ACCEPT_ERROR_LOG_INTERVAL_MS} ms)"
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+        let backoff_ms = ACCEPT_BACKOFF_MIN_MS
+            .saturating_mul(1 << self.in_a_row.min(16).saturating_sub(1))
+            .min(ACCEPT_BACKOFF_MAX_MS);
+        Duration::from_millis(backoff_ms)
+    }
+
+    /// An accept succeeded: the back-off starts over.
+    pub(crate) fn succeeded(&mut self, shard: &Shard) {
+        if self.in_a_row > 0 {
+            tracing::info!(
+                shard = shard.id.0,
+                listener = self.listener,
+                failed = self.unlogged,
+                "accepting again"
+            );
+            self.in_a_row = 0;
+            self.unlogged = 0;
+            self.logged_at = None;
+        }
+    }
+}
+
 /// Accepts connections until the shard shuts down.
 pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
+    let budget = budget::RequestBudget::new(shard.config.queued_max_request_bytes);
+    let mut errors = AcceptErrors::new("kafka");
     loop {
         let seen = shard.shutdown.generation();
         if shard.shutting_down.get() {
@@ -37,11 +114,15 @@ pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(err)) => {
-                tracing::warn!(shard = shard.id.0, %err, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                let backoff = errors.failed(shard, &err);
+                futures_lite::future::or(glommio::timer::sleep(backoff), async {
+                    shard.shutdown.wait(seen).await;
+                })
+                .await;
                 continue;
             }
         };
+        errors.succeeded(shard);
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -60,8 +141,9 @@ pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         shard.connections_changed.notify_all();
         let shard = shard.clone();
+        let budget = budget.clone();
         glommio::spawn_local(async move {
-            connection::serve(&shard, stream, &peer).await;
+            connection::serve(&shard, &budget, stream, &peer).await;
             shard.connections.set(shard.connections.get() - 1);
             shard.connections_changed.notify_all();
         })

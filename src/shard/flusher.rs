@@ -124,7 +124,7 @@ impl Shard {
                 };
                 let dir = shard.partition_dir(&partition.topic.name, partition.index);
                 let config = shard.log_config(&topic);
-                let reopened = match PartitionLog::open(&dir, config).await {
+                let reopened = match PartitionLog::open_in(&dir, config, shard.segment_files.clone()).await {
                     Ok(log) => log,
                     Err(err) => {
                         tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "cannot reopen the partition yet");

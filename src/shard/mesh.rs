@@ -14,6 +14,7 @@
 //! | `ApplySnapshot` | the controller, after each metadata change | every shard: [`Shard::apply_snapshot`] | `Applied` |
 //! | `Metrics` | the metrics listener on shard 0, per scrape | every shard: [`Shard::metrics_snapshot`] | `Metrics` |
 //! | `WriteTxnMarkers` | a transaction coordinator ending a transaction | the shard owning the partitions: [`Shard::write_txn_markers`] | `TxnMarkers` |
+//! | `VerifyTxnPartition` | a partition leader appending the first transactional batch of a producer's transaction (KIP-890) | the transactional id's coordinator: [`Shard::check_partition_in_txn`](super::Shard::check_partition_in_txn) | `TxnPartitionVerified` |
 //! | `EndTxnOffsets` | a transaction coordinator ending a transaction | the group's coordinator: [`GroupCoordinator::end_txn_offsets`](crate::coordinator::GroupCoordinator::end_txn_offsets) | `TxnOffsetsEnded` |
 //!
 //! [`Shard::spawn_mesh_receiver`]: super::Shard::spawn_mesh_receiver
@@ -46,6 +47,15 @@ pub enum MeshRequest {
     /// From a transaction coordinator: write these markers to partitions this shard owns,
     /// reply once they are durable.
     WriteTxnMarkers(TxnMarkers),
+    /// From a partition leader (KIP-890): does the producer's ongoing transaction, which
+    /// this shard coordinates, include this partition? Reply `TxnPartitionVerified`.
+    VerifyTxnPartition {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: String,
+        partition: i32,
+    },
     /// From a transaction coordinator: the producer's transaction ended; commit or drop
     /// its pending offsets in `group`, which this shard coordinates.
     EndTxnOffsets {
@@ -75,6 +85,9 @@ pub enum MeshReply {
     /// The request could not be served; the requester gets a [`MeshError`] instead of
     /// waiting for ever.
     Failed(String),
+    /// NONE when the producer's ongoing transaction includes the partition; else the
+    /// error the produce gets.
+    TxnPartitionVerified(i16),
 }
 
 pub enum MeshMessage {
@@ -252,6 +265,19 @@ impl super::Shard {
                                 MeshRequest::WriteTxnMarkers(markers) => {
                                     MeshReply::TxnMarkers(shard.write_txn_markers(&markers).await)
                                 }
+                                MeshRequest::VerifyTxnPartition {
+                                    transactional_id,
+                                    producer_id,
+                                    producer_epoch,
+                                    topic,
+                                    partition,
+                                } => MeshReply::TxnPartitionVerified(shard.check_partition_in_txn(
+                                    &transactional_id,
+                                    producer_id,
+                                    producer_epoch,
+                                    &topic,
+                                    partition,
+                                )),
                                 MeshRequest::EndTxnOffsets {
                                     group,
                                     producer_id,

@@ -14,6 +14,7 @@
 //! below the handlers; nothing here calls a handler. The process that starts the shards is
 //! [`crate::broker`].
 
+pub mod append_gate;
 mod flusher;
 mod maintenance;
 pub mod mesh;
@@ -36,6 +37,7 @@ use crate::cluster::{broker_id, ClusterSnapshot, NodeId, ShardId, TopicMeta};
 use crate::config::Config;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::coordinator::GroupCoordinator;
+use crate::storage::log::{SegmentFiles, SEGMENT_FILES_DEFAULT};
 use crate::storage::{LogConfig, PartitionLog};
 use crate::util::Notify;
 use mesh::{Mesh, MeshError, MeshReply, MeshRequest};
@@ -57,6 +59,17 @@ pub struct Partition {
     pub incarnation: Cell<u64>,
     /// A reopen is scheduled.
     reviving: Cell<bool>,
+    /// Keeps produce appends in order when one must wait (see [`append_gate`]).
+    pub append_gate: Rc<append_gate::AppendGate>,
+}
+
+/// The sealed-segment file budget of a shard: the flag, which the broker resolves from
+/// the open-file limit at start (0 only when a shard is built without that step).
+fn segment_files_capacity(config: &Config) -> usize {
+    match config.max_open_segment_files_per_shard {
+        0 => SEGMENT_FILES_DEFAULT,
+        n => n,
+    }
 }
 
 type ControlJob = (
@@ -90,6 +103,9 @@ pub struct Shard {
     /// The transactional ids this shard coordinates.
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::ShardMetrics,
+    /// Open files of sealed segments, bounded (`--max-open-segment-files-per-shard`);
+    /// every log of the shard opens its sealed segments through it.
+    pub segment_files: SegmentFiles,
 }
 
 impl Shard {
@@ -103,7 +119,7 @@ impl Shard {
         Rc::new(Shard {
             id,
             node: NodeId(0),
-            config,
+            config: config.clone(),
             mesh,
             snapshot: RefCell::new(Arc::new(ClusterSnapshot::default())),
             partitions: RefCell::new(HashMap::new()),
@@ -120,6 +136,7 @@ impl Shard {
             groups,
             txns,
             metrics: crate::metrics::ShardMetrics::default(),
+            segment_files: SegmentFiles::new(segment_files_capacity(&config)),
         })
     }
 

@@ -97,7 +97,9 @@ impl Shard {
                 tracing::error!(topic = %topic.name, partition = index, %err, "cannot prepare partition directory");
                 continue;
             }
-            match PartitionLog::open(&dir, self.log_config(&topic)).await {
+            match PartitionLog::open_in(&dir, self.log_config(&topic), self.segment_files.clone())
+                .await
+            {
                 Ok(log) => {
                     tracing::debug!(topic = %topic.name, partition = index, shard = self.id.0, "partition opened");
                     let partition = Rc::new(Partition {
@@ -108,6 +110,7 @@ impl Shard {
                         removed: Cell::new(false),
                         incarnation: Cell::new(0),
                         reviving: Cell::new(false),
+                        append_gate: Default::default(),
                     });
                     self.partitions
                         .borrow_mut()

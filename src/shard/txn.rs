@@ -24,7 +24,7 @@ use super::mesh::{MeshReply, MeshRequest, TxnMarkers};
 use super::Shard;
 use crate::cluster::controller::{ControlReply, ControlRequest};
 use crate::coordinator::shard_of_group;
-use crate::coordinator::txn::{fenced_for_version, TxnMeta, TxnState, TRANSACTION_TIMEOUT_MS_MAX};
+use crate::coordinator::txn::{fenced_for_version, TxnMeta, TxnState};
 use crate::protocol::batch::Marker;
 use crate::protocol::errors::*;
 use crate::util::now_ms;
@@ -73,7 +73,7 @@ pub async fn init_producer(
         return fail(NOT_COORDINATOR);
     }
     let timeout_ms = request.transaction_timeout_ms;
-    if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
+    if timeout_ms <= 0 || timeout_ms > shard.config.transaction_max_timeout_ms {
         return fail(INVALID_TRANSACTION_TIMEOUT);
     }
     let Some(_busy) = shard.txns.try_busy(id) else {
@@ -218,6 +218,38 @@ pub fn check_txn_request(
         return CONCURRENT_TRANSACTIONS;
     }
     NONE
+}
+
+/// The shard coordinating transactional id `id`.
+pub fn coordinator_of(shard: &Shard, id: &str) -> crate::cluster::ShardId {
+    shard_of_group(id, shard.snapshot().shard_count)
+}
+
+/// [`Shard::check_partition_in_txn`] asked of `id`'s coordinator, over the mesh when that is
+/// another shard.
+pub async fn verify_partition_in_txn(
+    shard: &Rc<Shard>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    let owner = coordinator_of(shard, id);
+    if owner == shard.id {
+        return shard.check_partition_in_txn(id, producer_id, epoch, topic, partition);
+    }
+    let request = MeshRequest::VerifyTxnPartition {
+        transactional_id: id.to_string(),
+        producer_id,
+        producer_epoch: epoch,
+        topic: topic.to_string(),
+        partition,
+    };
+    match shard.mesh.request(owner, request).await {
+        Ok(MeshReply::TxnPartitionVerified(code)) => code,
+        _ => COORDINATOR_NOT_AVAILABLE,
+    }
 }
 
 /// Adds partitions and/or a group to the id's transaction, starting one if none is open.
@@ -460,7 +492,7 @@ pub fn spawn_txn_timer(shard: &Rc<Shard>) {
                 break;
             }
             let now = now_ms();
-            for id in shard.txns.due(now) {
+            for id in shard.txns.due(now, shard.config.transaction_max_timeout_ms) {
                 glommio::spawn_local(act_on_due(shard.clone(), id)).detach();
             }
             let expiration_ms = shard.config.transactional_id_expiration_ms;
@@ -486,7 +518,7 @@ async fn act_on_due(shard: Rc<Shard>, id: String) {
     let Some(mut meta) = shard.txns.get(&id) else {
         return;
     };
-    if meta.expired(now_ms()) {
+    if meta.expired(now_ms(), shard.config.transaction_max_timeout_ms) {
         let old = meta.epoch;
         meta = match bump_epoch(&shard, meta).await {
             Ok(meta) => meta,
@@ -508,6 +540,32 @@ async fn act_on_due(shard: Rc<Shard>, id: String) {
 }
 
 impl Shard {
+    /// KIP-890 on the coordinator's side: whether `id`'s producer `(producer_id, epoch)`
+    /// has an ongoing transaction that includes the partition. Synchronous, so a partition
+    /// leader on this shard can check and append without awaiting.
+    pub fn check_partition_in_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> i16 {
+        if !self.coordinates(id) {
+            return NOT_COORDINATOR;
+        }
+        // The last durable state decides, even while a request changes it: a partition is
+        // listed only once its addition is durable, and an EndTxn under way writes its
+        // markers only after this batch is appended, so they close it.
+        match self.txns.get(id) {
+            None => INVALID_TXN_STATE,
+            Some(meta) => match meta.check_partition_in_txn(producer_id, epoch, topic, partition) {
+                Ok(()) => NONE,
+                Err(code) => code,
+            },
+        }
+    }
+
     /// Writes markers to partitions this shard owns and waits until they are durable. An
     /// error code per partition: NONE when durable or not needed (already written, topic
     /// gone); anything else means "try again".
@@ -543,6 +601,7 @@ impl Shard {
             );
             match appended {
                 Ok(Some((offset, bytes))) => {
+                    partition.append_gate.marker_written();
                     shard.add_unflushed(bytes);
                     shard.mark_dirty(&partition);
                     waits.push((i, partition.incarnation.get(), partition, offset));

@@ -22,9 +22,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-
-use glommio::io::{DmaFile, OpenOptions};
 
 use super::index::{IndexBuilder, SegmentIndex, SegmentSummary};
 use super::segment_walk::SegmentWalker;
@@ -117,6 +114,20 @@ pub fn all_records_keyed(batch: &[u8], info: &BatchInfo) -> io::Result<bool> {
     Ok(records.iter().all(|r| r.key.is_some()))
 }
 
+/// The indexes in the batch of its records without a key, which a compacted topic
+/// refuses (KIP-467 names them in the produce response). Decompresses the batch: for a
+/// large one, call it off the event loop.
+pub fn keyless_records(batch: &[u8], info: &BatchInfo) -> io::Result<Vec<i32>> {
+    let body = batch_records(batch, info)?;
+    let records = split_records(&body, info.record_count)
+        .ok_or_else(|| invalid("malformed records in batch"))?;
+    Ok((0..)
+        .zip(&records)
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| i)
+        .collect())
+}
+
 pub enum Filtered {
     /// Every record kept: the batch is copied as is.
     Unchanged,
@@ -197,8 +208,9 @@ pub enum CleanOutput {
     Unchanged,
     /// Nothing left: the segment is to be removed.
     Emptied,
+    /// The segment's file was replaced (renamed over); the log drops its old handle and
+    /// opens the new file on demand.
     Rewritten {
-        file: Rc<DmaFile>,
         index: SegmentIndex,
         summary: SegmentSummary,
     },
@@ -248,7 +260,7 @@ async fn run_at_low_priority<T: Send + 'static>(
         .map_err(|_| io::Error::other("the compaction thread stopped without an answer"))?
 }
 
-/// A segment rewritten on disk, before its file is opened for reads.
+/// A segment rewritten on disk.
 struct Written {
     base: i64,
     result: Option<(SegmentIndex, SegmentSummary)>,
@@ -256,7 +268,6 @@ struct Written {
 
 impl CompactionJob {
     pub async fn run(self) -> io::Result<CompactionDone> {
-        let dir = self.dir.clone();
         let (written, expiry, before, after) =
             run_at_low_priority(move || self.clean_blocking()).await?;
         let mut outputs = Vec::with_capacity(written.len());
@@ -264,17 +275,7 @@ impl CompactionJob {
             let output = match w.result {
                 None => CleanOutput::Unchanged,
                 Some((_, summary)) if summary.len == 0 => CleanOutput::Emptied,
-                Some((index, summary)) => {
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .dma_open(segment_file(&dir, w.base, LOG_SUFFIX))
-                        .await?;
-                    CleanOutput::Rewritten {
-                        file: Rc::new(file),
-                        index,
-                        summary,
-                    }
-                }
+                Some((index, summary)) => CleanOutput::Rewritten { index, summary },
             };
             outputs.push((w.base, output));
         }

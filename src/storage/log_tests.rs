@@ -806,3 +806,119 @@ fn an_index_copied_from_another_segment_is_rebuilt() {
         close(log).await;
     });
 }
+
+/// Descriptors this process holds on `dir`'s segment files.
+fn open_segment_fds(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir) && target.extension().is_some_and(|x| x == "log"))
+        .count()
+}
+
+/// Waits (bounded) until at most `max` segment files of `dir` are open: a dropped
+/// handle's descriptor is closed by the reactor's next I/O cycle.
+async fn settle_fds(dir: &Path, max: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let open = open_segment_fds(dir);
+        if open <= max || std::time::Instant::now() > deadline {
+            return open;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn sealed_segment_files_are_opened_on_demand_and_bounded() {
+    use super::log::SegmentFiles;
+    run(|dir| async move {
+        const CAPACITY: usize = 2;
+        let files = SegmentFiles::new(CAPACITY);
+        let log = RefCell::new(
+            PartitionLog::open_in(&dir, config(1024, 0), files.clone())
+                .await
+                .unwrap(),
+        );
+        let mut expected = Vec::new();
+        for tag in 0..60u64 {
+            let batch = make_batch(tag, 3, 200, 10_000 + tag as i64 * 10);
+            let AppendOutcome::Appended { base_offset, .. } =
+                log.borrow_mut().append(&batch, &info(&batch), 0).unwrap()
+            else {
+                unreachable!()
+            };
+            expected.push((base_offset, placed(&batch, base_offset)));
+            flush(&log).await;
+        }
+        let segments = log.borrow().segment_count();
+        assert!(segments > 10 * CAPACITY, "{segments} segments");
+        // The active segment, plus at most the cache's capacity of sealed ones.
+        assert!(files.len() <= CAPACITY);
+        let open = settle_fds(&dir, CAPACITY + 1).await;
+        assert!(
+            open <= CAPACITY + 1,
+            "{open} of {segments} segment files open"
+        );
+
+        // Reading from the start opens every sealed segment on demand, a few at a time.
+        let got: Vec<_> = read_all(&log, 0, 1 << 10)
+            .await
+            .into_iter()
+            .map(|(o, b)| (o, b.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        let (opened, closed) = files.counters();
+        assert!(
+            opened as usize >= segments - 1 - CAPACITY,
+            "opened {opened}"
+        );
+        assert!(closed > 0);
+        assert!(files.len() <= CAPACITY);
+        let open = settle_fds(&dir, CAPACITY + 1).await;
+        assert!(
+            open <= CAPACITY + 1,
+            "{open} segment files open after a full read"
+        );
+
+        // A read planned while its segment's file is cached keeps that file: the cache
+        // closing its handle (other segments read meanwhile) does not break the read.
+        let first = read_all(&log, 0, 1).await;
+        assert!(!first.is_empty());
+        let plan = log.borrow().read_plan(0, 1).unwrap();
+        let tail = expected[expected.len() / 2].0;
+        read_all(&log, tail, 1 << 20).await;
+        assert!(files.len() <= CAPACITY);
+        let data = plan.read().await.unwrap();
+        assert_eq!(data.records.to_vec(), expected[0].1);
+        // A timestamp search opens what it needs too.
+        let plan = log.borrow().timestamp_plan(10_000 + 25 * 10 + 1);
+        assert_eq!(
+            plan.resolve().await.unwrap(),
+            Some((25 * 3 + 1, 10_000 + 25 * 10 + 1))
+        );
+        close(log).await;
+        assert!(files.is_empty(), "a closed log leaves nothing in the cache");
+        assert_eq!(settle_fds(&dir, 0).await, 0);
+
+        // Reopening opens the active segment only; reads open the rest on demand.
+        let log = RefCell::new(
+            PartitionLog::open_in(&dir, config(1024, 0), files.clone())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(open_segment_fds(&dir), 1);
+        let got: Vec<_> = read_all(&log, 0, 1 << 10)
+            .await
+            .into_iter()
+            .map(|(o, b)| (o, b.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        let open = settle_fds(&dir, CAPACITY + 1).await;
+        assert!(
+            open <= CAPACITY + 1,
+            "{open} segment files open after reopening"
+        );
+        close(log).await;
+    });
+}

@@ -3,7 +3,9 @@
 //! - [`log`]: the partition log — appends (offsets assigned, batch bytes patched and kept
 //!   as they arrived) in `log/mod.rs`, its segments (`segment`), group-commit flush jobs
 //!   run by the shard's flusher and clean close (`flush`), read plans for Fetch and
-//!   ListOffsets (`reader`), retention, DeleteRecords and compaction passes (`retention`).
+//!   ListOffsets (`reader`), retention, DeleteRecords and compaction passes (`retention`),
+//!   and the shard's bounded cache of open sealed-segment files (`files`): only a
+//!   partition's active segment stays open, older ones are opened on demand.
 //! - [`recovery`]: opening a directory after a clean stop or a crash: validate, truncate
 //!   torn tails, rebuild indexes, reload producer state.
 //! - [`index`]: the sparse offset/time index of a segment, its files, and the builder that

@@ -199,6 +199,15 @@ impl ProducerState {
         Some(first)
     }
 
+    /// Whether `producer_id` at `epoch` has a transaction open in this partition: its
+    /// first transactional batch was verified with the transaction coordinator (KIP-890),
+    /// so the rest of the transaction's batches need not ask again.
+    pub fn txn_open(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset >= 0)
+    }
+
     /// Checks a batch with a producer id against the state, without changing it.
     pub fn check(&self, info: &BatchInfo) -> SequenceCheck {
         debug_assert!(info.producer_id >= 0);
@@ -563,7 +572,11 @@ mod tests {
     fn transactions_open_close_and_abort() {
         let mut state = ProducerState::default();
         assert!(state.marker_needed(1, 0));
+        assert!(!state.txn_open(1, 0));
         state.apply(&txn(1, 0, 0, 2), 10, 0);
+        // The open transaction is the remembered KIP-890 verification: for this epoch only.
+        assert!(state.txn_open(1, 0));
+        assert!(!state.txn_open(1, 1));
         state.apply(&txn(2, 0, 0, 1), 12, 0);
         state.apply(&txn(1, 0, 2, 1), 13, 0);
         assert_eq!(state.first_unstable_offset(), Some(10));
@@ -573,6 +586,8 @@ mod tests {
             Some(10)
         );
         assert_eq!(state.first_unstable_offset(), Some(12));
+        // Closed: the next transaction asks the coordinator again.
+        assert!(!state.txn_open(1, 0));
         // A repeated marker is not needed; a newer epoch's is (it fences).
         assert!(!state.marker_needed(1, 0));
         assert!(state.marker_needed(1, 1));

@@ -73,7 +73,12 @@ def test_partition_cap_refuses_creations_past_it(capped):
         futures["first"].result()
     assert refused.value.args[0].code() == KafkaError.INVALID_PARTITIONS
 
-    # Auto-creation (a producer naming new topics) stops at the cap too.
+    # Room comes back when a topic is deleted.
+    admin.delete_topics(["second"], request_timeout=15)["second"].result()
+    assert create(admin, NewTopic("third", num_partitions=2)) == {"third": None}
+
+    # Auto-creation (a producer naming new topics) stops at the cap too. (Last: the
+    # producer keeps asking for these topics in the background while it lives.)
     producer = Producer({"bootstrap.servers": capped.bootstrap, "message.timeout.ms": 3000})
     for k in range(5):
         producer.produce(f"auto-{k}", b"x")
@@ -82,10 +87,6 @@ def test_partition_cap_refuses_creations_past_it(capped):
     assert not any(name.startswith("auto-") and not t.error
                    for name, t in metadata.topics.items()), metadata.topics
     assert partition_count(admin) == cap
-
-    # Room comes back when a topic is deleted.
-    admin.delete_topics(["second"], request_timeout=15)["second"].result()
-    assert create(admin, NewTopic("third", num_partitions=2)) == {"third": None}
 
 
 def test_idle_producer_ids_expire_on_the_timer(tmp_path, topic):

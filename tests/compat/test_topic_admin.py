@@ -100,8 +100,17 @@ def produce_all(broker, topic, messages, **config):
 
 def earliest(broker, topic, partition=0):
     tp = TopicPartition(topic, partition)
-    fs = admin(broker).list_offsets({tp: OffsetSpec.earliest()})
-    return fs[tp].result(timeout=15).offset
+    # Right after a broker restart librdkafka's admin client can answer "No leaders found"
+    # (_NOENT) from a metadata cache it has not filled yet; it is not the broker's answer,
+    # so ask again a few times.
+    for attempt in range(5):
+        fs = admin(broker).list_offsets({tp: OffsetSpec.earliest()})
+        try:
+            return fs[tp].result(timeout=15).offset
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError._NOENT or attempt == 4:
+                raise
+            time.sleep(0.5)
 
 
 def test_create_with_configs_and_describe_sources_and_synonyms(tmp_path, topic):

@@ -875,3 +875,66 @@ def test_eos_loop_notices_a_duplicate(tmp_path):
     ok, stats = eos_loop.run(args)
     assert not ok
     assert [kind for kind, _ in stats.problems] == ["duplicate"], stats.problems[:5]
+
+
+# --- hanging transactions (issue 19, hole 1) -------------------------------------------------
+
+def test_operator_aborts_a_hanging_transaction_with_write_txn_markers(broker, topic):
+    """A transactional producer that added its partitions and wrote to them is kill -9ed
+    with a long transaction timeout: its open transaction holds read_committed consumers
+    at its first offset. The operator finds it (DescribeProducers) and aborts it the way
+    `kafka-transactions.sh abort` does (Admin.abortTransaction: WriteTxnMarkers to the
+    partition leader); the last stable offset moves, and the aborted records stay hidden."""
+    from kafka import KafkaAdminClient
+    from kafka.admin._transactions import AbortTransactionSpec
+    from kafka.structs import TopicPartition as KTopicPartition
+
+    leaders = create(broker, topic)
+    mine = [min(p for p, s in leaders.items() if s == 0), min(p for p, s in leaders.items() if s == 1)]
+    plain = plain_producer(broker)
+    before = produce(plain, topic, "before", mine, 2)
+    zombie, _ = start_zombie(broker, topic, "hang-" + topic, 600000, "hung", mine)
+    kill9(zombie)
+    after = produce(plain, topic, "after", mine, 2)
+    # 2 before + 2 of the open transaction + 2 after.
+    assert ends(broker, topic, "read_uncommitted", mine) == {p: 6 for p in mine}
+    assert ends(broker, topic, "read_committed", mine) == {p: 2 for p in mine}, "held at the open transaction"
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        tps = [KTopicPartition(topic, p) for p in mine]
+        described = admin.describe_producers(tps)
+        for tp in tps:
+            hanging = [s for s in described[tp].active_producers if s.current_transaction_start_offset >= 0]
+            assert len(hanging) == 1, described[tp]
+            admin.abort_transaction(AbortTransactionSpec(tp, hanging[0].producer_id, hanging[0].producer_epoch))
+        described = admin.describe_producers(tps)
+        for tp in tps:
+            assert [s for s in described[tp].active_producers if s.current_transaction_start_offset >= 0] == []
+    finally:
+        admin.close()
+    # The abort marker is the 7th offset; read_committed reaches the end and skips the
+    # aborted records.
+    assert ends(broker, topic, "read_committed", mine) == {p: 7 for p in mine}
+    expected = {p: before[p] + after[p] for p in mine}
+    assert values(read(broker, topic, "read_committed", total(expected), partitions=mine)) == expected
+
+
+def test_transactional_producer_works_with_partition_verification(broker, topic):
+    """KIP-890 verification is invisible to a well-behaved producer: several transactions
+    in a row over partitions on both shards, with the coordinator on one of them, commit
+    and abort as before."""
+    create(broker, topic)
+    txn = txn_producer(broker, "verified-" + topic)
+    txn.init_transactions(30)
+    committed = {p: [] for p in PARTS}
+    for round_ in range(3):
+        txn.begin_transaction()
+        produce(txn, topic, f"aborted{round_}", PARTS, 2)
+        txn.abort_transaction(30)
+        txn.begin_transaction()
+        sent = produce(txn, topic, f"committed{round_}", PARTS, 2)
+        txn.commit_transaction(30)
+        for p in PARTS:
+            committed[p] += sent[p]
+    assert values(read(broker, topic, "read_committed", total(committed))) == committed

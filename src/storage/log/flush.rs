@@ -89,9 +89,17 @@ impl PartitionLog {
                         flushed.tail_block.len() as u64,
                         flushed.durable_len % BLOCK_BYTES
                     );
-                    segment.file = Some(flushed.file);
                     segment.durable_len = flushed.durable_len;
                     segment.settled |= flushed.sealed;
+                    if segment.settled {
+                        // Sealed and on disk: the file joins the shard's bounded cache,
+                        // which may close it; reads reopen it on demand.
+                        segment.file = None;
+                        self.files
+                            .insert((self.file_id, flushed.base_offset), flushed.file);
+                    } else {
+                        segment.file = Some(flushed.file);
+                    }
                     segment.tail_block = flushed.tail_block;
                 }
                 debug_assert!(done.high_watermark >= self.high_watermark);
@@ -141,11 +149,15 @@ impl PartitionLog {
             dir: self.dir.clone(),
             clean,
             active: active.file.clone(),
-            files: self
-                .segments
-                .iter_mut()
-                .filter_map(|s| s.file.take())
-                .collect(),
+            files: {
+                let mut segments = std::mem::take(&mut self.segments);
+                let files = segments
+                    .iter_mut()
+                    .filter_map(|s| self.take_file(s))
+                    .collect();
+                self.segments = segments;
+                files
+            },
         })
     }
 }

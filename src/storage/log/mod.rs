@@ -15,11 +15,13 @@
 //! is sealed by the next flush: trimmed to its logical length, its index files written, and
 //! a producer-state snapshot taken as of the new segment's base offset.
 
+mod files;
 mod flush;
 mod reader;
 mod retention;
 mod segment;
 
+pub use files::{SegmentFiles, SEGMENT_FILES_DEFAULT};
 pub use flush::{CloseJob, FlushDone, FlushJob, FlushResult, FlushedSegment};
 pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
 pub use retention::{RemovalJob, Retention, LOG_START_FILE};
@@ -37,6 +39,7 @@ use crate::storage::cache::{BatchCache, CachedBatch};
 use crate::storage::index::IndexBuilder;
 use crate::storage::producer_state::{AbortedTxn, ProducerState, SequenceCheck};
 use crate::storage::recovery::recover;
+use files::{FileKey, FileRef};
 use retention::read_log_start;
 use segment::{Seal, Segment};
 
@@ -211,11 +214,26 @@ pub struct PartitionLog {
     /// the transaction it closes). Until the marker is durable the transaction still
     /// bounds the last stable offset.
     unstable_markers: Vec<(i64, i64)>,
+    /// The shard's cache of open sealed-segment files, and this log's id in it.
+    files: SegmentFiles,
+    file_id: u64,
 }
 
 impl PartitionLog {
-    /// Opens (recovering) the log in `dir`, which must exist.
+    /// Opens (recovering) the log in `dir`, which must exist, with a cache of its own for
+    /// sealed segments' files (see [`Self::open_in`]).
     pub async fn open(dir: &Path, config: LogConfig) -> io::Result<PartitionLog> {
+        Self::open_in(dir, config, SegmentFiles::new(SEGMENT_FILES_DEFAULT)).await
+    }
+
+    /// Opens (recovering) the log in `dir`, which must exist. Only the active segment's
+    /// file is opened (and stays open); sealed segments are opened on demand through
+    /// `files`, the shard's bounded cache.
+    pub async fn open_in(
+        dir: &Path,
+        config: LogConfig,
+        files: SegmentFiles,
+    ) -> io::Result<PartitionLog> {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_BYTES_MAX);
         let scan_dir = dir.to_path_buf();
         let interval = config.index_interval_bytes;
@@ -234,16 +252,21 @@ impl PartitionLog {
         let mut segments = Vec::with_capacity(count.max(1));
         for (i, r) in recovered.segments.into_iter().enumerate() {
             let last = i + 1 == count;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(last)
-                .dma_open(&r.path)
-                .await?;
+            let file = if last {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .dma_open(&r.path)
+                    .await?;
+                Some(Rc::new(file))
+            } else {
+                None
+            };
             let last_entry = r.index.entries().last().map(|e| u64::from(e.position));
             segments.push(Segment {
                 base_offset: r.base_offset,
                 path: r.path,
-                file: Some(Rc::new(file)),
+                file,
                 durable_len: r.summary.len,
                 tail_block: Vec::new(),
                 len: r.summary.len,
@@ -294,7 +317,40 @@ impl PartitionLog {
             tombstone_expiry_ms: i64::MAX,
             compacting: false,
             unstable_markers: Vec::new(),
+            file_id: files.register_log(),
+            files,
         })
+    }
+
+    fn file_key(&self, segment: &Segment) -> FileKey {
+        (self.file_id, segment.base_offset)
+    }
+
+    /// How a read reaches `segment`'s file: the handle it holds (active segment, or one
+    /// whose seal is not yet on disk), or through the cache for a settled one. `None`:
+    /// no file yet.
+    fn file_ref(&self, segment: &Segment) -> Option<FileRef> {
+        if let Some(file) = &segment.file {
+            return Some(FileRef::Open(file.clone()));
+        }
+        if !segment.settled {
+            return None;
+        }
+        let key = self.file_key(segment);
+        Some(match self.files.get(key) {
+            Some(file) => FileRef::Open(file),
+            None => FileRef::Cold {
+                files: self.files.clone(),
+                key,
+            },
+        })
+    }
+
+    /// Takes `segment`'s file handle, its own or the cache's (the segment leaves the log
+    /// or its file is replaced).
+    fn take_file(&self, segment: &mut Segment) -> Option<Rc<glommio::io::DmaFile>> {
+        let cached = self.files.remove(self.file_key(segment));
+        segment.file.take().or(cached)
     }
 
     /// Offset after the last durable batch: what consumers may read and producers have

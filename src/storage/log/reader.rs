@@ -5,7 +5,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::DmaFile;
@@ -55,7 +54,7 @@ impl PartitionLog {
             .iter()
             .find(|s| s.next_offset > offset)
             .ok_or_else(|| ReadError::Unavailable(format!("no segment holds offset {offset}")))?;
-        let file = segment.file.clone().ok_or_else(|| {
+        let file = self.file_ref(segment).ok_or_else(|| {
             ReadError::Unavailable(format!("segment {} has no file", segment.path.display()))
         })?;
         let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
@@ -80,9 +79,9 @@ impl PartitionLog {
         let mut segments = Vec::new();
         for segment in &self.segments {
             if !segments.is_empty() {
-                if let Some(file) = &segment.file {
+                if let Some(file) = self.file_ref(segment) {
                     segments.push(SegmentRange {
-                        file: file.clone(),
+                        file,
                         path: segment.path.clone(),
                         start: 0,
                         end: segment.durable_len,
@@ -93,14 +92,14 @@ impl PartitionLog {
             if segment.index_builder.max_timestamp < timestamp {
                 continue;
             }
-            if let Some(file) = &segment.file {
+            if let Some(file) = self.file_ref(segment) {
                 let start = segment
                     .index
                     .lookup_timestamp(timestamp)
                     .map(|e| u64::from(e.position))
                     .unwrap_or(0);
                 segments.push(SegmentRange {
-                    file: file.clone(),
+                    file,
                     path: segment.path.clone(),
                     start,
                     end: segment.durable_len,
@@ -128,7 +127,9 @@ pub enum ReadPlan {
 }
 
 pub struct DiskRead {
-    pub(super) file: Rc<DmaFile>,
+    /// Held (or opened when the read runs) for the whole read: the cache closing its
+    /// handle meanwhile does not close the file under the read.
+    pub(super) file: FileRef,
     pub(super) path: PathBuf,
     pub(super) position: u64,
     pub(super) end: u64,
@@ -240,8 +241,9 @@ impl DiskRead {
     pub(super) async fn read_into(&self, out: &mut BytesMut) -> io::Result<()> {
         let mut last_base = i64::MIN;
         let mut bad_order = None;
+        let file = self.file.get(&self.path).await?;
         walk_batches(
-            &self.file,
+            &file,
             &self.path,
             self.position,
             self.end,
@@ -279,7 +281,7 @@ impl DiskRead {
 
 /// The durable bytes `start..end` of one segment file, to be searched.
 pub struct SegmentRange {
-    file: Rc<DmaFile>,
+    file: FileRef,
     path: PathBuf,
     start: u64,
     end: u64,
@@ -300,8 +302,10 @@ impl TimestampPlan {
     pub async fn resolve(self) -> io::Result<Option<(i64, i64)>> {
         for range in &self.segments {
             let mut found = None;
+            // One segment open at a time; its handle is dropped before the next opens.
+            let file = range.file.get(&range.path).await?;
             walk_batches(
-                &range.file,
+                &file,
                 &range.path,
                 range.start,
                 range.end,

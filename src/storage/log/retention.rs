@@ -21,9 +21,7 @@ impl PartitionLog {
         let closed = self.segments.len() - 1;
         self.segments[..closed]
             .iter()
-            .take_while(|s| {
-                s.settled && s.seal.is_none() && s.pending.is_empty() && s.file.is_some()
-            })
+            .take_while(|s| s.settled && s.seal.is_none() && s.pending.is_empty())
             .count()
     }
 
@@ -72,7 +70,11 @@ impl PartitionLog {
         if count == 0 {
             return None;
         }
-        let removed: Vec<Segment> = self.segments.drain(..count).collect();
+        let mut removed: Vec<Segment> = self.segments.drain(..count).collect();
+        let files = removed
+            .iter_mut()
+            .filter_map(|s| self.take_file(s))
+            .collect();
         let first_base = self.segments[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(first_base);
         self.producers.trim_aborted(self.log_start_offset);
@@ -86,7 +88,7 @@ impl PartitionLog {
             dir: self.dir.clone(),
             log_start_offset: self.log_start_offset,
             bases: removed.iter().map(|s| s.base_offset).collect(),
-            files: removed.into_iter().filter_map(|s| s.file).collect(),
+            files,
         })
     }
 
@@ -157,15 +159,14 @@ impl PartitionLog {
             match output {
                 CleanOutput::Unchanged => {}
                 CleanOutput::Emptied => {
-                    let segment = self.segments.remove(i);
-                    emptied.push((base, segment.file));
+                    let mut segment = self.segments.remove(i);
+                    emptied.push((base, self.take_file(&mut segment)));
                 }
-                CleanOutput::Rewritten {
-                    file,
-                    index,
-                    summary,
-                } => {
+                CleanOutput::Rewritten { index, summary } => {
+                    // The old file's handle goes; reads open the rewritten file on demand.
+                    let cached = self.files.remove((self.file_id, base));
                     let segment = &mut self.segments[i];
+                    drop(segment.file.take().or(cached));
                     let last_entry = index.entries().last().map(|e| u64::from(e.position));
                     segment.index_builder = IndexBuilder::resume(
                         self.config.index_interval_bytes,
@@ -174,7 +175,6 @@ impl PartitionLog {
                         summary.max_timestamp,
                     );
                     segment.index = index;
-                    segment.file = Some(file);
                     segment.len = summary.len;
                     segment.durable_len = summary.len;
                     segment.next_offset = summary.next_offset;
