@@ -457,62 +457,64 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// glommio locks memory for io_uring buffers: raise the soft limit to the hard one.
-fn raise_memlock_limit() -> Result<(), String> {
+/// Raises `resource`'s soft limit to its hard limit; returns (soft before, limit after)
+/// or why the limit could not be read. A refused raise leaves the limit as it was.
+fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> std::io::Result<(u64, libc::rlimit)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain rlimit syscalls on a stack value.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
-            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
+        if libc::getrlimit(resource, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(resource, &limit) != 0 {
+                tracing::warn!(resource, err = %std::io::Error::last_os_error(), "cannot raise a soft limit to its hard limit");
+            }
+            libc::getrlimit(resource, &mut limit);
+        }
+        Ok((before, limit))
     }
-    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < MEMLOCK_BYTES_MIN {
+}
+
+/// glommio locks memory for io_uring buffers: raise the soft limit to the hard one.
+fn raise_memlock_limit() -> Result<(), String> {
+    let limit = raise_soft_limit(libc::RLIMIT_MEMLOCK)
+        .map(|(_, limit)| limit.rlim_cur)
+        .unwrap_or(0);
+    if limit != libc::RLIM_INFINITY && limit < MEMLOCK_BYTES_MIN {
         return Err(format!(
             "the locked-memory limit (ulimit -l) is {} KiB; strand needs at least {} KiB per shard (raise it with `ulimit -l` or LimitMEMLOCK=)",
-            limit.rlim_cur / 1024,
+            limit / 1024,
             MEMLOCK_BYTES_MIN / 1024
         ));
     }
     Ok(())
 }
 
-/// Raises the soft open-file limit to the hard limit and returns the soft limit in force.
-/// A broker holds one descriptor per partition, per connection, and a bounded cache of
-/// sealed-segment files; distributions default the soft limit to 1024.
+/// Raises the open-file soft limit to the hard one and logs both; returns the limit now
+/// in force (1024, Linux's usual default, if it cannot be read). A broker holds one
+/// descriptor per partition, per connection, and a bounded cache of sealed-segment files;
+/// distributions default the soft limit to 1024.
 fn raise_nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain rlimit syscalls on a stack value.
-    let (soft_before, raised) = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            tracing::warn!(err = %std::io::Error::last_os_error(), "cannot read the open-file limit; assuming 1024");
+    let (soft_before, limit) = match raise_soft_limit(libc::RLIMIT_NOFILE) {
+        Ok(raised) => raised,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the open-file limit; assuming 1024");
             return 1024;
         }
-        let before = limit.rlim_cur;
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::warn!(err = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
-            }
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-        (before, limit.rlim_cur)
     };
     tracing::info!(
         soft_before,
-        soft = raised,
+        soft = limit.rlim_cur,
         hard = limit.rlim_max,
         "open-file limit (RLIMIT_NOFILE): soft limit raised to the hard limit"
     );
-    raised
+    limit.rlim_cur
 }
 
 /// Descriptors kept out of the budget whatever the limit: listeners (Kafka and metrics),

@@ -271,21 +271,23 @@ pub fn client_log_verdict(client: &str) -> LogVerdict {
     CLIENT_LOG.with(|limiter| limiter.borrow_mut().check(client, Instant::now()))
 }
 
+/// A waker that does nothing, for unit tests that poll futures by hand.
+#[cfg(test)]
+pub(crate) fn noop_waker() -> Waker {
+    use std::task::{RawWaker, RawWakerVTable};
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |_| RawWaker::new(std::ptr::null(), &VTABLE),
+        |_| {},
+        |_| {},
+        |_| {},
+    );
+    // SAFETY: the vtable's functions do nothing with the null data pointer.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{RawWaker, RawWakerVTable};
-
-    fn noop_waker() -> Waker {
-        const VTABLE: RawWakerVTable = RawWakerVTable::new(
-            |_| RawWaker::new(std::ptr::null(), &VTABLE),
-            |_| {},
-            |_| {},
-            |_| {},
-        );
-        // SAFETY: the vtable's functions do nothing with the null data pointer.
-        unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
-    }
 
     #[test]
     fn waits_in_a_loop_leave_no_waker_behind() {

@@ -62,29 +62,7 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
     tracing::info!(%addr, "metrics listening");
     let open = Rc::new(Cell::new(0usize));
     let mut errors = super::AcceptErrors::new("metrics");
-    loop {
-        let seen = shard.shutdown.generation();
-        if shard.shutting_down.get() {
-            return;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait(seen).await;
-            None
-        })
-        .await;
-        let mut stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(err)) => {
-                let backoff = errors.failed(&shard, &err);
-                futures_lite::future::or(glommio::timer::sleep(backoff), async {
-                    shard.shutdown.wait(seen).await;
-                })
-                .await;
-                continue;
-            }
-        };
-        errors.succeeded(&shard);
+    while let Some(mut stream) = errors.accept(&shard, &listener).await {
         if open.get() >= HTTP_CONNECTIONS_MAX {
             tracing::debug!(
                 limit = HTTP_CONNECTIONS_MAX,

@@ -26,7 +26,7 @@ pub mod metrics_http;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 
 use crate::shard::Shard;
 
@@ -80,8 +80,42 @@ impl AcceptErrors {
         Duration::from_millis(backoff_ms)
     }
 
+    /// The next connection `listener` accepts, or `None` once the shard shuts down. A
+    /// failed accept is counted and retried after a back-off the shutdown cuts short.
+    pub(crate) async fn accept(
+        &mut self,
+        shard: &Shard,
+        listener: &TcpListener,
+    ) -> Option<TcpStream> {
+        loop {
+            let seen = shard.shutdown.generation();
+            if shard.shutting_down.get() {
+                return None;
+            }
+            let accepted =
+                futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                    shard.shutdown.wait(seen).await;
+                    None
+                })
+                .await;
+            match accepted? {
+                Ok(stream) => {
+                    self.succeeded(shard);
+                    return Some(stream);
+                }
+                Err(err) => {
+                    let backoff = self.failed(shard, &err);
+                    futures_lite::future::or(glommio::timer::sleep(backoff), async {
+                        shard.shutdown.wait(seen).await;
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
     /// An accept succeeded: the back-off starts over.
-    pub(crate) fn succeeded(&mut self, shard: &Shard) {
+    fn succeeded(&mut self, shard: &Shard) {
         if self.in_a_row > 0 {
             tracing::info!(
                 shard = shard.id.0,
@@ -100,29 +134,7 @@ impl AcceptErrors {
 pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
     let budget = budget::RequestBudget::new(shard.config.queued_max_request_bytes);
     let mut errors = AcceptErrors::new("kafka");
-    loop {
-        let seen = shard.shutdown.generation();
-        if shard.shutting_down.get() {
-            break;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait(seen).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(err)) => {
-                let backoff = errors.failed(shard, &err);
-                futures_lite::future::or(glommio::timer::sleep(backoff), async {
-                    shard.shutdown.wait(seen).await;
-                })
-                .await;
-                continue;
-            }
-        };
-        errors.succeeded(shard);
+    while let Some(stream) = errors.accept(shard, &listener).await {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())

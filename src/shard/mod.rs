@@ -173,7 +173,8 @@ impl Shard {
     /// or KAFKA_STORAGE_ERROR while the log is not open).
     pub fn owned_partition(&self, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
         use crate::protocol::errors::*;
-        let snapshot = self.snapshot();
+        // Borrowed, not cloned: this runs for every partition of every produce and fetch.
+        let snapshot = self.snapshot.borrow();
         let meta = snapshot.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
         match snapshot.owner(meta, index) {
             None => Err(UNKNOWN_TOPIC_OR_PARTITION),
@@ -185,7 +186,7 @@ impl Shard {
     /// Whether this shard coordinates the consumer group or transactional id `key`
     /// (FindCoordinator names the shard its hash picks).
     pub fn coordinates(&self, key: &str) -> bool {
-        crate::coordinator::shard_of_group(key, self.snapshot().shard_count) == self.id
+        crate::coordinator::shard_of_group(key, self.snapshot.borrow().shard_count) == self.id
     }
 
     pub fn partition_count(&self) -> usize {

@@ -63,6 +63,8 @@ class Broker:
         self.shards = shards
         self.port = free_base_port(shards)
         self.extra = list(extra)
+        # The command that runs the broker (a wrapper such as `taskset` may stand in).
+        self.bin = STRAND_BIN
         self.proc = None
 
     @property
@@ -89,13 +91,13 @@ class Broker:
         """Starts the broker process without waiting for it; returns where this run's output
         begins in the log (for `wait_ready`)."""
         assert self.proc is None, "already running"
-        if not os.access(STRAND_BIN, os.X_OK):
-            raise RuntimeError(f"{STRAND_BIN} is not an executable: build it or set STRAND_BIN")
+        if not os.access(self.bin, os.X_OK):
+            raise RuntimeError(f"{self.bin} is not an executable: build it or set STRAND_BIN")
         log_from = len(self.log())
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 [
-                    STRAND_BIN, "serve",
+                    self.bin, "serve",
                     "--data-dir", str(self.data_dir),
                     "--listen", self.bootstrap,
                     "--shards", str(self.shards),

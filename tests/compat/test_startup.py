@@ -44,19 +44,11 @@ def test_shards_stay_on_the_cpus_the_process_was_given(tmp_path):
     # pinned there: pinning shard 0 to CPU 0 would escape the operator's choice (and fails
     # outright under a cgroup cpuset).
     b = Broker(tmp_path, shards=2)
-    b.extra = []
-    real_bin = STRAND_BIN
     wrapper = tmp_path / "strand-on-cpu1"
-    wrapper.write_text(f'#!/bin/sh\nexec taskset -c 1 "{real_bin}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec taskset -c 1 "{STRAND_BIN}" "$@"\n')
     wrapper.chmod(0o755)
-    import conftest
-
-    saved = conftest.STRAND_BIN
-    conftest.STRAND_BIN = str(wrapper)
-    try:
-        b.start()
-    finally:
-        conftest.STRAND_BIN = saved
+    b.bin = str(wrapper)
+    b.start()
     try:
         lists = thread_cpu_lists(b.pid)
         shards = {name: cpus for name, cpus in lists.items() if name.startswith("shard-")}
