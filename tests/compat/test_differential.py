@@ -909,8 +909,19 @@ def raw_group_states(bootstrap):
                 # Kafka creates __consumer_offsets on the first group request.
                 assert time.time() < deadline, "no group coordinator"
                 time.sleep(0.2)
-        seen["join_too_short_session"] = join("", session_timeout_ms=1000).error_code
-        first = join("")
+        # FindCoordinator names Kafka's coordinator before it has loaded the group's
+        # __consumer_offsets partition; until then a join answers LOAD_IN_PROGRESS or
+        # NOT_COORDINATOR. Retry those, as a client would, before recording anything.
+        def ready(call):
+            while True:
+                response = call()
+                if response.error_code not in (14, 15, 16):
+                    return response
+                assert time.time() < deadline, f"group coordinator not ready: {response.error_code}"
+                time.sleep(0.2)
+
+        seen["join_too_short_session"] = ready(lambda: join("", session_timeout_ms=1000)).error_code
+        first = ready(lambda: join(""))
         seen["join_without_member_id"] = (first.error_code, bool(first.member_id))
         joined = join(first.member_id)
         member, generation = joined.member_id, joined.generation_id
