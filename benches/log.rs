@@ -119,7 +119,7 @@ fn fetch(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_fetch");
     for (name, offset) in [("cache_1MB", tail), ("disk_1MB", 0)] {
         let probe = ex.run(async { log.read_plan(offset, read_bytes).unwrap().read().await });
-        let bytes = probe.expect("read").records.len();
+        let bytes = probe.expect("read").len;
         assert!(bytes > read_bytes / 2, "{name}: read {bytes} bytes");
         let is_memory = matches!(log.read_plan(offset, read_bytes), Ok(ReadPlan::Memory(_)));
         assert_eq!(is_memory, name.starts_with("cache"), "{name} read path");

@@ -12,7 +12,6 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -20,8 +19,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicNam
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
-use crate::protocol::batch::{BatchHeader, BATCH_LENGTH_PREFIX_LEN};
 use crate::protocol::errors::*;
+use crate::protocol::fetch_encode::encode_fetch_response;
+use crate::protocol::pieces::Piece;
 use crate::shard::{Partition, Shard};
 use crate::storage::{ReadError, ReadPlan};
 
@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
     let min_bytes = request.min_bytes.max(0) as usize;
     loop {
         let seen = shard.flushed.generation();
-        let (response, bytes, must_answer) = fetch_once(shard, ctx, &request).await;
+        let (response, records, bytes, must_answer) = fetch_once(shard, ctx, &request).await;
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get()
         {
@@ -44,7 +44,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
                     shard.metrics.error(ctx.api, p.error_code);
                 }
             }
-            return ctx.respond(&response);
+            return respond(ctx, &response, &records);
         }
         if bytes > 0 && shard.flushed.generation() != seen {
             continue;
@@ -53,13 +53,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
     }
 }
 
-/// One pass over the requested partitions: the response, the record bytes in it, and
-/// whether it must be sent now (an error the client has to act on).
+/// The response with each partition's records spliced in as they lie (not copied).
+fn respond(ctx: &Ctx, response: &FetchResponse, records: &[Vec<Piece>]) -> Response {
+    match encode_fetch_response(ctx.correlation_id, ctx.version, response, records) {
+        Ok(pieces) => Response::Pieces(pieces),
+        Err(err) => Response::Close(format!(
+            "cannot encode Fetch v{} response: {err}",
+            ctx.version
+        )),
+    }
+}
+
+/// One pass over the requested partitions: the response, the record pieces of each of its
+/// partitions (in response order), the record bytes in all, and whether it must be sent
+/// now (an error the client has to act on).
 async fn fetch_once(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     request: &FetchRequest,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchResponse, Vec<Vec<Piece>>, usize, bool) {
     let snapshot = shard.snapshot();
     let read_committed = request.isolation_level == 1;
     let mut must_answer = false;
@@ -84,8 +96,7 @@ async fn fetch_once(
                 .with_partition_index(wanted.partition)
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_records(Some(Bytes::new()));
+                .with_log_start_offset(-1);
             let Some(meta) = meta else {
                 out.error_code = if ctx.version >= 13 {
                     UNKNOWN_TOPIC_ID
@@ -164,6 +175,14 @@ async fn fetch_once(
         );
     }
 
+    // Each partition's records, in response order.
+    let mut first_of_topic = Vec::with_capacity(topics.len());
+    let mut count = 0;
+    for topic in &topics {
+        first_of_topic.push(count);
+        count += topic.partitions.len();
+    }
+    let mut records = vec![Vec::new(); count];
     let mut bytes = 0;
     for (t, p, plan, aborted_from) in reads {
         let out = &mut topics[t].partitions[p];
@@ -171,7 +190,7 @@ async fn fetch_once(
             Ok(data) => {
                 if let Some((partition, from)) = aborted_from {
                     // Only the aborted transactions overlapping what is returned.
-                    let to = records_end(&data.records).unwrap_or(from);
+                    let to = data.end_offset.unwrap_or(from);
                     let aborted = partition.log.borrow().aborted_transactions(from, to);
                     out.aborted_transactions = Some(
                         aborted
@@ -184,8 +203,8 @@ async fn fetch_once(
                             .collect(),
                     );
                 }
-                bytes += data.records.len();
-                out.records = Some(data.records);
+                bytes += data.len;
+                records[first_of_topic[t] + p] = data.pieces;
             }
             Err(err) => {
                 tracing::error!(%err, "fetch read failed");
@@ -196,20 +215,5 @@ async fn fetch_once(
     }
     let mut response = FetchResponse::default();
     response.responses = topics;
-    (response, bytes, must_answer)
-}
-
-/// The offset after the last whole batch in `records` (batch headers only).
-fn records_end(records: &[u8]) -> Option<i64> {
-    let mut position = 0;
-    let mut end = None;
-    while let Some(header) = records.get(position..).and_then(BatchHeader::view) {
-        let len = BATCH_LENGTH_PREFIX_LEN + usize::try_from(header.batch_length.get()).ok()?;
-        if position + len > records.len() {
-            break;
-        }
-        end = Some(header.base_offset.get() + i64::from(header.last_offset_delta.get()) + 1);
-        position += len;
-    }
-    end
+    (response, records, bytes, must_answer)
 }

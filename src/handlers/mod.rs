@@ -101,6 +101,8 @@ fn s(value: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
 
 pub enum Response {
     Bytes(Bytes),
+    /// A response in pieces written in order (a Fetch response with its records spliced in).
+    Pieces(Vec<crate::protocol::pieces::Piece>),
     /// The request wants no response (Produce with acks=0).
     None,
     /// Close the connection; the reason is logged.
@@ -116,6 +118,8 @@ pub struct Ctx {
     pub client_id: String,
     /// The peer address, as group descriptions report it.
     pub client_host: Rc<str>,
+    /// Bytes of the request body: what record bytes shared with it keep in memory.
+    pub body_bytes: usize,
 }
 
 impl Ctx {
@@ -149,6 +153,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<st
     let response = dispatch_inner(shard, frame, client_host).await;
     let (bytes_out, closed) = match &response {
         Response::Bytes(b) => (b.len(), false),
+        Response::Pieces(p) => (crate::protocol::pieces::total_len(p), false),
         Response::None => (0, false),
         Response::Close(_) => (0, true),
     };
@@ -175,6 +180,7 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
             .map(|c| c.to_string())
             .unwrap_or_default(),
         client_host,
+        body_bytes: body.len(),
     };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&ctx);

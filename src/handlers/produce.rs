@@ -177,6 +177,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 shard,
                 &partition,
                 &records,
+                ctx.body_bytes,
                 &info,
                 now,
                 log_append_time,
@@ -223,6 +224,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             shard,
             &d.log,
             &d.records,
+            ctx.body_bytes,
             &d.info,
             now_ms(),
             d.log_append_time,
@@ -266,16 +268,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
 
 /// Appends a checked batch and fills in its answer; returns what to wait on for
 /// durability (with `topic`/`partition` for the caller to set).
+#[allow(clippy::too_many_arguments)]
 fn append(
     shard: &Shard,
     partition: &Rc<Partition>,
-    records: &[u8],
+    records: &Bytes,
+    body_bytes: usize,
     info: &BatchInfo,
     now: i64,
     log_append_time: bool,
     out: &mut PartitionProduceResponse,
 ) -> Option<Pending> {
-    let appended = partition.log.borrow_mut().append(records, info, now);
+    // The log keeps the producer's bytes rather than a copy when the batch is most of the
+    // request: the frame it shares stays in memory as long as the batch is cached, so a
+    // small batch must not hold a large frame (its bytes are copied instead, cheaply).
+    let appended = if records.len() * 2 >= body_bytes {
+        partition.log.borrow_mut().append_shared(records, info, now)
+    } else {
+        partition.log.borrow_mut().append(records, info, now)
+    };
     match appended {
         Ok(
             outcome @ (AppendOutcome::Appended {

@@ -368,6 +368,20 @@ pub fn patch_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// The bytes of a batch that the log patches when it places it: `baseOffset`,
+/// `batchLength` and `partitionLeaderEpoch`, all before the CRC-covered part.
+pub const PATCHED_HEAD_LEN: usize = 16;
+
+/// The first [`PATCHED_HEAD_LEN`] bytes of `batch` with its base offset and leader epoch
+/// set, for a log that keeps the rest of the batch as it arrived.
+pub fn patched_head(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8; PATCHED_HEAD_LEN] {
+    let mut head = [0u8; PATCHED_HEAD_LEN];
+    head.copy_from_slice(&batch[..PATCHED_HEAD_LEN]);
+    head[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    head[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    head
+}
+
 /// Sets the batch's partition leader epoch. Not covered by the CRC.
 pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
     assert!(

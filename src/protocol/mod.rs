@@ -8,6 +8,8 @@
 //!   codecs (bounded decompression) and a batch builder, shared by the broker, the tests,
 //!   the benches and strand-bench.
 //! - [`errors`]: Kafka error codes by name.
+//! - [`pieces`] and [`fetch_encode`]: responses as pieces written in order, so that a Fetch
+//!   response's record bytes reach the socket without a copy.
 //! - [`alloc_guard`]: the global allocator, which keeps a forged array count in a request
 //!   from aborting the process.
 
@@ -15,5 +17,7 @@ pub mod alloc_guard;
 pub mod batch;
 pub mod codec;
 pub mod errors;
+pub mod fetch_encode;
+pub mod pieces;
 pub mod records;
 pub mod versions;

@@ -14,26 +14,23 @@
 //! flight per connection anyway.
 
 use std::cell::{Cell, RefCell};
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::Task;
 use kafka_protocol::messages::ApiKey;
 
 use super::budget::{RequestBudget, Reservation};
+use super::socket::{Inbound, Socket};
 use crate::handlers::{self, Response};
 use crate::protocol::codec::{self, FrameError};
+use crate::protocol::pieces::Piece;
 use crate::shard::Shard;
 use crate::util::{timeout, Notify};
 
-/// Read buffer of a connection; requests larger than this are read straight through.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// What a length prefix alone reserves (or the whole frame, if smaller): most requests but
 /// Produce fit in it, and a thousand bare prefixes hold 16 MiB, not a gigabyte.
 pub const FRAME_FIRST_CHUNK_BYTES: usize = 16 * 1024;
@@ -53,36 +50,6 @@ pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 const STALL_CHECK_MS: u64 = 1_000;
 /// Fetch responses a connection may have dispatched and not yet written.
 const FETCHES_UNWRITTEN_MAX: usize = 1;
-
-/// The two halves of a socket shared by the reader and the writer task. Both run on this
-/// shard's thread and only borrow the stream inside a poll, never across an await.
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Half {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
 
 /// What the reader and the writer task share: how many requests and Fetch responses are
 /// not yet answered, when the connection last did something, and whether the writer has
@@ -154,9 +121,9 @@ struct FrameLimits {
 }
 
 pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStream, peer: &str) {
-    let stream = Rc::new(RefCell::new(stream));
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, Half(stream.clone()));
-    let mut writer = Half(stream);
+    let socket = Socket(Rc::new(RefCell::new(stream)));
+    let mut reader = Inbound::new(socket.clone());
+    let writer = socket;
     let (queue, responses) =
         local_channel::new_bounded::<InFlight>(shard.config.max_inflight_requests.max(1));
     let outbox = Rc::new(Outbox::new());
@@ -166,7 +133,8 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
         let outbox = &done.0;
         while let Some(InFlight { task, fetch }) = responses.recv().await {
             let written = match task.await {
-                Response::Bytes(bytes) => write_response(&mut writer, &bytes).await,
+                Response::Bytes(bytes) => write_response(&writer, &[Piece::from(bytes)]).await,
+                Response::Pieces(pieces) => write_response(&writer, &pieces).await,
                 Response::None => Ok(None),
                 Response::Close(reason) => Ok(Some(reason)),
             };
@@ -182,7 +150,7 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
                 return Ok(Some(reason));
             }
         }
-        writer.flush().await.map(|_| None)
+        Ok::<_, std::io::Error>(None)
     });
 
     let client_host: Rc<str> = Rc::from(peer.rsplit_once(':').map(|(h, _)| h).unwrap_or(peer));
@@ -207,37 +175,55 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
     }
 }
 
-/// Writes one response; `Ok(Some(reason))` if the client stopped reading for
-/// [`WRITE_STALL_TIMEOUT_MS`], which closes the connection.
-async fn write_response(writer: &mut Half, mut bytes: &[u8]) -> std::io::Result<Option<String>> {
+/// Writes one response, its pieces in order; `Ok(Some(reason))` if the client stopped
+/// reading for [`WRITE_STALL_TIMEOUT_MS`], which closes the connection.
+async fn write_response(writer: &Socket, pieces: &[Piece]) -> std::io::Result<Option<String>> {
     let stall = Duration::from_millis(WRITE_STALL_TIMEOUT_MS);
-    while !bytes.is_empty() {
+    let (mut index, mut offset) = (0, 0);
+    loop {
+        while index < pieces.len() && offset == pieces[index].len() {
+            index += 1;
+            offset = 0;
+        }
+        if index == pieces.len() {
+            return Ok(None);
+        }
         let since = Instant::now();
         let written = loop {
-            match timeout(Duration::from_millis(STALL_CHECK_MS), writer.write(bytes)).await {
+            let send = writer.send(&pieces[index..], offset);
+            match timeout(Duration::from_millis(STALL_CHECK_MS), send).await {
                 Some(written) => break written,
                 None if since.elapsed() < stall => continue,
                 None => {
+                    let left = crate::protocol::pieces::total_len(&pieces[index..]) - offset;
                     return Ok(Some(format!(
-                        "the client read nothing for {WRITE_STALL_TIMEOUT_MS} ms with {} response bytes left to write",
-                        bytes.len()
-                    )))
+                        "the client read nothing for {WRITE_STALL_TIMEOUT_MS} ms with {left} response bytes left to write"
+                    )));
                 }
             }
         };
-        match written {
+        let mut n = match written {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => n,
             Err(err) => return Err(err),
+        };
+        while n > 0 {
+            let left = pieces[index].len() - offset;
+            if n < left {
+                offset += n;
+                break;
+            }
+            n -= left;
+            index += 1;
+            offset = 0;
         }
     }
-    Ok(None)
 }
 
 /// Waits for the first byte of the next frame; `None` once the connection has been idle
 /// (no request unanswered, nothing read or written) for `idle`.
 async fn read_first(
-    reader: &mut BufReader<Half>,
+    reader: &mut Inbound,
     buf: &mut [u8],
     outbox: &Outbox,
     idle: Duration,
@@ -260,7 +246,7 @@ async fn read_first(
 /// One read inside a frame: it must make progress within [`FRAME_STALL_TIMEOUT_MS`] and
 /// before `deadline` (`None` if it does not).
 async fn read_within(
-    reader: &mut BufReader<Half>,
+    reader: &mut Inbound,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Option<std::io::Result<usize>> {
@@ -281,10 +267,33 @@ async fn read_within(
     }
 }
 
+/// [`read_within`] into the spare capacity of `frame`, up to `end` bytes in all.
+async fn read_within_frame(
+    reader: &mut Inbound,
+    frame: &mut Vec<u8>,
+    end: usize,
+    deadline: Instant,
+) -> Option<std::io::Result<usize>> {
+    let since = Instant::now();
+    let stall = Duration::from_millis(FRAME_STALL_TIMEOUT_MS);
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(stall.saturating_sub(since.elapsed()));
+        if left.is_zero() {
+            return None;
+        }
+        let check = left.min(Duration::from_millis(STALL_CHECK_MS));
+        if let Some(read) = timeout(check, reader.read_into(frame, end)).await {
+            return Some(read);
+        }
+    }
+}
+
 async fn read_requests(
     shard: &Rc<Shard>,
     budget: &Rc<RequestBudget>,
-    reader: &mut BufReader<Half>,
+    reader: &mut Inbound,
     queue: &local_channel::LocalSender<InFlight>,
     outbox: &Outbox,
     client_host: &Rc<str>,
@@ -372,7 +381,7 @@ async fn read_requests(
 /// Reads one size-prefixed frame, reserving its bytes from `budget` as they arrive.
 /// `Ok(None)` on a clean end of stream between frames.
 async fn read_frame(
-    reader: &mut BufReader<Half>,
+    reader: &mut Inbound,
     budget: &Rc<RequestBudget>,
     outbox: &Outbox,
     limits: &FrameLimits,
@@ -414,6 +423,8 @@ async fn read_frame(
         )));
     }
     let mut held = budget.start_frame();
+    // Read into memory that is not zero-filled first: the socket's bytes are the first
+    // ones written to it.
     let mut frame: Vec<u8> = Vec::new();
     while frame.len() < size {
         let start = frame.len();
@@ -427,17 +438,15 @@ async fn read_frame(
         }
         let end = start + step;
         frame.reserve_exact(step);
-        frame.resize(end, 0);
-        let mut at = start;
-        while at < end {
-            match read_within(reader, &mut frame[at..end], deadline).await {
-                None => return Err(stalled(4 + at, 4 + size, deadline, limits)),
+        while frame.len() < end {
+            match read_within_frame(reader, &mut frame, end, deadline).await {
+                None => return Err(stalled(4 + frame.len(), 4 + size, deadline, limits)),
                 Some(Ok(0)) => {
                     return Err(End::Violation(format!(
                         "connection closed inside a {size}-byte request"
                     )))
                 }
-                Some(Ok(n)) => at += n,
+                Some(Ok(_)) => {}
                 Some(Err(err)) => return Err(End::Io(err)),
             }
         }

@@ -15,6 +15,10 @@
 //! counted (`strand_accept_errors_total`) and logged once per
 //! [`ACCEPT_ERROR_LOG_INTERVAL_MS`], never in a tight loop.
 //!
+//! Frames are read into memory that is not zero-filled first, large ones straight from the
+//! socket, and responses are written as pieces with vectored sends ([`socket`]), so Fetch
+//! responses reach the kernel with no copy of their records.
+//!
 //! Handlers do their state changes (appends) synchronously before their first `.await`,
 //! and glommio polls newly spawned tasks in FIFO order, so appends from pipelined requests
 //! land in the order the client sent them — which idempotent producers rely on.
@@ -22,6 +26,7 @@
 mod budget;
 mod connection;
 pub mod metrics_http;
+mod socket;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -1,19 +1,73 @@
 //! The recent-batch cache of one partition: tailing consumers are served from memory.
 //!
-//! Every appended batch goes in (the same `Bytes` the flusher writes, so the cache costs no
-//! copy); the oldest are evicted once the cache holds more than its byte limit. A fetch whose
+//! Every appended batch goes in (the same [`PlacedBatch`] the flusher writes, so the cache
+//! costs no copy); the oldest are evicted once the cache holds more than its byte limit. A fetch whose
 //! offset the cache covers never touches the disk. Batches past the high watermark are in
 //! the cache too, but readers only take those below it.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::batch::PATCHED_HEAD_LEN;
+use crate::protocol::pieces::Piece;
+
+/// A batch as the log placed it, in memory until it is written (and in the recent-batch
+/// cache): `head` holds its first [`PATCHED_HEAD_LEN`] bytes with the base offset and
+/// leader epoch the log gave it, `body` the rest as the producer sent it — usually shared
+/// with the request frame it arrived in, not copied. The one copy of its bytes is the
+/// flusher's, into the aligned write buffer.
+#[derive(Clone, Debug)]
+pub struct PlacedBatch {
+    pub head: Bytes,
+    pub body: Bytes,
+}
+
+impl PlacedBatch {
+    /// A whole batch held in one buffer, split where the log patches it.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        PlacedBatch {
+            head: bytes.slice(..PATCHED_HEAD_LEN),
+            body: bytes.slice(PATCHED_HEAD_LEN..),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the batch into `dst`, which must be exactly [`Self::len`] long.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        let (head, body) = dst.split_at_mut(self.head.len());
+        head.copy_from_slice(&self.head);
+        body.copy_from_slice(&self.body);
+    }
+
+    /// The batch in one buffer (a copy; for tests and rare paths).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::zeroed(self.len());
+        self.copy_to(&mut out);
+        out.freeze()
+    }
+
+    /// The batch as response pieces (the head is small: the writer copies it).
+    pub fn pieces(&self) -> [Piece; 2] {
+        [
+            Piece::from(self.head.clone()),
+            Piece::from(self.body.clone()),
+        ]
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct CachedBatch {
     pub base_offset: i64,
     pub last_offset: i64,
-    pub bytes: Bytes,
+    pub batch: PlacedBatch,
 }
 
 #[derive(Debug)]
@@ -40,12 +94,12 @@ impl BatchCache {
         if let Some(last) = self.batches.back() {
             debug_assert!(batch.base_offset > last.last_offset);
         }
-        self.bytes += batch.bytes.len();
+        self.bytes += batch.batch.len();
         self.batches.push_back(batch);
         // Keep at least the newest batch, whatever its size: tailing readers want it most.
         while self.bytes > self.bytes_max && self.batches.len() > 1 {
             let evicted = self.batches.pop_front().expect("non-empty");
-            self.bytes -= evicted.bytes.len();
+            self.bytes -= evicted.batch.len();
         }
     }
 
@@ -53,7 +107,7 @@ impl BatchCache {
     pub fn truncate_from(&mut self, offset: i64) {
         while self.batches.back().is_some_and(|b| b.last_offset >= offset) {
             let dropped = self.batches.pop_back().expect("non-empty");
-            self.bytes -= dropped.bytes.len();
+            self.bytes -= dropped.batch.len();
         }
     }
 
@@ -61,7 +115,7 @@ impl BatchCache {
     pub fn forget_before(&mut self, offset: i64) {
         while self.batches.front().is_some_and(|b| b.last_offset < offset) {
             let dropped = self.batches.pop_front().expect("non-empty");
-            self.bytes -= dropped.bytes.len();
+            self.bytes -= dropped.batch.len();
         }
     }
 
@@ -73,7 +127,12 @@ impl BatchCache {
     /// Whole batches from the one containing `offset`, below `high_watermark`, within
     /// `bytes_max` (the first batch is always whole, KIP-74). `None` if the cache does not
     /// reach back to `offset`.
-    pub fn read(&self, offset: i64, high_watermark: i64, bytes_max: usize) -> Option<Vec<Bytes>> {
+    pub fn read(
+        &self,
+        offset: i64,
+        high_watermark: i64,
+        bytes_max: usize,
+    ) -> Option<Vec<CachedBatch>> {
         let first = self.batches.front()?;
         if offset < first.base_offset {
             return None;
@@ -85,11 +144,11 @@ impl BatchCache {
             if batch.last_offset >= high_watermark {
                 break;
             }
-            if !out.is_empty() && taken + batch.bytes.len() > bytes_max {
+            if !out.is_empty() && taken + batch.batch.len() > bytes_max {
                 break;
             }
-            taken += batch.bytes.len();
-            out.push(batch.bytes.clone());
+            taken += batch.batch.len();
+            out.push(batch.clone());
         }
         Some(out)
     }
@@ -103,7 +162,7 @@ mod tests {
         CachedBatch {
             base_offset: base,
             last_offset: base + count - 1,
-            bytes: Bytes::from(vec![base as u8; size]),
+            batch: PlacedBatch::from_bytes(Bytes::from(vec![base as u8; size])),
         }
     }
 

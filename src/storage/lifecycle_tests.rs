@@ -123,12 +123,13 @@ async fn read_records(log: &RefCell<PartitionLog>, from: i64) -> Vec<Rec> {
     loop {
         let plan = log.borrow().read_plan(offset, 64 * 1024).unwrap();
         let data = plan.read().await.unwrap();
-        if data.records.is_empty() {
+        if data.is_empty() {
             return out;
         }
-        for item in iter_batches(&data.records) {
+        let records = data.to_bytes();
+        for item in iter_batches(&records) {
             let (at, info) = item.expect("served batches are valid");
-            let bytes = &data.records[at..at + info.len];
+            let bytes = &records[at..at + info.len];
             let body = batch_records(bytes, &info).unwrap();
             for r in split_records(&body, info.record_count).unwrap() {
                 let rec_offset = info.base_offset + i64::from(r.offset_delta);
@@ -300,7 +301,7 @@ fn log_append_time_stamps_batches_with_the_broker_clock() {
         flush(&log).await;
         let plan = log.borrow().read_plan(0, 1024).unwrap();
         let data = plan.read().await.unwrap();
-        let info = validate_produce_records(&data.records, 1 << 20).expect("CRC still valid");
+        let info = validate_produce_records(&data.to_bytes(), 1 << 20).expect("CRC still valid");
         assert!(info.timestamp_type_log_append());
         assert_eq!(info.max_timestamp, now);
         let plan = log.borrow().timestamp_plan(now);

@@ -103,13 +103,14 @@ async fn read_all(
     loop {
         let plan = log.borrow().read_plan(offset, bytes_max).unwrap();
         let data = plan.read().await.unwrap();
-        if data.records.is_empty() {
+        if data.is_empty() {
             return out;
         }
+        let records = data.to_bytes();
         let mut last = offset;
-        for item in iter_batches(&data.records) {
+        for item in iter_batches(&records) {
             let (at, info) = item.expect("served batches are valid");
-            let bytes = data.records.slice(at..at + info.len);
+            let bytes = records.slice(at..at + info.len);
             last = info.last_offset();
             out.push((info.base_offset, bytes));
         }
@@ -340,7 +341,7 @@ fn recovery_drops_a_corrupt_last_batch_and_never_serves_it() {
         let data = plan.read().await.unwrap();
         let mut on_disk = vec![0u8; last_start as usize];
         file.read_exact_at(&mut on_disk, 0).unwrap();
-        assert_eq!(&data.records[..], &on_disk[..]);
+        assert_eq!(&data.to_bytes()[..], &on_disk[..]);
         // ...and a read that starts at it is an error, not data. (One more batch, not
         // flushed, takes offset 5 out of the cache.)
         let batch = make_batch(6, 1, 300, 1_000);
@@ -703,7 +704,7 @@ fn transactions_bound_the_last_stable_offset_and_survive_restarts() {
         // read_committed reads stop at the last stable offset.
         let plan = log.borrow().read_plan_to(0, 1 << 20, 2).unwrap();
         let data = plan.read().await.unwrap();
-        assert_eq!(iter_batches(&data.records).count(), 1);
+        assert_eq!(iter_batches(&data.to_bytes()).count(), 1);
         assert!(matches!(
             log.borrow().read_plan_to(2, 1 << 20, 2).unwrap(),
             super::ReadPlan::Empty
@@ -890,7 +891,7 @@ fn sealed_segment_files_are_opened_on_demand_and_bounded() {
         read_all(&log, tail, 1 << 20).await;
         assert!(files.len() <= CAPACITY);
         let data = plan.read().await.unwrap();
-        assert_eq!(data.records.to_vec(), expected[0].1);
+        assert_eq!(data.to_bytes().to_vec(), expected[0].1);
         // A timestamp search opens what it needs too.
         let plan = log.borrow().timestamp_plan(10_000 + 25 * 10 + 1);
         assert_eq!(

@@ -10,12 +10,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::segment::Seal;
 use super::*;
 use crate::protocol::batch::parse_batch;
+use crate::storage::cache::PlacedBatch;
 use crate::storage::index::{SegmentIndex, SegmentSummary};
 use crate::storage::{align_down, align_up, segment_file, BLOCK_BYTES, SNAPSHOT_SUFFIX};
 
@@ -171,7 +171,7 @@ pub(super) struct SegmentWrite {
     pub(super) position: u64,
     /// Durable bytes of the partial block at `position`.
     pub(super) prefix: Vec<u8>,
-    pub(super) chunks: Vec<Bytes>,
+    pub(super) chunks: Vec<PlacedBatch>,
     /// Logical segment length once written.
     pub(super) new_len: u64,
     pub(super) seal: Option<(Seal, SegmentIndex, SegmentSummary)>,
@@ -241,9 +241,11 @@ impl FlushJob {
                 let mut at = write.prefix.len();
                 bytes[..at].copy_from_slice(&write.prefix);
                 for chunk in &write.chunks {
+                    // The one copy of a produced batch's bytes, into the aligned buffer.
+                    let dst = &mut bytes[at..at + chunk.len()];
+                    chunk.copy_to(dst);
                     // Pair assertion: what goes to disk is a valid batch.
-                    debug_assert!(parse_batch(chunk).is_ok_and(|i| i.len == chunk.len()));
-                    bytes[at..at + chunk.len()].copy_from_slice(chunk);
+                    debug_assert!(parse_batch(dst).is_ok_and(|i| i.len == chunk.len()));
                     at += chunk.len();
                 }
                 bytes[at..].fill(0);

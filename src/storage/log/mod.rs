@@ -30,12 +30,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use glommio::io::OpenOptions;
 
 use crate::protocol::batch::{self, BatchInfo, Marker};
 use crate::protocol::errors;
-use crate::storage::cache::{BatchCache, CachedBatch};
+use crate::storage::cache::{BatchCache, CachedBatch, PlacedBatch};
 use crate::storage::index::IndexBuilder;
 use crate::storage::producer_state::{AbortedTxn, ProducerState, SequenceCheck};
 use crate::storage::recovery::recover;
@@ -411,10 +411,22 @@ impl PartitionLog {
         self.flushing || self.pending_bytes > 0 || self.seals_pending > 0
     }
 
-    /// Appends a validated batch (see [`batch::validate_produce_records`]).
+    /// Appends a validated batch (see [`batch::validate_produce_records`]), copying it.
     pub fn append(
         &mut self,
         records: &[u8],
+        info: &BatchInfo,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        self.append_shared(&Bytes::copy_from_slice(records), info, now_ms)
+    }
+
+    /// Appends a validated batch, keeping `records` (a slice of the request frame) rather
+    /// than a copy: only its first [`batch::PATCHED_HEAD_LEN`] bytes are copied, to be
+    /// patched.
+    pub fn append_shared(
+        &mut self,
+        records: &Bytes,
         info: &BatchInfo,
         now_ms: i64,
     ) -> Result<AppendOutcome, AppendError> {
@@ -453,7 +465,7 @@ impl PartitionLog {
                 }
             }
         }
-        let placed = self.push_batch(records, info, now_ms);
+        let placed = self.push_batch(records.clone(), info, now_ms);
         self.producers.apply(&placed, placed.base_offset, now_ms);
         Ok(AppendOutcome::Appended {
             base_offset: placed.base_offset,
@@ -489,7 +501,8 @@ impl PartitionLog {
             now_ms,
         );
         let info = batch::parse_batch(&records).expect("a control batch we built parses");
-        let placed = self.push_batch(&records, &info, now_ms);
+        let len = records.len();
+        let placed = self.push_batch(Bytes::from(records), &info, now_ms);
         let offset = placed.base_offset;
         if let Some(first) =
             self.producers
@@ -497,12 +510,12 @@ impl PartitionLog {
         {
             self.unstable_markers.push((offset, first));
         }
-        Ok(Some((offset, records.len())))
+        Ok(Some((offset, len)))
     }
 
     /// Places a batch at the log end: offsets patched, queued for the flusher, cached.
     /// Returns its header as placed.
-    fn push_batch(&mut self, records: &[u8], info: &BatchInfo, now_ms: i64) -> BatchInfo {
+    fn push_batch(&mut self, records: Bytes, info: &BatchInfo, now_ms: i64) -> BatchInfo {
         let base_offset = self.next_offset;
         let last_offset = base_offset + i64::from(info.last_offset_delta);
         if self.must_roll(info.len as u64, last_offset, now_ms) {
@@ -510,15 +523,22 @@ impl PartitionLog {
         }
         let mut placed = *info;
         placed.base_offset = base_offset;
-        let mut bytes = BytesMut::from(records);
-        batch::patch_base_offset(&mut bytes, base_offset);
-        batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
-        if self.config.log_append_time {
+        let batch = if self.config.log_append_time {
+            // The timestamps are inside the CRC: the whole batch is rewritten.
+            let mut bytes = BytesMut::from(&records[..]);
+            batch::patch_base_offset(&mut bytes, base_offset);
+            batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
             batch::set_log_append_time(&mut bytes, now_ms);
             placed.max_timestamp = now_ms;
             placed.attributes |= batch::ATTR_TIMESTAMP_TYPE_LOG_APPEND;
-        }
-        let bytes = bytes.freeze();
+            PlacedBatch::from_bytes(bytes.freeze())
+        } else {
+            let head = batch::patched_head(&records, base_offset, LEADER_EPOCH);
+            PlacedBatch {
+                head: Bytes::copy_from_slice(&head),
+                body: records.slice(batch::PATCHED_HEAD_LEN..),
+            }
+        };
 
         let segment = self
             .segments
@@ -536,12 +556,12 @@ impl PartitionLog {
         );
         segment.len += info.len as u64;
         segment.next_offset = last_offset + 1;
-        segment.pending.push(bytes.clone());
+        segment.pending.push(batch.clone());
         self.pending_bytes += info.len;
         self.cache.push(CachedBatch {
             base_offset,
             last_offset,
-            bytes,
+            batch,
         });
         self.next_offset = last_offset + 1;
         placed

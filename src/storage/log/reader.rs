@@ -6,11 +6,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
-use glommio::io::DmaFile;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, ReadResult};
 
 use super::*;
 use crate::protocol::batch::{parse_batch, record_timestamps, BatchInfo};
+use crate::protocol::pieces::Piece;
 use crate::storage::segment_walk::frame_len;
 
 impl PartitionLog {
@@ -114,16 +117,41 @@ impl PartitionLog {
     }
 }
 
-/// Records read for a fetch.
-#[derive(Debug)]
+/// Records read for a fetch: whole batches, as pieces of the memory they lie in (the
+/// recent-batch cache, or the direct-I/O buffer they were read into), not copied.
+#[derive(Debug, Default)]
 pub struct ReadData {
-    pub records: Bytes,
+    pub pieces: Vec<Piece>,
+    /// Bytes in all.
+    pub len: usize,
+    /// The offset after the last batch read, if any.
+    pub end_offset: Option<i64>,
+}
+
+impl ReadData {
+    /// The records in one buffer (a copy).
+    pub fn to_bytes(&self) -> Bytes {
+        crate::protocol::pieces::concat(&self.pieces)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 pub enum ReadPlan {
     Empty,
-    Memory(Vec<Bytes>),
+    Memory(Vec<CachedBatch>),
     Disk(DiskRead),
+}
+
+/// Part of a direct-I/O read buffer, shared by the response that serves it.
+struct DiskSlice(ReadResult);
+
+impl AsRef<[u8]> for DiskSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 pub struct DiskRead {
@@ -140,21 +168,22 @@ pub struct DiskRead {
 
 impl ReadPlan {
     pub async fn read(self) -> io::Result<ReadData> {
-        let records = match self {
-            ReadPlan::Empty => Bytes::new(),
-            ReadPlan::Memory(mut batches) if batches.len() == 1 => {
-                batches.pop().expect("one batch")
-            }
+        match self {
+            ReadPlan::Empty => Ok(ReadData::default()),
             ReadPlan::Memory(batches) => {
-                let mut out = BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
-                for b in batches {
-                    out.extend_from_slice(&b);
+                let mut data = ReadData {
+                    pieces: Vec::with_capacity(2 * batches.len()),
+                    ..ReadData::default()
+                };
+                for cached in batches {
+                    data.len += cached.batch.len();
+                    data.end_offset = Some(cached.last_offset + 1);
+                    data.pieces.extend(cached.batch.pieces());
                 }
-                out.freeze()
+                Ok(data)
             }
-            ReadPlan::Disk(read) => read.read().await?,
-        };
-        Ok(ReadData { records })
+            ReadPlan::Disk(read) => read.read().await,
+        }
     }
 }
 
@@ -176,7 +205,7 @@ pub(super) async fn walk_batches(
     mut position: u64,
     end: u64,
     chunk_bytes: usize,
-    mut visit: impl FnMut(&[u8], &BatchInfo) -> bool,
+    mut visit: impl FnMut(&ReadResult, usize, &BatchInfo) -> bool,
 ) -> io::Result<()> {
     let mut want = chunk_bytes.clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
     while position < end {
@@ -206,7 +235,7 @@ pub(super) async fn walk_batches(
             }
             let info =
                 parse_batch(&rest[..len]).map_err(|e| corrupt(path, position + at as u64, e))?;
-            if !visit(&rest[..len], &info) {
+            if !visit(&chunk, at, &info) {
                 return Ok(());
             }
             at += len;
@@ -228,27 +257,35 @@ impl DiskRead {
     /// error only when nothing before it was taken: otherwise the read ends before it, and
     /// the next read, starting there, reports it. So intact batches in front of a corrupt
     /// one are served, and the corrupt one never is.
-    pub(super) async fn read(self) -> io::Result<Bytes> {
-        let mut out = BytesMut::new();
+    pub(super) async fn read(self) -> io::Result<ReadData> {
+        let mut out = ReadData::default();
         let result = self.read_into(&mut out).await;
         match result {
-            Err(_) if !out.is_empty() => Ok(out.freeze()),
+            Err(_) if !out.is_empty() => Ok(out),
             Err(err) => Err(err),
-            Ok(()) => Ok(out.freeze()),
+            Ok(()) => Ok(out),
         }
     }
 
-    pub(super) async fn read_into(&self, out: &mut BytesMut) -> io::Result<()> {
+    pub(super) async fn read_into(&self, out: &mut ReadData) -> io::Result<()> {
         let mut last_base = i64::MIN;
         let mut bad_order = None;
         let file = self.file.get(&self.path).await?;
+        // Batches that lie next to each other in one read buffer are served as one piece.
+        let mut run: Option<(ReadResult, usize, usize)> = None;
+        let flush = |run: &mut Option<(ReadResult, usize, usize)>, out: &mut ReadData| {
+            if let Some((chunk, start, end)) = run.take() {
+                let slice = ReadResult::slice(&chunk, start, end - start).expect("in the buffer");
+                out.pieces.push(Piece::shared(Rc::new(DiskSlice(slice))));
+            }
+        };
         walk_batches(
             &file,
             &self.path,
             self.position,
             self.end,
             self.bytes_max.saturating_add(READ_CHUNK_BYTES_MIN),
-            |bytes, info| {
+            |chunk, at, info| {
                 if info.base_offset <= last_base {
                     bad_order = Some(info.base_offset);
                     return false;
@@ -260,14 +297,26 @@ impl DiskRead {
                 if info.base_offset >= self.high_watermark {
                     return false;
                 }
-                if !out.is_empty() && out.len() + bytes.len() > self.bytes_max {
+                if !out.is_empty() && out.len + info.len > self.bytes_max {
                     return false;
                 }
-                out.extend_from_slice(bytes);
+                match &mut run {
+                    Some((same, _, end)) if same.as_ptr() == chunk.as_ptr() && *end == at => {
+                        *end = at + info.len
+                    }
+                    _ => {
+                        flush(&mut run, out);
+                        run = Some((chunk.clone(), at, at + info.len));
+                    }
+                }
+                out.len += info.len;
+                out.end_offset = Some(info.last_offset() + 1);
                 true
             },
         )
-        .await?;
+        .await
+        .inspect_err(|_| flush(&mut run, out))?;
+        flush(&mut run, out);
         if let Some(offset) = bad_order {
             return Err(corrupt(
                 &self.path,
@@ -310,7 +359,8 @@ impl TimestampPlan {
                 range.start,
                 range.end,
                 READ_CHUNK_BYTES_MIN,
-                |bytes, info| {
+                |chunk, at, info| {
+                    let bytes = &chunk[at..at + info.len];
                     if info.base_offset >= self.high_watermark {
                         return false;
                     }

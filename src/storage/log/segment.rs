@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::Bytes;
 use glommio::io::DmaFile;
 
+use crate::storage::cache::PlacedBatch;
 use crate::storage::index::{IndexBuilder, SegmentIndex, SegmentSummary};
 use crate::storage::{segment_file, LOG_SUFFIX};
 
@@ -35,7 +35,7 @@ pub(super) struct Segment {
     pub(super) index: SegmentIndex,
     pub(super) index_builder: IndexBuilder,
     /// Appended, not yet handed to a flush job.
-    pub(super) pending: Vec<Bytes>,
+    pub(super) pending: Vec<PlacedBatch>,
     pub(super) seal: Option<Seal>,
     pub(super) sealed: bool,
     /// Sealed and the seal is on disk (trimmed, indexed): no flush job will touch the
