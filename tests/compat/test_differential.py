@@ -948,8 +948,8 @@ def raw_group_states(bootstrap):
 
 def test_raw_group_states_with_completing_rebalance(both):
     k, s = both(raw_group_states)
-    assert k["after_join"] == ("COMPLETING_REBALANCING", 1)
-    assert k["after_sync"] == ("STABLE", 1)
+    assert k["after_join"] == ("COMPLETING_REBALANCING", 1), k
+    assert k["after_sync"] == ("STABLE", 1), k
     assert s == k
 
 
