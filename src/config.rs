@@ -274,10 +274,21 @@ mod tests {
                 );
             }
         }
-        for def in crate::cluster::topic_config::DEFS {
-            assert!(
-                doc.contains(&format!("`{}`", def.name)),
-                "docs/operations.md lacks {}",
+        use crate::cluster::topic_config::{Effect, DEFS, INTERNAL};
+        // Each config sits in the table of what it does: the rows of "Stored only" are
+        // exactly the configs Strand accepts and does not act on.
+        let stored_section = doc
+            .split("### Stored only")
+            .nth(1)
+            .and_then(|rest| rest.split("\n#").next())
+            .expect("docs/operations.md has a \"### Stored only\" section");
+        for def in DEFS.iter().chain(INTERNAL) {
+            let row = format!("| `{}` |", def.name);
+            assert!(doc.contains(&row), "docs/operations.md lacks {}", def.name);
+            assert_eq!(
+                stored_section.contains(&row),
+                def.effect == Effect::Stored,
+                "docs/operations.md: {} is in the wrong table",
                 def.name
             );
         }

@@ -314,6 +314,86 @@ fn list_offsets_earliest_latest_and_by_time() {
     assert_eq!(list_offset(&mut client, "times", 0, 1_500), (0, 2));
     assert_eq!(list_offset(&mut client, "times", 0, 3_000), (0, 4));
     assert_eq!(list_offset(&mut client, "times", 0, 9_000), (0, -1));
+
+    // (error, offset, timestamp, leader epoch) as Kafka 4.1 answers them: epoch 0 where an
+    // offset is found, all -1 where none is, UNSUPPORTED_VERSION for an unknown negative
+    // timestamp; no epoch field before v4.
+    let mut raw = |version: i16, topic: &str, timestamp: i64| {
+        let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+        let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, version, &request);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp, p.leader_epoch)
+    };
+    assert_eq!(raw(7, "times", 1_500), (0, 2, 2_000, 0));
+    assert_eq!(raw(7, "times", 9_000), (0, -1, -1, -1));
+    assert_eq!(raw(7, "times", -1), (0, 6, -1, 0));
+    assert_eq!(raw(7, "times", -3), (0, 4, 3_000, 0));
+    assert_eq!(raw(6, "times", -3), (35, -1, -1, -1));
+    assert_eq!(raw(7, "times", -7), (35, -1, -1, -1));
+    assert_eq!(raw(1, "times", 1_500), (0, 2, 2_000, -1));
+    assert_eq!(raw(1, "times", 9_000), (0, -1, -1, -1));
+    assert_eq!(raw(7, "missing", -1), (3, -1, -1, -1));
+}
+
+#[test]
+fn create_topics_v5_answers_with_every_config() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let broker = Broker::start(1, &["--log-retention-ms", "3600000"]);
+    let mut client = broker.connect(0);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("configs"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("preallocate"))
+                .with_value(Some(StrBytes::from_static_str("TRUE")))])])
+        .with_timeout_ms(10_000);
+    for (version, listed) in [(7, true), (4, false)] {
+        let response: CreateTopicsResponse = client.call(
+            ApiKey::CreateTopics,
+            version,
+            &request.clone().with_validate_only(true),
+        );
+        let t = &response.topics[0];
+        assert_eq!(t.error_code, 0, "{:?}", t.error_message);
+        let Some(configs) = t.configs.as_ref().filter(|_| listed) else {
+            assert!(
+                t.configs.as_ref().is_none_or(|c| c.is_empty()),
+                "v{version}"
+            );
+            continue;
+        };
+        assert_eq!((t.num_partitions, t.replication_factor), (1, 1));
+        let get = |name: &str| configs.iter().find(|c| c.name.as_str() == name).unwrap();
+        let preallocate = get("preallocate");
+        assert_eq!(preallocate.value.as_deref(), Some("TRUE"));
+        assert_eq!(preallocate.config_source, 1); // DYNAMIC_TOPIC_CONFIG
+        let retention = get("retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("3600000"));
+        assert_eq!(retention.config_source, 4); // STATIC_BROKER_CONFIG
+        assert_eq!(get("max.compaction.lag.ms").config_source, 5); // DEFAULT_CONFIG
+        assert!(configs.iter().all(|c| !c.read_only && !c.is_sensitive));
+    }
+    // A refused topic: no configs, counts -1.
+    let bad = request.clone().with_topics(vec![CreatableTopic::default()
+        .with_name(topic_name("refused"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("preallocate"))
+            .with_value(Some(StrBytes::from_static_str("maybe")))])]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &bad);
+    let t = &response.topics[0];
+    assert_eq!(
+        (t.error_code, t.num_partitions, t.replication_factor),
+        (40, -1, -1)
+    );
+    assert!(t.configs.is_none());
 }
 
 #[test]

@@ -378,13 +378,23 @@ impl Controller {
             self.partitions_max,
             &self.partitions_why,
         )?;
-        topic_config::validate_all(&spec.configs).map_err(|m| (INVALID_CONFIG, m))?;
+        topic_config::validate_all(&spec.configs, &self.broker_defaults)
+            .map_err(|m| (INVALID_CONFIG, m))?;
+        let configs = spec
+            .configs
+            .iter()
+            .map(|(name, value)| {
+                let value =
+                    topic_config::canonical(name, value).map_err(|m| (INVALID_CONFIG, m))?;
+                Ok((name.clone(), value))
+            })
+            .collect::<Result<_, (i16, String)>>()?;
         debug_assert!(spec.name.len() <= TOPIC_NAME_LEN_MAX);
         Ok(TopicMeta {
             name: spec.name.clone(),
             id: new_topic_id(),
             partitions,
-            configs: spec.configs.clone(),
+            configs,
         })
     }
 
@@ -595,14 +605,11 @@ fn plan_alteration(
         if !touched.insert(name.clone()) {
             return Err((INVALID_REQUEST, format!("config {name:?} is altered twice")));
         }
-        let is_list = matches!(
-            topic_config::def(name).map(|d| d.kind),
-            Some(topic_config::Kind::List(_))
-        );
+        let is_list = topic_config::def(name).is_some_and(|d| d.kind.is_list());
         match op {
             ConfigOp::Set(n, v) => {
-                topic_config::validate(n, v).map_err(|m| (INVALID_CONFIG, m))?;
-                configs.insert(n.clone(), v.trim().to_string());
+                let v = topic_config::canonical(n, v).map_err(|m| (INVALID_CONFIG, m))?;
+                configs.insert(n.clone(), v);
             }
             ConfigOp::Delete(n) => {
                 configs.remove(n);
@@ -633,12 +640,13 @@ fn plan_alteration(
                         items.retain(|x| x != item);
                     }
                 }
-                let joined = items.join(",");
-                topic_config::validate(n, &joined).map_err(|m| (INVALID_CONFIG, m))?;
+                let joined = topic_config::canonical(n, &items.join(","))
+                    .map_err(|m| (INVALID_CONFIG, m))?;
                 configs.insert(n.clone(), joined);
             }
         }
     }
+    topic_config::validate_all(&configs, broker_defaults).map_err(|m| (INVALID_CONFIG, m))?;
     Ok(MetaRecord::AlterTopicConfigs {
         name: topic.name.clone(),
         id: topic.id,

@@ -71,11 +71,12 @@ pub async fn describe_configs(
     let with_docs = request.include_documentation && ctx.version >= 3;
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
+        // As Kafka: no keys, or an empty list, asks for every config.
         let wanted = |name: &str| {
             resource
                 .configuration_keys
                 .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
         };
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
@@ -90,35 +91,28 @@ pub async fn describe_configs(
                     )));
                 }
                 Some(topic) => {
-                    for def in DEFS.iter().filter(|d| wanted(d.name)) {
-                        let default = topic_config::broker_default(&shard.config, def.name);
-                        let default_source = topic_config::broker_source(&shard.config, def.name);
-                        let over = topic.configs.get(def.name);
+                    for described in topic_config::describe(&shard.config, &topic.configs) {
+                        let def = described.def;
+                        if !wanted(def.name) {
+                            continue;
+                        }
                         let mut entry = DescribeConfigsResourceResult::default()
                             .with_name(text(def.name))
-                            .with_value(Some(text(over.cloned().unwrap_or(default.clone()))))
+                            .with_value(Some(text(described.value)))
                             .with_read_only(false)
-                            .with_config_source(if over.is_some() {
-                                source::DYNAMIC_TOPIC_CONFIG
-                            } else {
-                                default_source
-                            })
+                            .with_config_source(described.source)
                             .with_config_type(def.type_code);
                         if with_synonyms {
-                            if let Some(v) = over {
-                                entry.synonyms.push(
+                            entry.synonyms = described
+                                .synonyms
+                                .into_iter()
+                                .map(|(name, value, source)| {
                                     DescribeConfigsSynonym::default()
-                                        .with_name(text(def.name))
-                                        .with_value(Some(text(v.clone())))
-                                        .with_source(source::DYNAMIC_TOPIC_CONFIG),
-                                );
-                            }
-                            entry.synonyms.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(text(def.broker_name))
-                                    .with_value(Some(text(default)))
-                                    .with_source(default_source),
-                            );
+                                        .with_name(text(name))
+                                        .with_value(Some(text(value)))
+                                        .with_source(source)
+                                })
+                                .collect();
                         }
                         if with_docs {
                             entry.documentation = Some(text(def.doc));

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
@@ -14,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
 use crate::cluster::controller::{ControlReply, ControlRequest, TopicOutcome, TopicRef, TopicSpec};
-use crate::cluster::{shard_of_broker, ShardId};
+use crate::cluster::{shard_of_broker, topic_config, ShardId};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
 
@@ -22,6 +24,8 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
     let shard_count = shard.snapshot().shard_count;
     let mut results: Vec<Option<CreatableTopicResult>> = Vec::new();
     let mut specs = Vec::new();
+    // The overrides asked for each valid topic: a v5+ answer lists the configs it got.
+    let mut requested: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let mut error = None;
@@ -89,6 +93,7 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
             )),
             None => {
                 results.push(None);
+                requested.insert(name.clone(), configs.clone());
                 specs.push(TopicSpec {
                     name,
                     partitions: topic.num_partitions,
@@ -116,13 +121,48 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
         }
     };
     let mut outcomes = outcomes.into_iter();
+    let with_configs = ctx.version >= 5;
     let topics = results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| outcomes.next().map(created_result).unwrap_or_default()))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                let Some(outcome) = outcomes.next() else {
+                    return CreatableTopicResult::default();
+                };
+                let configs = outcome
+                    .name
+                    .as_ref()
+                    .and_then(|n| requested.get(n))
+                    .filter(|_| with_configs && outcome.error_code == NONE)
+                    .map(|overrides| topic_configs(&shard.config, overrides));
+                created_result(outcome).with_configs(configs)
+            })
+        })
         .collect();
     let mut response = CreateTopicsResponse::default();
     response.topics = topics;
     ctx.respond(&response)
+}
+
+/// Every config of a new topic as CreateTopics v5+ reports it (KIP-525): DescribeConfigs'
+/// values and sources, without synonyms or documentation; as in Kafka, an override shows
+/// the value exactly as the request gave it (DescribeConfigs shows it canonical).
+fn topic_configs(
+    config: &crate::config::Config,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    topic_config::describe(config, overrides)
+        .into_iter()
+        .map(|d| {
+            let value = overrides.get(d.def.name).cloned().unwrap_or(d.value);
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(d.def.name))
+                .with_value(Some(StrBytes::from_string(value)))
+                .with_read_only(false)
+                .with_config_source(d.source)
+                .with_is_sensitive(false)
+        })
+        .collect()
 }
 
 fn created_result(o: TopicOutcome) -> CreatableTopicResult {

@@ -19,6 +19,8 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 /// v7+ (KIP-734): the record with the largest timestamp.
 const MAX_TIMESTAMP: i64 = -3;
+/// The only leader epoch a single node has.
+const LEADER_EPOCH: i32 = crate::storage::log::LEADER_EPOCH;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -> Response {
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -26,13 +28,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
+            // As Kafka: offset, timestamp and leader epoch are -1 unless an offset is found.
             let mut out = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index)
                 .with_timestamp(-1)
-                .with_offset(-1);
-            if ctx.version >= 4 {
-                out.leader_epoch = 0;
-            }
+                .with_offset(-1)
+                .with_leader_epoch(-1);
             let partition = match shard.owned_partition(&name, wanted.partition_index) {
                 Ok(p) => p,
                 Err(code) => {
@@ -43,10 +44,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
             };
             match wanted.timestamp {
                 LATEST if request.isolation_level == 1 => {
-                    out.offset = partition.log.borrow().last_stable_offset()
+                    out.offset = partition.log.borrow().last_stable_offset();
+                    out.leader_epoch = LEADER_EPOCH;
                 }
-                LATEST => out.offset = partition.log.borrow().high_watermark(),
-                EARLIEST => out.offset = partition.log.borrow().log_start_offset(),
+                LATEST => {
+                    out.offset = partition.log.borrow().high_watermark();
+                    out.leader_epoch = LEADER_EPOCH;
+                }
+                EARLIEST => {
+                    out.offset = partition.log.borrow().log_start_offset();
+                    out.leader_epoch = LEADER_EPOCH;
+                }
                 ts if ts >= 0 || (ts == MAX_TIMESTAMP && ctx.version >= 7) => {
                     // -3: the first record with the largest timestamp in the log.
                     let plan = {
@@ -62,6 +70,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                             Ok(Some((offset, timestamp))) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
+                                out.leader_epoch = LEADER_EPOCH;
                             }
                             Ok(None) => {}
                             Err(err) => {
@@ -71,7 +80,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                         }
                     }
                 }
-                _ => out.error_code = INVALID_REQUEST,
+                // Kafka answers any other negative timestamp (-3 before v7, the tiered-storage
+                // ones of v8+) with UNSUPPORTED_VERSION.
+                _ => out.error_code = UNSUPPORTED_VERSION,
+            }
+            if ctx.version < 4 {
+                // No leader epoch field before v4.
+                out.leader_epoch = -1;
             }
             partitions.push(out);
         }

@@ -216,20 +216,37 @@ def test_incremental_and_legacy_alter_configs(broker, topic):
 
 
 def test_configs_survive_restart(broker, topic):
-    create_with_configs(broker, topic, 1, {"retention.bytes": "99999"})
+    # Configs Strand acts on and configs it only stores (in Kafka's canonical form).
+    create_with_configs(
+        broker, topic, 1,
+        {"retention.bytes": "99999", "preallocate": "TRUE", "min.cleanable.dirty.ratio": ".25"},
+    )
     res = ConfigResource(
         ResourceType.TOPIC,
         topic,
         incremental_configs=[
-            ConfigEntry("min.compaction.lag.ms", "5000", incremental_operation=AlterConfigOpType.SET)
+            ConfigEntry("min.compaction.lag.ms", "5000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("leader.replication.throttled.replicas", "0:0, 1:0", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("message.timestamp.after.max.ms", "60000", incremental_operation=AlterConfigOpType.SET),
         ],
     )
     admin(broker).incremental_alter_configs([res])[res].result(timeout=15)
     broker.kill9()
     broker.start()
     configs = describe(broker, topic)
-    assert configs["retention.bytes"].value == "99999"
-    assert configs["min.compaction.lag.ms"].value == "5000"
+    expected = {
+        "retention.bytes": "99999",
+        "min.compaction.lag.ms": "5000",
+        "preallocate": "true",
+        "min.cleanable.dirty.ratio": "0.25",
+        "leader.replication.throttled.replicas": "0:0,1:0",
+        "message.timestamp.after.max.ms": "60000",
+    }
+    for name, value in expected.items():
+        assert configs[name].value == value, name
+        assert configs[name].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, name
+    assert configs["segment.jitter.ms"].value == "0"
+    assert configs["segment.jitter.ms"].source == ConfigSource.DEFAULT_CONFIG.value
 
 
 def test_kafka_python_admin_configs_partitions_log_dirs_and_records(broker, topic):

@@ -756,15 +756,11 @@ class AdminTest {
     }
 
     /**
-     * Valid Kafka 4.1 topic configs, each accepted by Kafka's CreateTopics; Strand knows 14
-     * topic configs and refuses every other name with INVALID_CONFIG ("unknown topic config").
-     * DescribeConfigs likewise lists only those 14.
+     * Valid Kafka 4.1 topic configs that Strand does not act on, each accepted by Kafka's
+     * CreateTopics: Strand accepts, stores and describes them too (docs/operations.md,
+     * "Stored only").
      */
     @Test
-    @org.junit.jupiter.api.Disabled("Strand: CreateTopics refuses valid Kafka topic configs it does not implement "
-            + "(segment.index.bytes, min.cleanable.dirty.ratio, max.compaction.lag.ms, message.timestamp.before/after.max.ms, "
-            + "preallocate, index.interval.bytes, file.delete.delay.ms, segment.jitter.ms, compression.*.level, "
-            + "local.retention.*, remote.storage.enable, *.replication.throttled.replicas) with InvalidConfigurationException")
     void otherKafkaTopicConfigsAreAccepted() throws Exception {
         String[][] kafka = {
             {"segment.index.bytes", "10485760"}, {"min.cleanable.dirty.ratio", "0.5"},
@@ -776,6 +772,19 @@ class AdminTest {
             {"follower.replication.throttled.replicas", ""}, {"leader.replication.throttled.replicas", ""},
         };
         assertEquals(Map.of(), refused(kafka), "refused by the broker");
+        // All at once on one topic: each is described as set, from the topic.
+        String topic = name("kcfg-all");
+        Map<String, String> all = new java.util.HashMap<>();
+        for (String[] kv : kafka) all.put(kv[0], kv[1]);
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(all))).all().get(30, TimeUnit.SECONDS);
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Config described = admin.describeConfigs(List.of(res)).all().get(30, TimeUnit.SECONDS).get(res);
+        for (String[] kv : kafka) {
+            ConfigEntry e = described.get(kv[0]);
+            assertNotNull(e, kv[0] + " described");
+            assertEquals(kv[1], e.value(), kv[0]);
+            assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, e.source(), kv[0]);
+        }
     }
 
     /**
