@@ -153,9 +153,12 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
-def fmt_lat(v):
+def fmt_lat(v, whole_ms=False):
     if v is None:
         return "–"
+    if whole_ms:
+        # ProducerPerformance reports percentiles in whole milliseconds (truncated).
+        return "< 1" if v < 1 else f"{v:,.0f}"
     if v >= 100:
         return f"{v:,.0f}"
     if v >= 10:
@@ -298,8 +301,9 @@ def latency_section(res):
         for key in keys:
             values = {b: (a["lat"].get(key) if a and "lat" in a else None) for b, a in aggs.items()}
             k, (best, who) = compare_row(values, False)
+            whole = client == "kafka-perf-test" and key != "max"
             print(f"| {client} | {LAT_NAMES[key]} | " +
-                  " | ".join(fmt_lat(values[b]) for b in res.brokers) +
+                  " | ".join(fmt_lat(values[b], whole) for b in res.brokers) +
                   f" | {fmt_ratio(k)} | {fmt_ratio(best, who)} |")
     print()
     print(f"### End-to-end latency at {rate} msg/s (ms; intended send → consumed, strand-bench)\n")
@@ -317,7 +321,8 @@ def latency_section(res):
           "strand-bench measures from each message's *intended* send time on an open-loop "
           "schedule; rdkafka_performance from `produce()` to the delivery report (its first "
           f"{rdkafka_warmup(p):,} messages left out: its clock starts before it connects); "
-          "ProducerPerformance from `send()` to the callback, in whole milliseconds.\n")
+          "ProducerPerformance from `send()` to the callback, in whole milliseconds (truncated: "
+          "`< 1` is 0 ms, and ratios with it are left out).\n")
     return lat
 
 
