@@ -94,6 +94,10 @@ fn latency_json(h: &Option<Histogram<u64>>) -> Value {
             for (name, ms) in latency_ms(h) {
                 map.insert(format!("{name}_ms").replace('.', "_"), json!(ms));
             }
+            // The percentile curve the SVG draws, as [percentile, ms] pairs, so other
+            // tools can chart or compare whole distributions.
+            let curve: Vec<[f64; 2]> = distribution(h).into_iter().map(|(p, ms)| [p, ms]).collect();
+            map.insert("distribution".into(), json!(curve));
             Value::Object(map)
         }
     }
@@ -408,6 +412,10 @@ mod tests {
         assert!(v["ack_latency"]["p99_9_ms"].as_f64().unwrap() > 9.9);
         assert!(v["ack_latency"]["max_ms"].as_f64().unwrap() >= 10.0);
         assert_eq!(v["e2e_latency"], Value::Null);
+        let curve = v["ack_latency"]["distribution"].as_array().unwrap();
+        assert_eq!(curve.first().unwrap()[0], 0.0);
+        assert_eq!(curve.last().unwrap()[0], 100.0);
+        assert!(curve.last().unwrap()[1].as_f64().unwrap() >= 10.0);
     }
 
     #[test]
