@@ -1155,8 +1155,15 @@ def raw_group_states(bootstrap):
     return seen
 
 
-def test_raw_group_states_with_completing_rebalance(both):
-    k, s = both(raw_group_states)
+def test_raw_group_states_with_completing_rebalance(kafka, strand):
+    # Under load, Kafka's freshly created coordinator has been seen to answer a group it
+    # just joined as Dead (not found) for a moment; the reference run is repeated (with a
+    # new group) until Kafka shows the group it joined, so only Strand's answers are tested.
+    for _ in range(3):
+        k = raw_group_states(kafka)
+        if k["after_join"][0] != "DEAD":
+            break
+    s = raw_group_states(strand)
     assert k["after_join"] == ("COMPLETING_REBALANCING", 1), k
     assert k["after_sync"] == ("STABLE", 1), k
     assert s == k
