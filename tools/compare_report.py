@@ -18,9 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-BROKER_ORDER = ["strand", "kafka", "kafka-durable", "tansu"]
+BROKER_ORDER = ["strand", "kafka", "kafka-durable", "tansu", "noida"]
 BROKER_NAMES = {"strand": "Strand", "kafka": "Kafka", "kafka-durable": "Kafka durable",
-                "tansu": "Tansu"}
+                "tansu": "Tansu", "noida": "noida-db"}
 CLIENTS = ["strand-bench", "rdkafka_performance", "kafka-perf-test"]
 THROUGHPUT_WORKLOADS = ["produce-100B", "produce-1KiB", "consume-100B"]
 SIZES = {"produce-100B": 100, "produce-1KiB": 1024, "consume-100B": 100,
@@ -509,7 +509,8 @@ def main(path):
     print(f"{p['runs']} run(s) of each workload{' (QUICK smoke run)' if p.get('quick') else ''}; "
           "tables quote medians. Strand: 2 shards, acks after fdatasync. Kafka 4.1.1: default "
           "configuration, acks from the page cache. Kafka durable: log.flush.interval.messages=1, "
-          "every batch fsynced before the ack. Tansu: in memory. *Strand/best peer* divides by the "
+          "every batch fsynced before the ack. Tansu: in memory. noida-db: in memory, a JSON "
+          "snapshot written after the ack, never fsynced. *Strand/best peer* divides by the "
           "best other broker in the row (highest throughput, lowest CPU or latency), named in "
           "brackets.\n")
     fdatasync_ms, near_p99 = machine_section(res)
