@@ -542,7 +542,7 @@ if [ -n "$peer" ]; then
             rm -rf "$scratch/noida-compare-data"
             noida_serve "$peer_port" "$scratch/noida-compare-data" > "$results/noida-compare.log" 2>&1 &
             peer_pid=$!
-            wait_port "$peer_port" "$peer_pid" || peer_pid=
+            wait_port "$peer_port" "$peer_pid" || { kill "$peer_pid" 2>/dev/null; peer_pid=; }
         else
             "$tansu" broker --listener-url "tcp://127.0.0.1:$peer_port" \
                 --advertised-listener-url "tcp://127.0.0.1:$peer_port" \
