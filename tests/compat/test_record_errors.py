@@ -36,6 +36,10 @@ def produce_mixed(broker, topic, **config):
     record_errors is checked by the raw-protocol test: confluent-kafka reports only the
     code.)"""
     producer = Producer({"bootstrap.servers": broker.bootstrap, **config})
+    # Know the partition's leader first: records produced before the metadata arrives wait
+    # in librdkafka's unassigned queue, and those still there when flush() forces the
+    # lingering batch out are sent in a batch of their own.
+    assert producer.list_topics(topic, timeout=10).topics[topic].partitions
     reports = {}
 
     def on_delivery(index):
