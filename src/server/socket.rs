@@ -41,27 +41,16 @@ impl Socket {
 
     /// Receives into `dst` without waiting; `None` if the socket has nothing.
     fn try_recv(&self, dst: &mut [MaybeUninit<u8>]) -> Option<io::Result<usize>> {
-        loop {
-            // SAFETY: `dst` is valid for writes of `dst.len()` bytes; recv writes at most
-            // that many and says how many.
-            let n = unsafe {
-                libc::recv(
-                    self.fd(),
-                    dst.as_mut_ptr().cast(),
-                    dst.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 0 {
-                return Some(Ok(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                _ => return Some(Err(err)),
-            }
-        }
+        // SAFETY: `dst` is valid for writes of `dst.len()` bytes; recv writes at most that
+        // many and says how many.
+        without_waiting(|| unsafe {
+            libc::recv(
+                self.fd(),
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     /// Reads into memory that need not be initialised; `Ok(0)` at the end of the stream.
@@ -94,33 +83,22 @@ impl Socket {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; IOVECS_PER_SEND];
-        let mut count = 0;
-        for (i, piece) in pieces.iter().take(IOVECS_PER_SEND).enumerate() {
+        let count = pieces.len().min(IOVECS_PER_SEND);
+        for (i, piece) in pieces[..count].iter().enumerate() {
             let bytes = if i == 0 { &piece[offset..] } else { &piece[..] };
-            iov[count] = libc::iovec {
+            iov[i] = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
             };
-            count += 1;
         }
         // SAFETY: a zeroed msghdr is valid; it points at `count` iovecs, each describing
         // memory the pieces keep alive for the call; sendmsg only reads them.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = count as _;
-        loop {
-            let n =
-                unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                return Some(Ok(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                _ => return Some(Err(err)),
-            }
-        }
+        without_waiting(|| unsafe {
+            libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        })
     }
 
     /// Writes from `pieces[0][offset..]` on: without waiting if the socket has room, else
@@ -219,6 +197,23 @@ impl Inbound {
         // SAFETY: poll_read initialised the first `n` spare bytes.
         unsafe { frame.set_len(len + n) };
         Ok(n)
+    }
+}
+
+/// Runs a non-blocking socket call (its `-1`/errno convention), again if a signal
+/// interrupted it: the byte count, `None` if the socket was not ready, or the error.
+fn without_waiting(mut call: impl FnMut() -> isize) -> Option<io::Result<usize>> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Some(Ok(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(err)),
+        }
     }
 }
 
