@@ -68,7 +68,7 @@ async fn append_and_commit(log: &mut PartitionLog, batch: &Bytes, batches: usize
     for _ in 0..batches {
         log.append(batch, &info, now_ms).expect("append");
     }
-    let job = log.take_flush().expect("something to flush");
+    let job = log.take_flush(0).expect("something to flush");
     let result = job.run().await;
     log.complete_flush(result);
     assert!(!log.is_offline());

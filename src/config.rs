@@ -90,6 +90,18 @@ pub struct Config {
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     pub segment_bytes: u64,
 
+    /// Default `flush.messages`: written messages are synced once this many wait. 1
+    /// syncs every batch before acknowledging it (durable); above 1 a batch is
+    /// acknowledged once written and synced on this schedule or `flush.ms`'s, as in Kafka
+    /// (whose default is 9223372036854775807: syncing left to the operating system).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    pub log_flush_interval_messages: i64,
+
+    /// Default `flush.ms`: written messages are synced once the oldest has waited this
+    /// long (ms). Matters only where `flush.messages` is above 1; 0 syncs every batch.
+    #[arg(long, default_value_t = i64::MAX, value_parser = clap::value_parser!(i64).range(0..))]
+    pub log_flush_interval_ms: i64,
+
     /// Default `segment.ms`: age at which a non-empty active segment is rolled.
     #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
     pub log_roll_ms: i64,

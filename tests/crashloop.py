@@ -215,11 +215,11 @@ class ProducerThread(threading.Thread):
         self.fatal_errors += len(self.fatal)
 
 
-def create_topic(bootstrap, topic, partitions):
+def create_topic(bootstrap, topic, partitions, config=None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic
-    ].result(timeout=30)
+    admin.create_topics([
+        NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+    ])[topic].result(timeout=30)
     deadline = time.time() + 30
     while time.time() < deadline:
         t = admin.list_topics(topic, timeout=10).topics.get(topic)
@@ -352,6 +352,10 @@ def parse_args(argv):
     ap.add_argument("--duration", type=float, default=None, help="stop starting cycles after this many seconds")
     ap.add_argument("--partitions", type=int, default=6, help="partitions of the topic (spread over both shards)")
     ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--topic-config", action="append", default=[], metavar="NAME=VALUE",
+                    type=lambda kv: tuple(kv.split("=", 1)),
+                    help="a config of the test topic, e.g. flush.messages=100000 (acks after "
+                         "the write, syncs deferred: what was written must survive kill -9 too)")
     ap.add_argument("--producers", type=int, default=3)
     ap.add_argument("--rate", type=float, default=500, help="records per second per producer")
     ap.add_argument("--run-min-s", type=float, default=0.3, help="shortest time between start and kill")
@@ -394,7 +398,7 @@ def run(args):
     producers = []
     try:
         broker.start()
-        leaders = create_topic(broker.bootstrap, topic, args.partitions)
+        leaders = create_topic(broker.bootstrap, topic, args.partitions, dict(args.topic_config))
         shards_used = sorted(set(leaders.values()))
         if len(shards_used) != args.shards:
             stats.problem("layout", f"partitions are led by {shards_used}, not by every shard")

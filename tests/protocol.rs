@@ -685,6 +685,50 @@ fn pipelined_fetches_and_produces_are_answered_in_order() {
     assert_eq!(firsts, vec![0, 2, 4, 6]);
 }
 
+/// A produce request whose frame arrives in many small TCP segments (a few bytes each
+/// through the header, then ~1.5 KB) is stored whole: the batch read back is the one sent,
+/// byte for byte past the offset and epoch the broker patches.
+#[test]
+fn a_produce_frame_in_many_small_segments_is_stored_whole() {
+    use std::io::Write;
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.connect(0);
+    create_topic(&mut client, "trickle", 1);
+    // A batch of about 60 KB so the frame takes many segments.
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let keys: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
+    let batch = batch_with_keys(&keys, 600, (-1, -1, -1), 0);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name("trickle"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.clone()))])]);
+    let (cid, frame) = client.frame(ApiKey::Produce, 9, &request);
+    let mut at = 0;
+    let mut pieces = 0;
+    while at < frame.len() {
+        let n = if at < 200 { 7 } else { 1_500 }.min(frame.len() - at);
+        client.stream.write_all(&frame[at..at + n]).unwrap();
+        client.stream.flush().unwrap();
+        // Let each piece leave as its own segment.
+        std::thread::sleep(Duration::from_millis(1));
+        at += n;
+        pieces += 1;
+    }
+    assert!(pieces > 60, "{pieces} pieces");
+    let response: ProduceResponse = client.recv(ApiKey::Produce, 9, cid);
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    let (code, hw, records) = fetch(&mut client, "trickle", 0, 0, 0);
+    assert_eq!((code, hw), (0, 100));
+    assert_eq!(records.len(), batch.len());
+    assert_eq!(&records[16..], &batch[16..]);
+    assert_eq!(&records[8..12], &batch[8..12]);
+}
+
 // ------------------------------------------------- transactions, record errors, key checks
 
 /// A magic-2 batch (uncompressed) whose records have these keys (`None`: no key) and

@@ -192,22 +192,22 @@ pub const DEFS: &[Def] = &[
     Def {
         name: "flush.messages",
         broker_name: "log.flush.interval.messages",
-        flag: "",
+        flag: "--log-flush-interval-messages",
         kind: Kind::Long { min: 1, max: i64::MAX },
         type_code: kind_code::LONG,
         default_synonym: true,
-        effect: Effect::Stored,
-        doc: "Kafka's forced-fsync interval in messages. Strand syncs every flush cycle before acknowledging, which satisfies any value.",
+        effect: Effect::Applied,
+        doc: "Written messages are synced once this many wait. 1 (Strand's default) syncs every batch before acknowledging it; above 1 a batch is acknowledged once written and synced on this schedule or flush.ms's, as in Kafka.",
     },
     Def {
         name: "flush.ms",
         broker_name: "log.flush.interval.ms",
-        flag: "",
+        flag: "--log-flush-interval-ms",
         kind: Kind::Long { min: 0, max: i64::MAX },
         type_code: kind_code::LONG,
-        default_synonym: true,
-        effect: Effect::Stored,
-        doc: "Kafka's forced-fsync interval in ms. Strand syncs every flush cycle before acknowledging, which satisfies any value.",
+        default_synonym: false,
+        effect: Effect::Applied,
+        doc: "Written messages are synced once the oldest has waited this long. Matters where flush.messages is above 1; 0 syncs every batch before acknowledging it.",
     },
     Def {
         name: "follower.replication.throttled.replicas",
@@ -721,8 +721,6 @@ fn default_of(name: &str) -> String {
         "compression.type" => "producer".into(),
         "compression.zstd.level" => "3".into(),
         "file.delete.delay.ms" => "60000".into(),
-        "flush.messages" => "1".into(),
-        "flush.ms" => "0".into(),
         "follower.replication.throttled.replicas" => String::new(),
         "index.interval.bytes" => "4096".into(),
         "leader.replication.throttled.replicas" => String::new(),
@@ -759,6 +757,8 @@ pub fn broker_default(config: &Config, name: &str) -> String {
         "retention.ms" => config.log_retention_ms.to_string(),
         "segment.bytes" => config.segment_bytes.to_string(),
         "segment.ms" => config.log_roll_ms.to_string(),
+        "flush.messages" => config.log_flush_interval_messages.to_string(),
+        "flush.ms" => config.log_flush_interval_ms.to_string(),
         other => default_of(other),
     }
 }
@@ -854,6 +854,8 @@ pub struct TopicConfig {
     pub delete_retention_ms: i64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
 }
 
 impl TopicConfig {
@@ -890,6 +892,8 @@ impl TopicConfig {
             delete_retention_ms: long("delete.retention.ms", 86_400_000),
             max_message_bytes: long("max.message.bytes", 1 << 20).max(0) as usize,
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
+            flush_messages: long("flush.messages", 1).max(1),
+            flush_ms: long("flush.ms", i64::MAX).max(0),
         }
     }
 }

@@ -61,6 +61,28 @@ pub struct Partition {
     reviving: Cell<bool>,
     /// Keeps produce appends in order when one must wait (see [`append_gate`]).
     pub append_gate: Rc<append_gate::AppendGate>,
+    /// The high watermark moved (or the partition failed, was reopened or removed):
+    /// produce requests waiting for their acknowledgement re-check.
+    pub durable: Notify,
+    /// A timer will queue the partition for its `flush.ms` sync.
+    sync_timer: Cell<bool>,
+}
+
+impl Partition {
+    pub fn new(topic: Arc<TopicMeta>, index: i32, log: PartitionLog) -> Partition {
+        Partition {
+            topic,
+            index,
+            log: RefCell::new(log),
+            queued_for_flush: Cell::new(false),
+            removed: Cell::new(false),
+            incarnation: Cell::new(0),
+            reviving: Cell::new(false),
+            append_gate: Default::default(),
+            durable: Notify::default(),
+            sync_timer: Cell::new(false),
+        }
+    }
 }
 
 /// The sealed-segment file budget of a shard: the flag, which the broker resolves from
@@ -239,6 +261,8 @@ impl Shard {
             delete_retention_ms: t.delete_retention_ms,
             log_append_time: t.log_append_time,
             producer_id_expiration_ms: self.config.producer_id_expiration_ms,
+            flush_messages: t.flush_messages,
+            flush_ms: t.flush_ms,
             ..LogConfig::default()
         }
     }
@@ -297,4 +321,35 @@ impl Shard {
         })
         .detach();
     }
+}
+
+/// A one-shard [`Shard`] on `data_dir` (which holds its group and transaction logs), for
+/// tests that need the shard's tasks without a broker around them.
+#[cfg(test)]
+pub(crate) async fn test_shard(data_dir: &std::path::Path) -> Rc<Shard> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: Config,
+    }
+    let dir = data_dir.to_str().expect("a UTF-8 path");
+    let config = Args::parse_from(["strand", "--data-dir", dir]).config;
+    let ends = mesh::build(1).pop().expect("one shard's ends");
+    let (mesh, _) = Mesh::connect(ShardId(0), ends).await;
+    let groups = GroupCoordinator::load(data_dir, ShardId(0), 1).expect("group log");
+    let txns = crate::coordinator::txn::TxnCoordinator::load(
+        data_dir,
+        ShardId(0),
+        1,
+        crate::util::now_ms(),
+    )
+    .expect("transaction log");
+    Shard::new(
+        ShardId(0),
+        Arc::new(config),
+        mesh,
+        GroupCoordinator::new(groups),
+        TxnCoordinator::new(txns),
+    )
 }

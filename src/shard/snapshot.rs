@@ -3,7 +3,6 @@
 //! the partitions the snapshot gives this shard, closes or deletes the ones it takes away,
 //! and passes config changes to the open logs.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -72,6 +71,7 @@ impl Shard {
         }
         for partition in removed {
             partition.removed.set(true);
+            partition.durable.notify_all();
             let dir = self.partition_dir(&partition.topic.name, partition.index);
             let deleted =
                 snapshot.topic(&partition.topic.name).map(|t| t.id) != Some(partition.topic.id);
@@ -102,16 +102,7 @@ impl Shard {
             {
                 Ok(log) => {
                     tracing::debug!(topic = %topic.name, partition = index, shard = self.id.0, "partition opened");
-                    let partition = Rc::new(Partition {
-                        topic: topic.clone(),
-                        index,
-                        log: RefCell::new(log),
-                        queued_for_flush: Cell::new(false),
-                        removed: Cell::new(false),
-                        incarnation: Cell::new(0),
-                        reviving: Cell::new(false),
-                        append_gate: Default::default(),
-                    });
+                    let partition = Rc::new(Partition::new(topic.clone(), index, log));
                     self.partitions
                         .borrow_mut()
                         .entry(topic.name.clone())

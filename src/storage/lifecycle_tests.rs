@@ -104,7 +104,7 @@ async fn append(log: &RefCell<PartitionLog>, batch: &[u8], now_ms: i64) -> i64 {
 }
 
 async fn flush(log: &RefCell<PartitionLog>) {
-    let job = log.borrow_mut().take_flush();
+    let job = log.borrow_mut().take_flush(crate::util::now_ms());
     if let Some(job) = job {
         let result = job.run().await;
         log.borrow_mut().complete_flush(result);
@@ -487,7 +487,7 @@ fn a_segment_whose_seal_is_in_flight_is_left_alone() {
             .await;
         }
         // The rolled segments' seals are in this job, not yet on disk.
-        let job = log.borrow_mut().take_flush().expect("pending data");
+        let job = log.borrow_mut().take_flush(now).expect("pending data");
         assert!(log.borrow_mut().compaction_plan(now).is_none());
         let outcome = log.borrow_mut().enforce_retention(now);
         assert!(outcome.removal.is_none());

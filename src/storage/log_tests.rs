@@ -81,11 +81,37 @@ fn info(batch: &[u8]) -> BatchInfo {
 }
 
 async fn flush(log: &RefCell<PartitionLog>) {
-    let job = log.borrow_mut().take_flush();
+    let job = log.borrow_mut().take_flush(crate::util::now_ms());
     if let Some(job) = job {
         let result = job.run().await;
         log.borrow_mut().complete_flush(result);
     }
+}
+
+/// Takes a flush job, appends `batches`, takes a second job while the first is in flight
+/// (a third is refused), and runs them as the shard does: concurrently, each applied when
+/// it returns. Checks the high watermark moves in order.
+async fn flush_pipelined(log: &RefCell<PartitionLog>, batches: &[Vec<u8>]) {
+    let first = log.borrow_mut().take_flush(0);
+    for batch in batches {
+        log.borrow_mut().append(batch, &info(batch), 0).unwrap();
+    }
+    let second = log.borrow_mut().take_flush(0);
+    assert!(first.is_none() || second.is_none() || log.borrow_mut().take_flush(0).is_none());
+    let end = log.borrow().next_offset();
+    let second = second.map(|job| glommio::spawn_local(job.run()));
+    if let Some(job) = first {
+        let result = job.run().await;
+        log.borrow_mut().complete_flush(result);
+    }
+    if let Some(task) = second {
+        let result = task.await;
+        let before = log.borrow().high_watermark();
+        log.borrow_mut().complete_flush(result);
+        assert!(log.borrow().high_watermark() >= before);
+    }
+    flush(log).await;
+    assert_eq!(log.borrow().high_watermark(), end);
 }
 
 async fn close(log: RefCell<PartitionLog>) {
@@ -552,8 +578,40 @@ fn random_operations_match_the_model() {
                         model.pending.push((offset, placed(&batch, offset)));
                     }
                     // Flush: everything pending becomes durable.
-                    55..=79 => {
+                    55..=69 => {
                         flush(&log).await;
+                        model.durable.append(&mut model.pending);
+                        model.durable_sequence = model.next_sequence;
+                    }
+                    // Two flushes in flight: batches appended while the first runs go in a
+                    // second that continues its writes (and may seal a segment it wrote).
+                    70..=79 => {
+                        let extra: Vec<Vec<u8>> = (0..1 + rng.below(3))
+                            .map(|_| {
+                                tag += 1;
+                                make_batch(
+                                    tag,
+                                    1 + rng.below(3) as usize,
+                                    rng.below(900) as usize,
+                                    1_000 + tag as i64,
+                                )
+                            })
+                            .collect();
+                        let mut end = model
+                            .pending
+                            .last()
+                            .or(model.durable.last())
+                            .map(|(o, b)| {
+                                o + i64::from(parse_batch(b).unwrap().last_offset_delta) + 1
+                            })
+                            .unwrap_or(0);
+                        let mut appended = Vec::new();
+                        for batch in &extra {
+                            appended.push((end, placed(batch, end)));
+                            end += i64::from(parse_batch(batch).unwrap().last_offset_delta) + 1;
+                        }
+                        flush_pipelined(&log, &extra).await;
+                        model.pending.extend(appended);
                         model.durable.append(&mut model.pending);
                         model.durable_sequence = model.next_sequence;
                     }
@@ -921,5 +979,107 @@ fn sealed_segment_files_are_opened_on_demand_and_bounded() {
             "{open} segment files open after reopening"
         );
         close(log).await;
+    });
+}
+
+/// `flush.messages` above 1: batches are acknowledged (the high watermark moves) once
+/// written, and the job that reaches the count syncs; `flush.ms`: a job taken once the
+/// oldest unsynced message has waited that long syncs, even with nothing new to write.
+/// Either way everything acknowledged is there after a crash of the process.
+#[test]
+fn deferred_syncs_follow_flush_messages_and_flush_ms() {
+    run(|dir| async move {
+        let cfg = LogConfig {
+            flush_messages: 3,
+            ..config(1 << 20, 0)
+        };
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        let mut syncs = Vec::new();
+        for tag in 0..6u64 {
+            let batch = make_batch(tag, 1, 10, 1_000);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            let job = log.borrow_mut().take_flush(0).expect("pending data");
+            syncs.push(job.syncs());
+            let result = job.run().await;
+            log.borrow_mut().complete_flush(result);
+            assert_eq!(log.borrow().high_watermark(), tag as i64 + 1);
+        }
+        assert_eq!(syncs, [false, false, true, false, false, true]);
+        assert_eq!(log.borrow().sync_due_at_ms(), None, "no flush.ms");
+
+        let log = crash_and_reopen(log, &dir, cfg.clone()).await;
+        assert_eq!(log.borrow().high_watermark(), 6);
+
+        let cfg = LogConfig {
+            flush_messages: i64::MAX,
+            flush_ms: 1_000,
+            ..cfg
+        };
+        let log = crash_and_reopen(log, &dir, cfg).await;
+        let batch = make_batch(6, 2, 10, 1_000);
+        log.borrow_mut()
+            .append(&batch, &info(&batch), 10_000)
+            .unwrap();
+        let job = log.borrow_mut().take_flush(10_000).unwrap();
+        assert!(!job.syncs());
+        let result = job.run().await;
+        log.borrow_mut().complete_flush(result);
+        assert_eq!(log.borrow().high_watermark(), 8);
+        assert_eq!(log.borrow().sync_due_at_ms(), Some(11_000));
+        assert!(log.borrow_mut().take_flush(10_999).is_none(), "not due yet");
+        let job = log.borrow_mut().take_flush(11_000).expect("a sync is due");
+        assert!(job.syncs());
+        assert_eq!(job.bytes(), 0);
+        let result = job.run().await;
+        log.borrow_mut().complete_flush(result);
+        assert_eq!(log.borrow().sync_due_at_ms(), None);
+        assert!(log.borrow_mut().take_flush(20_000).is_none());
+        close(log).await;
+    });
+}
+
+/// Two jobs in flight across a roll: the second seals the segment the first wrote and
+/// starts the next; a third is refused until the first completes; the high watermark
+/// moves in order; everything reads back after a clean restart.
+#[test]
+fn a_second_flush_continues_the_first_across_a_roll() {
+    run(|dir| async move {
+        let cfg = config(4096, 1 << 20);
+        let log = RefCell::new(PartitionLog::open(&dir, cfg.clone()).await.unwrap());
+        let mut sent = Vec::new();
+        let mut next = 0i64;
+        let mut append = |log: &RefCell<PartitionLog>, tag: u64| {
+            let batch = make_batch(tag, 2, 900, 1_000);
+            log.borrow_mut().append(&batch, &info(&batch), 0).unwrap();
+            sent.push((next, placed(&batch, next)));
+            next += 2;
+        };
+        append(&log, 0);
+        append(&log, 1);
+        let first = log.borrow_mut().take_flush(0).unwrap();
+        for tag in 2..8 {
+            append(&log, tag); // rolls past 4 KiB
+        }
+        assert!(log.borrow().segment_count() > 1);
+        let second = log.borrow_mut().take_flush(0).unwrap();
+        append(&log, 8);
+        assert!(log.borrow_mut().take_flush(0).is_none(), "two in flight");
+        let second = glommio::spawn_local(second.run());
+        let result = first.run().await;
+        log.borrow_mut().complete_flush(result);
+        assert_eq!(log.borrow().high_watermark(), 4);
+        let result = second.await;
+        log.borrow_mut().complete_flush(result);
+        assert_eq!(log.borrow().high_watermark(), 16);
+        flush(&log).await;
+        assert_eq!(log.borrow().high_watermark(), 18);
+        close(log).await;
+        let log = RefCell::new(PartitionLog::open(&dir, cfg).await.unwrap());
+        let got: Vec<_> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(o, b)| (o, b.to_vec()))
+            .collect();
+        assert_eq!(got, sent);
     });
 }

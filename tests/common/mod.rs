@@ -184,6 +184,19 @@ impl Client {
     }
 
     pub fn send<R: Encodable>(&mut self, api: ApiKey, version: i16, request: &R) -> i32 {
+        let (cid, frame) = self.frame(api, version, request);
+        self.stream.write_all(&frame).unwrap();
+        cid
+    }
+
+    /// A request as it goes on the wire (size prefix included), with its correlation id,
+    /// for a test that writes it its own way.
+    pub fn frame<R: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> (i32, Vec<u8>) {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -195,8 +208,10 @@ impl Client {
             .encode(&mut body, api.request_header_version(version))
             .unwrap();
         request.encode(&mut body, version).unwrap();
-        self.send_raw_frame(&body);
-        self.correlation_id
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        (self.correlation_id, frame)
     }
 
     pub fn send_raw_frame(&mut self, frame: &[u8]) {

@@ -35,6 +35,23 @@ def test_crash_loop_loses_nothing_acknowledged(tmp_path):
     assert stats.records_acked_verified > 0
 
 
+def test_crash_loop_with_deferred_syncs_loses_nothing_acknowledged(tmp_path):
+    """flush.messages above 1: batches are acknowledged once written, before any sync. A
+    kill -9 of the process must still lose none of them (the direct-I/O write is complete
+    on the device when it is acknowledged)."""
+    args = crashloop.parse_args([
+        "--seed", str(seed()),
+        "--restarts", str(max(RESTARTS // 2, 3)),
+        "--duration", "25",
+        "--topic-config", "flush.messages=100000",
+        "--topic-config", "flush.ms=5000",
+        "--workdir", str(tmp_path),
+    ])
+    ok, stats = crashloop.run(args)
+    assert ok, f"crash loop failed with seed {args.seed}: {stats.problems[:5]}"
+    assert stats.records_acked_verified > 0
+
+
 def test_crash_loop_notices_a_lost_record(tmp_path):
     """The checker itself: a segment cut in half behind the broker's back must be reported."""
     args = crashloop.parse_args([

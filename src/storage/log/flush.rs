@@ -6,6 +6,7 @@
 //! rolled segment (trimmed, indexed, producer snapshot). [`PartitionLog::complete_flush`]
 //! then moves the high watermark. Closing a log ([`CloseJob`]) is the last such write.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -18,22 +19,28 @@ use crate::protocol::batch::parse_batch;
 use crate::storage::cache::PlacedBatch;
 use crate::storage::index::{SegmentIndex, SegmentSummary};
 use crate::storage::{align_down, align_up, segment_file, BLOCK_BYTES, SNAPSHOT_SUFFIX};
+use crate::util::Notify;
 
 impl PartitionLog {
-    /// Everything pending, as one job for the flusher; `None` if nothing is (or a job is
-    /// already running: one at a time per partition keeps writes in order).
-    pub fn take_flush(&mut self) -> Option<FlushJob> {
-        if self.flushing
-            || self.offline.is_some()
-            || (self.pending_bytes == 0 && self.seals_pending == 0)
-        {
+    /// Everything pending, as one job for the flusher; `None` if nothing is, or if
+    /// [`FLUSHES_IN_FLIGHT_MAX`] jobs already are in flight. A job taken while another is
+    /// in flight continues that one's writes once they are issued (see [`FlushLink`]).
+    /// The job syncs when the topic's schedule says so (`flush.messages`, `flush.ms`;
+    /// by default always), and its batches are acknowledged only when it completes.
+    pub fn take_flush(&mut self, now_ms: i64) -> Option<FlushJob> {
+        if self.links.len() >= FLUSHES_IN_FLIGHT_MAX || self.offline.is_some() {
             return None;
         }
-        // Only the last few segments can have pending data or seals.
+        let sync = self.sync_due(now_ms);
+        let unsynced = |s: &Segment| sync && s.unsynced;
+        if !self.has_pending() && !self.segments.iter().rev().any(unsynced) {
+            return None;
+        }
+        // Only the last few segments can have pending data, seals or unsynced writes.
         let mut first = self.segments.len() - 1;
         while first > 0 && {
             let s = &self.segments[first - 1];
-            !s.pending.is_empty() || s.seal.is_some()
+            !s.pending.is_empty() || s.seal.is_some() || unsynced(s)
         } {
             first -= 1;
         }
@@ -41,38 +48,88 @@ impl PartitionLog {
         for segment in &mut self.segments[first..] {
             let chunks = std::mem::take(&mut segment.pending);
             let seal = segment.seal.take();
-            if chunks.is_empty() && seal.is_none() {
+            let sync_segment = sync && (segment.unsynced || !chunks.is_empty());
+            if chunks.is_empty() && seal.is_none() && !sync_segment {
                 continue;
             }
+            // A job in flight wrote to this segment: this one starts where that one ends.
+            let continues = segment.issued_len != segment.durable_len;
             let new_len = segment.len;
-            let seal = seal.map(|s| (s, segment.index.clone(), segment.summary()));
             writes.push(SegmentWrite {
                 base_offset: segment.base_offset,
                 path: segment.path.clone(),
                 file: segment.file.clone(),
+                continues,
+                from_len: segment.issued_len,
                 position: align_down(segment.durable_len),
-                prefix: segment.tail_block.clone(),
+                prefix: if continues {
+                    Vec::new()
+                } else {
+                    segment.tail_block.clone()
+                },
                 chunks,
                 new_len,
-                seal,
+                sync: sync_segment,
+                seal: seal.map(|s| (s, segment.index.clone(), segment.summary())),
             });
+            segment.issued_len = new_len;
+            let w = writes.last().expect("just pushed");
+            // Sealing syncs the segment too.
+            if sync_segment || w.seal.is_some() {
+                segment.unsynced = false;
+            } else if !w.chunks.is_empty() {
+                segment.unsynced = true;
+            }
+        }
+        if sync {
+            self.unsynced_messages = 0;
+            self.unsynced_since_ms = None;
         }
         self.pending_bytes = 0;
         self.seals_pending = 0;
-        self.flushing = true;
+        let previous = self.links.back().cloned();
+        let link = Rc::new(FlushLink::default());
+        self.links.push_back(link.clone());
         Some(FlushJob {
             dir: self.dir.clone(),
             writes,
             high_watermark: self.next_offset,
+            link,
+            previous,
         })
     }
 
-    /// Applies a finished flush: the high watermark moves, or the partition goes offline
-    /// for writes (reads of durable data go on). Returns the bytes of appended batches
-    /// that were dropped because a write failed (never acknowledged).
+    /// Whether a job taken now syncs: always by default; with a deferred schedule, once
+    /// `flush.messages` messages wait or the oldest has waited `flush.ms`.
+    fn sync_due(&self, now_ms: i64) -> bool {
+        self.config.sync_every_batch()
+            || self.unsynced_messages >= self.config.flush_messages
+            || self
+                .unsynced_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= self.config.flush_ms)
+    }
+
+    /// When written but unsynced messages are due to be synced by age (`flush.ms`), if
+    /// they are and that is not already the job of every next flush.
+    pub fn sync_due_at_ms(&self) -> Option<i64> {
+        if self.config.sync_every_batch() || self.config.flush_ms == i64::MAX {
+            return None;
+        }
+        self.unsynced_since_ms
+            .map(|since| since.saturating_add(self.config.flush_ms))
+    }
+
+    /// Applies a finished flush (jobs complete in the order they were taken): the high
+    /// watermark moves, or the partition goes offline for writes (reads of durable data
+    /// go on). Returns the bytes of appended batches that were dropped because a write
+    /// failed (never acknowledged).
     pub fn complete_flush(&mut self, result: FlushResult) -> usize {
-        debug_assert!(self.flushing);
-        self.flushing = false;
+        let link = self.links.pop_front();
+        debug_assert!(link.is_some(), "a flush completed that was not taken");
+        if let Some(link) = &link {
+            // The next job may complete once this call has applied this one.
+            link.finish(result.is_ok());
+        }
         match result {
             Ok(done) => {
                 for flushed in done.segments {
@@ -109,8 +166,10 @@ impl PartitionLog {
                 0
             }
             Err(err) => {
-                tracing::error!(dir = %self.dir.display(), %err, "log write failed; partition is offline for writes");
-                self.offline = Some(err.to_string());
+                if self.offline.is_none() {
+                    tracing::error!(dir = %self.dir.display(), %err, "log write failed; partition is offline for writes");
+                    self.offline = Some(err.to_string());
+                }
                 // What was not made durable is gone: it was never acknowledged. The shard
                 // reopens the log from disk to take writes again (see `Shard::revive`).
                 let dropped = self.pending_bytes;
@@ -162,26 +221,118 @@ impl PartitionLog {
     }
 }
 
+/// Flush jobs one log may have in flight: while one syncs, the next writes, so a batch
+/// appended during a sync waits for about one more sync, not two.
+pub const FLUSHES_IN_FLIGHT_MAX: usize = 2;
+
 /// One segment's share of a flush job.
 pub(super) struct SegmentWrite {
     pub(super) base_offset: i64,
     pub(super) path: PathBuf,
     pub(super) file: Option<Rc<DmaFile>>,
+    /// The job taken before this one (still in flight) wrote to the segment: the write
+    /// starts where that one's ends, with its file and last partial block, once it is
+    /// issued; `position` and `prefix` are not used.
+    pub(super) continues: bool,
+    /// Logical segment length before this job's chunks.
+    pub(super) from_len: u64,
     /// Aligned position the write starts at.
     pub(super) position: u64,
-    /// Durable bytes of the partial block at `position`.
+    /// Bytes of the partial block at `position` already on disk.
     pub(super) prefix: Vec<u8>,
     pub(super) chunks: Vec<PlacedBatch>,
     /// Logical segment length once written.
     pub(super) new_len: u64,
+    /// `fdatasync` the file once written.
+    pub(super) sync: bool,
     pub(super) seal: Option<(Seal, SegmentIndex, SegmentSummary)>,
 }
 
-/// Everything pending in one partition, to be made durable. Owns its data and handles.
+/// Everything pending in one partition, to be written (and synced, by its schedule).
+/// Owns its data and handles.
 pub struct FlushJob {
     pub(super) dir: PathBuf,
     pub(super) writes: Vec<SegmentWrite>,
     pub(super) high_watermark: i64,
+    link: Rc<FlushLink>,
+    /// The job taken before this one, if it was still in flight.
+    previous: Option<Rc<FlushLink>>,
+}
+
+/// What one segment looks like once a job's write to it is done.
+struct Written {
+    base_offset: i64,
+    file: Rc<DmaFile>,
+    len: u64,
+    tail_block: Vec<u8>,
+}
+
+#[derive(Default)]
+enum LinkState {
+    #[default]
+    Writing,
+    /// Writes done: the segments written, for the next job to continue.
+    Written(Rc<[Written]>),
+    /// The job failed before its writes were done.
+    Failed,
+}
+
+/// Orders two flush jobs of one log that overlap: the later one writes only after the
+/// earlier one's writes are done (both rewrite the same last partial block, and the later
+/// may need the file the earlier creates), and completes only after the earlier one has
+/// completed (high watermarks move in order, and a later sync is not trusted after an
+/// earlier one failed). Its sync may run while the earlier one's sync is in flight.
+#[derive(Default)]
+pub struct FlushLink {
+    state: RefCell<LinkState>,
+    /// `Some(ok)` once the job was applied to the log.
+    finished: Cell<Option<bool>>,
+    changed: Notify,
+}
+
+impl FlushLink {
+    /// The job was applied to the log (`ok`: it succeeded), or never will be (the log
+    /// was replaced); the next job may complete. [`PartitionLog::complete_flush`] calls
+    /// it; calling it again changes nothing.
+    pub fn finish(&self, ok: bool) {
+        if self.finished.get().is_some() {
+            return;
+        }
+        if matches!(*self.state.borrow(), LinkState::Writing) {
+            *self.state.borrow_mut() = LinkState::Failed;
+        }
+        self.finished.set(Some(ok));
+        self.changed.notify_all();
+    }
+
+    fn written(&self, written: Rc<[Written]>) {
+        *self.state.borrow_mut() = LinkState::Written(written);
+        self.changed.notify_all();
+    }
+
+    /// Waits for the job's writes; `None` if it failed before they were done.
+    async fn wait_written(&self) -> Option<Rc<[Written]>> {
+        loop {
+            let seen = self.changed.generation();
+            match &*self.state.borrow() {
+                LinkState::Written(w) => return Some(w.clone()),
+                LinkState::Failed => return None,
+                LinkState::Writing => {}
+            }
+            self.changed.wait(seen).await;
+        }
+    }
+
+    /// Waits until the job was applied; whether it succeeded.
+    async fn wait_finished(&self) -> bool {
+        loop {
+            let seen = self.changed.generation();
+            if let Some(ok) = self.finished.get() {
+                return ok;
+            }
+            self.changed.wait(seen).await;
+        }
+    }
 }
 
 pub struct FlushedSegment {
@@ -210,91 +361,177 @@ impl FlushJob {
             .sum()
     }
 
-    /// Writes and syncs every segment of the job, then seals the rolled ones.
-    pub async fn run(self) -> FlushResult {
-        let mut done = FlushDone {
-            segments: Vec::with_capacity(self.writes.len()),
-            high_watermark: self.high_watermark,
-        };
-        for write in self.writes {
-            let (file, created) = match write.file {
-                Some(file) => (file, false),
-                None => {
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .dma_open(&write.path)
-                        .await?;
-                    (Rc::new(file), true)
-                }
-            };
-            let mut tail_block = write.prefix.clone();
-            if !write.chunks.is_empty() {
-                let total =
-                    write.prefix.len() + write.chunks.iter().map(|c| c.len()).sum::<usize>();
-                debug_assert_eq!(write.position + total as u64, write.new_len);
-                let aligned = align_up(total as u64) as usize;
-                let mut buf = file.alloc_dma_buffer(aligned);
-                let bytes = buf.as_bytes_mut();
-                let mut at = write.prefix.len();
-                bytes[..at].copy_from_slice(&write.prefix);
-                for chunk in &write.chunks {
-                    // The one copy of a produced batch's bytes, into the aligned buffer.
-                    let dst = &mut bytes[at..at + chunk.len()];
-                    chunk.copy_to(dst);
-                    // Pair assertion: what goes to disk is a valid batch.
-                    debug_assert!(parse_batch(dst).is_ok_and(|i| i.len == chunk.len()));
-                    at += chunk.len();
-                }
-                bytes[at..].fill(0);
-                let tail_start = (align_down(write.new_len) - write.position) as usize;
-                tail_block = bytes[tail_start..total].to_vec();
-                let written = file.write_at(buf, write.position).await?;
-                if written != aligned {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!(
-                            "short write to {}: {written} of {aligned} bytes",
-                            write.path.display()
-                        ),
-                    ));
-                }
-            }
-            file.fdatasync().await?;
-            if created {
-                let dir = self.dir.clone();
-                glommio::executor()
-                    .spawn_blocking(move || crate::storage::record_file::sync_dir(&dir))
-                    .await?;
-            }
-            let sealed = write.seal.is_some();
-            if let Some((seal, index, summary)) = write.seal {
-                debug_assert_eq!(summary.len, write.new_len);
-                // Trim the block padding so the file length is the logical length the index
-                // trailer records; recovery then trusts the segment without a scan.
-                file.truncate(write.new_len).await?;
-                file.fdatasync().await?;
-                let dir = self.dir.clone();
-                let base = write.base_offset;
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        index.write_files(&dir, base, summary)?;
-                        write_snapshot(&dir, seal.snapshot_offset, &seal.snapshot)
-                    })
-                    .await?;
-            }
-            done.segments.push(FlushedSegment {
-                base_offset: write.base_offset,
-                sealed,
-                file,
-                durable_len: write.new_len,
-                tail_block,
-            });
-        }
-        Ok(done)
+    /// Whether the job `fdatasync`s what it writes (by the topic's schedule), beyond the
+    /// sync that sealing a segment always does.
+    pub fn syncs(&self) -> bool {
+        self.writes.iter().any(|w| w.sync)
     }
+
+    /// The job's place in its log's order; the flusher finishes it once applied.
+    pub fn link(&self) -> Rc<FlushLink> {
+        self.link.clone()
+    }
+
+    /// Writes every segment of the job, syncs them (by its schedule), seals the rolled
+    /// ones, and returns once the job taken before it has completed.
+    pub async fn run(self) -> FlushResult {
+        let FlushJob {
+            dir,
+            writes,
+            high_watermark,
+            link,
+            previous,
+        } = self;
+        let result = run_writes(&dir, writes, &link, previous.as_deref()).await;
+        if result.is_err() {
+            link.finish(false);
+        }
+        let segments = result?;
+        if let Some(previous) = previous {
+            if !previous.wait_finished().await {
+                return Err(io::Error::other("an earlier flush of this log failed"));
+            }
+        }
+        Ok(FlushDone {
+            segments,
+            high_watermark,
+        })
+    }
+}
+
+async fn run_writes(
+    dir: &Path,
+    writes: Vec<SegmentWrite>,
+    link: &FlushLink,
+    previous: Option<&FlushLink>,
+) -> io::Result<Vec<FlushedSegment>> {
+    let earlier = match previous {
+        Some(previous) if writes.iter().any(|w| w.continues) => Some(
+            previous
+                .wait_written()
+                .await
+                .ok_or_else(|| io::Error::other("an earlier flush of this log failed"))?,
+        ),
+        _ => None,
+    };
+    // Writes first, all of them, so the next job can start its own while this one syncs.
+    let mut opened = Vec::with_capacity(writes.len());
+    let mut written = Vec::with_capacity(writes.len());
+    for mut write in writes {
+        if write.continues {
+            let before = earlier
+                .as_deref()
+                .and_then(|e| e.iter().find(|w| w.base_offset == write.base_offset))
+                .ok_or_else(|| {
+                    io::Error::other(format!(
+                        "flush of {} continues a write that is not there",
+                        write.path.display()
+                    ))
+                })?;
+            debug_assert_eq!(before.len, write.from_len);
+            write.position = align_down(before.len);
+            write.prefix = before.tail_block.clone();
+            write.file = Some(before.file.clone());
+        }
+        let (file, created) = match write.file.take() {
+            Some(file) => (file, false),
+            None if write.chunks.is_empty() && write.seal.is_none() => continue,
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .dma_open(&write.path)
+                    .await?;
+                (Rc::new(file), true)
+            }
+        };
+        let tail_block = write_chunks(&file, &write).await?;
+        written.push(Written {
+            base_offset: write.base_offset,
+            file: file.clone(),
+            len: write.new_len,
+            tail_block: tail_block.clone(),
+        });
+        opened.push((write, file, created, tail_block));
+    }
+    link.written(written.into());
+
+    let mut done = Vec::with_capacity(opened.len());
+    for (write, file, created, tail_block) in opened {
+        if write.sync {
+            file.fdatasync().await?;
+        }
+        if created {
+            let dir = dir.to_path_buf();
+            glommio::executor()
+                .spawn_blocking(move || crate::storage::record_file::sync_dir(&dir))
+                .await?;
+        }
+        let sealed = write.seal.is_some();
+        if let Some((seal, index, summary)) = write.seal {
+            debug_assert_eq!(summary.len, write.new_len);
+            // Trim the block padding so the file length is the logical length the index
+            // trailer records; recovery then trusts the segment without a scan. The sync
+            // also makes everything written to the segment durable.
+            file.truncate(write.new_len).await?;
+            file.fdatasync().await?;
+            let dir = dir.to_path_buf();
+            let base = write.base_offset;
+            glommio::executor()
+                .spawn_blocking(move || {
+                    index.write_files(&dir, base, summary)?;
+                    write_snapshot(&dir, seal.snapshot_offset, &seal.snapshot)
+                })
+                .await?;
+        }
+        done.push(FlushedSegment {
+            base_offset: write.base_offset,
+            sealed,
+            file,
+            durable_len: write.new_len,
+            tail_block,
+        });
+    }
+    Ok(done)
+}
+
+/// Writes a segment's new batches after the bytes of its partial last block, in one
+/// aligned direct-I/O write; returns the new partial last block.
+async fn write_chunks(file: &DmaFile, write: &SegmentWrite) -> io::Result<Vec<u8>> {
+    if write.chunks.is_empty() {
+        return Ok(write.prefix.clone());
+    }
+    let total = write.prefix.len() + write.chunks.iter().map(|c| c.len()).sum::<usize>();
+    debug_assert_eq!(write.position + total as u64, write.new_len);
+    let aligned = align_up(total as u64) as usize;
+    let mut buf = file.alloc_dma_buffer(aligned);
+    let bytes = buf.as_bytes_mut();
+    let mut at = write.prefix.len();
+    bytes[..at].copy_from_slice(&write.prefix);
+    for chunk in &write.chunks {
+        // The one copy of a produced batch's bytes, into the aligned buffer.
+        let dst = &mut bytes[at..at + chunk.len()];
+        chunk.copy_to(dst);
+        // Pair assertion: what goes to disk is a valid batch.
+        debug_assert!(parse_batch(dst).is_ok_and(|i| i.len == chunk.len()));
+        at += chunk.len();
+    }
+    bytes[at..].fill(0);
+    let tail_start = (align_down(write.new_len) - write.position) as usize;
+    let tail_block = bytes[tail_start..total].to_vec();
+    let written = file.write_at(buf, write.position).await?;
+    if written != aligned {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!(
+                "short write to {}: {written} of {aligned} bytes",
+                write.path.display()
+            ),
+        ));
+    }
+    Ok(tail_block)
 }
 
 /// Writes a producer snapshot and removes older ones.

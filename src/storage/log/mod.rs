@@ -22,7 +22,9 @@ mod retention;
 mod segment;
 
 pub use files::{SegmentFiles, SEGMENT_FILES_DEFAULT};
-pub use flush::{CloseJob, FlushDone, FlushJob, FlushResult, FlushedSegment};
+pub use flush::{
+    CloseJob, FlushDone, FlushJob, FlushLink, FlushResult, FlushedSegment, FLUSHES_IN_FLIGHT_MAX,
+};
 pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
 pub use retention::{RemovalJob, Retention, LOG_START_FILE};
 
@@ -78,6 +80,20 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// Producers idle this long are forgotten (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// `flush.messages`: written messages are synced once this many wait for it. 1 (the
+    /// default) syncs every batch before it is acknowledged; above 1 a batch is
+    /// acknowledged once written and synced on this schedule or `flush_ms`'s, as in Kafka.
+    pub flush_messages: i64,
+    /// `flush.ms`: written messages are synced once the oldest has waited this long
+    /// (0 syncs every batch before it is acknowledged; `i64::MAX` never by age).
+    pub flush_ms: i64,
+}
+
+impl LogConfig {
+    /// Every batch is synced before it is acknowledged (the default).
+    pub fn sync_every_batch(&self) -> bool {
+        self.flush_messages <= 1 || self.flush_ms <= 0
+    }
 }
 
 impl Default for LogConfig {
@@ -96,6 +112,8 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             log_append_time: false,
             producer_id_expiration_ms: crate::storage::producer_state::PRODUCER_EXPIRATION_MS,
+            flush_messages: 1,
+            flush_ms: i64::MAX,
         }
     }
 }
@@ -199,7 +217,13 @@ pub struct PartitionLog {
     log_start_offset: i64,
     pending_bytes: usize,
     seals_pending: usize,
-    flushing: bool,
+    /// The flush jobs taken and not yet completed, oldest first (at most
+    /// [`FLUSHES_IN_FLIGHT_MAX`]): the next job continues the last one's writes.
+    links: std::collections::VecDeque<Rc<FlushLink>>,
+    /// Messages appended since the last job that syncs was taken, and when the first of
+    /// them was appended (ms): the `flush.messages` / `flush.ms` schedule.
+    unsynced_messages: i64,
+    unsynced_since_ms: Option<i64>,
     offline: Option<String>,
     closed: bool,
     producers: ProducerState,
@@ -269,6 +293,8 @@ impl PartitionLog {
                 file,
                 durable_len: r.summary.len,
                 tail_block: Vec::new(),
+                issued_len: r.summary.len,
+                unsynced: false,
                 len: r.summary.len,
                 next_offset: r.summary.next_offset,
                 index_builder: IndexBuilder::resume(
@@ -305,7 +331,9 @@ impl PartitionLog {
             log_start_offset,
             pending_bytes: 0,
             seals_pending: 0,
-            flushing: false,
+            links: Default::default(),
+            unsynced_messages: 0,
+            unsynced_since_ms: None,
             offline: None,
             closed: false,
             producers: {
@@ -408,7 +436,17 @@ impl PartitionLog {
 
     /// Something is waiting for (or in) a flush.
     pub fn is_dirty(&self) -> bool {
-        self.flushing || self.pending_bytes > 0 || self.seals_pending > 0
+        !self.links.is_empty() || self.has_pending()
+    }
+
+    /// Appended batches or seals not yet handed to a flush job.
+    pub fn has_pending(&self) -> bool {
+        self.pending_bytes > 0 || self.seals_pending > 0
+    }
+
+    /// Flush jobs taken and not yet completed.
+    pub fn flushes_in_flight(&self) -> usize {
+        self.links.len()
     }
 
     /// Appends a validated batch (see [`batch::validate_produce_records`]), copying it.
@@ -558,6 +596,8 @@ impl PartitionLog {
         segment.next_offset = last_offset + 1;
         segment.pending.push(batch.clone());
         self.pending_bytes += info.len;
+        self.unsynced_messages += i64::from(info.last_offset_delta) + 1;
+        self.unsynced_since_ms.get_or_insert(now_ms);
         self.cache.push(CachedBatch {
             base_offset,
             last_offset,

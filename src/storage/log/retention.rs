@@ -177,6 +177,7 @@ impl PartitionLog {
                     segment.index = index;
                     segment.len = summary.len;
                     segment.durable_len = summary.len;
+                    segment.issued_len = summary.len;
                     segment.next_offset = summary.next_offset;
                 }
             }

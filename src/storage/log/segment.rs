@@ -24,10 +24,15 @@ pub(super) struct Segment {
     pub(super) path: PathBuf,
     /// `None` until the first flush creates the file.
     pub(super) file: Option<Rc<DmaFile>>,
-    /// Bytes known to be on disk (written and synced).
+    /// Bytes on disk as of the last completed flush job: written, and synced unless the
+    /// topic defers syncs (`flush.messages` above 1).
     pub(super) durable_len: u64,
-    /// Durable bytes from `align_down(durable_len)`: rewritten with the next write.
+    /// Bytes from `align_down(durable_len)`: rewritten with the next write.
     pub(super) tail_block: Vec<u8>,
+    /// Bytes handed to flush jobs so far (`durable_len` plus what a job in flight writes).
+    pub(super) issued_len: u64,
+    /// A job that did not sync wrote to the segment: the next job that syncs includes it.
+    pub(super) unsynced: bool,
     /// Length including bytes not yet flushed.
     pub(super) len: u64,
     /// Offset after the last appended batch (flushed or not).
@@ -54,6 +59,8 @@ impl Segment {
             file: None,
             durable_len: 0,
             tail_block: Vec::new(),
+            issued_len: 0,
+            unsynced: false,
             len: 0,
             next_offset: base_offset,
             index: SegmentIndex::new(),
