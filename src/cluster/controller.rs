@@ -4,7 +4,7 @@
 //! the shard mesh and are handled one at a time, in arrival order, by one task: no lock
 //! is needed because nothing else mutates this state. Every change is made durable in the
 //! [`MetadataLog`] first, then applied, then published to all shards as a new
-//! [`ClusterSnapshot`]; the caller answers the client only once every shard has applied it.
+//! [`PublishedSnapshot`]; the caller answers the client only once every shard has applied it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::metadata_log::{MetaRecord, MetadataLog};
-use super::{assign_partitions, validate_topic_name, ClusterSnapshot, ShardId, TopicMeta};
+use super::{assign_partitions, validate_topic_name, PublishedSnapshot, ShardId, TopicMeta};
 use super::{topic_config, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
 use crate::protocol::errors::*;
 
@@ -178,17 +178,12 @@ impl Controller {
         })
     }
 
-    pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
+    pub fn snapshot(&self) -> Arc<PublishedSnapshot> {
         let state = self.state.borrow();
-        Arc::new(ClusterSnapshot {
+        Arc::new(PublishedSnapshot {
             version: state.version,
             cluster_id: state.cluster_id.clone(),
             shard_count: self.shard_count,
-            topic_ids: state
-                .topics
-                .values()
-                .map(|t| (t.id, t.name.clone()))
-                .collect(),
             topics: state.topics.clone(),
         })
     }
@@ -198,7 +193,7 @@ impl Controller {
     pub async fn handle(
         &self,
         request: ControlRequest,
-    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    ) -> (ControlReply, Option<Arc<PublishedSnapshot>>) {
         match request {
             ControlRequest::CreateTopics {
                 topics,
@@ -262,7 +257,7 @@ impl Controller {
         &self,
         specs: Vec<TopicSpec>,
         validate_only: bool,
-    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    ) -> (ControlReply, Option<Arc<PublishedSnapshot>>) {
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut records = Vec::new();
         {
@@ -401,7 +396,7 @@ impl Controller {
     async fn delete_topics(
         &self,
         refs: Vec<TopicRef>,
-    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    ) -> (ControlReply, Option<Arc<PublishedSnapshot>>) {
         let mut outcomes = Vec::with_capacity(refs.len());
         let mut records = Vec::new();
         {
@@ -468,7 +463,7 @@ impl Controller {
         &self,
         planned: Vec<Result<MetaRecord, (i16, String)>>,
         validate_only: bool,
-    ) -> (ControlReply, Option<Arc<ClusterSnapshot>>) {
+    ) -> (ControlReply, Option<Arc<PublishedSnapshot>>) {
         let mut results: Vec<(i16, Option<String>)> = planned
             .iter()
             .map(|p| match p {

@@ -1,9 +1,10 @@
 //! Cluster metadata: which topics exist, their partitions, and which shard owns each.
 //!
 //! Shard 0 runs the [`controller`], the only writer of this state: it appends every change
-//! to the durable [`metadata_log`] and then pushes an immutable [`ClusterSnapshot`] to every
-//! shard. Shards answer Metadata and route produce/fetch from their snapshot without asking
-//! anyone, exactly as brokers of a Kafka cluster answer from their metadata cache.
+//! to the durable [`metadata_log`] and then pushes an immutable [`PublishedSnapshot`] to every
+//! shard, which copies it into its own [`ClusterSnapshot`]. Shards answer Metadata and route
+//! produce/fetch from their copy without asking anyone, exactly as brokers of a Kafka cluster
+//! answer from their metadata cache.
 //!
 //! Node ids and shard ids are different types from day one: today there is one node and a
 //! shard is advertised as broker `shard index`; a cluster of many nodes will fold the node
@@ -14,6 +15,7 @@ pub mod metadata_log;
 pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -79,22 +81,59 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-/// An immutable view of the cluster metadata, shared by all shards.
+/// The cluster metadata at one version as the controller publishes it: built once per
+/// change and sent to every shard behind an `Arc`, never read by requests. Each shard
+/// copies it into its own [`ClusterSnapshot`] when it applies it.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedSnapshot {
+    pub version: u64,
+    pub cluster_id: String,
+    pub shard_count: usize,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+}
+
+/// A shard's own immutable copy of the cluster metadata. Requests read (and clone) it all
+/// the time, so it is kept in the shard's memory behind `Rc`s: its reference counts are
+/// plain integers that no other core ever touches, unlike an `Arc` shared by all shards,
+/// whose count every request would bounce between cores.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterSnapshot {
     pub version: u64,
     pub cluster_id: String,
     pub shard_count: usize,
-    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    pub topics: BTreeMap<String, Rc<TopicMeta>>,
     pub topic_ids: HashMap<Uuid, String>,
 }
 
 impl ClusterSnapshot {
-    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+    /// A deep copy of `published`, owned by the calling thread. Topics unchanged since
+    /// `previous` (this shard's copy of an older version) keep their allocation.
+    pub fn copy_of(published: &PublishedSnapshot, previous: &ClusterSnapshot) -> ClusterSnapshot {
+        let topics: BTreeMap<String, Rc<TopicMeta>> = published
+            .topics
+            .iter()
+            .map(|(name, meta)| {
+                let meta = match previous.topics.get(name) {
+                    Some(kept) if **kept == **meta => kept.clone(),
+                    _ => Rc::new(TopicMeta::clone(meta)),
+                };
+                (name.clone(), meta)
+            })
+            .collect();
+        ClusterSnapshot {
+            version: published.version,
+            cluster_id: published.cluster_id.clone(),
+            shard_count: published.shard_count,
+            topic_ids: topics.values().map(|t| (t.id, t.name.clone())).collect(),
+            topics,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Rc<TopicMeta>> {
         self.topics.get(name)
     }
 
-    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Rc<TopicMeta>> {
         self.topic_ids
             .get(id)
             .and_then(|name| self.topics.get(name))
@@ -110,7 +149,7 @@ impl ClusterSnapshot {
     }
 
     /// Every partition owned by `shard`.
-    pub fn partitions_of(&self, shard: ShardId) -> Vec<(Arc<TopicMeta>, i32)> {
+    pub fn partitions_of(&self, shard: ShardId) -> Vec<(Rc<TopicMeta>, i32)> {
         let mut owned = Vec::new();
         for topic in self.topics.values() {
             for partition in 0..topic.partitions.len() as i32 {

@@ -12,7 +12,6 @@
 //! entry each no larger than the name the request carried.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -157,7 +156,7 @@ pub fn brokers(shard: &Shard, snapshot: &ClusterSnapshot) -> Vec<MetadataRespons
 fn topic_entry(
     shard: &Shard,
     snapshot: &ClusterSnapshot,
-    topic: &Arc<TopicMeta>,
+    topic: &TopicMeta,
     authorized_operations: i32,
 ) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();

@@ -32,7 +32,7 @@ use glommio::channels::shared_channel::{
 };
 
 use crate::cluster::controller::{ControlReply, ControlRequest};
-use crate::cluster::{ClusterSnapshot, ShardId};
+use crate::cluster::{PublishedSnapshot, ShardId};
 
 /// Messages a channel holds before senders wait.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -41,7 +41,7 @@ pub enum MeshRequest {
     /// For the controller on shard 0.
     Control(ControlRequest),
     /// From the controller: apply this metadata, reply `Applied` when done.
-    ApplySnapshot(Arc<ClusterSnapshot>),
+    ApplySnapshot(Arc<PublishedSnapshot>),
     /// For a metrics scrape on shard 0: reply with this shard's counters.
     Metrics,
     /// From a transaction coordinator: write these markers to partitions this shard owns,

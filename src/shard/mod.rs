@@ -47,7 +47,7 @@ const CONTROLLER_QUEUE_CAPACITY: usize = 1024;
 
 /// A partition owned by this shard.
 pub struct Partition {
-    pub topic: Arc<TopicMeta>,
+    pub topic: Rc<TopicMeta>,
     pub index: i32,
     pub log: RefCell<PartitionLog>,
     /// Queued in the shard's dirty list, waiting for the flusher.
@@ -104,7 +104,8 @@ pub struct Shard {
     pub node: NodeId,
     pub config: Arc<Config>,
     pub mesh: Mesh,
-    snapshot: RefCell<Arc<ClusterSnapshot>>,
+    /// This shard's copy of the cluster metadata (see [`ClusterSnapshot`]).
+    snapshot: RefCell<Rc<ClusterSnapshot>>,
     partitions: RefCell<HashMap<String, HashMap<i32, Rc<Partition>>>>,
     dirty: RefCell<Vec<Rc<Partition>>>,
     controller_queue: RefCell<Option<Rc<LocalSender<ControlJob>>>>,
@@ -143,7 +144,7 @@ impl Shard {
             node: NodeId(0),
             config: config.clone(),
             mesh,
-            snapshot: RefCell::new(Arc::new(ClusterSnapshot::default())),
+            snapshot: RefCell::new(Rc::new(ClusterSnapshot::default())),
             partitions: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
             controller_queue: RefCell::new(None),
@@ -162,7 +163,8 @@ impl Shard {
         })
     }
 
-    pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
+    /// This shard's copy of the cluster metadata; cloning it touches only this core's memory.
+    pub fn snapshot(&self) -> Rc<ClusterSnapshot> {
         self.snapshot.borrow().clone()
     }
 

@@ -1,7 +1,8 @@
 //! Applying cluster metadata on a shard: the controller on shard 0 publishes each new
-//! [`ClusterSnapshot`] to every shard and waits until all have applied it; applying opens
-//! the partitions the snapshot gives this shard, closes or deletes the ones it takes away,
-//! and passes config changes to the open logs.
+//! [`PublishedSnapshot`] to every shard and waits until all have applied it; applying copies
+//! it into the shard's own [`ClusterSnapshot`] (requests never touch memory another core
+//! writes, not even a reference count), opens the partitions the snapshot gives this shard,
+//! closes or deletes the ones it takes away, and passes config changes to the open logs.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -10,12 +11,12 @@ use std::sync::Arc;
 
 use super::mesh::MeshRequest;
 use super::{Partition, Shard};
-use crate::cluster::{ClusterSnapshot, ShardId};
+use crate::cluster::{ClusterSnapshot, PublishedSnapshot, ShardId};
 use crate::storage::PartitionLog;
 
 impl Shard {
     /// Applies a snapshot here and on every other shard; returns when all have applied it.
-    pub(super) async fn publish(self: &Rc<Self>, snapshot: Arc<ClusterSnapshot>) {
+    pub(super) async fn publish(self: &Rc<Self>, snapshot: Arc<PublishedSnapshot>) {
         let shard_count = snapshot.shard_count;
         let mut remote = Vec::new();
         for k in 0..shard_count {
@@ -41,12 +42,17 @@ impl Shard {
         }
     }
 
-    /// Opens the partitions this snapshot gives us, drops the ones it takes away.
-    pub async fn apply_snapshot(self: &Rc<Self>, snapshot: Arc<ClusterSnapshot>) {
+    /// Copies the published snapshot into this shard's memory, opens the partitions it
+    /// gives us, drops the ones it takes away. Nothing of `published` is kept: requests
+    /// read only the copy.
+    pub async fn apply_snapshot(self: &Rc<Self>, published: Arc<PublishedSnapshot>) {
         let current = self.snapshot();
-        if current.version >= snapshot.version && current.version != 0 {
+        if current.version >= published.version && current.version != 0 {
             return;
         }
+        let snapshot = Rc::new(ClusterSnapshot::copy_of(&published, &current));
+        drop(published);
+        drop(current);
         let owned = snapshot.partitions_of(self.id);
         let wanted: HashSet<(String, i32)> =
             owned.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
@@ -185,4 +191,133 @@ async fn remove_partition_dir(dir: PathBuf, topic_id: uuid::Uuid) {
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::Parser;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+    use crate::cluster::TopicMeta;
+    use crate::config::Config;
+    use crate::coordinator::txn::TxnCoordinator;
+    use crate::coordinator::GroupCoordinator;
+    use crate::shard::mesh::{self, Mesh};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn topic(name: &str, configs: &[(&str, &str)]) -> Arc<TopicMeta> {
+        Arc::new(TopicMeta {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: vec![ShardId(0)],
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    fn published(version: u64, topics: &[&Arc<TopicMeta>]) -> Arc<PublishedSnapshot> {
+        Arc::new(PublishedSnapshot {
+            version,
+            cluster_id: "c".into(),
+            shard_count: 1,
+            topics: topics
+                .iter()
+                .map(|t| (t.name.clone(), Arc::clone(t)))
+                .collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    /// What every request reads is the shard's own copy: applying a snapshot keeps no
+    /// reference to the published one (its counts are what they were), the shard's
+    /// partitions point into the copy, and a topic unchanged by a later version keeps its
+    /// copy.
+    #[test]
+    fn applying_copies_the_published_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(move || async move {
+                crate::storage::warm_up_io(&data_dir).await.unwrap();
+                let config = Cli::parse_from([
+                    "strand",
+                    "--shards",
+                    "1",
+                    "--data-dir",
+                    data_dir.to_str().unwrap(),
+                ])
+                .config;
+                let (groups, txns) = crate::coordinator::redistribute(&data_dir, 1, 0)
+                    .unwrap()
+                    .remove(0);
+                let ends = mesh::build(1).remove(0);
+                let (mesh, _) = Mesh::connect(ShardId(0), ends).await;
+                let shard = Shard::new(
+                    ShardId(0),
+                    Arc::new(config),
+                    mesh,
+                    GroupCoordinator::new(groups),
+                    TxnCoordinator::new(txns),
+                );
+
+                let a = topic("a", &[]);
+                let b = topic("b", &[]);
+                let first = published(2, &[&a, &b]);
+                shard.apply_snapshot(first.clone()).await;
+                assert_eq!(Arc::strong_count(&first), 1);
+                assert_eq!(Arc::strong_count(&a), 2, "held here and by `first` only");
+                assert_eq!(Arc::strong_count(&b), 2, "held here and by `first` only");
+                let copy = shard.snapshot();
+                assert_eq!(copy.version, 2);
+                assert_eq!(**copy.topic("a").unwrap(), *a);
+                assert_eq!(copy.topic_by_id(&b.id).unwrap().name, "b");
+                let partition = shard.owned_partition("a", 0).unwrap();
+                assert!(Rc::ptr_eq(&partition.topic, copy.topic("a").unwrap()));
+
+                // A config change of b: a keeps its copy, b gets a new one.
+                let b2 = Arc::new(TopicMeta {
+                    configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                    ..TopicMeta::clone(&b)
+                });
+                let second = published(3, &[&a, &b2]);
+                shard.apply_snapshot(second.clone()).await;
+                assert_eq!(Arc::strong_count(&second), 1);
+                assert_eq!(Arc::strong_count(&b2), 2, "held here and by `second` only");
+                let newer = shard.snapshot();
+                assert_eq!(newer.version, 3);
+                assert!(Rc::ptr_eq(
+                    newer.topic("a").unwrap(),
+                    copy.topic("a").unwrap()
+                ));
+                assert!(!Rc::ptr_eq(
+                    newer.topic("b").unwrap(),
+                    copy.topic("b").unwrap()
+                ));
+                assert_eq!(**newer.topic("b").unwrap(), *b2);
+                assert_eq!(
+                    shard
+                        .owned_partition("b", 0)
+                        .unwrap()
+                        .log
+                        .borrow()
+                        .config()
+                        .retention_ms,
+                    1000
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        drop(dir);
+    }
 }
