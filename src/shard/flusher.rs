@@ -268,7 +268,7 @@ mod tests {
         let log = PartitionLog::open(&log_dir, LogConfig::default())
             .await
             .unwrap();
-        let meta = Arc::new(TopicMeta {
+        let meta = std::rc::Rc::new(TopicMeta {
             name: topic.into(),
             id: uuid::Uuid::new_v4(),
             partitions: vec![ShardId(0)],

@@ -69,7 +69,7 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<TopicMeta>, index: i32, log: PartitionLog) -> Partition {
+    pub fn new(topic: Rc<TopicMeta>, index: i32, log: PartitionLog) -> Partition {
         Partition {
             topic,
             index,
