@@ -10,6 +10,10 @@
 # TCP), then runs every workload against every broker:
 #
 #   strand         Strand, 2 shards, durable: acks answered after fdatasync
+#   strand-deferred  the same with --log-flush-interval-messages=2^63-1 (topic
+#                  flush.messages): acks answered once the direct-I/O write is complete,
+#                  syncs left to segment rolls (Kafka's default, like for like); shown
+#                  beside the peers, not counted as one
 #   kafka          Apache Kafka 4.1.1, default configuration: acks answered from the page
 #                  cache (no fsync before the ack)
 #   kafka-durable  the same with log.flush.interval.messages=1 (topic flush.messages=1):
@@ -40,7 +44,7 @@
 # Environment:
 #   RUNS=3                     runs of every workload (QUICK=1: 1)
 #   QUICK=1                    a smoke run: small workloads, short fio/iperf, 1 run
-#   PEERS="kafka kafka-durable tansu"   brokers besides Strand; noida is known but left out
+#   PEERS="strand-deferred kafka kafka-durable tansu"   brokers besides Strand; noida is known but left out
 #                              by default: it holds every message in memory and rewrites its
 #                              whole state as one JSON file (about 4 bytes per payload byte)
 #                              after changes, which the full-size workloads (GBs) outgrow
@@ -74,7 +78,7 @@ fi
 c100_count=${CONSUME_100B:-$p100_count}
 lat_rate=${LATENCY_RATE:-10000}
 scale_count=${SCALE_COUNT:-$p100_count}
-peers_wanted=${PEERS:-kafka kafka-durable tansu}
+peers_wanted=${PEERS:-strand-deferred kafka kafka-durable tansu}
 noida_version=${NOIDA_VERSION:-0.2.3}
 kafka_tools_brokers=${KAFKA_TOOLS_BROKERS:-strand kafka kafka-durable}
 # Kafka's own start script (kafka-server-start.sh) defaults to a 1 GiB heap.
@@ -138,8 +142,8 @@ fi
 peers=
 for p in $peers_wanted; do
     case "$p" in
-        kafka | kafka-durable | tansu | noida) peers="$peers $p" ;;
-        *) skipped "$p" "unknown peer (known: kafka kafka-durable tansu noida)" ;;
+        strand-deferred | kafka | kafka-durable | tansu | noida) peers="$peers $p" ;;
+        *) skipped "$p" "unknown peer (known: strand-deferred kafka kafka-durable tansu noida)" ;;
     esac
 done
 peers=$(echo $peers)
@@ -287,12 +291,14 @@ wait_port() { # wait_port PORT PID: until the port accepts, or the pid dies, or 
     echo "broker did not open port $1" >&2
     return 1
 }
-start_strand() { # start_strand NAME SHARDS RUN
-    broker_dir=$scratch/$1-data
+start_strand() { # start_strand NAME SHARDS RUN [serve flags ...]
+    local name=$1 shards=$2 n=$3
+    shift 3
+    broker_dir=$scratch/$name-data
     broker_kind=strand
     rm -rf "$broker_dir"
-    "$strand" serve --data-dir "$broker_dir" --listen "127.0.0.1:$base_port" --shards "$2" \
-        --log-level warn > "$results/$1-$3.log" 2>&1 &
+    "$strand" serve --data-dir "$broker_dir" --listen "127.0.0.1:$base_port" --shards "$shards" \
+        --log-level warn "$@" > "$results/$name-$n.log" 2>&1 &
     broker_pid=$!
     wait_port "$base_port" "$broker_pid"
 }
@@ -340,6 +346,7 @@ start_kafka() { # start_kafka NAME RUN PORT [key=value ...]: prints nothing, set
 start_broker() { # start_broker NAME RUN
     case "$1" in
         strand) start_strand strand 2 "$2" ;;
+        strand-deferred) start_strand strand-deferred 2 "$2" --log-flush-interval-messages 9223372036854775807 ;;
         kafka) start_kafka kafka "$2" "$base_port" ;;
         kafka-durable) start_kafka kafka-durable "$2" "$base_port" log.flush.interval.messages=1 ;;
         tansu) start_tansu "$2" ;;

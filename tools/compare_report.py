@@ -18,8 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-BROKER_ORDER = ["strand", "kafka", "kafka-durable", "tansu", "noida"]
-BROKER_NAMES = {"strand": "Strand", "kafka": "Kafka", "kafka-durable": "Kafka durable",
+BROKER_ORDER = ["strand", "strand-deferred", "kafka", "kafka-durable", "tansu", "noida"]
+BROKER_NAMES = {"strand": "Strand", "strand-deferred": "Strand deferred sync",
+                "kafka": "Kafka", "kafka-durable": "Kafka durable",
                 "tansu": "Tansu", "noida": "noida-db"}
 CLIENTS = ["strand-bench", "rdkafka_performance", "kafka-perf-test"]
 THROUGHPUT_WORKLOADS = ["produce-100B", "produce-1KiB", "consume-100B"]
@@ -193,7 +194,8 @@ class Results:
             self.rows.append((broker, client, workload, int(run), float(cpu_s), parsed))
         present = {r[0] for r in self.rows}
         self.brokers = [b for b in BROKER_ORDER if b in present]
-        self.peers = [b for b in self.brokers if b != "strand"]
+        # Strand's other modes are shown, not counted as peers.
+        self.peers = [b for b in self.brokers if not b.startswith("strand")]
 
     def runs_of(self, broker, client, workload):
         return [r for r in self.rows if r[:3] == (broker, client, workload)]
@@ -226,7 +228,7 @@ def compare_row(values, higher_is_better):
     """(Strand/Kafka, (Strand/best peer, best peer)) for {broker: value}."""
     s = values.get("strand")
     k = ratio(s, values.get("kafka"))
-    peers = {b: v for b, v in values.items() if b != "strand" and v is not None}
+    peers = {b: v for b, v in values.items() if not b.startswith("strand") and v is not None}
     if not peers:
         return k, (None, None)
     best = (max if higher_is_better else min)(peers, key=peers.get)
