@@ -38,6 +38,12 @@ pub const FRAME_FIRST_CHUNK_BYTES: usize = 16 * 1024;
 /// most this much ahead of them, so that a length prefix cannot make the broker reserve
 /// `--max-frame-bytes`.
 const FRAME_RESERVE_AHEAD_BYTES: usize = 1024 * 1024;
+/// A frame up to this size gets its whole buffer allocated when its length arrives, so
+/// that growing it never copies what was read (a produce request's bytes are copied once,
+/// at flush). The allocation is address space, not memory: pages are touched only as bytes
+/// arrive, and the request budget above still counts (and limits) those. Larger frames
+/// grow as they arrive.
+const FRAME_ALLOCATE_AHEAD_MAX: usize = 16 * 1024 * 1024;
 /// Once a frame has begun, the longest the client may send nothing more of it (a request
 /// sent half way, then stalled: slowloris). The frame as a whole is bounded by
 /// `--frame-read-timeout-ms`; idle time between frames by `--connections-max-idle-ms`.
@@ -426,6 +432,10 @@ async fn read_frame(
     // Read into memory that is not zero-filled first: the socket's bytes are the first
     // ones written to it.
     let mut frame: Vec<u8> = Vec::new();
+    if size <= FRAME_ALLOCATE_AHEAD_MAX {
+        // An allocation failure is not an error: the loop below grows the buffer instead.
+        let _ = frame.try_reserve_exact(size);
+    }
     while frame.len() < size {
         let start = frame.len();
         let step = (size - start)
