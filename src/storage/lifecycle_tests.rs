@@ -410,6 +410,16 @@ fn compaction_case(seed: u64) {
             log.borrow().segment_count() > 3,
             "seed {seed}: too few segments"
         );
+        // A small read from a closed segment leaves the next chunk read ahead for the
+        // offset after it; compaction rewrites that segment, and the read ahead of the old
+        // bytes must not be served afterwards.
+        let read_ahead_for = {
+            let plan = log.borrow().read_plan(0, 1).unwrap();
+            let data = plan.read().await.unwrap();
+            data.end_offset.expect("a batch at offset 0")
+        };
+        let hits = log.borrow().read_ahead_hits();
+        assert_eq!(log.borrow().read_ahead_armed_for(), Some(read_ahead_for));
         let job = log
             .borrow_mut()
             .compaction_plan(now)
@@ -419,6 +429,20 @@ fn compaction_case(seed: u64) {
         if let Some(removal) = removal {
             removal.run().await.unwrap();
         }
+        assert_eq!(
+            log.borrow().read_ahead_armed_for(),
+            None,
+            "compaction clears it"
+        );
+        let plan = log.borrow().read_plan(read_ahead_for, 64 * 1024);
+        if let Ok(plan) = plan {
+            plan.read().await.unwrap();
+        }
+        assert_eq!(
+            log.borrow().read_ahead_hits(),
+            hits,
+            "read ahead of replaced bytes"
+        );
         let (closed, active): (Vec<Rec>, Vec<Rec>) = written
             .iter()
             .cloned()
@@ -432,7 +456,7 @@ fn compaction_case(seed: u64) {
             &format!("seed {seed}: after compaction"),
         );
         // Every offset, even a removed one, reads from the next record on.
-        for probe in [1, 17, 55, active_base - 1] {
+        for probe in [read_ahead_for, 1, 17, 55, active_base - 1] {
             let from = read_records(&log, probe).await;
             let want: Vec<Rec> = expected
                 .iter()

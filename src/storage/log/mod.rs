@@ -17,6 +17,7 @@
 
 mod files;
 mod flush;
+mod readahead;
 mod reader;
 mod retention;
 mod segment;
@@ -24,6 +25,10 @@ mod segment;
 pub use files::{SegmentFiles, SEGMENT_FILES_DEFAULT};
 pub use flush::{
     CloseJob, FlushDone, FlushJob, FlushLink, FlushResult, FlushedSegment, FLUSHES_IN_FLIGHT_MAX,
+};
+pub use readahead::{
+    held_bytes as read_ahead_held_bytes, ReadAhead, READ_AHEAD_BYTES_PER_SHARD_MAX,
+    READ_AHEAD_EXPIRY,
 };
 pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
 pub use retention::{RemovalJob, Retention, LOG_START_FILE};
@@ -240,6 +245,8 @@ pub struct PartitionLog {
     unstable_markers: Vec<(i64, i64)>,
     /// The shard's cache of open sealed-segment files, and this log's id in it.
     files: SegmentFiles,
+    /// The next chunk of a segment a consumer is reading in order (see [`ReadAhead`]).
+    read_ahead: Rc<ReadAhead>,
     file_id: u64,
 }
 
@@ -347,6 +354,7 @@ impl PartitionLog {
             unstable_markers: Vec::new(),
             file_id: files.register_log(),
             files,
+            read_ahead: Default::default(),
         })
     }
 
@@ -640,6 +648,16 @@ impl PartitionLog {
         let segment = Segment::new(&self.dir, base, self.config.index_interval_bytes);
         self.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
+    }
+
+    /// Read-ahead hits of this log's fetches (see [`ReadAhead`]).
+    pub fn read_ahead_hits(&self) -> u64 {
+        self.read_ahead.hits()
+    }
+
+    /// The offset of the fetch a read ahead is waiting for, if any.
+    pub fn read_ahead_armed_for(&self) -> Option<i64> {
+        self.read_ahead.armed_for()
     }
 
     /// The configuration in force.

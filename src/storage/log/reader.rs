@@ -11,6 +11,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::{DmaFile, ReadResult};
 
+use super::readahead::ReadAhead;
 use super::*;
 use crate::protocol::batch::{parse_batch, record_timestamps, BatchInfo};
 use crate::protocol::pieces::Piece;
@@ -74,6 +75,7 @@ impl PartitionLog {
             offset,
             high_watermark: end,
             bytes_max,
+            ahead: self.read_ahead.clone(),
         }))
     }
 
@@ -164,6 +166,7 @@ pub struct DiskRead {
     pub(super) offset: i64,
     pub(super) high_watermark: i64,
     pub(super) bytes_max: usize,
+    pub(super) ahead: Rc<ReadAhead>,
 }
 
 impl ReadPlan {
@@ -197,20 +200,33 @@ pub(super) fn corrupt(path: &Path, position: u64, why: impl std::fmt::Display) -
     )
 }
 
-/// Walks the batches of a segment from `position` to `end`, reading in chunks. `visit`
-/// gets each batch (validated: CRC, lengths) and returns whether to go on.
+/// Walks the batches of a segment from `position` to `end`, reading in chunks (the first
+/// one may be given: bytes from `position` already read). `visit` gets each batch
+/// (validated: CRC, lengths) and returns whether to go on; `wanted` is asked, with its
+/// length, about a batch that lies only partly in what was read, before more is read for
+/// it. Returns the position the walk stopped at: of the batch `visit` refused or
+/// `wanted` did not want, or where the batches ended.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn walk_batches(
     file: &DmaFile,
     path: &Path,
     mut position: u64,
     end: u64,
     chunk_bytes: usize,
+    mut first: Option<ReadResult>,
+    wanted: impl Fn(usize) -> bool,
     mut visit: impl FnMut(&ReadResult, usize, &BatchInfo) -> bool,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let mut want = chunk_bytes.clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
     while position < end {
         let size = (end - position).min(want as u64) as usize;
-        let chunk = file.read_at(position, size).await?;
+        let chunk = match first.take() {
+            Some(chunk) => {
+                let len = chunk.len().min(size);
+                ReadResult::slice(&chunk, 0, len).expect("within the chunk")
+            }
+            None => file.read_at(position, size).await?,
+        };
         if chunk.is_empty() {
             return Err(corrupt(
                 path,
@@ -229,6 +245,9 @@ pub(super) async fn walk_batches(
                 Some(Err(bad)) => return Err(corrupt(path, position + at as u64, bad)),
             };
             if len > rest.len() {
+                if !wanted(len) {
+                    return Ok(position + at as u64);
+                }
                 // Read again from this batch, enough to hold it whole.
                 want = want.max(len);
                 break;
@@ -236,7 +255,7 @@ pub(super) async fn walk_batches(
             let info =
                 parse_batch(&rest[..len]).map_err(|e| corrupt(path, position + at as u64, e))?;
             if !visit(&chunk, at, &info) {
-                return Ok(());
+                return Ok(position + at as u64);
             }
             at += len;
         }
@@ -249,7 +268,7 @@ pub(super) async fn walk_batches(
         }
         position += at as u64;
     }
-    Ok(())
+    Ok(position)
 }
 
 impl DiskRead {
@@ -267,10 +286,18 @@ impl DiskRead {
         }
     }
 
-    pub(super) async fn read_into(&self, out: &mut ReadData) -> io::Result<()> {
+    async fn read_into(&self, out: &mut ReadData) -> io::Result<()> {
         let mut last_base = i64::MIN;
         let mut bad_order = None;
+        // Bytes taken so far, for the check of a batch not yet read whole.
+        let taken = std::cell::Cell::new(0usize);
         let file = self.file.get(&self.path).await?;
+        let chunk_bytes = self.bytes_max.saturating_add(READ_CHUNK_BYTES_MIN);
+        // A read ahead for exactly this fetch starts where the last one stopped.
+        let (position, first) = match self.ahead.take(&self.path, self.offset).await {
+            Some((position, chunk)) => (position, Some(chunk)),
+            None => (self.position, None),
+        };
         // Batches that lie next to each other in one read buffer are served as one piece.
         let mut run: Option<(ReadResult, usize, usize)> = None;
         let flush = |run: &mut Option<(ReadResult, usize, usize)>, out: &mut ReadData| {
@@ -279,12 +306,15 @@ impl DiskRead {
                 out.pieces.push(Piece::shared(Rc::new(DiskSlice(slice))));
             }
         };
-        walk_batches(
+        let stopped = walk_batches(
             &file,
             &self.path,
-            self.position,
+            position,
             self.end,
-            self.bytes_max.saturating_add(READ_CHUNK_BYTES_MIN),
+            chunk_bytes,
+            first,
+            // Not read further for a batch that will not fit (the first is always taken).
+            |len| taken.get() == 0 || taken.get() + len <= self.bytes_max,
             |chunk, at, info| {
                 if info.base_offset <= last_base {
                     bad_order = Some(info.base_offset);
@@ -311,6 +341,7 @@ impl DiskRead {
                 }
                 out.len += info.len;
                 out.end_offset = Some(info.last_offset() + 1);
+                taken.set(out.len);
                 true
             },
         )
@@ -323,6 +354,17 @@ impl DiskRead {
                 self.position,
                 format!("base offset {offset} out of order"),
             ));
+        }
+        if let Some(next) = out.end_offset {
+            // The consumer's next fetch asks for `next`: read it while this one is sent.
+            self.ahead.start(
+                file,
+                self.path.clone(),
+                stopped,
+                self.end,
+                chunk_bytes.min(READ_CHUNK_BYTES_MAX),
+                next,
+            );
         }
         Ok(())
     }
@@ -359,6 +401,8 @@ impl TimestampPlan {
                 range.start,
                 range.end,
                 READ_CHUNK_BYTES_MIN,
+                None,
+                |_| true,
                 |chunk, at, info| {
                     let bytes = &chunk[at..at + info.len];
                     if info.base_offset >= self.high_watermark {

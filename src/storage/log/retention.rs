@@ -70,6 +70,7 @@ impl PartitionLog {
         if count == 0 {
             return None;
         }
+        self.read_ahead.invalidate();
         let mut removed: Vec<Segment> = self.segments.drain(..count).collect();
         let files = removed
             .iter_mut()
@@ -145,6 +146,8 @@ impl PartitionLog {
                 return None;
             }
         };
+        // Rewritten segments hold other bytes at the same positions.
+        self.read_ahead.invalidate();
         let mut emptied = Vec::new();
         let mut last_base = None;
         for (base, output) in done.outputs {
@@ -232,6 +235,7 @@ impl PartitionLog {
             self.log_start_offset = offset;
             self.producers.trim_aborted(offset);
         }
+        self.read_ahead.invalidate();
         let settled = self.settled_prefix();
         let below = self.segments[..settled]
             .iter()
