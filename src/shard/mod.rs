@@ -336,17 +336,12 @@ pub(crate) async fn test_shard(data_dir: &std::path::Path) -> Rc<Shard> {
         config: Config,
     }
     let dir = data_dir.to_str().expect("a UTF-8 path");
-    let config = Args::parse_from(["strand", "--data-dir", dir]).config;
+    let config = Args::parse_from(["strand", "--shards", "1", "--data-dir", dir]).config;
     let ends = mesh::build(1).pop().expect("one shard's ends");
     let (mesh, _) = Mesh::connect(ShardId(0), ends).await;
-    let groups = GroupCoordinator::load(data_dir, ShardId(0), 1).expect("group log");
-    let txns = crate::coordinator::txn::TxnCoordinator::load(
-        data_dir,
-        ShardId(0),
-        1,
-        crate::util::now_ms(),
-    )
-    .expect("transaction log");
+    let (groups, txns) = crate::coordinator::redistribute(data_dir, 1, 0)
+        .expect("group and transaction logs")
+        .remove(0);
     Shard::new(
         ShardId(0),
         Arc::new(config),

@@ -197,21 +197,10 @@ async fn remove_partition_dir(dir: PathBuf, topic_id: uuid::Uuid) {
 mod tests {
     use std::collections::BTreeMap;
 
-    use clap::Parser;
     use glommio::{LocalExecutorBuilder, Placement};
 
     use super::*;
     use crate::cluster::TopicMeta;
-    use crate::config::Config;
-    use crate::coordinator::txn::TxnCoordinator;
-    use crate::coordinator::GroupCoordinator;
-    use crate::shard::mesh::{self, Mesh};
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        config: Config,
-    }
 
     fn topic(name: &str, configs: &[(&str, &str)]) -> Arc<TopicMeta> {
         Arc::new(TopicMeta {
@@ -249,26 +238,7 @@ mod tests {
             .io_memory(256 * 1024)
             .spawn(move || async move {
                 crate::storage::warm_up_io(&data_dir).await.unwrap();
-                let config = Cli::parse_from([
-                    "strand",
-                    "--shards",
-                    "1",
-                    "--data-dir",
-                    data_dir.to_str().unwrap(),
-                ])
-                .config;
-                let (groups, txns) = crate::coordinator::redistribute(&data_dir, 1, 0)
-                    .unwrap()
-                    .remove(0);
-                let ends = mesh::build(1).remove(0);
-                let (mesh, _) = Mesh::connect(ShardId(0), ends).await;
-                let shard = Shard::new(
-                    ShardId(0),
-                    Arc::new(config),
-                    mesh,
-                    GroupCoordinator::new(groups),
-                    TxnCoordinator::new(txns),
-                );
+                let shard = crate::shard::test_shard(&data_dir).await;
 
                 let a = topic("a", &[]);
                 let b = topic("b", &[]);
