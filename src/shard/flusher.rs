@@ -113,8 +113,11 @@ impl Shard {
                 if let Some(at) = sync_at {
                     shard.sync_when_due(&partition, at);
                 }
+            } else {
+                // The log was reopened meanwhile: `complete_flush` will not finish this
+                // job, so a job taken after it must not wait for that.
+                link.finish(!failed);
             }
-            link.finish(!failed);
             partition.durable.notify_all();
             shard.flushed.notify_all();
             if failed {

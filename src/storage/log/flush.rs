@@ -33,7 +33,13 @@ impl PartitionLog {
         }
         let sync = self.sync_due(now_ms);
         let unsynced = |s: &Segment| sync && s.unsynced;
-        if !self.has_pending() && !self.segments.iter().rev().any(unsynced) {
+        // Without pending batches or seals only the active segment can hold unsynced
+        // writes: a rolled segment's seal, pending until a job takes it, syncs it.
+        let active = self
+            .segments
+            .last()
+            .expect("a log always has an active segment");
+        if !self.has_pending() && !unsynced(active) {
             return None;
         }
         // Only the last few segments can have pending data, seals or unsynced writes.
@@ -382,11 +388,7 @@ impl FlushJob {
             link,
             previous,
         } = self;
-        let result = run_writes(&dir, writes, &link, previous.as_deref()).await;
-        if result.is_err() {
-            link.finish(false);
-        }
-        let segments = result?;
+        let segments = run_writes(&dir, writes, &link, previous.as_deref()).await?;
         if let Some(previous) = previous {
             if !previous.wait_finished().await {
                 return Err(io::Error::other("an earlier flush of this log failed"));
