@@ -17,7 +17,7 @@ use crate::protocol::batch::testing::{fix_crc, TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, parse_batch, validate_produce_records, BatchInfo};
 
 /// Runs `test` on a fresh glommio executor with a temporary directory.
-fn run<F, Fut>(test: F)
+pub(super) fn run<F, Fut>(test: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -38,7 +38,7 @@ where
     drop(dir);
 }
 
-fn config(segment_bytes: u64, cache_bytes: usize) -> LogConfig {
+pub(super) fn config(segment_bytes: u64, cache_bytes: usize) -> LogConfig {
     LogConfig {
         segment_bytes,
         cache_bytes,
@@ -47,7 +47,7 @@ fn config(segment_bytes: u64, cache_bytes: usize) -> LogConfig {
 }
 
 /// A batch of `count` records whose values encode `tag`, so every batch is distinct.
-fn make_batch(tag: u64, count: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
+pub(super) fn make_batch(tag: u64, count: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
     TestBatch {
         base_timestamp: timestamp,
         records: (0..count)
@@ -63,7 +63,7 @@ fn make_batch(tag: u64, count: usize, value_len: usize, timestamp: i64) -> Vec<u
     .encode()
 }
 
-fn idempotent_batch(tag: u64, producer_id: i64, sequence: i32, count: usize) -> Vec<u8> {
+pub(super) fn idempotent_batch(tag: u64, producer_id: i64, sequence: i32, count: usize) -> Vec<u8> {
     TestBatch {
         producer_id,
         producer_epoch: 0,
@@ -76,7 +76,7 @@ fn idempotent_batch(tag: u64, producer_id: i64, sequence: i32, count: usize) -> 
     .encode()
 }
 
-fn info(batch: &[u8]) -> BatchInfo {
+pub(super) fn info(batch: &[u8]) -> BatchInfo {
     validate_produce_records(batch, 64 << 20).unwrap()
 }
 
@@ -114,13 +114,13 @@ async fn flush_pipelined(log: &RefCell<PartitionLog>, batches: &[Vec<u8>]) {
     assert_eq!(log.borrow().high_watermark(), end);
 }
 
-async fn close(log: RefCell<PartitionLog>) {
+pub(super) async fn close(log: RefCell<PartitionLog>) {
     let job = log.borrow_mut().close_job();
     job.unwrap().run().await.unwrap();
 }
 
 /// Reads every batch from `offset` to the high watermark, in several fetches.
-async fn read_all(
+pub(super) async fn read_all(
     log: &RefCell<PartitionLog>,
     mut offset: i64,
     bytes_max: usize,
@@ -474,17 +474,17 @@ fn producer_state_is_recovered_after_crash_and_clean_close() {
 }
 
 /// A small deterministic generator (SplitMix64), so a failing seed can be replayed.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }

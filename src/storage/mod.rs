@@ -42,6 +42,8 @@ mod log_tests;
 pub mod producer_state;
 pub mod record_file;
 pub mod recovery;
+#[cfg(test)]
+mod replica_tests;
 pub mod segment_walk;
 
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ impl PartitionLog {
             return None;
         }
         let sync = self.sync_due(now_ms);
-        let unsynced = |s: &Segment| sync && s.unsynced;
+        let unsynced = |s: &Segment| sync && (s.unsynced || s.rewrite_from.is_some());
         // Without pending batches or seals only the active segment can hold unsynced
         // writes: a rolled segment's seal, pending until a job takes it, syncs it.
         let active = self
@@ -46,29 +46,58 @@ impl PartitionLog {
         let mut first = self.segments.len() - 1;
         while first > 0 && {
             let s = &self.segments[first - 1];
-            !s.pending.is_empty() || s.seal.is_some() || unsynced(s)
+            !s.pending.is_empty() || s.seal.is_some() || unsynced(s) || s.rewrite_from.is_some()
         } {
             first -= 1;
         }
+        // A replicated log seals a segment only once all of it is committed: until then a
+        // truncation may cut into it (and make it the active segment again).
+        let sealable_before = match &self.raft {
+            Some(raft) => raft.committed_offset(),
+            None => i64::MAX,
+        };
         let mut writes = Vec::new();
         for segment in &mut self.segments[first..] {
             let chunks = std::mem::take(&mut segment.pending);
-            let seal = segment.seal.take();
-            let sync_segment = sync && (segment.unsynced || !chunks.is_empty());
-            if chunks.is_empty() && seal.is_none() && !sync_segment {
+            let seal = if segment.next_offset <= sealable_before {
+                segment.seal.take()
+            } else {
+                None
+            };
+            if seal.is_some() {
+                self.seals_pending -= 1;
+            }
+            let rewrite = segment.rewrite_from.take();
+            // Cutting a segment is always made durable before anything after it.
+            let sync_segment =
+                rewrite.is_some() || (sync && (segment.unsynced || !chunks.is_empty()));
+            // A rolled segment whose seal waits is cut to its length at once: recovery
+            // takes a padded segment before the last for a torn one.
+            let trim = seal.is_none() && segment.seal.is_some() && !segment.trimmed;
+            if chunks.is_empty() && seal.is_none() && !sync_segment && !trim {
                 continue;
             }
+            if trim || seal.is_some() {
+                segment.trimmed = true;
+            }
             // A job in flight wrote to this segment: this one starts where that one ends.
-            let continues = segment.issued_len != segment.durable_len;
+            let continues = rewrite.is_none() && segment.issued_len != segment.durable_len;
             let new_len = segment.len;
+            let from_len = rewrite.unwrap_or(segment.issued_len);
             writes.push(SegmentWrite {
+                segment_id: segment.id,
                 base_offset: segment.base_offset,
                 path: segment.path.clone(),
                 file: segment.file.clone(),
                 continues,
-                from_len: segment.issued_len,
-                position: align_down(segment.durable_len),
-                prefix: if continues {
+                rewrite: rewrite.is_some(),
+                from_len,
+                position: align_down(if rewrite.is_some() {
+                    from_len
+                } else {
+                    segment.durable_len
+                }),
+                prefix: if continues || rewrite.is_some() {
                     Vec::new()
                 } else {
                     segment.tail_block.clone()
@@ -76,6 +105,7 @@ impl PartitionLog {
                 chunks,
                 new_len,
                 sync: sync_segment,
+                trim,
                 seal: seal.map(|s| (s, segment.index.clone(), segment.summary())),
             });
             segment.issued_len = new_len;
@@ -87,19 +117,30 @@ impl PartitionLog {
                 segment.unsynced = true;
             }
         }
+        if writes.is_empty() && self.doomed.is_empty() {
+            // Only seals a replicated log may not take yet.
+            return None;
+        }
         if sync {
             self.unsynced_messages = 0;
             self.unsynced_since_ms = None;
         }
         self.pending_bytes = 0;
-        self.seals_pending = 0;
+        let doomed = std::mem::take(&mut self.doomed);
         let previous = self.links.back().cloned();
-        let link = Rc::new(FlushLink::default());
+        // A job that cuts or removes files is a barrier: the next one writes only after it
+        // has (it may create a file at a path this one removes).
+        let barrier = !doomed.is_empty() || writes.iter().any(|w| w.rewrite);
+        let link = Rc::new(FlushLink::new(barrier));
         self.links.push_back(link.clone());
+        let seq = self.next_job_seq;
+        self.next_job_seq += 1;
         Some(FlushJob {
             dir: self.dir.clone(),
             writes,
+            doomed,
             high_watermark: self.next_offset,
+            seq,
             link,
             previous,
         })
@@ -138,20 +179,45 @@ impl PartitionLog {
         }
         match result {
             Ok(done) => {
-                for flushed in done.segments {
+                // Truncations made after this job was taken cut what it wrote.
+                let cuts: Vec<replica::Cut> = self
+                    .cuts
+                    .iter()
+                    .filter(|c| c.seq_after > done.seq)
+                    .copied()
+                    .collect();
+                self.cuts.retain(|c| c.seq_after > done.seq + 1);
+                for mut flushed in done.segments {
                     let Some(segment) = self
                         .segments
                         .iter_mut()
                         .rev()
-                        .find(|s| s.base_offset == flushed.base_offset)
+                        .find(|s| s.id == flushed.segment_id)
                     else {
+                        // Removed by a truncation.
                         continue;
                     };
-                    debug_assert!(flushed.durable_len >= segment.durable_len);
                     debug_assert_eq!(
                         flushed.tail_block.len() as u64,
                         flushed.durable_len % BLOCK_BYTES
                     );
+                    let cut = cuts
+                        .iter()
+                        .filter(|c| c.segment == segment.id)
+                        .map(|c| c.position)
+                        .min();
+                    if let Some(cut) = cut.filter(|&cut| cut < flushed.durable_len) {
+                        // The bytes past the cut are stale; the job that cuts the file
+                        // (taken after the truncation) reads the partial block back.
+                        if align_down(cut) == align_down(flushed.durable_len) {
+                            flushed.tail_block.truncate((cut % BLOCK_BYTES) as usize);
+                        } else {
+                            flushed.tail_block.clear();
+                        }
+                        flushed.durable_len = cut;
+                    } else {
+                        debug_assert!(flushed.durable_len >= segment.durable_len);
+                    }
                     segment.durable_len = flushed.durable_len;
                     segment.settled |= flushed.sealed;
                     if segment.settled {
@@ -159,14 +225,18 @@ impl PartitionLog {
                         // which may close it; reads reopen it on demand.
                         segment.file = None;
                         self.files
-                            .insert((self.file_id, flushed.base_offset), flushed.file);
+                            .insert((self.file_id, segment.base_offset), flushed.file);
                     } else {
                         segment.file = Some(flushed.file);
                     }
                     segment.tail_block = flushed.tail_block;
                 }
-                debug_assert!(done.high_watermark >= self.high_watermark);
-                self.high_watermark = done.high_watermark;
+                let end = cuts
+                    .iter()
+                    .map(|c| c.offset)
+                    .fold(done.high_watermark, i64::min);
+                self.durable_end = end;
+                self.advance_high_watermark();
                 let hw = self.high_watermark;
                 self.unstable_markers.retain(|&(marker, _)| marker >= hw);
                 0
@@ -182,7 +252,10 @@ impl PartitionLog {
                 for segment in &mut self.segments {
                     segment.pending.clear();
                     segment.seal = None;
+                    segment.rewrite_from = None;
                 }
+                self.cuts.clear();
+                self.doomed.clear();
                 self.pending_bytes = 0;
                 self.seals_pending = 0;
                 self.cache.truncate_from(self.high_watermark);
@@ -233,6 +306,7 @@ pub const FLUSHES_IN_FLIGHT_MAX: usize = 2;
 
 /// One segment's share of a flush job.
 pub(super) struct SegmentWrite {
+    pub(super) segment_id: u64,
     pub(super) base_offset: i64,
     pub(super) path: PathBuf,
     pub(super) file: Option<Rc<DmaFile>>,
@@ -240,6 +314,10 @@ pub(super) struct SegmentWrite {
     /// starts where that one's ends, with its file and last partial block, once it is
     /// issued; `position` and `prefix` are not used.
     pub(super) continues: bool,
+    /// The segment was truncated at `from_len` (a replicated log's conflicting suffix):
+    /// the file is cut there, after the job before this one has written, the partial
+    /// block at `position` read back from disk, then the chunks written and synced.
+    pub(super) rewrite: bool,
     /// Logical segment length before this job's chunks.
     pub(super) from_len: u64,
     /// Aligned position the write starts at.
@@ -251,6 +329,8 @@ pub(super) struct SegmentWrite {
     pub(super) new_len: u64,
     /// `fdatasync` the file once written.
     pub(super) sync: bool,
+    /// Cut the file to `new_len` (its block padding) and sync, without sealing.
+    pub(super) trim: bool,
     pub(super) seal: Option<(Seal, SegmentIndex, SegmentSummary)>,
 }
 
@@ -259,7 +339,12 @@ pub(super) struct SegmentWrite {
 pub struct FlushJob {
     pub(super) dir: PathBuf,
     pub(super) writes: Vec<SegmentWrite>,
+    /// Files of segments a truncation removed, deleted before the job writes.
+    pub(super) doomed: Vec<PathBuf>,
+    /// Offset after the last batch the job writes.
     pub(super) high_watermark: i64,
+    /// The job's place among its log's jobs.
+    pub(super) seq: u64,
     link: Rc<FlushLink>,
     /// The job taken before this one, if it was still in flight.
     previous: Option<Rc<FlushLink>>,
@@ -267,7 +352,7 @@ pub struct FlushJob {
 
 /// What one segment looks like once a job's write to it is done.
 struct Written {
-    base_offset: i64,
+    segment_id: u64,
     file: Rc<DmaFile>,
     len: u64,
     tail_block: Vec<u8>,
@@ -290,6 +375,8 @@ enum LinkState {
 /// earlier one failed). Its sync may run while the earlier one's sync is in flight.
 #[derive(Default)]
 pub struct FlushLink {
+    /// The job cuts or removes files: the next one writes only after it has.
+    barrier: bool,
     state: RefCell<LinkState>,
     /// `Some(ok)` once the job was applied to the log.
     finished: Cell<Option<bool>>,
@@ -297,6 +384,13 @@ pub struct FlushLink {
 }
 
 impl FlushLink {
+    fn new(barrier: bool) -> FlushLink {
+        FlushLink {
+            barrier,
+            ..Default::default()
+        }
+    }
+
     /// The job was applied to the log (`ok`: it succeeded), or never will be (the log
     /// was replaced); the next job may complete. [`PartitionLog::complete_flush`] calls
     /// it; calling it again changes nothing.
@@ -342,7 +436,7 @@ impl FlushLink {
 }
 
 pub struct FlushedSegment {
-    pub(super) base_offset: i64,
+    pub(super) segment_id: u64,
     /// The job sealed this segment.
     pub(super) sealed: bool,
     pub(super) file: Rc<DmaFile>,
@@ -353,6 +447,7 @@ pub struct FlushedSegment {
 pub struct FlushDone {
     pub(super) segments: Vec<FlushedSegment>,
     pub(super) high_watermark: i64,
+    pub(super) seq: u64,
 }
 
 pub type FlushResult = io::Result<FlushDone>;
@@ -384,11 +479,13 @@ impl FlushJob {
         let FlushJob {
             dir,
             writes,
+            doomed,
             high_watermark,
+            seq,
             link,
             previous,
         } = self;
-        let segments = run_writes(&dir, writes, &link, previous.as_deref()).await?;
+        let segments = run_writes(&dir, writes, doomed, &link, previous.as_deref()).await?;
         if let Some(previous) = previous {
             if !previous.wait_finished().await {
                 return Err(io::Error::other("an earlier flush of this log failed"));
@@ -397,6 +494,7 @@ impl FlushJob {
         Ok(FlushDone {
             segments,
             high_watermark,
+            seq,
         })
     }
 }
@@ -404,11 +502,13 @@ impl FlushJob {
 async fn run_writes(
     dir: &Path,
     writes: Vec<SegmentWrite>,
+    doomed: Vec<PathBuf>,
     link: &FlushLink,
     previous: Option<&FlushLink>,
 ) -> io::Result<Vec<FlushedSegment>> {
+    let wait = link.barrier || writes.iter().any(|w| w.continues);
     let earlier = match previous {
-        Some(previous) if writes.iter().any(|w| w.continues) => Some(
+        Some(previous) if wait || previous.barrier => Some(
             previous
                 .wait_written()
                 .await
@@ -416,14 +516,32 @@ async fn run_writes(
         ),
         _ => None,
     };
+    if !doomed.is_empty() {
+        let dir = dir.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in &doomed {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                // Durable before anything written after the truncation is acknowledged:
+                // a segment brought back by a crash would bring back a cut suffix.
+                crate::storage::record_file::sync_dir(&dir)
+            })
+            .await?;
+    }
     // Writes first, all of them, so the next job can start its own while this one syncs.
     let mut opened = Vec::with_capacity(writes.len());
     let mut written = Vec::with_capacity(writes.len());
     for mut write in writes {
-        if write.continues {
+        if write.rewrite {
+            cut_segment(&mut write, earlier.as_deref()).await?;
+        } else if write.continues {
             let before = earlier
                 .as_deref()
-                .and_then(|e| e.iter().find(|w| w.base_offset == write.base_offset))
+                .and_then(|e| e.iter().find(|w| w.segment_id == write.segment_id))
                 .ok_or_else(|| {
                     io::Error::other(format!(
                         "flush of {} continues a write that is not there",
@@ -450,8 +568,12 @@ async fn run_writes(
             }
         };
         let tail_block = write_chunks(&file, &write).await?;
+        if write.trim {
+            // Before the next job may write: it may cut this file (a truncation).
+            file.truncate(write.new_len).await?;
+        }
         written.push(Written {
-            base_offset: write.base_offset,
+            segment_id: write.segment_id,
             file: file.clone(),
             len: write.new_len,
             tail_block: tail_block.clone(),
@@ -462,7 +584,7 @@ async fn run_writes(
 
     let mut done = Vec::with_capacity(opened.len());
     for (write, file, created, tail_block) in opened {
-        if write.sync {
+        if write.sync || write.trim {
             file.fdatasync().await?;
         }
         if created {
@@ -489,7 +611,7 @@ async fn run_writes(
                 .await?;
         }
         done.push(FlushedSegment {
-            base_offset: write.base_offset,
+            segment_id: write.segment_id,
             sealed,
             file,
             durable_len: write.new_len,
@@ -497,6 +619,46 @@ async fn run_writes(
         });
     }
     Ok(done)
+}
+
+/// Cuts a truncated segment's file at `write.from_len` and reads back the bytes of the
+/// partial block the write starts with. Runs once the job before has written.
+async fn cut_segment(write: &mut SegmentWrite, earlier: Option<&[Written]>) -> io::Result<()> {
+    let file = match write.file.take() {
+        Some(file) => file,
+        None => earlier
+            .and_then(|e| e.iter().find(|w| w.segment_id == write.segment_id))
+            .map(|w| w.file.clone())
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "truncated segment {} has no file",
+                    write.path.display()
+                ))
+            })?,
+    };
+    let cut = write.from_len;
+    write.position = align_down(cut);
+    let keep = (cut - write.position) as usize;
+    write.prefix = if keep > 0 {
+        let block = file
+            .read_at_aligned(write.position, BLOCK_BYTES as usize)
+            .await?;
+        if block.len() < keep {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} is shorter than its truncation point {cut}",
+                    write.path.display()
+                ),
+            ));
+        }
+        block[..keep].to_vec()
+    } else {
+        Vec::new()
+    };
+    file.truncate(cut).await?;
+    write.file = Some(file);
+    Ok(())
 }
 
 /// Writes a segment's new batches after the bytes of its partial last block, in one

@@ -19,6 +19,7 @@ mod files;
 mod flush;
 mod readahead;
 mod reader;
+mod replica;
 mod retention;
 mod segment;
 
@@ -31,6 +32,7 @@ pub use readahead::{
     READ_AHEAD_EXPIRY,
 };
 pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
+pub use replica::{EntryKind, RaftTail, TruncateError, COMMITTED_ROWS_KEPT};
 pub use retention::{RemovalJob, Retention, LOG_START_FILE};
 
 use std::io;
@@ -57,7 +59,8 @@ const READ_CHUNK_BYTES_MIN: usize = 64 * 1024;
 const READ_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Largest segment: index positions are 32-bit.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
-/// The partition leader epoch written into every batch (single node: leadership never moves).
+/// The partition leader epoch written into every batch of a single-node log (leadership
+/// never moves); a replicated log writes the Raft term of each entry instead.
 pub const LEADER_EPOCH: i32 = 0;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +95,10 @@ pub struct LogConfig {
     /// `flush.ms`: written messages are synced once the oldest has waited this long
     /// (0 syncs every batch before it is acknowledged; `i64::MAX` never by age).
     pub flush_ms: i64,
+    /// The log is a Raft log (see [`RaftTail`]): each batch is an entry stamped with its
+    /// term, the high watermark is the committed end, a suffix above it can be truncated,
+    /// and a rolled segment is sealed only once committed.
+    pub replicated: bool,
 }
 
 impl LogConfig {
@@ -119,6 +126,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: crate::storage::producer_state::PRODUCER_EXPIRATION_MS,
             flush_messages: 1,
             flush_ms: i64::MAX,
+            replicated: false,
         }
     }
 }
@@ -150,6 +158,8 @@ pub enum AppendError {
         current: i16,
         got: i16,
     },
+    /// A replicated entry that is not one valid batch.
+    InvalidBatch(String),
 }
 
 impl AppendError {
@@ -158,6 +168,7 @@ impl AppendError {
             AppendError::Offline(_) => errors::KAFKA_STORAGE_ERROR,
             AppendError::OutOfOrderSequence { .. } => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
             AppendError::InvalidProducerEpoch { .. } => errors::INVALID_PRODUCER_EPOCH,
+            AppendError::InvalidBatch(_) => errors::CORRUPT_MESSAGE,
         }
     }
 }
@@ -182,6 +193,7 @@ impl std::fmt::Display for AppendError {
                 f,
                 "producer {producer_id} epoch {got} is older than the current epoch {current}"
             ),
+            AppendError::InvalidBatch(why) => write!(f, "invalid entry: {why}"),
         }
     }
 }
@@ -218,8 +230,24 @@ pub struct PartitionLog {
     /// Ordered by base offset; the last one takes appends.
     segments: Vec<Segment>,
     next_offset: i64,
+    /// What consumers may read: `durable_end` on a single node; a replicated log's
+    /// committed end (never past `durable_end`).
     high_watermark: i64,
+    /// Offset after the last batch written (and synced, by the topic's schedule).
+    durable_end: i64,
     log_start_offset: i64,
+    /// The epoch stamped into appended batches: 0 on a single node, the Raft term of the
+    /// entry in a replicated log.
+    epoch: i32,
+    /// A replicated log's Raft view of its entries (`None` on a single node).
+    raft: Option<RaftTail>,
+    /// Truncations the flush jobs in flight did not know of (see [`replica::Cut`]).
+    cuts: Vec<replica::Cut>,
+    /// Files of segments a truncation removed, for the next flush job to delete.
+    doomed: Vec<PathBuf>,
+    /// Sequence number of the next flush job taken.
+    next_job_seq: u64,
+    next_segment_id: u64,
     pending_bytes: usize,
     seals_pending: usize,
     /// The flush jobs taken and not yet completed, oldest first (at most
@@ -281,6 +309,7 @@ impl PartitionLog {
         }
         let count = recovered.segments.len();
         let mut segments = Vec::with_capacity(count.max(1));
+        let mut next_segment_id = 0;
         for (i, r) in recovered.segments.into_iter().enumerate() {
             let last = i + 1 == count;
             let file = if last {
@@ -294,7 +323,9 @@ impl PartitionLog {
                 None
             };
             let last_entry = r.index.entries().last().map(|e| u64::from(e.position));
+            next_segment_id += 1;
             segments.push(Segment {
+                id: next_segment_id,
                 base_offset: r.base_offset,
                 path: r.path,
                 file,
@@ -302,6 +333,8 @@ impl PartitionLog {
                 tail_block: Vec::new(),
                 issued_len: r.summary.len,
                 unsynced: false,
+                rewrite_from: None,
+                trimmed: !last,
                 len: r.summary.len,
                 next_offset: r.summary.next_offset,
                 index_builder: IndexBuilder::resume(
@@ -320,8 +353,16 @@ impl PartitionLog {
         }
         match segments.last_mut() {
             Some(active) => active.tail_block = recovered.tail_block,
-            None => segments.push(Segment::new(dir, 0, interval)),
+            None => {
+                next_segment_id += 1;
+                segments.push(Segment::new(next_segment_id, dir, 0, interval));
+            }
         }
+        let raft = if config.replicated {
+            Some(RaftTail::open(&segments)?)
+        } else {
+            None
+        };
         let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         let first_base = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_start_offset = match read_log_start(dir) {
@@ -335,7 +376,14 @@ impl PartitionLog {
             segments,
             next_offset,
             high_watermark: next_offset,
+            durable_end: next_offset,
             log_start_offset,
+            epoch: LEADER_EPOCH,
+            raft,
+            cuts: Vec::new(),
+            doomed: Vec::new(),
+            next_job_seq: 0,
+            next_segment_id,
             pending_bytes: 0,
             seals_pending: 0,
             links: Default::default(),
@@ -447,9 +495,36 @@ impl PartitionLog {
         !self.links.is_empty() || self.has_pending()
     }
 
-    /// Appended batches or seals not yet handed to a flush job.
+    /// Appended batches, seals or truncations not yet handed to a flush job.
     pub fn has_pending(&self) -> bool {
-        self.pending_bytes > 0 || self.seals_pending > 0
+        if self.pending_bytes > 0 || !self.doomed.is_empty() {
+            return true;
+        }
+        if self.seals_pending == 0 && self.raft.is_none() {
+            return false;
+        }
+        let sealable_before = match &self.raft {
+            Some(raft) => raft.committed_offset(),
+            None => i64::MAX,
+        };
+        self.segments
+            .iter()
+            .rev()
+            .take_while(|s| !s.settled)
+            .any(|s| {
+                s.rewrite_from.is_some() || (s.seal.is_some() && s.next_offset <= sealable_before)
+            })
+    }
+
+    /// Moves the high watermark: to the durable end on a single node; to the committed
+    /// end, as far as it is durable here, in a replicated log. It never moves back.
+    fn advance_high_watermark(&mut self) {
+        let end = match &self.raft {
+            Some(raft) => raft.committed_offset().min(self.durable_end),
+            None => self.durable_end,
+        };
+        debug_assert!(self.raft.is_some() || end >= self.high_watermark);
+        self.high_watermark = self.high_watermark.max(end);
     }
 
     /// Flush jobs taken and not yet completed.
@@ -511,7 +586,7 @@ impl PartitionLog {
                 }
             }
         }
-        let placed = self.push_batch(records.clone(), info, now_ms);
+        let placed = self.push_batch(records.clone(), info, now_ms, EntryKind::Data);
         self.producers.apply(&placed, placed.base_offset, now_ms);
         Ok(AppendOutcome::Appended {
             base_offset: placed.base_offset,
@@ -548,7 +623,11 @@ impl PartitionLog {
         );
         let info = batch::parse_batch(&records).expect("a control batch we built parses");
         let len = records.len();
-        let placed = self.push_batch(Bytes::from(records), &info, now_ms);
+        let kind = EntryKind::Marker {
+            marker,
+            coordinator_epoch,
+        };
+        let placed = self.push_batch(Bytes::from(records), &info, now_ms, kind);
         let offset = placed.base_offset;
         if let Some(first) =
             self.producers
@@ -560,8 +639,15 @@ impl PartitionLog {
     }
 
     /// Places a batch at the log end: offsets patched, queued for the flusher, cached.
-    /// Returns its header as placed.
-    fn push_batch(&mut self, records: Bytes, info: &BatchInfo, now_ms: i64) -> BatchInfo {
+    /// Returns its header as placed. A replicated log records it as the next Raft entry,
+    /// of the current epoch.
+    fn push_batch(
+        &mut self,
+        records: Bytes,
+        info: &BatchInfo,
+        now_ms: i64,
+        kind: EntryKind,
+    ) -> BatchInfo {
         let base_offset = self.next_offset;
         let last_offset = base_offset + i64::from(info.last_offset_delta);
         if self.must_roll(info.len as u64, last_offset, now_ms) {
@@ -573,13 +659,13 @@ impl PartitionLog {
             // The timestamps are inside the CRC: the whole batch is rewritten.
             let mut bytes = BytesMut::from(&records[..]);
             batch::patch_base_offset(&mut bytes, base_offset);
-            batch::patch_leader_epoch(&mut bytes, LEADER_EPOCH);
+            batch::patch_leader_epoch(&mut bytes, self.epoch);
             batch::set_log_append_time(&mut bytes, now_ms);
             placed.max_timestamp = now_ms;
             placed.attributes |= batch::ATTR_TIMESTAMP_TYPE_LOG_APPEND;
             PlacedBatch::from_bytes(bytes.freeze())
         } else {
-            let head = batch::patched_head(&records, base_offset, LEADER_EPOCH);
+            let head = batch::patched_head(&records, base_offset, self.epoch);
             PlacedBatch {
                 head: Bytes::copy_from_slice(&head),
                 body: records.slice(batch::PATCHED_HEAD_LEN..),
@@ -593,6 +679,19 @@ impl PartitionLog {
         debug_assert!(!segment.sealed);
         if segment.len == 0 {
             segment.created_ms = now_ms;
+        }
+        if let Some(raft) = &mut self.raft {
+            raft.push(replica::EntryRow {
+                index: raft.last_index() + 1,
+                term: self.epoch as u64,
+                base_offset,
+                next_offset: last_offset + 1,
+                segment: segment.id,
+                position: segment.len,
+                builder_before: segment.index_builder.clone(),
+                info: placed,
+                kind,
+            });
         }
         segment.index_builder.add(
             &mut segment.index,
@@ -645,7 +744,13 @@ impl PartitionLog {
         });
         active.sealed = true;
         self.seals_pending += 1;
-        let segment = Segment::new(&self.dir, base, self.config.index_interval_bytes);
+        self.next_segment_id += 1;
+        let segment = Segment::new(
+            self.next_segment_id,
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+        );
         self.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
     }

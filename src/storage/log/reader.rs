@@ -34,7 +34,13 @@ impl PartitionLog {
         end: i64,
     ) -> Result<ReadPlan, ReadError> {
         let end = end.min(self.high_watermark);
-        if offset < self.log_start_offset || offset > self.high_watermark {
+        // A replicated log's entries past the high watermark exist but are not committed:
+        // an offset up to the log end is in range and reads nothing past the watermark.
+        let limit = match self.raft {
+            Some(_) => self.next_offset,
+            None => self.high_watermark,
+        };
+        if offset < self.log_start_offset || offset > limit {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
                 log_start_offset: self.log_start_offset,

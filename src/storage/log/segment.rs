@@ -20,6 +20,9 @@ pub(super) struct Seal {
 
 #[derive(Debug)]
 pub(super) struct Segment {
+    /// Unique within the log: a segment dropped by a truncation and a later one with the
+    /// same base offset are told apart by it (flush jobs in flight name segments by it).
+    pub(super) id: u64,
     pub(super) base_offset: i64,
     pub(super) path: PathBuf,
     /// `None` until the first flush creates the file.
@@ -33,6 +36,13 @@ pub(super) struct Segment {
     pub(super) issued_len: u64,
     /// A job that did not sync wrote to the segment: the next job that syncs includes it.
     pub(super) unsynced: bool,
+    /// Replicated logs: the segment was truncated at this length below what was already
+    /// handed to flush jobs; the next job cuts the file there before writing (and reads
+    /// the partial block back from disk).
+    pub(super) rewrite_from: Option<u64>,
+    /// Replicated logs: the rolled segment's file was cut to its logical length (its seal
+    /// waits for the commit; recovery must not take its padding for a torn end).
+    pub(super) trimmed: bool,
     /// Length including bytes not yet flushed.
     pub(super) len: u64,
     /// Offset after the last appended batch (flushed or not).
@@ -52,8 +62,9 @@ pub(super) struct Segment {
 }
 
 impl Segment {
-    pub(super) fn new(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Segment {
+    pub(super) fn new(id: u64, dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Segment {
         Segment {
+            id,
             base_offset,
             path: segment_file(dir, base_offset, LOG_SUFFIX),
             file: None,
@@ -61,6 +72,8 @@ impl Segment {
             tail_block: Vec::new(),
             issued_len: 0,
             unsynced: false,
+            rewrite_from: None,
+            trimmed: false,
             len: 0,
             next_offset: base_offset,
             index: SegmentIndex::new(),
@@ -71,6 +84,11 @@ impl Segment {
             settled: false,
             created_ms: 0,
         }
+    }
+
+    /// Where the bytes not yet handed to a flush job start.
+    pub(super) fn pending_from(&self) -> u64 {
+        self.rewrite_from.unwrap_or(self.issued_len)
     }
 
     pub(super) fn summary(&self) -> SegmentSummary {

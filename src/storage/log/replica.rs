@@ -1,0 +1,427 @@
+//! A replicated partition's log is its Raft log: each batch is one entry, the entry's term
+//! is the batch's `partitionLeaderEpoch`, and entry indexes are the batches' ordinals
+//! (dense, from 1), which Kafka offsets are not (a batch spans many). [`RaftTail`] keeps
+//! the index ↔ offset map of the entries Raft may still ask about or cut: every entry not
+//! yet committed and the last [`COMMITTED_ROWS_KEPT`] committed ones.
+//!
+//! What Raft needs of the log beyond appending:
+//! - [`PartitionLog::place`]: append an entry as the leader sent it (a follower), with
+//!   its term; producer state is applied, not checked (the leader checked it);
+//! - [`PartitionLog::commit_to`]: the high watermark becomes the committed end;
+//! - [`PartitionLog::truncate_after`]: drop a conflicting uncommitted suffix. Memory is
+//!   cut at once; the disk by the next flush job, which deletes removed segments' files,
+//!   cuts the file and syncs before it writes anything after the cut, so a crash can
+//!   never bring a cut suffix back behind newer entries. Jobs already in flight complete
+//!   with what they wrote clamped to the cut ([`Cut`]).
+//!
+//! A rolled segment is sealed only once committed, so a truncation never reaches a sealed
+//! segment. Producer state is kept twice: as of the last entry (what the leader checks
+//! against) and as of the committed entry, from which a truncation replays what it keeps.
+
+use std::collections::VecDeque;
+use std::io;
+
+use bytes::Bytes;
+
+use super::segment::Segment;
+use super::*;
+use crate::protocol::batch::{control_marker, parse_batch, BatchInfo, Marker};
+use crate::storage::index::IndexBuilder;
+use crate::storage::producer_state::ProducerState;
+use crate::storage::{align_down, BLOCK_BYTES};
+
+/// Committed entries whose index ↔ offset row is kept (beyond the uncommitted ones).
+pub const COMMITTED_ROWS_KEPT: usize = 1024;
+
+/// What an entry's batch does to producer state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Records (idempotent or transactional ones advance their producer).
+    Data,
+    /// A transaction marker.
+    Marker {
+        marker: Marker,
+        coordinator_epoch: i32,
+    },
+    /// Another control batch: no producer state.
+    Control,
+}
+
+/// One entry: where its batch is and what it did.
+#[derive(Clone, Debug)]
+pub(super) struct EntryRow {
+    pub(super) index: u64,
+    pub(super) term: u64,
+    pub(super) base_offset: i64,
+    pub(super) next_offset: i64,
+    /// The segment (its id) and position the batch starts at.
+    pub(super) segment: u64,
+    pub(super) position: u64,
+    /// The segment's index builder before the batch: a truncation here restores it.
+    pub(super) builder_before: IndexBuilder,
+    pub(super) info: BatchInfo,
+    pub(super) kind: EntryKind,
+}
+
+/// A truncation the flush jobs taken before it (sequence numbers below `seq_after`) did
+/// not know of: what they wrote to `segment` from `position` on, and at `offset` and
+/// after, is stale.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cut {
+    pub(super) seq_after: u64,
+    pub(super) segment: u64,
+    pub(super) position: u64,
+    pub(super) offset: i64,
+}
+
+/// The Raft view of a replicated log's tail.
+#[derive(Debug)]
+pub struct RaftTail {
+    /// Consecutive entries, up to the last one.
+    rows: VecDeque<EntryRow>,
+    /// Index and term of the entry before `rows[0]` ((0, 0): the log's first entry is 1).
+    before: (u64, u64),
+    committed: u64,
+    /// Offset after the committed entry.
+    committed_offset: i64,
+    /// Producer state as of the committed entry.
+    committed_producers: ProducerState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TruncateError {
+    /// Committed entries are never cut.
+    Committed { index: u64, committed: u64 },
+    /// The log has no entry at `index`.
+    NoEntry { index: u64, last: u64 },
+}
+
+impl std::fmt::Display for TruncateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TruncateError::Committed { index, committed } => write!(
+                f,
+                "cannot truncate after entry {index}: entries up to {committed} are committed"
+            ),
+            TruncateError::NoEntry { index, last } => {
+                write!(f, "no entry {index} to truncate after (last is {last})")
+            }
+        }
+    }
+}
+
+impl RaftTail {
+    /// The Raft view of a log opened with `segments`. A replicated log is created empty;
+    /// reopening one with entries needs the index of its first entry, which is not kept
+    /// on disk yet.
+    pub(super) fn open(segments: &[Segment]) -> io::Result<RaftTail> {
+        if segments.iter().any(|s| s.len > 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "reopening a replicated log with entries is not supported yet",
+            ));
+        }
+        let start = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        Ok(RaftTail {
+            rows: VecDeque::new(),
+            before: (0, 0),
+            committed: 0,
+            committed_offset: start,
+            committed_producers: ProducerState::default(),
+        })
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.rows.back().map(|r| r.index).unwrap_or(self.before.0)
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Offset after the committed entry: the high watermark, once durable here.
+    pub fn committed_offset(&self) -> i64 {
+        self.committed_offset
+    }
+
+    /// The term of entry `index`, if the tail knows it (`index` 0: term 0).
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if index == self.before.0 {
+            return Some(self.before.1);
+        }
+        self.row(index).map(|r| r.term)
+    }
+
+    /// The offsets `[base, next)` of entry `index`'s batch, if the tail knows it.
+    pub fn offsets(&self, index: u64) -> Option<(i64, i64)> {
+        self.row(index).map(|r| (r.base_offset, r.next_offset))
+    }
+
+    fn row(&self, index: u64) -> Option<&EntryRow> {
+        let first = self.rows.front()?.index;
+        let i = usize::try_from(index.checked_sub(first)?).ok()?;
+        self.rows.get(i)
+    }
+
+    pub(super) fn push(&mut self, row: EntryRow) {
+        debug_assert_eq!(row.index, self.last_index() + 1);
+        self.rows.push_back(row);
+    }
+}
+
+impl PartitionLog {
+    /// The Raft view of a replicated log; `None` on a single node.
+    pub fn raft(&self) -> Option<&RaftTail> {
+        self.raft.as_ref()
+    }
+
+    /// The epoch (Raft term) stamped into batches appended from now on.
+    pub fn set_epoch(&mut self, epoch: i32) {
+        self.epoch = epoch;
+    }
+
+    /// The epoch stamped into appended batches.
+    pub fn epoch(&self) -> i32 {
+        self.epoch
+    }
+
+    /// Appends a batch as the leader stored it (a follower placing a Raft entry of
+    /// `term`): offsets are given here (they are the leader's, as entries are placed in
+    /// the same order), producer state is applied without checks. Returns the entry's
+    /// index.
+    pub fn place(&mut self, records: Bytes, term: u64, now_ms: i64) -> Result<u64, AppendError> {
+        if let Some(why) = &self.offline {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Offline("the log is closed".into()));
+        }
+        if self.raft.is_none() {
+            return Err(AppendError::Offline("the log is not replicated".into()));
+        }
+        let epoch = i32::try_from(term)
+            .map_err(|_| AppendError::InvalidBatch(format!("term {term} is too large")))?;
+        let info = parse_batch(&records).map_err(|e| AppendError::InvalidBatch(e.to_string()))?;
+        if info.len != records.len() {
+            return Err(AppendError::InvalidBatch(format!(
+                "entry of {} bytes holds a batch of {}",
+                records.len(),
+                info.len
+            )));
+        }
+        let kind = if !info.is_control() {
+            EntryKind::Data
+        } else {
+            match control_marker(&records) {
+                Some(marker) => EntryKind::Marker {
+                    marker,
+                    coordinator_epoch: -1,
+                },
+                None => EntryKind::Control,
+            }
+        };
+        let previous = std::mem::replace(&mut self.epoch, epoch);
+        let placed = self.push_batch(records, &info, now_ms, kind);
+        self.epoch = previous.max(epoch);
+        apply_entry(
+            &mut self.producers,
+            &placed,
+            kind,
+            now_ms,
+            |offset, first| self.unstable_markers.push((offset, first)),
+        );
+        Ok(self.raft.as_ref().map(|r| r.last_index()).unwrap_or(0))
+    }
+
+    /// Raft committed the entries up to `index` (clamped to the last one): the high
+    /// watermark moves to their end as far as it is durable here. Returns whether the log
+    /// now has work for the flusher (a rolled segment became sealable).
+    pub fn commit_to(&mut self, index: u64) -> bool {
+        let Some(raft) = &mut self.raft else {
+            return false;
+        };
+        let index = index.min(raft.last_index());
+        if index <= raft.committed {
+            return false;
+        }
+        let first = raft.rows.front().map(|r| r.index).unwrap_or(u64::MAX);
+        for row in raft.rows.iter().filter(|r| r.index > raft.committed) {
+            if row.index > index {
+                break;
+            }
+            apply_entry(
+                &mut raft.committed_producers,
+                &row.info,
+                row.kind,
+                row.info.max_timestamp,
+                |_, _| {},
+            );
+            raft.committed_offset = row.next_offset;
+        }
+        debug_assert!(first <= raft.committed + 1);
+        raft.committed = index;
+        let keep_from = index.saturating_sub(COMMITTED_ROWS_KEPT as u64);
+        while raft.rows.front().is_some_and(|r| r.index <= keep_from) {
+            let row = raft.rows.pop_front().expect("checked");
+            raft.before = (row.index, row.term);
+        }
+        self.advance_high_watermark();
+        self.has_pending()
+    }
+
+    /// Drops every entry after `index` (a suffix conflicting with the leader's log).
+    /// Committed entries are never dropped.
+    pub fn truncate_after(&mut self, index: u64) -> Result<(), TruncateError> {
+        let Some(raft) = &mut self.raft else {
+            return Err(TruncateError::NoEntry { index, last: 0 });
+        };
+        let last = raft.last_index();
+        if index < raft.committed {
+            return Err(TruncateError::Committed {
+                index,
+                committed: raft.committed,
+            });
+        }
+        if index > last {
+            return Err(TruncateError::NoEntry { index, last });
+        }
+        if index == last {
+            return Ok(());
+        }
+        let first_cut = raft.row(index + 1).cloned().ok_or(TruncateError::NoEntry {
+            index: index + 1,
+            last,
+        })?;
+        let cut = first_cut.base_offset;
+        let kept = usize::try_from(index + 1 - raft.rows.front().map(|r| r.index).unwrap_or(1))
+            .expect("rows cover the uncommitted entries");
+        raft.rows.truncate(kept);
+
+        // Segments starting after the cut go; the last one starting at or before it is
+        // cut and becomes the active segment.
+        let keep = self
+            .segments
+            .partition_point(|s| s.base_offset <= cut)
+            .max(1);
+        let removed: Vec<Segment> = self.segments.drain(keep..).collect();
+        for mut segment in removed {
+            self.pending_bytes -= segment.pending.iter().map(|c| c.len()).sum::<usize>();
+            if segment.seal.is_some() {
+                self.seals_pending -= 1;
+            }
+            debug_assert!(!segment.settled, "a committed segment was truncated");
+            // Its file may exist even if no job completed on it yet (one in flight may be
+            // creating it): always deleted (a missing file is fine).
+            self.take_file(&mut segment);
+            self.doomed.push(segment.path.clone());
+        }
+        let in_flight = !self.links.is_empty();
+        let seq_after = self.next_job_seq;
+        let segment = self.segments.last_mut().expect("a log keeps a segment");
+        let position = if first_cut.segment == segment.id {
+            segment.index_builder = first_cut.builder_before.clone();
+            first_cut.position
+        } else {
+            segment.len
+        };
+        if segment.seal.take().is_some() {
+            self.seals_pending -= 1;
+        }
+        debug_assert!(!segment.settled, "a committed segment was truncated");
+        segment.sealed = false;
+        segment.trimmed = false;
+        let from = segment.pending_from();
+        if position < from {
+            self.pending_bytes -= segment.pending.iter().map(|c| c.len()).sum::<usize>();
+            segment.pending.clear();
+            segment.rewrite_from = Some(position);
+        } else {
+            let mut at = from;
+            let keep = segment
+                .pending
+                .iter()
+                .take_while(|c| {
+                    let kept = at < position;
+                    at += c.len() as u64;
+                    kept
+                })
+                .count();
+            self.pending_bytes -= segment.pending[keep..]
+                .iter()
+                .map(|c| c.len())
+                .sum::<usize>();
+            segment.pending.truncate(keep);
+        }
+        if position < segment.durable_len {
+            if align_down(position) == align_down(segment.durable_len) {
+                segment
+                    .tail_block
+                    .truncate((position % BLOCK_BYTES) as usize);
+            } else {
+                // The job that cuts the file reads the partial block back.
+                segment.tail_block.clear();
+            }
+            segment.durable_len = position;
+        }
+        segment.len = position;
+        segment.next_offset = cut;
+        segment.index.truncate_to_position(position);
+        if in_flight {
+            self.cuts.push(Cut {
+                seq_after,
+                segment: segment.id,
+                position,
+                offset: cut,
+            });
+        }
+
+        self.next_offset = cut;
+        self.durable_end = self.durable_end.min(cut);
+        self.cache.truncate_from(cut);
+        self.read_ahead.invalidate();
+        self.unstable_markers.retain(|&(marker, _)| marker < cut);
+        let raft = self.raft.as_ref().expect("checked");
+        let mut producers = raft.committed_producers.clone();
+        for row in raft.rows.iter().filter(|r| r.index > raft.committed) {
+            apply_entry(
+                &mut producers,
+                &row.info,
+                row.kind,
+                row.info.max_timestamp,
+                |_, _| {},
+            );
+        }
+        self.producers = producers;
+        tracing::debug!(dir = %self.dir.display(), index, offset = cut, "log truncated");
+        Ok(())
+    }
+}
+
+/// Applies an entry's batch (as placed, with its offsets) to producer state;
+/// `unstable(marker offset, first offset)` is told of a transaction a marker closed.
+fn apply_entry(
+    producers: &mut ProducerState,
+    placed: &BatchInfo,
+    kind: EntryKind,
+    now_ms: i64,
+    mut unstable: impl FnMut(i64, i64),
+) {
+    match kind {
+        EntryKind::Data => producers.apply(placed, placed.base_offset, now_ms),
+        EntryKind::Marker {
+            marker,
+            coordinator_epoch,
+        } => {
+            if let Some(first) = producers.apply_marker(
+                placed,
+                placed.base_offset,
+                marker,
+                coordinator_epoch,
+                now_ms,
+            ) {
+                unstable(placed.base_offset, first);
+            }
+        }
+        EntryKind::Control => {}
+    }
+}
