@@ -17,6 +17,7 @@
 //! - [`cache`]: recent batches in memory for tailing consumers.
 //! - [`epochs`]: the leader-epoch cache of a replicated partition (term → first index and
 //!   offset) and its checkpoint file.
+//! - [`raft_state`]: the Raft hard state (term, vote, commit) of a replicated partition.
 //! - [`record_file`]: small durable logs of JSON records (cluster metadata, group offsets,
 //!   transactions), atomic file writes and directory syncs.
 //!
@@ -43,6 +44,7 @@ pub mod log;
 #[cfg(test)]
 mod log_tests;
 pub mod producer_state;
+pub mod raft_state;
 pub mod record_file;
 pub mod recovery;
 pub mod segment_walk;
