@@ -605,6 +605,7 @@ mod tests {
             state % n
         };
         let mut cache = EpochCache::new();
+        let mut outcomes = std::collections::HashMap::new();
         for _ in 0..10_000 {
             let term = next(20);
             let index = 1 + next(100);
@@ -617,10 +618,29 @@ mod tests {
                     cache.truncate_from_start(index as i64 * 10, index);
                 }
                 _ => {
-                    cache.assign(term, index, offset);
+                    let outcome = match cache.assign(term, index, offset) {
+                        Assigned::Rewrote { .. } => "rewrote",
+                        other => {
+                            if other == Assigned::Appended {
+                                "appended"
+                            } else if other == Assigned::Unchanged {
+                                "unchanged"
+                            } else {
+                                "refused"
+                            }
+                        }
+                    };
+                    *outcomes.entry(outcome).or_insert(0) += 1;
                 }
             }
             EpochCache::from_entries(cache.entries().to_vec()).unwrap();
+        }
+        // Every kind of outcome was exercised.
+        for outcome in ["appended", "unchanged", "rewrote", "refused"] {
+            assert!(
+                outcomes.get(outcome).copied().unwrap_or(0) > 100,
+                "{outcomes:?}"
+            );
         }
     }
 
