@@ -15,6 +15,9 @@
 //! - [`compaction`]: rewriting sealed segments with only the last record of each key.
 //! - [`producer_state`]: idempotent producers' sequences and their snapshots.
 //! - [`cache`]: recent batches in memory for tailing consumers.
+//! - [`epochs`]: the leader-epoch cache of a replicated partition (term → first index and
+//!   offset) and its checkpoint file.
+//! - [`raft_state`]: the Raft hard state (term, vote, commit) of a replicated partition.
 //! - [`record_file`]: small durable logs of JSON records (cluster metadata, group offsets,
 //!   transactions), atomic file writes and directory syncs.
 //!
@@ -33,6 +36,7 @@
 
 pub mod cache;
 pub mod compaction;
+pub mod epochs;
 pub mod index;
 #[cfg(test)]
 mod lifecycle_tests;
@@ -40,6 +44,7 @@ pub mod log;
 #[cfg(test)]
 mod log_tests;
 pub mod producer_state;
+pub mod raft_state;
 pub mod record_file;
 pub mod recovery;
 #[cfg(test)]
