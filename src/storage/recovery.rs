@@ -193,7 +193,16 @@ fn read_idempotent_headers(
 }
 
 /// Recovers the partition in `dir`. `dir` must exist.
-pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
+///
+/// `producers_at`: the producer state is wanted as of this offset, not the log end (a
+/// replicated log's committed end; what follows is replayed by the log itself): later
+/// snapshots are not used and later batches not replayed.
+pub fn recover(
+    dir: &Path,
+    index_interval_bytes: u64,
+    producers_at: Option<i64>,
+) -> io::Result<Recovered> {
+    let producers_at = producers_at.unwrap_or(i64::MAX);
     let mut bases = Vec::new();
     let mut snapshots = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -337,6 +346,9 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
             std::fs::remove_file(&path)?;
             continue;
         }
+        if offset > producers_at {
+            continue;
+        }
         if snapshot_offset >= 0 {
             if offset < snapshot_offset {
                 // Older snapshots are no longer needed.
@@ -376,7 +388,10 @@ pub fn recover(dir: &Path, index_interval_bytes: u64) -> io::Result<Recovered> {
                 .unwrap_or(0);
             *scanned = read_idempotent_headers(&segment.path, from, segment.summary.len)?;
         }
-        for batch in scanned.iter().filter(|b| b.info.base_offset >= replay_from) {
+        for batch in scanned
+            .iter()
+            .filter(|b| b.info.base_offset >= replay_from && b.info.base_offset < producers_at)
+        {
             if batch.info.is_control() {
                 if let Some(marker) = batch.marker {
                     producers.apply_marker(

@@ -84,11 +84,29 @@ impl Model {
             "uncommitted data is visible"
         );
         self.high_watermark = hw;
-        for (i, entry) in self.entries.iter().enumerate().rev().take(8) {
+        // Every entry from the committed one on is known (a reopened log knows no more);
+        // what is known of earlier ones must be right.
+        for (i, entry) in self.entries.iter().enumerate().rev() {
             let index = i as u64 + 1;
-            assert_eq!(raft.term(index), Some(entry.term), "term of {index}");
             let base = self.end_of(i as u64);
+            let must = index >= self.committed;
+            if !must && raft.term(index).is_none() {
+                break;
+            }
+            assert_eq!(raft.term(index), Some(entry.term), "term of {index}");
             assert_eq!(raft.offsets(index), Some((base, base + entry.records())));
+            if !must && index + 8 < self.committed {
+                break;
+            }
+        }
+    }
+
+    fn assert_on_disk(&self, found: &[(i64, Vec<u8>)], seed: u64) {
+        let expected = self.expected();
+        assert_eq!(found.len(), expected.len(), "seed {seed}: entries on disk");
+        for (f, e) in found.iter().zip(&expected) {
+            assert_eq!(f.0, e.0, "seed {seed}: offset");
+            assert!(f.1 == e.1, "seed {seed}: batch at {} differs", e.0);
         }
     }
 
@@ -235,37 +253,37 @@ fn random_ops(seed: u64, steps: usize, crash: bool) {
             assert_eq!(log.borrow().high_watermark(), log.borrow().next_offset());
             close(log).await;
         }
-        if std::env::var_os("REPLICA_TEST_DEBUG").is_some() {
-            let mut names: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    (e.file_name(), e.metadata().unwrap().len())
-                })
-                .collect();
-            names.sort();
-            eprintln!("files: {names:?}");
-            let keep = std::path::Path::new("/tmp/replica-debug");
-            let _ = std::fs::remove_dir_all(keep);
-            std::fs::create_dir_all(keep).unwrap();
-            for (name, _) in &names {
-                std::fs::copy(dir.join(name), keep.join(name)).unwrap();
-            }
-        }
-        let found = on_disk(&dir).await;
-        if std::env::var_os("REPLICA_TEST_DEBUG").is_some() {
-            eprintln!("found: {:?}", found.iter().map(|f| f.0).collect::<Vec<_>>());
-            eprintln!(
-                "expected: {:?}",
-                model.expected().iter().map(|f| f.0).collect::<Vec<_>>()
-            );
-        }
-        let expected = model.expected();
-        assert_eq!(found.len(), expected.len(), "seed {seed}: entries on disk");
-        for (f, e) in found.iter().zip(&expected) {
-            assert_eq!(f.0, e.0, "seed {seed}: offset");
-            assert!(f.1 == e.1, "seed {seed}: batch at {} differs", e.0);
-        }
+        model.assert_on_disk(&on_disk(&dir).await, seed);
+
+        // Reopened as a Raft log with the hard state the driver would have written: the
+        // same entries, terms and commit, and producer state that a truncation of the
+        // uncommitted entries restores exactly.
+        write_hard_state(&dir, &model).await;
+        let log = RefCell::new(PartitionLog::open(&dir, replicated(1500)).await.unwrap());
+        model.high_watermark = 0;
+        model.check(&log.borrow());
+        let uncommitted = model.entries.len() as u64 - model.committed;
+        let after = model.committed + rng.below(uncommitted + 1);
+        log.borrow_mut().truncate_after(after).unwrap();
+        model.entries.truncate(after as usize);
+        model.check(&log.borrow());
+        let sequence = model.next_sequence();
+        let batch = idempotent_batch(tag + 1, PRODUCER, sequence, 2);
+        log.borrow_mut().set_epoch(term as i32 + 1);
+        let outcome = log.borrow_mut().append(&batch, &info(&batch), 1_000);
+        assert!(
+            matches!(outcome, Ok(AppendOutcome::Appended { .. })),
+            "seed {seed}: {outcome:?}"
+        );
+        model.entries.push(Entry {
+            term: term + 1,
+            batch,
+            sequence: Some(sequence),
+        });
+        model.check(&log.borrow());
+        drain(&log, &mut running).await;
+        close(log).await;
+        model.assert_on_disk(&on_disk(&dir).await, seed);
     });
 }
 
@@ -345,17 +363,48 @@ fn offsets_between_the_high_watermark_and_the_log_end_read_nothing() {
 }
 
 #[test]
-fn a_replicated_log_with_entries_is_not_reopened_as_a_raft_log_yet() {
+fn a_replicated_log_is_not_opened_without_its_raft_state_or_past_its_end() {
     run(|dir| async move {
         let log = RefCell::new(PartitionLog::open(&dir, replicated(1 << 20)).await.unwrap());
         log.borrow_mut()
             .place(Bytes::from(make_batch(1, 1, 1, 0)), 1, 0)
             .unwrap();
-        log.borrow_mut().commit_to(1);
         let mut running = VecDeque::new();
         drain(&log, &mut running).await;
         close(log).await;
+        std::fs::remove_file(dir.join(crate::storage::raft_state::RAFT_STATE_FILE)).unwrap();
         let err = PartitionLog::open(&dir, replicated(1 << 20)).await.err();
-        assert_eq!(err.map(|e| e.kind()), Some(std::io::ErrorKind::Unsupported));
+        assert_eq!(err.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidData));
+        // A commit past the log end (data the state says is there is not).
+        let mut model = Model::default();
+        model.entries.push(Entry {
+            term: 1,
+            batch: make_batch(1, 1, 1, 0),
+            sequence: None,
+        });
+        model.entries.push(model.entries[0].clone());
+        model.committed = 2;
+        write_hard_state(&dir, &model).await;
+        let err = PartitionLog::open(&dir, replicated(1 << 20)).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidData));
+        model.committed = 1;
+        write_hard_state(&dir, &model).await;
+        let log = PartitionLog::open(&dir, replicated(1 << 20)).await.unwrap();
+        assert_eq!(log.raft().unwrap().last_index(), 1);
+        assert_eq!(log.raft().unwrap().term(1), Some(1));
+        assert_eq!(log.high_watermark(), 1);
     });
+}
+
+async fn write_hard_state(dir: &std::path::Path, model: &Model) {
+    use crate::storage::raft_state::{HardState, RaftStateFile};
+    let (mut file, _) = RaftStateFile::open_or_create(dir).await.unwrap();
+    let state = HardState {
+        term: 1,
+        vote: 0,
+        commit: model.committed,
+        commit_offset: model.end_of(model.committed),
+    };
+    file.write(&state).await.unwrap();
+    file.close().await.unwrap();
 }

@@ -9,7 +9,7 @@
 //! [`frame_len`] to the chunks it reads through direct I/O.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::protocol::batch::{parse_batch, BatchInfo, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX_LEN};
@@ -107,6 +107,27 @@ impl SegmentWalker {
             reader: BufReader::with_capacity(WALK_BUFFER_BYTES, file.take(end)),
             position: 0,
             end,
+            bytes_max,
+            batch: Vec::new(),
+        })
+    }
+
+    /// Walks `path` from byte `from` (a batch boundary) up to byte `end`.
+    pub fn open_at(
+        path: &Path,
+        from: u64,
+        end: u64,
+        bytes_max: usize,
+    ) -> io::Result<SegmentWalker> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(from))?;
+        Ok(SegmentWalker {
+            reader: BufReader::with_capacity(
+                WALK_BUFFER_BYTES,
+                file.take(end.saturating_sub(from)),
+            ),
+            position: from,
+            end: end.max(from),
             bytes_max,
             batch: Vec::new(),
         })

@@ -606,7 +606,10 @@ async fn run_writes(
             glommio::executor()
                 .spawn_blocking(move || {
                     index.write_files(&dir, base, summary)?;
-                    write_snapshot(&dir, seal.snapshot_offset, &seal.snapshot)
+                    match &seal.snapshot {
+                        Some(snapshot) => write_snapshot(&dir, seal.snapshot_offset, snapshot),
+                        None => Ok(()),
+                    }
                 })
                 .await?;
         }

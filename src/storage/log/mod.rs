@@ -296,8 +296,21 @@ impl PartitionLog {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_BYTES_MAX);
         let scan_dir = dir.to_path_buf();
         let interval = config.index_interval_bytes;
+        // A replicated log's producer state is rebuilt as of the committed end, the
+        // entries after it replayed from the rows (a truncation may cut them).
+        let hard_state = if config.replicated {
+            let (file, state) =
+                crate::storage::raft_state::RaftStateFile::open_or_create(dir).await?;
+            file.close().await?;
+            state
+        } else {
+            None
+        };
+        let producers_at = config
+            .replicated
+            .then(|| hard_state.map(|s| s.commit_offset).unwrap_or(0));
         let recovered = glommio::executor()
-            .spawn_blocking(move || recover(&scan_dir, interval))
+            .spawn_blocking(move || recover(&scan_dir, interval, producers_at))
             .await?;
         if recovered.truncated_bytes > 0 {
             tracing::warn!(
@@ -358,16 +371,42 @@ impl PartitionLog {
                 segments.push(Segment::new(next_segment_id, dir, 0, interval));
             }
         }
-        let raft = if config.replicated {
-            Some(RaftTail::open(&segments)?)
-        } else {
-            None
-        };
         let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         let first_base = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_start_offset = match read_log_start(dir) {
             Some(start) => start.clamp(0, next_offset),
             None => first_base,
+        };
+        let mut producers = recovered.producers;
+        producers.trim_aborted(log_start_offset);
+        let mut unstable_markers = Vec::new();
+        let mut seals_pending = 0;
+        let raft = if config.replicated {
+            let tail =
+                RaftTail::open(dir, &segments, hard_state, interval, producers.clone()).await?;
+            tail.replay_uncommitted(&mut producers, &mut unstable_markers);
+            // Rolled segments not wholly committed are sealed once they are, and until
+            // then a truncation may cut into them: they keep their files open.
+            let count = segments.len();
+            for segment in &mut segments[..count - 1] {
+                if segment.next_offset > tail.committed_offset() {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .dma_open(&segment.path)
+                        .await?;
+                    segment.file = Some(Rc::new(file));
+                    segment.settled = false;
+                    segment.seal = Some(Seal {
+                        snapshot: None,
+                        snapshot_offset: segment.next_offset,
+                    });
+                    seals_pending += 1;
+                }
+            }
+            Some(tail)
+        } else {
+            None
         };
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
@@ -375,7 +414,9 @@ impl PartitionLog {
             config,
             segments,
             next_offset,
-            high_watermark: next_offset,
+            high_watermark: raft
+                .as_ref()
+                .map_or(next_offset, |r| r.committed_offset().min(next_offset)),
             durable_end: next_offset,
             log_start_offset,
             epoch: LEADER_EPOCH,
@@ -385,21 +426,17 @@ impl PartitionLog {
             next_job_seq: 0,
             next_segment_id,
             pending_bytes: 0,
-            seals_pending: 0,
+            seals_pending,
             links: Default::default(),
             unsynced_messages: 0,
             unsynced_since_ms: None,
             offline: None,
             closed: false,
-            producers: {
-                let mut producers = recovered.producers;
-                producers.trim_aborted(log_start_offset);
-                producers
-            },
+            producers,
             compacted_through: 0,
             tombstone_expiry_ms: i64::MAX,
             compacting: false,
-            unstable_markers: Vec::new(),
+            unstable_markers,
             file_id: files.register_log(),
             files,
             read_ahead: Default::default(),
@@ -735,7 +772,7 @@ impl PartitionLog {
     /// Starts a new segment at the next offset; the old one is sealed by the next flush.
     fn roll(&mut self, now_ms: i64) {
         self.expire_producers(now_ms);
-        let snapshot = self.producers.encode_snapshot();
+        let snapshot = Some(self.producers.encode_snapshot());
         let base = self.next_offset;
         let active = self.segments.last_mut().expect("active segment");
         active.seal = Some(Seal {

@@ -79,8 +79,9 @@ pub(super) struct Cut {
 pub struct RaftTail {
     /// Consecutive entries, up to the last one.
     rows: VecDeque<EntryRow>,
-    /// Index and term of the entry before `rows[0]` ((0, 0): the log's first entry is 1).
-    before: (u64, u64),
+    /// Index and term of the entry before `rows[0]` ((0, Some(0)): the log's first entry
+    /// is 1); the term is unknown after a reopen (rows then start at the committed entry).
+    before: (u64, Option<u64>),
     committed: u64,
     /// Offset after the committed entry.
     committed_offset: i64,
@@ -110,25 +111,90 @@ impl std::fmt::Display for TruncateError {
     }
 }
 
+/// What reopening a replicated log needs of a segment (sendable to a blocking thread).
+struct ScanSegment {
+    id: u64,
+    base_offset: i64,
+    path: std::path::PathBuf,
+    len: u64,
+    next_offset: i64,
+    index: crate::storage::index::SegmentIndex,
+}
+
 impl RaftTail {
-    /// The Raft view of a log opened with `segments`. A replicated log is created empty;
-    /// reopening one with entries needs the index of its first entry, which is not kept
-    /// on disk yet.
-    pub(super) fn open(segments: &[Segment]) -> io::Result<RaftTail> {
-        if segments.iter().any(|s| s.len > 0) {
+    /// The Raft view of a log reopened with `segments`, whose hard state (written by the
+    /// Raft driver) says entry `commit` ends at `commit_offset`: the entries from the
+    /// committed one on are read back from the files into rows. `producers` is the
+    /// producer state as of `commit_offset` (see [`crate::storage::recovery::recover`]).
+    pub(super) async fn open(
+        dir: &std::path::Path,
+        segments: &[Segment],
+        state: Option<crate::storage::raft_state::HardState>,
+        interval: u64,
+        producers: ProducerState,
+    ) -> io::Result<RaftTail> {
+        let start = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let end = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        let (commit, commit_offset) = match state {
+            Some(s) => (s.commit, s.commit_offset),
+            None if end == start => (0, start),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: a replicated log with entries has no Raft state ({})",
+                        dir.display(),
+                        crate::storage::raft_state::RAFT_STATE_FILE
+                    ),
+                ))
+            }
+        };
+        if commit_offset > end || commit_offset < start && commit > 0 {
             return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "reopening a replicated log with entries is not supported yet",
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the committed end {commit_offset} (entry {commit}) is outside the log [{start}, {end}]",
+                    dir.display()
+                ),
             ));
         }
-        let start = segments.first().map(|s| s.base_offset).unwrap_or(0);
-        Ok(RaftTail {
-            rows: VecDeque::new(),
-            before: (0, 0),
-            committed: 0,
-            committed_offset: start,
-            committed_producers: ProducerState::default(),
-        })
+        let scan: Vec<ScanSegment> = segments
+            .iter()
+            .filter(|s| s.next_offset >= commit_offset && s.len > 0)
+            .map(|s| ScanSegment {
+                id: s.id,
+                base_offset: s.base_offset,
+                path: s.path.clone(),
+                len: s.len,
+                next_offset: s.next_offset,
+                index: s.index.clone(),
+            })
+            .collect();
+        let dir_name = dir.display().to_string();
+        let rows = glommio::executor()
+            .spawn_blocking(move || scan_rows(&dir_name, scan, commit, commit_offset, interval))
+            .await?;
+        let mut tail = RaftTail {
+            rows,
+            before: (0, Some(0)),
+            committed: commit,
+            committed_offset: commit_offset,
+            committed_producers: producers,
+        };
+        tail.before = match tail.rows.front() {
+            Some(first) if first.index > 1 => (first.index - 1, None),
+            _ => (0, Some(0)),
+        };
+        if commit > 0 && tail.term(commit).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: no batch ends at the committed end {commit_offset}",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(tail)
     }
 
     pub fn last_index(&self) -> u64 {
@@ -147,7 +213,7 @@ impl RaftTail {
     /// The term of entry `index`, if the tail knows it (`index` 0: term 0).
     pub fn term(&self, index: u64) -> Option<u64> {
         if index == self.before.0 {
-            return Some(self.before.1);
+            return self.before.1;
         }
         self.row(index).map(|r| r.term)
     }
@@ -161,6 +227,24 @@ impl RaftTail {
         let first = self.rows.front()?.index;
         let i = usize::try_from(index.checked_sub(first)?).ok()?;
         self.rows.get(i)
+    }
+
+    /// Applies the entries after the committed one to `producers` (producer state as of
+    /// the committed entry), and records the transactions their markers close.
+    pub(super) fn replay_uncommitted(
+        &self,
+        producers: &mut ProducerState,
+        unstable_markers: &mut Vec<(i64, i64)>,
+    ) {
+        for row in self.rows.iter().filter(|r| r.index > self.committed) {
+            apply_entry(
+                producers,
+                &row.info,
+                row.kind,
+                row.info.max_timestamp,
+                |offset, first| unstable_markers.push((offset, first)),
+            );
+        }
     }
 
     pub(super) fn push(&mut self, row: EntryRow) {
@@ -263,7 +347,7 @@ impl PartitionLog {
         let keep_from = index.saturating_sub(COMMITTED_ROWS_KEPT as u64);
         while raft.rows.front().is_some_and(|r| r.index <= keep_from) {
             let row = raft.rows.pop_front().expect("checked");
-            raft.before = (row.index, row.term);
+            raft.before = (row.index, Some(row.term));
         }
         self.advance_high_watermark();
         self.has_pending()
@@ -382,19 +466,108 @@ impl PartitionLog {
         self.unstable_markers.retain(|&(marker, _)| marker < cut);
         let raft = self.raft.as_ref().expect("checked");
         let mut producers = raft.committed_producers.clone();
-        for row in raft.rows.iter().filter(|r| r.index > raft.committed) {
-            apply_entry(
-                &mut producers,
-                &row.info,
-                row.kind,
-                row.info.max_timestamp,
-                |_, _| {},
-            );
-        }
+        // Markers kept are already in `unstable_markers`.
+        raft.replay_uncommitted(&mut producers, &mut Vec::new());
         self.producers = producers;
         tracing::debug!(dir = %self.dir.display(), index, offset = cut, "log truncated");
         Ok(())
     }
+}
+
+/// Reads the rows of a reopened log: the committed entry (ending at `commit_offset`) and
+/// every entry after it. Runs on a blocking thread.
+fn scan_rows(
+    dir: &str,
+    segments: Vec<ScanSegment>,
+    commit: u64,
+    commit_offset: i64,
+    interval: u64,
+) -> io::Result<VecDeque<EntryRow>> {
+    use crate::storage::recovery::BATCH_BYTES_MAX_ON_DISK;
+    use crate::storage::segment_walk::SegmentWalker;
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{dir}: {why}"));
+    let mut rows = VecDeque::new();
+    // The index of the next batch read, once the committed one was found.
+    let mut next_index: Option<u64> = if commit == 0 { Some(1) } else { None };
+    for segment in segments {
+        // Start at the index entry at or before the committed batch (or the start).
+        let target = (commit_offset - 1).max(segment.base_offset);
+        let entry = if next_index.is_none() {
+            let relative = u32::try_from(target - segment.base_offset).unwrap_or(u32::MAX);
+            segment.index.lookup_offset(relative)
+        } else {
+            None
+        };
+        let (from, mut builder) = match entry {
+            Some(e) => (
+                u64::from(e.position),
+                IndexBuilder::resume(
+                    interval,
+                    u64::from(e.position),
+                    None,
+                    e.max_timestamp_before,
+                ),
+            ),
+            None => (0, IndexBuilder::new(interval)),
+        };
+        let mut scratch = crate::storage::index::SegmentIndex::new();
+        let mut walker =
+            SegmentWalker::open_at(&segment.path, from, segment.len, BATCH_BYTES_MAX_ON_DISK)?;
+        loop {
+            let (position, info) = match walker.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(stop) => {
+                    return Err(invalid(format!(
+                        "{}: {}",
+                        segment.path.display(),
+                        io::Error::from(stop)
+                    )))
+                }
+            };
+            let before = builder.clone();
+            builder.add(&mut scratch, segment.base_offset, position, &info);
+            let next_offset = info.last_offset() + 1;
+            let index = match next_index {
+                Some(i) => i,
+                None if next_offset == commit_offset => commit,
+                None if next_offset > commit_offset => {
+                    return Err(invalid(format!(
+                        "the committed end {commit_offset} falls inside the batch at {}",
+                        info.base_offset
+                    )))
+                }
+                None => continue,
+            };
+            next_index = Some(index + 1);
+            let bytes = walker.batch();
+            let term = i32::from_be_bytes(bytes[12..16].try_into().expect("a batch header"));
+            let kind = if !info.is_control() {
+                EntryKind::Data
+            } else {
+                match control_marker(bytes) {
+                    Some(marker) => EntryKind::Marker {
+                        marker,
+                        coordinator_epoch: -1,
+                    },
+                    None => EntryKind::Control,
+                }
+            };
+            rows.push_back(EntryRow {
+                index,
+                term: u64::try_from(term).unwrap_or(0),
+                base_offset: info.base_offset,
+                next_offset,
+                segment: segment.id,
+                position,
+                builder_before: before,
+                info,
+                kind,
+            });
+        }
+        debug_assert!(segment.next_offset >= commit_offset);
+    }
+    Ok(rows)
 }
 
 /// Applies an entry's batch (as placed, with its offsets) to producer state;

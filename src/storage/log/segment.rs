@@ -13,8 +13,9 @@ use crate::storage::{segment_file, LOG_SUFFIX};
 /// A segment waiting to be sealed by the next flush.
 #[derive(Debug)]
 pub(super) struct Seal {
-    /// Producer state as of the next segment's base offset.
-    pub(super) snapshot: Vec<u8>,
+    /// Producer state as of the next segment's base offset (`None`: not known, a
+    /// replicated log's rolled segment found uncommitted at reopen).
+    pub(super) snapshot: Option<Vec<u8>>,
     pub(super) snapshot_offset: i64,
 }
 
