@@ -9,6 +9,10 @@
 //! any text (a decoder's message, a client's string) safe inside one log line, and
 //! [`client_log_verdict`] rate-limits the lines about one client on a shard, so a client
 //! that reconnects and misbehaves in a loop cannot flood the log.
+//!
+//! [`raft_log`]: the `slog` logger raft-rs is given, which forwards to `tracing`.
+
+pub mod raft_log;
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};

@@ -174,7 +174,7 @@ fi
 # tests/fuzz/run.sh SECONDS.
 fuzz_seconds=${STRAND_FUZZ_SECONDS:-30}
 if [ "$fuzz_seconds" -gt 0 ]; then
-    step "fuzzing request decoding and batch validation (${fuzz_seconds}s per target)"
+    step "fuzzing request decoding, batch validation and inter-node frames (${fuzz_seconds}s per target)"
     status=0
     tests/fuzz/run.sh "$fuzz_seconds" || status=$?
     record "tests/fuzz/run.sh $fuzz_seconds" "$status"

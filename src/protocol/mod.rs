@@ -10,6 +10,8 @@
 //! - [`errors`]: Kafka error codes by name.
 //! - [`pieces`] and [`fetch_encode`]: responses as pieces written in order, so that a Fetch
 //!   response's record bytes reach the socket without a copy.
+//! - [`rpc`]: the frames nodes of a cluster exchange (Raft messages, requests, leadership),
+//!   encoded to pieces and decoded zero-copy from one buffer.
 //! - [`alloc_guard`]: the global allocator, which keeps a forged array count in a request
 //!   from aborting the process.
 
@@ -20,4 +22,5 @@ pub mod errors;
 pub mod fetch_encode;
 pub mod pieces;
 pub mod records;
+pub mod rpc;
 pub mod versions;

@@ -102,6 +102,12 @@ impl ChainWriter {
         }
     }
 
+    /// The pieces, without a size prefix (a part of a frame that is still to be framed).
+    pub fn finish(mut self) -> Vec<Piece> {
+        self.flush();
+        self.pieces
+    }
+
     /// The pieces, behind a 4-byte size prefix (what a Kafka frame starts with).
     pub fn finish_frame(mut self) -> Vec<Piece> {
         self.flush();
