@@ -495,6 +495,43 @@ pub fn control_batch(
     )
 }
 
+/// The control batch a replicated partition's new leader writes as its first entry (Kafka's
+/// `LEADER_CHANGE` control type, as KRaft writes it): one record, key `(version 0, type
+/// 2)`, no value; no producer; timestamps -1. Every replica stores these same bytes (the
+/// base offset and leader epoch, patched in, are outside the CRC). Consumers skip control
+/// batches; clients that read control keys ignore a type they do not use.
+pub fn leader_change_batch() -> Vec<u8> {
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&CONTROL_TYPE_LEADER_CHANGE.to_be_bytes());
+    let mut area = Vec::new();
+    records::Record {
+        key: Some(&key),
+        value: None,
+        ..Default::default()
+    }
+    .encode(&mut area);
+    records::encode_batch(
+        &records::BatchFields {
+            base_offset: 0,
+            partition_leader_epoch: 0,
+            attributes: ATTR_CONTROL,
+            last_offset_delta: 0,
+            base_timestamp: -1,
+            max_timestamp: -1,
+            producer: records::ProducerFields {
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+            },
+            record_count: 1,
+        },
+        &area,
+    )
+}
+
+/// Kafka's control record type of a leader change (`ControlRecordType.LEADER_CHANGE`).
+pub const CONTROL_TYPE_LEADER_CHANGE: i16 = 2;
+
 /// The marker of a control batch (`batch` holds the whole batch), from its first record's
 /// key; `None` if the batch is not a control batch or its key is not a transaction marker.
 pub fn control_marker(batch: &[u8]) -> Option<Marker> {

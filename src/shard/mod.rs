@@ -18,6 +18,9 @@ pub mod append_gate;
 mod flusher;
 mod maintenance;
 pub mod mesh;
+pub mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod snapshot;
 pub mod txn;
 

@@ -45,6 +45,7 @@ pub mod log;
 mod log_tests;
 pub mod producer_state;
 pub mod raft_state;
+pub mod raft_store;
 pub mod record_file;
 pub mod recovery;
 #[cfg(test)]

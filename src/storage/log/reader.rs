@@ -47,6 +47,23 @@ impl PartitionLog {
                 high_watermark: self.high_watermark,
             });
         }
+        self.plan_range(offset, bytes_max, end)
+    }
+
+    /// A replicated log's read of written entries, past the high watermark too (what a
+    /// leader sends its followers when the cache no longer has it).
+    pub fn read_plan_written(&self, offset: i64, bytes_max: usize) -> Result<ReadPlan, ReadError> {
+        if offset < self.log_start_offset || offset > self.durable_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark: self.durable_end,
+            });
+        }
+        self.plan_range(offset, bytes_max, self.durable_end)
+    }
+
+    fn plan_range(&self, offset: i64, bytes_max: usize, end: i64) -> Result<ReadPlan, ReadError> {
         if offset >= end {
             return Ok(ReadPlan::Empty);
         }

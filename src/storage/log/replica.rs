@@ -117,7 +117,6 @@ struct ScanSegment {
     base_offset: i64,
     path: std::path::PathBuf,
     len: u64,
-    next_offset: i64,
     index: crate::storage::index::SegmentIndex,
 }
 
@@ -160,13 +159,12 @@ impl RaftTail {
         }
         let scan: Vec<ScanSegment> = segments
             .iter()
-            .filter(|s| s.next_offset >= commit_offset && s.len > 0)
+            .filter(|s| s.len > 0)
             .map(|s| ScanSegment {
                 id: s.id,
                 base_offset: s.base_offset,
                 path: s.path.clone(),
                 len: s.len,
-                next_offset: s.next_offset,
                 index: s.index.clone(),
             })
             .collect();
@@ -195,6 +193,15 @@ impl RaftTail {
             ));
         }
         Ok(tail)
+    }
+
+    /// The first entry whose term and batch the tail can give (Raft's `first_index`): the
+    /// term of the one before it is known too.
+    pub fn first_index(&self) -> u64 {
+        match self.before.1 {
+            Some(_) => self.before.0 + 1,
+            None => self.before.0 + 2,
+        }
     }
 
     pub fn last_index(&self) -> u64 {
@@ -257,6 +264,14 @@ impl PartitionLog {
     /// The Raft view of a replicated log; `None` on a single node.
     pub fn raft(&self) -> Option<&RaftTail> {
         self.raft.as_ref()
+    }
+
+    /// The stored bytes of the batch `[base_offset, next_offset)` if the recent-batch cache
+    /// still has it (a replicated log's leader sends entries from it).
+    pub fn cached_batch(&self, base_offset: i64, next_offset: i64) -> Option<Bytes> {
+        let batches = self.cache.read(base_offset, next_offset, 0)?;
+        let batch = batches.first()?;
+        (batch.base_offset == base_offset).then(|| batch.batch.to_bytes())
     }
 
     /// The epoch (Raft term) stamped into batches appended from now on.
@@ -474,8 +489,14 @@ impl PartitionLog {
     }
 }
 
-/// Reads the rows of a reopened log: the committed entry (ending at `commit_offset`) and
-/// every entry after it. Runs on a blocking thread.
+/// Bytes read back before the committed entry at reopen, for rows of committed entries a
+/// lagging follower may still need.
+pub const REOPEN_SCAN_BYTES: u64 = 8 << 20;
+
+/// Reads the rows of a reopened log: up to [`COMMITTED_ROWS_KEPT`] entries before the
+/// committed one (within [`REOPEN_SCAN_BYTES`]), the committed entry (ending at
+/// `commit_offset`) and every entry after it. Indexes are counted back from the committed
+/// entry. Runs on a blocking thread.
 fn scan_rows(
     dir: &str,
     segments: Vec<ScanSegment>,
@@ -486,30 +507,80 @@ fn scan_rows(
     use crate::storage::recovery::BATCH_BYTES_MAX_ON_DISK;
     use crate::storage::segment_walk::SegmentWalker;
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{dir}: {why}"));
-    let mut rows = VecDeque::new();
-    // The index of the next batch read, once the committed one was found.
-    let mut next_index: Option<u64> = if commit == 0 { Some(1) } else { None };
-    for segment in segments {
-        // Start at the index entry at or before the committed batch (or the start).
-        let target = (commit_offset - 1).max(segment.base_offset);
-        let entry = if next_index.is_none() {
-            let relative = u32::try_from(target - segment.base_offset).unwrap_or(u32::MAX);
-            segment.index.lookup_offset(relative)
+    if segments.is_empty() {
+        return Ok(VecDeque::new());
+    }
+    // Where to start: a batch boundary (an index entry, or a segment start) far enough
+    // back, or the log start when nothing is committed.
+    let (first_segment, first_position) = if commit == 0 {
+        (0, 0)
+    } else {
+        let c = segments
+            .partition_point(|s| s.base_offset < commit_offset)
+            .saturating_sub(1);
+        let relative =
+            u32::try_from((commit_offset - 1 - segments[c].base_offset).max(0)).unwrap_or(u32::MAX);
+        let at = segments[c]
+            .index
+            .lookup_offset(relative)
+            .map_or(0, |e| u64::from(e.position));
+        let boundary_from = |segment: &ScanSegment, from: u64| {
+            segment
+                .index
+                .entries()
+                .iter()
+                .map(|e| u64::from(e.position))
+                .find(|&p| p >= from)
+        };
+        if at >= REOPEN_SCAN_BYTES {
+            (
+                c,
+                boundary_from(&segments[c], at - REOPEN_SCAN_BYTES).unwrap_or(at),
+            )
         } else {
-            None
+            let mut left = REOPEN_SCAN_BYTES - at;
+            let mut start = (c, 0);
+            while start.0 > 0 && left > 0 {
+                let previous = &segments[start.0 - 1];
+                if previous.len <= left {
+                    left -= previous.len;
+                    start = (start.0 - 1, 0);
+                } else {
+                    if let Some(p) = boundary_from(previous, previous.len - left) {
+                        start = (start.0 - 1, p);
+                    }
+                    break;
+                }
+            }
+            start
+        }
+    };
+
+    let mut rows: Vec<EntryRow> = Vec::new();
+    // Position in `rows` of the committed entry, once found.
+    let mut committed_at: Option<usize> = if commit == 0 { Some(usize::MAX) } else { None };
+    for (i, segment) in segments.iter().enumerate().skip(first_segment) {
+        let from = if i == first_segment {
+            first_position
+        } else {
+            0
         };
-        let (from, mut builder) = match entry {
-            Some(e) => (
-                u64::from(e.position),
-                IndexBuilder::resume(
-                    interval,
-                    u64::from(e.position),
-                    None,
-                    e.max_timestamp_before,
-                ),
-            ),
-            None => (0, IndexBuilder::new(interval)),
+        let entry = segment
+            .index
+            .entries()
+            .iter()
+            .find(|e| u64::from(e.position) == from)
+            .copied();
+        let mut builder = match entry {
+            Some(e) => IndexBuilder::resume(interval, from, None, e.max_timestamp_before),
+            None => IndexBuilder::new(interval),
         };
+        if from > 0 && entry.is_none() {
+            return Err(invalid(format!(
+                "no index entry at {from} in {}",
+                segment.path.display()
+            )));
+        }
         let mut scratch = crate::storage::index::SegmentIndex::new();
         let mut walker =
             SegmentWalker::open_at(&segment.path, from, segment.len, BATCH_BYTES_MAX_ON_DISK)?;
@@ -528,18 +599,16 @@ fn scan_rows(
             let before = builder.clone();
             builder.add(&mut scratch, segment.base_offset, position, &info);
             let next_offset = info.last_offset() + 1;
-            let index = match next_index {
-                Some(i) => i,
-                None if next_offset == commit_offset => commit,
-                None if next_offset > commit_offset => {
+            if committed_at.is_none() {
+                if next_offset == commit_offset {
+                    committed_at = Some(rows.len());
+                } else if next_offset > commit_offset {
                     return Err(invalid(format!(
                         "the committed end {commit_offset} falls inside the batch at {}",
                         info.base_offset
-                    )))
+                    )));
                 }
-                None => continue,
-            };
-            next_index = Some(index + 1);
+            }
             let bytes = walker.batch();
             let term = i32::from_be_bytes(bytes[12..16].try_into().expect("a batch header"));
             let kind = if !info.is_control() {
@@ -553,8 +622,8 @@ fn scan_rows(
                     None => EntryKind::Control,
                 }
             };
-            rows.push_back(EntryRow {
-                index,
+            rows.push(EntryRow {
+                index: 0,
                 term: u64::try_from(term).unwrap_or(0),
                 base_offset: info.base_offset,
                 next_offset,
@@ -565,9 +634,30 @@ fn scan_rows(
                 kind,
             });
         }
-        debug_assert!(segment.next_offset >= commit_offset);
     }
-    Ok(rows)
+    // Number the rows: the committed one is `commit` (with nothing committed, the first
+    // is 1), and keep no more than the rows Raft may ask about.
+    let (first_index, keep_from) = match committed_at {
+        Some(usize::MAX) => (1, 0),
+        Some(at) => {
+            let first = commit
+                .checked_sub(at as u64)
+                .filter(|&f| f >= 1)
+                .ok_or_else(|| invalid(format!("entry {commit} is preceded by {at} batches")))?;
+            (first, at.saturating_sub(COMMITTED_ROWS_KEPT))
+        }
+        None => {
+            return Err(invalid(format!(
+                "no batch ends at the committed end {commit_offset}"
+            )))
+        }
+    };
+    let mut out = VecDeque::with_capacity(rows.len() - keep_from);
+    for (i, mut row) in rows.into_iter().enumerate().skip(keep_from) {
+        row.index = first_index + i as u64;
+        out.push_back(row);
+    }
+    Ok(out)
 }
 
 /// Applies an entry's batch (as placed, with its offsets) to producer state;

@@ -1,0 +1,413 @@
+//! One replica of a replicated partition: a raft-rs `RawNode` over the partition log.
+//!
+//! Everything here is synchronous except persistence: [`Replica::drive`] takes raft-rs's
+//! Readies and places their entries in the log (memory; a conflicting suffix is truncated
+//! first), notes hard-state changes, applies commits (the high watermark moves), queues the
+//! leader's messages at once and keeps the messages that must wait for durability (votes,
+//! append acknowledgements) with their Ready's number. [`Replica::persist`] makes what was
+//! placed durable (the log's flush jobs, then the hard state, `raft.state`) and releases
+//! them: raft-rs is told with `on_persist_ready`, so a leader counts its own entries only
+//! once they are on its disk, and a follower acknowledges only what is on its disk.
+//!
+//! An entry with no data (raft-rs's first entry of a new leader) is stored as the leader
+//! change control batch, the same bytes on every replica.
+//!
+//! The shard does not drive replicas yet (no partition is replicated): this is the core
+//! the cluster builds on, tested over a simulated network.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+
+use crate::protocol::batch::leader_change_batch;
+use crate::storage::log::{LogConfig, PartitionLog, ReadPlan};
+use crate::storage::raft_state::{HardState, RaftStateFile};
+use crate::storage::raft_store::{LogStore, StoreState};
+
+/// Raft timing of a replica, in ticks of the shard's Raft clock.
+#[derive(Clone, Debug)]
+pub struct ReplicaTiming {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+}
+
+impl Default for ReplicaTiming {
+    fn default() -> Self {
+        ReplicaTiming {
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+        }
+    }
+}
+
+/// Why a proposal was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This replica does not lead the partition.
+    NotLeader,
+    /// raft-rs dropped it (e.g. a leadership transfer is under way).
+    Dropped,
+}
+
+pub struct Replica {
+    id: u64,
+    raw: RawNode<LogStore>,
+    log: Rc<RefCell<PartitionLog>>,
+    store: Rc<RefCell<StoreState>>,
+    state_file: RaftStateFile,
+    /// Messages that may leave only once the Ready they came with is durable, by number.
+    unpersisted: VecDeque<(u64, Vec<Message>)>,
+    /// Something placed or changed since the last persist started.
+    dirty: bool,
+    /// The hard state changed since it was last written.
+    hard_state_dirty: bool,
+    outbox: Vec<Message>,
+}
+
+impl Replica {
+    /// Opens (recovering) the replica in `dir`: its log, with `config.replicated` set, and
+    /// its Raft state. `voters` are the replica set's Raft ids (this one among them).
+    pub async fn open(
+        dir: &Path,
+        mut config: LogConfig,
+        id: u64,
+        voters: &[u64],
+        timing: &ReplicaTiming,
+    ) -> io::Result<Replica> {
+        config.replicated = true;
+        let log = Rc::new(RefCell::new(PartitionLog::open(dir, config).await?));
+        let (state_file, hard) = RaftStateFile::open_or_create(dir).await?;
+        let hard = hard.unwrap_or_default();
+        let store = Rc::new(RefCell::new(StoreState {
+            hard_state: raft::eraftpb::HardState {
+                term: hard.term,
+                vote: hard.vote,
+                commit: hard.commit,
+                ..Default::default()
+            },
+            conf_state: ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        let raft_config = raft::Config {
+            id,
+            election_tick: timing.election_ticks,
+            heartbeat_tick: timing.heartbeat_ticks,
+            applied: hard.commit,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 32,
+            // Unlimited: raft-rs counts proposal bytes out of committed entries' data,
+            // which it is given without data (see `LogStore`); the shard bounds memory.
+            max_uncommitted_size: u64::MAX,
+            max_committed_size_per_ready: 64 * 1024,
+            ..Default::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let raw = RawNode::new(
+            &raft_config,
+            LogStore {
+                log: log.clone(),
+                state: store.clone(),
+            },
+            &crate::util::raft_log::logger(),
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
+        let mut replica = Replica {
+            id,
+            raw,
+            log: log.clone(),
+            store,
+            state_file,
+            unpersisted: VecDeque::new(),
+            dirty: false,
+            hard_state_dirty: false,
+            outbox: Vec::new(),
+        };
+        log.borrow_mut().set_epoch(epoch(replica.raw.raft.term));
+        replica.drive()?;
+        Ok(replica)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn log(&self) -> &Rc<RefCell<PartitionLog>> {
+        &self.log
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this replica knows of (0: none).
+    pub fn leader(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The committed index as raft-rs knows it.
+    pub fn commit(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Starts an election now (the preferred replica of a new partition).
+    pub fn campaign(&mut self) -> io::Result<()> {
+        self.raw
+            .campaign()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.drive()
+    }
+
+    /// One tick of the Raft clock.
+    pub fn tick(&mut self) -> io::Result<()> {
+        self.raw.tick();
+        self.drive()
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, mut message: Message) -> io::Result<()> {
+        if message.msg_type == MessageType::MsgHeartbeat {
+            // raft-rs stops the process on a commit past the log; a follower that lost
+            // unsynced entries (relaxed flush settings) would otherwise crash on the next
+            // heartbeat.
+            message.commit = message.commit.min(self.raw.raft.raft_log.last_index());
+        }
+        match self.raw.step(message) {
+            Ok(()) => {}
+            Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => {}
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+        self.drive()
+    }
+
+    /// Proposes a batch (its bytes as the producer sent them; checked by the caller):
+    /// placed in the log at once. Returns its index and term: it is committed once the
+    /// commit reaches the index while the entry there still has this term.
+    pub fn propose(&mut self, records: Bytes) -> Result<(u64, u64), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader);
+        }
+        let term = self.raw.raft.term;
+        let message = Message {
+            msg_type: MessageType::MsgPropose,
+            from: self.id,
+            entries: vec![Entry {
+                entry_type: EntryType::EntryNormal,
+                data: records,
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        };
+        match self.raw.step(message) {
+            Ok(()) => {}
+            Err(raft::Error::ProposalDropped) => return Err(ProposeError::Dropped),
+            Err(_) => return Err(ProposeError::NotLeader),
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        if self.drive().is_err() {
+            return Err(ProposeError::Dropped);
+        }
+        Ok((index, term))
+    }
+
+    /// Whether the entry at `index` is committed with `term` (a proposal's answer).
+    pub fn committed_with(&self, index: u64, term: u64) -> Option<bool> {
+        let log = self.log.borrow();
+        let tail = log.raft()?;
+        if tail.committed() < index {
+            return None;
+        }
+        Some(tail.term(index) == Some(term))
+    }
+
+    /// Messages to send, in order.
+    pub fn take_outbox(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Something placed or changed waits to be made durable ([`Self::persist`]).
+    pub fn needs_persist(&self) -> bool {
+        self.dirty
+    }
+
+    /// Handles every Ready raft-rs has.
+    pub fn drive(&mut self) -> io::Result<()> {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            if let Some(ss) = rd.ss() {
+                if ss.raft_state == StateRole::Leader {
+                    self.log.borrow_mut().set_epoch(epoch(self.raw.raft.term));
+                }
+            }
+            if !rd.snapshot().is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a Raft snapshot reached a partition replica",
+                ));
+            }
+            let entries = rd.take_entries();
+            if !entries.is_empty() {
+                self.place(entries)?;
+                self.dirty = true;
+            }
+            if let Some(hs) = rd.hs() {
+                self.store.borrow_mut().hard_state = hs.clone();
+                self.hard_state_dirty = true;
+                self.dirty = true;
+            }
+            self.outbox.extend(rd.take_messages());
+            let persisted = rd.take_persisted_messages();
+            if let Some(last) = rd.take_committed_entries().last() {
+                if self.log.borrow_mut().commit_to(last.index) {
+                    // A rolled segment became sealable.
+                    self.dirty = true;
+                }
+            }
+            let number = rd.number();
+            self.raw.advance_append_async(rd);
+            if self.dirty || !self.unpersisted.is_empty() {
+                self.unpersisted.push_back((number, persisted));
+            } else {
+                self.raw.on_persist_ready(number);
+                self.outbox.extend(persisted);
+            }
+        }
+        Ok(())
+    }
+
+    fn place(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut log = self.log.borrow_mut();
+        let now = crate::util::now_ms();
+        let first = entries[0].index;
+        let last = log.raft().map(|t| t.last_index()).unwrap_or(0);
+        if first <= last {
+            log.truncate_after(first - 1)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        }
+        for entry in entries {
+            if entry.entry_type != EntryType::EntryNormal {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("entry {} is a configuration change", entry.index),
+                ));
+            }
+            let data = if entry.data.is_empty() {
+                Bytes::from(leader_change_batch())
+            } else {
+                entry.data
+            };
+            let index = log
+                .place(data, entry.term, now)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            debug_assert_eq!(index, entry.index);
+        }
+        Ok(())
+    }
+
+    /// Makes everything placed so far durable, then lets the messages waiting for it go
+    /// and tells raft-rs.
+    pub async fn persist(&mut self) -> io::Result<()> {
+        let Some(&(number, _)) = self.unpersisted.back() else {
+            return Ok(());
+        };
+        self.dirty = false;
+        loop {
+            let job = self.log.borrow_mut().take_flush(crate::util::now_ms());
+            let Some(job) = job else { break };
+            let result = job.run().await;
+            let failed = result.as_ref().err().map(|e| e.to_string());
+            self.log.borrow_mut().complete_flush(result);
+            if let Some(why) = failed {
+                return Err(io::Error::other(why));
+            }
+        }
+        if self.hard_state_dirty {
+            self.hard_state_dirty = false;
+            let hs = self.store.borrow().hard_state.clone();
+            // The commit is written as far as this replica's log goes, with its end
+            // (reopening finds the committed entry by it).
+            let (commit, commit_offset) = {
+                let log = self.log.borrow();
+                let tail = log.raft().expect("a replica's log is replicated");
+                let commit = hs.commit.min(tail.last_index());
+                match tail.offsets(commit) {
+                    Some((_, next)) => (commit, next),
+                    None => (tail.committed(), tail.committed_offset()),
+                }
+            };
+            self.state_file
+                .write(&HardState {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit,
+                    commit_offset,
+                })
+                .await?;
+        }
+        while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
+            let (_, messages) = self.unpersisted.pop_front().expect("checked");
+            self.outbox.extend(messages);
+        }
+        self.raw.on_persist_ready(number);
+        self.drive()
+    }
+
+    /// Reads from disk the entries a send missed in the cache, then lets raft-rs send.
+    pub async fn fetch_wanted(&mut self) -> io::Result<()> {
+        let wanted = std::mem::take(&mut self.store.borrow_mut().wanted);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.store.borrow_mut().fetched.clear();
+        for (low, high, context) in wanted {
+            for index in low..high {
+                let offsets = self.log.borrow().raft().and_then(|t| t.offsets(index));
+                let Some((base, next)) = offsets else { break };
+                let plan = self.log.borrow().read_plan_written(base, 0);
+                let data = match plan {
+                    Ok(ReadPlan::Empty) | Err(_) => break,
+                    Ok(plan) => plan
+                        .read()
+                        .await
+                        .map_err(|e| io::Error::other(e.to_string()))?,
+                };
+                let bytes = data.to_bytes();
+                let Some(len) = crate::protocol::batch::parse_batch(&bytes)
+                    .ok()
+                    .filter(|i| i.base_offset == base && i.last_offset() + 1 == next)
+                    .map(|i| i.len)
+                else {
+                    break;
+                };
+                self.store
+                    .borrow_mut()
+                    .fetched
+                    .insert(index, bytes.slice(..len));
+            }
+            self.raw.on_entries_fetched(context);
+        }
+        self.drive()
+    }
+}
+
+/// A Raft term as the batch's partition leader epoch (terms stay far below 2³¹).
+fn epoch(term: u64) -> i32 {
+    i32::try_from(term).unwrap_or(i32::MAX)
+}

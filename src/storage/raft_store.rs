@@ -1,0 +1,140 @@
+//! The Raft library's view of a replicated partition log ([`raft::Storage`]).
+//!
+//! raft-rs reads its log through this trait, synchronously. Terms and indexes come from
+//! the log's [`RaftTail`](crate::storage::log::RaftTail) (memory only). Entry data is only
+//! needed to send entries to followers: it comes from the recent-batch cache, or, on a
+//! miss, the call answers `LogTemporarilyUnavailable` and records the request; the driver
+//! reads the batches from disk into [`StoreState::fetched`] and tells raft-rs to try again
+//! (`on_entries_fetched`). Where raft-rs cannot take "later" (contexts that are not async:
+//! building a Ready's committed entries, elections) it gets the entries without their data,
+//! which it never looks at there — the log itself is the state machine.
+//!
+//! The partition has no Raft snapshots yet: a follower behind what the tail can give gets
+//! `SnapshotTemporarilyUnavailable` (see [`COMMITTED_ROWS_KEPT`]).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::storage::log::{PartitionLog, COMMITTED_ROWS_KEPT};
+
+/// What the store keeps beside the log: the Raft state raft-rs starts from, and entries
+/// read from disk for a send that missed the cache.
+#[derive(Default)]
+pub struct StoreState {
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+    /// Batches read back for entries the cache no longer had, by index.
+    pub fetched: BTreeMap<u64, Bytes>,
+    /// Sends that missed the cache: entries `[low, high)`, and the context to hand back to
+    /// raft-rs once they are in `fetched`.
+    pub wanted: Vec<(u64, u64, GetEntriesContext)>,
+}
+
+/// [`raft::Storage`] over a replicated partition log.
+pub struct LogStore {
+    pub log: Rc<RefCell<PartitionLog>>,
+    pub state: Rc<RefCell<StoreState>>,
+}
+
+fn unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::Unavailable)
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let state = self.state.borrow();
+        Ok(RaftState::new(
+            state.hard_state.clone(),
+            state.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let log = self.log.borrow();
+        let tail = log.raft().ok_or_else(unavailable)?;
+        if low < tail.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > tail.last_index() + 1 || low > high {
+            return Err(unavailable());
+        }
+        let with_data = context.can_async();
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for index in low..high {
+            let term = tail.term(index).ok_or_else(unavailable)?;
+            let mut entry = Entry {
+                index,
+                term,
+                ..Default::default()
+            };
+            if with_data {
+                let (base, next) = tail.offsets(index).ok_or_else(unavailable)?;
+                let data = match self.state.borrow().fetched.get(&index) {
+                    Some(data) => Some(data.clone()),
+                    None => log.cached_batch(base, next),
+                };
+                match data {
+                    Some(data) => entry.data = data,
+                    None => {
+                        drop(log);
+                        self.state.borrow_mut().wanted.push((low, high, context));
+                        return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+                    }
+                }
+            }
+            size += entry.data.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let log = self.log.borrow();
+        let tail = log.raft().ok_or_else(unavailable)?;
+        if index + 1 < tail.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > tail.last_index() {
+            return Err(unavailable());
+        }
+        tail.term(index)
+            .ok_or(raft::Error::Store(StorageError::Compacted))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        let log = self.log.borrow();
+        Ok(log.raft().ok_or_else(unavailable)?.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        let log = self.log.borrow();
+        Ok(log.raft().ok_or_else(unavailable)?.last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        tracing::debug!(
+            follower = to,
+            kept = COMMITTED_ROWS_KEPT,
+            "a follower is behind the entries this replica can send"
+        );
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
