@@ -14,6 +14,7 @@ use super::log::{
 };
 use super::log_tests::{close, idempotent_batch, info, make_batch, read_all, run, Rng};
 use crate::protocol::batch::parse_batch;
+use crate::storage::epochs::{EpochCache, EpochEntry};
 
 fn replicated(segment_bytes: u64) -> LogConfig {
     LogConfig {
@@ -84,6 +85,23 @@ impl Model {
             "uncommitted data is visible"
         );
         self.high_watermark = hw;
+        // The epochs: one row per term, at the term's first entry.
+        let mut expected_rows = Vec::new();
+        let mut base = 0;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if expected_rows
+                .last()
+                .is_none_or(|r: &EpochEntry| r.term != entry.term)
+            {
+                expected_rows.push(EpochEntry {
+                    term: entry.term,
+                    first_index: i as u64 + 1,
+                    start_offset: base,
+                });
+            }
+            base += entry.records();
+        }
+        assert_eq!(raft.epochs().entries(), &expected_rows[..], "epochs");
         // Every entry from the committed one on is known (a reopened log knows no more);
         // what is known of earlier ones must be right.
         for (i, entry) in self.entries.iter().enumerate().rev() {
@@ -240,6 +258,11 @@ fn random_ops(seed: u64, steps: usize, crash: bool) {
         }
         drain(&log, &mut running).await;
         model.check(&log.borrow());
+        assert_eq!(
+            &EpochCache::read(&dir).unwrap(),
+            log.borrow().raft().unwrap().epochs(),
+            "the checkpoint holds the epochs once flushed"
+        );
         if crash {
             // Everything is written; nothing is sealed past the commit. Recovery scans
             // the unsealed segments and must find exactly the entries, none cut.
@@ -337,6 +360,11 @@ fn a_truncation_keeps_committed_entries_and_restores_producer_state() {
         ));
         assert_eq!(log.borrow().raft().unwrap().term(2), Some(2));
         assert_eq!(log.borrow().raft().unwrap().term(1), Some(1));
+        // OffsetForLeaderEpoch: epoch 1 ends where epoch 2 starts, the latest at the end.
+        assert_eq!(log.borrow().end_offset_for_epoch(1), Some((1, 2)));
+        assert_eq!(log.borrow().end_offset_for_epoch(2), Some((2, 4)));
+        // An epoch above every known one is undefined (Kafka: UNDEFINED_EPOCH, -1).
+        assert_eq!(log.borrow().end_offset_for_epoch(5), Some((-1, -1)));
     });
 }
 

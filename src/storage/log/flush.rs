@@ -135,10 +135,12 @@ impl PartitionLog {
         self.links.push_back(link.clone());
         let seq = self.next_job_seq;
         self.next_job_seq += 1;
+        let epochs = self.raft.as_mut().and_then(|r| r.take_dirty_epochs());
         Some(FlushJob {
             dir: self.dir.clone(),
             writes,
             doomed,
+            epochs,
             high_watermark: self.next_offset,
             seq,
             link,
@@ -341,6 +343,8 @@ pub struct FlushJob {
     pub(super) writes: Vec<SegmentWrite>,
     /// Files of segments a truncation removed, deleted before the job writes.
     pub(super) doomed: Vec<PathBuf>,
+    /// A replicated log's epochs, changed: written once the data and the jobs before are.
+    pub(super) epochs: Option<crate::storage::epochs::EpochCache>,
     /// Offset after the last batch the job writes.
     pub(super) high_watermark: i64,
     /// The job's place among its log's jobs.
@@ -480,6 +484,7 @@ impl FlushJob {
             dir,
             writes,
             doomed,
+            epochs,
             high_watermark,
             seq,
             link,
@@ -490,6 +495,10 @@ impl FlushJob {
             if !previous.wait_finished().await {
                 return Err(io::Error::other("an earlier flush of this log failed"));
             }
+        }
+        if let Some(epochs) = epochs {
+            // After the earlier job's own write of them: the newest rows land last.
+            epochs.write(&dir).await?;
         }
         Ok(FlushDone {
             segments,

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use super::segment::Segment;
 use super::*;
 use crate::protocol::batch::{control_marker, parse_batch, BatchInfo, Marker};
+use crate::storage::epochs::EpochCache;
 use crate::storage::index::IndexBuilder;
 use crate::storage::producer_state::ProducerState;
 use crate::storage::{align_down, BLOCK_BYTES};
@@ -87,6 +88,10 @@ pub struct RaftTail {
     committed_offset: i64,
     /// Producer state as of the committed entry.
     committed_producers: ProducerState,
+    /// First index and offset of every term (`leader-epoch.checkpoint`).
+    epochs: EpochCache,
+    /// `epochs` changed since a flush job last took it to write.
+    epochs_dirty: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,18 +174,46 @@ impl RaftTail {
             })
             .collect();
         let dir_name = dir.display().to_string();
-        let rows = glommio::executor()
-            .spawn_blocking(move || scan_rows(&dir_name, scan, commit, commit_offset, interval))
+        let epochs_dir = dir.to_path_buf();
+        let (rows, read) = glommio::executor()
+            .spawn_blocking(move || {
+                let rows = scan_rows(&dir_name, scan, commit, commit_offset, interval)?;
+                Ok::<_, io::Error>((rows, EpochCache::read(&epochs_dir)))
+            })
             .await?;
+        // The checkpoint is a cache of the batches' epochs: rows past the log end go, the
+        // terms read back are assigned again, and a file that does not parse is rebuilt.
+        let mut epochs = read.unwrap_or_else(|e| {
+            tracing::warn!(%e, "leader-epoch checkpoint unreadable; rebuilding it from the log");
+            EpochCache::new()
+        });
+        let before_fix = epochs.clone();
+        epochs.truncate_from_end(end);
+        for row in &rows {
+            epochs.assign(row.term, row.index, row.base_offset);
+        }
+        let epochs_dirty = epochs != before_fix;
         let mut tail = RaftTail {
             rows,
             before: (0, Some(0)),
             committed: commit,
             committed_offset: commit_offset,
             committed_producers: producers,
+            epochs,
+            epochs_dirty,
         };
         tail.before = match tail.rows.front() {
-            Some(first) if first.index > 1 => (first.index - 1, None),
+            Some(first) if first.index > 1 => {
+                let index = first.index - 1;
+                let known = tail
+                    .epochs
+                    .earliest()
+                    .is_some_and(|e| e.first_index <= index);
+                (
+                    index,
+                    known.then(|| tail.epochs.term_of_index(index)).flatten(),
+                )
+            }
             _ => (0, Some(0)),
         };
         if commit > 0 && tail.term(commit).is_none() {
@@ -256,7 +289,24 @@ impl RaftTail {
 
     pub(super) fn push(&mut self, row: EntryRow) {
         debug_assert_eq!(row.index, self.last_index() + 1);
+        if self
+            .epochs
+            .assign(row.term, row.index, row.base_offset)
+            .changed()
+        {
+            self.epochs_dirty = true;
+        }
         self.rows.push_back(row);
+    }
+
+    /// The epochs (first index and offset of each term).
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
+    /// The epochs to write, if they changed since last taken.
+    pub(super) fn take_dirty_epochs(&mut self) -> Option<EpochCache> {
+        std::mem::take(&mut self.epochs_dirty).then(|| self.epochs.clone())
     }
 }
 
@@ -272,6 +322,14 @@ impl PartitionLog {
         let batches = self.cache.read(base_offset, next_offset, 0)?;
         let batch = batches.first()?;
         (batch.base_offset == base_offset).then(|| batch.batch.to_bytes())
+    }
+
+    /// Kafka's `OffsetForLeaderEpoch` answer of a replicated log: the largest epoch at or
+    /// below `epoch` and the offset where the next epoch starts (the log end for the
+    /// latest); `None` on a single node.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let raft = self.raft.as_ref()?;
+        Some(raft.epochs.end_offset_for(epoch, self.next_offset))
     }
 
     /// The epoch (Raft term) stamped into batches appended from now on.
@@ -395,6 +453,9 @@ impl PartitionLog {
         let kept = usize::try_from(index + 1 - raft.rows.front().map(|r| r.index).unwrap_or(1))
             .expect("rows cover the uncommitted entries");
         raft.rows.truncate(kept);
+        if raft.epochs.truncate_from_end(cut) > 0 {
+            raft.epochs_dirty = true;
+        }
 
         // Segments starting after the cut go; the last one starting at or before it is
         // cut and becomes the active segment.
