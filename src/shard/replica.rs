@@ -53,6 +53,18 @@ pub enum ProposeError {
     NotLeader,
     /// raft-rs dropped it (e.g. a leadership transfer is under way).
     Dropped,
+    /// The producer state refuses the batch (Kafka's error code).
+    Refused(i16),
+}
+
+/// A batch the leader took: where it is, and whether it was there already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    pub index: u64,
+    pub term: u64,
+    /// An idempotent retry of a batch already in the log (not proposed again): it is
+    /// answered once that entry is committed with its term, like a new one.
+    pub duplicate: bool,
 }
 
 pub struct Replica {
@@ -225,6 +237,57 @@ impl Replica {
             return Err(ProposeError::Dropped);
         }
         Ok((index, term))
+    }
+
+    /// Proposes a produced batch as Kafka's leader appends one: checked against the
+    /// producer state of every entry in the log (committed or not) first, so an
+    /// idempotent retry — also one sent to a new leader that has the batch from the old
+    /// one — is answered with the entry already there instead of being written twice.
+    pub fn propose_checked(
+        &mut self,
+        records: Bytes,
+        info: &crate::protocol::batch::BatchInfo,
+    ) -> Result<Proposed, ProposeError> {
+        use crate::storage::producer_state::SequenceCheck;
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader);
+        }
+        if info.producer_id >= 0 {
+            let log = self.log.borrow();
+            match log.producers().check(info) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate { base_offset, .. } => {
+                    let tail = log.raft().ok_or(ProposeError::NotLeader)?;
+                    // Older than the tail's rows: committed long ago; answered as of the
+                    // committed entry.
+                    let (index, term) = tail.entry_at(base_offset).unwrap_or_else(|| {
+                        let index = tail.committed();
+                        (index, tail.term(index).unwrap_or(0))
+                    });
+                    return Ok(Proposed {
+                        index,
+                        term,
+                        duplicate: true,
+                    });
+                }
+                SequenceCheck::OutOfOrder { .. } => {
+                    return Err(ProposeError::Refused(
+                        crate::protocol::errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    ))
+                }
+                SequenceCheck::StaleEpoch { .. } => {
+                    return Err(ProposeError::Refused(
+                        crate::protocol::errors::INVALID_PRODUCER_EPOCH,
+                    ))
+                }
+            }
+        }
+        let (index, term) = self.propose(records)?;
+        Ok(Proposed {
+            index,
+            term,
+            duplicate: false,
+        })
     }
 
     /// Whether the entry at `index` is committed with `term` (a proposal's answer).

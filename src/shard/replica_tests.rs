@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Proposals acknowledged over the runs of the test.
 static ACKNOWLEDGED: AtomicU64 = AtomicU64::new(0);
+/// Batches the idempotent producer sent again.
+static PRODUCER_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use raft::eraftpb::Message;
 
-use super::replica::{Replica, ReplicaTiming};
+use super::replica::{ProposeError, Proposed, Replica, ReplicaTiming};
 use crate::protocol::batch::testing::{TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, parse_batch};
 use crate::storage::log::LogConfig;
@@ -67,12 +69,16 @@ fn config() -> LogConfig {
     }
 }
 
+/// Batches carry their tag in their base timestamp, after this time (a date in the future
+/// of any run: idle producers are forgotten by their last timestamp).
+const TAG_EPOCH_MS: i64 = 4_000_000_000_000;
+
 /// A batch whose base timestamp is its tag: what the checker finds it by.
 fn batch(tag: u64, rng: &mut Rng) -> Bytes {
     let records = 1 + rng.below(3) as usize;
     Bytes::from(
         TestBatch {
-            base_timestamp: tag as i64,
+            base_timestamp: TAG_EPOCH_MS + tag as i64,
             records: (0..records)
                 .map(|i| {
                     TestRecord::value(
@@ -92,6 +98,22 @@ struct Proposal {
     term: u64,
 }
 
+const PRODUCER_ID: i64 = 7;
+
+/// An idempotent producer with one batch in flight: it retries a batch (same sequence)
+/// to whichever replica leads until the batch is acknowledged, as a Kafka producer does
+/// across a leader change. Its acknowledged batches must each be stored exactly once.
+#[derive(Default)]
+struct Producer {
+    next_sequence: i32,
+    /// The batch being sent: its first sequence and bytes.
+    current: Option<(i32, Bytes)>,
+    /// Where the leader put it, and for how many steps the answer has been awaited.
+    waiting: Option<(Proposed, u32)>,
+    acked: Vec<i32>,
+    retries: u64,
+}
+
 struct Sim {
     root: PathBuf,
     timing: ReplicaTiming,
@@ -103,6 +125,7 @@ struct Sim {
     next_tag: u64,
     pending: Vec<Proposal>,
     acked: BTreeSet<u64>,
+    producer: Producer,
 }
 
 impl Sim {
@@ -168,7 +191,64 @@ impl Sim {
         }
     }
 
+    fn produce(&mut self) {
+        let producer = &mut self.producer;
+        if let Some((proposed, waited)) = &mut producer.waiting {
+            let answer = self
+                .nodes
+                .iter()
+                .flatten()
+                .find_map(|n| n.committed_with(proposed.index, proposed.term));
+            match answer {
+                Some(true) => {
+                    let (sequence, _) = producer.current.take().expect("a batch in flight");
+                    producer.acked.push(sequence);
+                    producer.waiting = None;
+                }
+                Some(false) => producer.waiting = None,
+                None if *waited > 40 => producer.waiting = None,
+                None => *waited += 1,
+            }
+            return;
+        }
+        if producer.current.is_none() {
+            self.next_tag += 1;
+            let count = 1 + self.rng.below(3) as i32;
+            let batch = TestBatch {
+                base_timestamp: TAG_EPOCH_MS + self.next_tag as i64,
+                producer_id: PRODUCER_ID,
+                producer_epoch: 0,
+                base_sequence: producer.next_sequence,
+                records: (0..count)
+                    .map(|i| {
+                        TestRecord::value(format!("p-{}-{i}", producer.next_sequence).as_bytes())
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            producer.current = Some((producer.next_sequence, Bytes::from(batch.encode())));
+            producer.next_sequence += count;
+        } else {
+            producer.retries += 1;
+        }
+        let Some(node) = self.nodes.iter_mut().flatten().find(|n| n.is_leader()) else {
+            return;
+        };
+        let (_, bytes) = producer.current.as_ref().expect("just set");
+        let info = parse_batch(bytes).unwrap();
+        match node.propose_checked(bytes.clone(), &info) {
+            Ok(proposed) => producer.waiting = Some((proposed, 0)),
+            Err(ProposeError::NotLeader) | Err(ProposeError::Dropped) => {}
+            Err(ProposeError::Refused(code)) => {
+                panic!("the leader refused a retry with error {code}")
+            }
+        }
+    }
+
     fn propose(&mut self) {
+        if self.rng.below(2) == 0 {
+            return self.produce();
+        }
         let Some(node) = self.nodes.iter_mut().flatten().find(|n| n.is_leader()) else {
             return;
         };
@@ -259,6 +339,7 @@ fn simulate(seed: u64, steps: usize) {
             next_tag: 0,
             pending: Vec::new(),
             acked: BTreeSet::new(),
+            producer: Producer::default(),
         };
         for id in 1..=NODES {
             std::fs::create_dir_all(Sim::dir(&root, id)).unwrap();
@@ -266,25 +347,25 @@ fn simulate(seed: u64, steps: usize) {
         }
         let mut crashes = 0;
         for _ in 0..steps {
-            match sim.rng.below(100) {
-                0..=24 => {
+            match sim.rng.below(200) {
+                0..=39 => {
                     for node in sim.live() {
                         node.tick().unwrap();
                     }
                 }
-                25..=54 => sim.deliver(6, true),
-                55..=69 => sim.propose(),
-                70..=89 => {
+                40..=109 => sim.deliver(8, true),
+                110..=143 => sim.propose(),
+                144..=189 => {
                     let id = 1 + sim.rng.below(NODES);
                     sim.persist(id).await;
                 }
-                90..=92 => {
+                190..=191 => {
                     let id = 1 + sim.rng.below(NODES);
                     if sim.nodes[(id - 1) as usize].take().is_some() {
                         crashes += 1;
                     }
                 }
-                93..=96 => {
+                192..=196 => {
                     let id = 1 + sim.rng.below(NODES);
                     if sim.nodes[(id - 1) as usize].is_none() {
                         sim.open(id).await;
@@ -371,12 +452,16 @@ fn simulate(seed: u64, steps: usize) {
             assert!(other == &contents[0], "seed {seed}: replicas differ");
         }
         let mut seen = BTreeSet::new();
+        let mut sequences = Vec::new();
         for batch in &contents[0] {
             let info = parse_batch(batch).unwrap();
             if info.is_control() {
                 continue;
             }
-            let tag = info.base_timestamp as u64;
+            if info.producer_id == PRODUCER_ID {
+                sequences.push(info.base_sequence);
+            }
+            let tag = (info.base_timestamp - TAG_EPOCH_MS) as u64;
             assert!(seen.insert(tag), "seed {seed}: tag {tag} stored twice");
         }
         let missing: Vec<_> = sim.acked.difference(&seen).collect();
@@ -384,6 +469,18 @@ fn simulate(seed: u64, steps: usize) {
             missing.is_empty(),
             "seed {seed}: acknowledged and lost: {missing:?}"
         );
+        // The producer's batches: in sequence order, none twice, every acknowledged one.
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: producer batches out of order or duplicated: {sequences:?}"
+        );
+        for sequence in &sim.producer.acked {
+            assert!(
+                sequences.contains(sequence),
+                "seed {seed}: acknowledged batch {sequence} lost"
+            );
+        }
+        PRODUCER_RETRIES.fetch_add(sim.producer.retries, Ordering::Relaxed);
         ACKNOWLEDGED.fetch_add(sim.acked.len() as u64, Ordering::Relaxed);
         // Closing and reopening every replica keeps the same log.
         for id in 1..=NODES {
@@ -398,8 +495,10 @@ fn simulate(seed: u64, steps: usize) {
         if std::env::var_os("STRAND_RAFT_SIM_VERBOSE").is_some() {
             let term = sim.nodes.iter().flatten().map(|n| n.term()).max();
             eprintln!(
-                "seed {seed}: {} acknowledged, {} batches, {crashes} crashes, last term {term:?}",
+                "seed {seed}: {} acknowledged, {} producer batches acknowledged ({} retries), {} batches, {crashes} crashes, last term {term:?}",
                 sim.acked.len(),
+                sim.producer.acked.len(),
+                sim.producer.retries,
                 contents[0].len()
             );
         }
@@ -426,4 +525,6 @@ fn replicas_agree_and_keep_every_acknowledged_entry_under_faults() {
         acknowledged >= 5 * seeds,
         "{acknowledged} acknowledged in {seeds} runs"
     );
+    let retries = PRODUCER_RETRIES.load(Ordering::Relaxed);
+    assert!(retries > 0, "the producer never had to retry");
 }

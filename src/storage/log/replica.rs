@@ -258,6 +258,14 @@ impl RaftTail {
         self.row(index).map(|r| r.term)
     }
 
+    /// The index and term of the entry whose batch starts at `base_offset`, if the tail
+    /// knows it.
+    pub fn entry_at(&self, base_offset: i64) -> Option<(u64, u64)> {
+        let i = self.rows.partition_point(|r| r.base_offset < base_offset);
+        let row = self.rows.get(i)?;
+        (row.base_offset == base_offset).then_some((row.index, row.term))
+    }
+
     /// The offsets `[base, next)` of entry `index`'s batch, if the tail knows it.
     pub fn offsets(&self, index: u64) -> Option<(i64, i64)> {
         self.row(index).map(|r| (r.base_offset, r.next_offset))
