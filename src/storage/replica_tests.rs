@@ -436,3 +436,43 @@ async fn write_hard_state(dir: &std::path::Path, model: &Model) {
     file.write(&state).await.unwrap();
     file.close().await.unwrap();
 }
+
+#[test]
+fn a_replicated_log_is_not_compacted_yet() {
+    use crate::protocol::batch::testing::{TestBatch, TestRecord};
+    run(|dir| async move {
+        let mut config = replicated(256);
+        config.compact = true;
+        config.min_compaction_lag_ms = 0;
+        let open = |config: LogConfig| {
+            let dir = dir.clone();
+            async move { RefCell::new(PartitionLog::open(&dir, config).await.unwrap()) }
+        };
+        let log = open(config.clone()).await;
+        // One key written over and over, a segment per batch: all but the last batch are
+        // garbage a compaction would remove.
+        for i in 0..6u8 {
+            let batch = TestBatch {
+                records: vec![TestRecord {
+                    key: Some(b"k".to_vec()),
+                    value: Some(vec![i; 200]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+            .encode();
+            log.borrow_mut().place(Bytes::from(batch), 1, 0).unwrap();
+        }
+        log.borrow_mut().commit_to(6);
+        let mut running = VecDeque::new();
+        drain(&log, &mut running).await;
+        assert!(log.borrow().segment_count() > 3);
+        assert!(log.borrow_mut().compaction_plan(i64::MAX).is_none());
+        close(log).await;
+        // The same files as a single-node log have work for the cleaner.
+        let mut single = config;
+        single.replicated = false;
+        let log = open(single).await;
+        assert!(log.borrow_mut().compaction_plan(i64::MAX).is_some());
+    });
+}

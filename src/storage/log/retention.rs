@@ -100,6 +100,12 @@ impl PartitionLog {
         if !self.config.compact || self.compacting || self.closed || self.offline.is_some() {
             return None;
         }
+        if self.raft.is_some() {
+            // Compaction drops batches with no survivor, which would renumber a Raft
+            // log's entries (an index is a batch's ordinal): replicated logs are not
+            // compacted until it keeps an empty batch in their place.
+            return None;
+        }
         let lag_horizon = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
         let settled = self.settled_prefix();
         let cleanable = self.segments[..settled]
