@@ -219,6 +219,8 @@ pub struct InboundStats {
     pub last_refusal: Option<String>,
     /// Inbound connections open now.
     pub open: usize,
+    /// Bytes of the inbound budget that frames being read hold now.
+    pub budget_bytes_used: usize,
 }
 
 #[derive(Default)]
@@ -548,6 +550,7 @@ impl PeerLinks {
             refused: self.shared.refused.get(),
             last_refusal: self.shared.last_refusal.borrow().clone(),
             open: self.shared.inbound_open.get(),
+            budget_bytes_used: self.shared.budget.used_bytes(),
         }
     }
 

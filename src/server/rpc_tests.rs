@@ -195,12 +195,11 @@ fn append(from: u64, to: u64, i: u64) -> Message {
     m.commit = i;
     let sizes = [0usize, 17, 300, 4096, 100_000];
     let entries: Vec<Entry> = (0..(i % 4) + 1)
-        .map(|k| {
-            let mut e = Entry::default();
-            e.term = 3;
-            e.index = m.index + 1 + k;
-            e.data = data(from, to, i * 10 + k, sizes[((i + k) % 5) as usize]);
-            e
+        .map(|k| Entry {
+            term: 3,
+            index: m.index + 1 + k,
+            data: data(from, to, i * 10 + k, sizes[((i + k) % 5) as usize]),
+            ..Default::default()
         })
         .collect();
     m.set_entries(entries.into());
@@ -631,6 +630,23 @@ fn an_oversize_or_bad_frame_closes_the_connection_and_the_next_one_works() {
         until_blocking("refused", || stats().refused == 2);
         assert!(stats().last_refusal.unwrap().contains("undecodable frame"));
 
+        // A frame that announces nearly the limit and stops early holds only a first
+        // chunk of the budget, not its announced length.
+        let mut partial = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        partial.write_all(&hello_bytes(good_hello())).unwrap();
+        partial.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+        partial.write_all(&[2, 2, 0]).unwrap();
+        until_blocking("frame begun", || stats().budget_bytes_used > 0);
+        std::thread::sleep(Duration::from_millis(50));
+        let held = stats().budget_bytes_used;
+        assert!(
+            held <= 16 * 1024,
+            "{held} bytes reserved for 3 bytes received"
+        );
+        drop(partial);
+        until_blocking("budget released", || stats().budget_bytes_used == 0);
+        assert_eq!(stats().refused, 3, "closed inside a frame");
+
         // A frame just under the limit is fine, on the next connection.
         let mut m = append(1, 2, 0);
         m.mut_entries()[0].data = data(1, 2, 0, (1 << 20) - 200);
@@ -643,7 +659,7 @@ fn an_oversize_or_bad_frame_closes_the_connection_and_the_next_one_works() {
         until_blocking("delivered", || rec.raft_count() == 1);
         let (_, got) = rec.raft_from(1).pop().unwrap();
         assert_eq!(got.entries[0].data, m.entries[0].data);
-        assert_eq!(stats().refused, 2);
+        assert_eq!(stats().refused, 3);
     });
 }
 
@@ -685,9 +701,11 @@ fn an_overfull_outbox_drops_and_counts() {
             let mut m = Message::default();
             m.set_msg_type(MessageType::MsgAppend);
             m.commit = ok;
-            let mut e = Entry::default();
-            e.index = 1;
-            e.data = data(1, 2, i, 100_000);
+            let e = Entry {
+                index: 1,
+                data: data(1, 2, i, 100_000),
+                ..Default::default()
+            };
             m.set_entries(vec![e].into());
             match links.send_raft(2, 1, m) {
                 Ok(()) => ok += 1,
