@@ -58,8 +58,8 @@ impl RequestBudget {
         self.capacity_bytes
     }
 
-    #[cfg(test)]
-    fn used_bytes(&self) -> usize {
+    /// Bytes reserved now.
+    pub fn used_bytes(&self) -> usize {
         self.used_bytes.get()
     }
 

@@ -15,6 +15,9 @@
 //! counted (`strand_accept_errors_total`) and logged once per
 //! [`ACCEPT_ERROR_LOG_INTERVAL_MS`], never in a tight loop.
 //!
+//! [`rpc`]: a shard's links to the same shard of the other nodes of a cluster (not used by
+//! the broker yet).
+//!
 //! Frames are read into memory that is not zero-filled first, large ones straight from the
 //! socket, and responses are written as pieces with vectored sends ([`socket`]), so Fetch
 //! responses reach the kernel with no copy of their records.
@@ -26,6 +29,9 @@
 mod budget;
 mod connection;
 pub mod metrics_http;
+pub mod rpc;
+#[cfg(test)]
+mod rpc_tests;
 mod socket;
 
 use std::rc::Rc;
