@@ -465,14 +465,32 @@ pub fn control_batch(
         Marker::Abort => 0,
         Marker::Commit => 1,
     };
-    let mut key = 0i16.to_be_bytes().to_vec();
-    key.extend_from_slice(&kind.to_be_bytes());
     let mut value = 0i16.to_be_bytes().to_vec();
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    control_record_batch(
+        kind,
+        Some(&value),
+        ATTR_TRANSACTIONAL | ATTR_CONTROL,
+        (producer_id, producer_epoch),
+        timestamp,
+    )
+}
+
+/// A control batch of one record: key `(version 0, control_type)`, `value`; base offset
+/// and leader epoch 0 (the log patches them), no sequence, CRC correct.
+fn control_record_batch(
+    control_type: i16,
+    value: Option<&[u8]>,
+    attributes: i16,
+    (producer_id, producer_epoch): (i64, i16),
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&control_type.to_be_bytes());
     let mut area = Vec::new();
     records::Record {
         key: Some(&key),
-        value: Some(&value),
+        value,
         ..Default::default()
     }
     .encode(&mut area);
@@ -480,7 +498,7 @@ pub fn control_batch(
         &records::BatchFields {
             base_offset: 0,
             partition_leader_epoch: 0,
-            attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+            attributes,
             last_offset_delta: 0,
             base_timestamp: timestamp,
             max_timestamp: timestamp,
@@ -501,32 +519,7 @@ pub fn control_batch(
 /// base offset and leader epoch, patched in, are outside the CRC). Consumers skip control
 /// batches; clients that read control keys ignore a type they do not use.
 pub fn leader_change_batch() -> Vec<u8> {
-    let mut key = 0i16.to_be_bytes().to_vec();
-    key.extend_from_slice(&CONTROL_TYPE_LEADER_CHANGE.to_be_bytes());
-    let mut area = Vec::new();
-    records::Record {
-        key: Some(&key),
-        value: None,
-        ..Default::default()
-    }
-    .encode(&mut area);
-    records::encode_batch(
-        &records::BatchFields {
-            base_offset: 0,
-            partition_leader_epoch: 0,
-            attributes: ATTR_CONTROL,
-            last_offset_delta: 0,
-            base_timestamp: -1,
-            max_timestamp: -1,
-            producer: records::ProducerFields {
-                producer_id: -1,
-                producer_epoch: -1,
-                base_sequence: -1,
-            },
-            record_count: 1,
-        },
-        &area,
-    )
+    control_record_batch(CONTROL_TYPE_LEADER_CHANGE, None, ATTR_CONTROL, (-1, -1), -1)
 }
 
 /// Kafka's control record type of a leader change (`ControlRecordType.LEADER_CHANGE`).
@@ -842,6 +835,28 @@ mod tests {
         }
         .encode();
         assert_eq!(parse_batch(&batch).unwrap().last_sequence(), 0);
+    }
+
+    #[test]
+    fn the_leader_change_batch_is_a_constant_valid_control_batch() {
+        let batch = leader_change_batch();
+        assert_eq!(
+            batch,
+            leader_change_batch(),
+            "every replica stores the same bytes"
+        );
+        let info = parse_batch(&batch).unwrap();
+        assert!(info.is_control() && !info.is_transactional());
+        assert_eq!((info.producer_id, info.record_count), (-1, 1));
+        // Not a transaction marker: nothing closes a transaction.
+        assert_eq!(control_marker(&batch), None);
+        // The key clients read: 4 bytes, version 0, type LEADER_CHANGE.
+        let key = 0i16
+            .to_be_bytes()
+            .into_iter()
+            .chain(CONTROL_TYPE_LEADER_CHANGE.to_be_bytes())
+            .collect::<Vec<u8>>();
+        assert!(batch.windows(4).any(|w| w == key.as_slice()));
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! proposal is there exactly once.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +15,6 @@ static ACKNOWLEDGED: AtomicU64 = AtomicU64::new(0);
 static PRODUCER_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 use raft::eraftpb::Message;
 
 use super::replica::{ProposeError, Proposed, Replica, ReplicaTiming};
@@ -24,40 +22,7 @@ use crate::protocol::batch::testing::{TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, parse_batch};
 use crate::storage::log::LogConfig;
 
-fn run<F, Fut>(test: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(512 * 1024)
-        .spawn(move || async move {
-            crate::storage::warm_up_io(&path).await.unwrap();
-            test(path).await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    drop(dir);
-}
-
-/// SplitMix64, so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::storage::testing::{run_in_tempdir as run, Rng};
 
 const NODES: u64 = 3;
 

@@ -4,38 +4,16 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
-use std::path::{Path, PathBuf};
-
-use glommio::{LocalExecutorBuilder, Placement};
+use std::path::Path;
 
 use super::compaction::{batch_records, compress, split_records};
 use super::log::{LogConfig, PartitionLog};
-use super::{warm_up_io, LOG_SUFFIX};
+use super::LOG_SUFFIX;
 use crate::protocol::batch::testing::{fix_crc, TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, validate_produce_records, BATCH_HEADER_LEN};
 use crate::storage::ReadError;
 
-fn run<F, Fut>(test: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 * 1024)
-        .spawn(move || async move {
-            warm_up_io(&path).await.unwrap();
-            let log_dir = path.join("t-0");
-            std::fs::create_dir_all(&log_dir).unwrap();
-            test(log_dir).await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    drop(dir);
-}
+use super::testing::run_in_partition_dir as run;
 
 /// A deterministic xorshift generator: failures replay from the seed.
 struct Rng(u64);

@@ -4,39 +4,18 @@
 //! restart) checked against an in-memory model after every step.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use super::log::{AppendError, AppendOutcome, LogConfig, PartitionLog};
-use super::{warm_up_io, LOG_SUFFIX};
+use super::LOG_SUFFIX;
 use crate::protocol::batch::testing::{fix_crc, TestBatch, TestRecord};
 use crate::protocol::batch::{iter_batches, parse_batch, validate_produce_records, BatchInfo};
 
-/// Runs `test` on a fresh glommio executor with a temporary directory.
-pub(super) fn run<F, Fut>(test: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 * 1024)
-        .spawn(move || async move {
-            warm_up_io(&path).await.unwrap();
-            let log_dir = path.join("t-0");
-            std::fs::create_dir_all(&log_dir).unwrap();
-            test(log_dir).await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    drop(dir);
-}
+pub(super) use super::testing::run_in_partition_dir as run;
+pub(super) use super::testing::Rng;
 
 pub(super) fn config(segment_bytes: u64, cache_bytes: usize) -> LogConfig {
     LogConfig {
@@ -473,22 +452,6 @@ fn producer_state_is_recovered_after_crash_and_clean_close() {
     });
 }
 
-/// A small deterministic generator (SplitMix64), so a failing seed can be replayed.
-pub(super) struct Rng(pub(super) u64);
-
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What the log must hold: every durable batch, in order, as stored.
 #[derive(Default)]
 struct Model {
@@ -658,7 +621,7 @@ fn random_operations_match_the_model() {
                                 // A torn block: the last bytes are garbage.
                                 let n = garbage.len();
                                 for b in &mut garbage[n.saturating_sub(50)..] {
-                                    *b = rng.next() as u8;
+                                    *b = rng.next_u64() as u8;
                                 }
                             }
                             std::fs::OpenOptions::new()

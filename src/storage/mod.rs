@@ -51,6 +51,8 @@ pub mod recovery;
 #[cfg(test)]
 mod replica_tests;
 pub mod segment_walk;
+#[cfg(test)]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 

@@ -255,35 +255,10 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::os::unix::fs::FileExt;
 
-    use glommio::{LocalExecutorBuilder, Placement};
-
     use super::*;
-    use crate::storage::warm_up_io;
-
-    /// Runs `test` on a fresh glommio executor with a partition directory.
-    fn run<F, Fut>(test: F)
-    where
-        F: FnOnce(PathBuf) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + 'static,
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(256 * 1024)
-            .spawn(move || async move {
-                warm_up_io(&path).await.unwrap();
-                let log_dir = path.join("t-0");
-                std::fs::create_dir_all(&log_dir).unwrap();
-                test(log_dir).await;
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        drop(dir);
-    }
+    use crate::storage::testing::run_in_partition_dir as run;
 
     fn state(term: u64, vote: u64, commit: u64) -> HardState {
         HardState {
