@@ -979,7 +979,7 @@ mod tests {
         let entries: Vec<Entry> = (0..3u64)
             .map(|i| Entry {
                 term: 4,
-                index: append.index + 1 + i,
+                index: append.index.wrapping_add(1 + i),
                 data: Bytes::from(vec![i as u8; 300 * i as usize]),
                 ..Default::default()
             })

@@ -278,6 +278,17 @@ pub struct PartitionLog {
     file_id: u64,
 }
 
+/// The bytes of `path`'s partial last block, for a segment `len` bytes long.
+fn read_tail_block(path: &Path, len: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let aligned = crate::storage::align_down(len);
+    let mut block = vec![0; (len - aligned) as usize];
+    if !block.is_empty() {
+        std::fs::File::open(path)?.read_exact_at(&mut block, aligned)?;
+    }
+    Ok(block)
+}
+
 impl PartitionLog {
     /// Opens (recovering) the log in `dir`, which must exist, with a cache of its own for
     /// sealed segments' files (see [`Self::open_in`]).
@@ -396,6 +407,12 @@ impl PartitionLog {
                         .dma_open(&segment.path)
                         .await?;
                     segment.file = Some(Rc::new(file));
+                    // Its seal rewrites nothing, but a segment's partial last block is
+                    // always known while flush jobs may touch it.
+                    let (path, len) = (segment.path.clone(), segment.len);
+                    segment.tail_block = glommio::executor()
+                        .spawn_blocking(move || read_tail_block(&path, len))
+                        .await?;
                     segment.settled = false;
                     segment.seal = Some(Seal {
                         snapshot: None,
