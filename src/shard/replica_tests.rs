@@ -292,6 +292,9 @@ async fn read_everything(replica: &Replica) -> Vec<Vec<u8>> {
 }
 
 fn simulate(seed: u64, steps: usize) {
+    // Shown with a failure (STRAND_RAFT_SIM_FIRST_SEED=<seed> STRAND_RAFT_SIM_SEEDS=1
+    // replays it; raft-rs randomises election timeouts, so a replay may need a few runs).
+    println!("simulation seed {seed}");
     run(move |root| async move {
         let mut sim = Sim {
             root: root.clone(),

@@ -178,6 +178,9 @@ async fn on_disk(dir: &std::path::Path) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn random_ops(seed: u64, steps: usize, crash: bool) {
+    // Shown with a failure (STRAND_REPLICA_FIRST_SEED=<seed> STRAND_REPLICA_SEEDS=1
+    // replays it).
+    println!("model seed {seed}");
     run(move |dir| async move {
         let mut rng = Rng(seed);
         let log = RefCell::new(PartitionLog::open(&dir, replicated(1500)).await.unwrap());

@@ -52,10 +52,7 @@ impl PartitionLog {
         }
         // A replicated log seals a segment only once all of it is committed: until then a
         // truncation may cut into it (and make it the active segment again).
-        let sealable_before = match &self.raft {
-            Some(raft) => raft.committed_offset(),
-            None => i64::MAX,
-        };
+        let sealable_before = self.sealable_before();
         let mut writes = Vec::new();
         for segment in &mut self.segments[first..] {
             let chunks = std::mem::take(&mut segment.pending);

@@ -557,10 +557,7 @@ impl PartitionLog {
         if self.seals_pending == 0 && self.raft.is_none() {
             return false;
         }
-        let sealable_before = match &self.raft {
-            Some(raft) => raft.committed_offset(),
-            None => i64::MAX,
-        };
+        let sealable_before = self.sealable_before();
         self.segments
             .iter()
             .rev()
@@ -568,6 +565,16 @@ impl PartitionLog {
             .any(|s| {
                 s.rewrite_from.is_some() || (s.seal.is_some() && s.next_offset <= sealable_before)
             })
+    }
+
+    /// A rolled segment may be sealed once it ends at or before this offset: at once on a
+    /// single node; once all of it is committed in a replicated log (a truncation may
+    /// still reach it until then).
+    fn sealable_before(&self) -> i64 {
+        match &self.raft {
+            Some(raft) => raft.committed_offset(),
+            None => i64::MAX,
+        }
     }
 
     /// Moves the high watermark: to the durable end on a single node; to the committed
