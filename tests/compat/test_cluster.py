@@ -1,0 +1,528 @@
+"""Several Strand nodes as one cluster (tests/compat/cluster.py starts them).
+
+Cluster metadata (topics, node registrations, producer-id blocks) is replicated by a Raft
+group over every node; partitions are not replicated (replication factor 1) but spread
+over the nodes. Node N shard k is Kafka broker N * 1024 + k; any node answers Metadata
+with every node's shards and the metadata leader's shard 0 as controller.
+
+- a formed cluster: every node lists every broker at its port and the same controller;
+  kcat sees them all; SIGTERM stops every node cleanly;
+- CreateTopics through any node (real clients send it to the controller; raw requests to
+  a follower check forwarding, and that the answer comes once the follower applied it),
+  as are DeleteTopics, CreatePartitions and AlterConfigs; rf > 1 is refused;
+- produce through one node, consume in a group through another;
+- the metadata leader killed: a new one takes over, topics can still be created, the
+  survivors' partitions keep working, the killed node catches up when back;
+- every node killed at once: topics, records and committed offsets survive;
+- two of three nodes down: metadata changes fail (NOT_CONTROLLER or a timeout), the
+  survivor's own partitions keep working.
+"""
+
+import concurrent.futures
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition,
+)
+from confluent_kafka.admin import NewTopic
+
+from cluster import (
+    INVALID_REPLICATION_FACTOR, NOT_CONTROLLER, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
+    TOPIC_ALREADY_EXISTS, Cluster, alter_topic_configs_raw, broker_id, create_partitions_raw,
+    create_topic_raw, delete_topic_raw, fetch_error, metadata, node_of, topic_config_raw,
+    wait_for,
+)
+from helpers import consume
+
+pytestmark = pytest.mark.timeout(150)
+
+# The first rebalance of a new group completes at once: these tests use one consumer.
+EXTRA = ["--group-initial-rebalance-delay-ms", "0"]
+SPREAD_TIMEOUT_S = 10  # a change applied on one node shows on the others within this
+TAKEOVER_TIMEOUT_S = 20  # a new metadata leader, or a restarted node caught up
+
+
+@pytest.fixture
+def make_cluster(tmp_path, request):
+    """make_cluster(nodes=3, shards=1, extra=()) starts a cluster and waits until it is
+    formed. At teardown every node is killed; a node that died on its own or a panic in
+    any log fails the test; the logs are printed when the test failed."""
+    made = []
+
+    def make(nodes=3, shards=1, extra=()):
+        c = Cluster(tmp_path / f"cluster{len(made)}", nodes=nodes, shards=shards,
+                    extra=[*EXTRA, *extra])
+        made.append(c)
+        c.start()
+        c.wait_formed()
+        return c
+
+    yield make
+    failed = any(
+        getattr(request.node, "rep_" + when, None) is not None
+        and getattr(request.node, "rep_" + when).failed
+        for when in ("setup", "call")
+    )
+    problems = []
+    for c in made:
+        crashed = [n.node_id for n in c.nodes if n.crashed()]
+        c.stop_all()
+        panicked = c.panicked()
+        if failed or crashed or panicked:
+            print(c.dump_logs())
+        if crashed:
+            problems.append(f"node(s) {crashed} died during the test")
+        if panicked:
+            problems.append(f"node(s) {panicked} panicked")
+    assert not problems, "; ".join(problems) + " (logs above)"
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    return make_cluster()
+
+
+def topic_name(prefix="c"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def kcat(*args, timeout=30):
+    result = subprocess.run(["kcat", *args], capture_output=True, timeout=timeout)
+    assert result.returncode == 0, f"kcat {args}: {result.stderr.decode(errors='replace')}"
+    return result.stdout.decode()
+
+
+def admin_create(node, name, partitions, replication_factor=1, timeout=15):
+    """CreateTopics with confluent-kafka's AdminClient bootstrapped on `node` (librdkafka
+    sends it to the controller): None, or the KafkaError it failed with."""
+    admin = node.admin()  # the futures fail with _DESTROY once the client is collected
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)],
+        request_timeout=timeout,
+    )
+    try:
+        futures[name].result(timeout=timeout + 5)
+        return None
+    except KafkaException as e:
+        return e.args[0]
+
+
+def refused(node, name, partitions, replication_factor=1):
+    """The error code admin_create failed with; fails the test if it succeeded."""
+    err = admin_create(node, name, partitions, replication_factor)
+    assert err is not None, f"CreateTopics {name} (rf {replication_factor}) succeeded"
+    return err.code()
+
+
+RETRIABLE = {
+    KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+}
+
+
+def admin_create_retrying(node, name, partitions, timeout):
+    """CreateTopics through `node` until it succeeds: NOT_CONTROLLER and timeouts are
+    retried (an attempt that timed out may still have created it, so TOPIC_ALREADY_EXISTS
+    after one counts as success). Returns the seconds it took."""
+    started = time.time()
+    uncertain = False
+    last = None
+    while time.time() - started < timeout:
+        admin = node.admin()
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            request_timeout=5,
+        )
+        try:
+            futures[name].result(timeout=8)
+            return time.time() - started
+        except KafkaException as e:
+            code = e.args[0].code()
+            if code == KafkaError.TOPIC_ALREADY_EXISTS and uncertain:
+                return time.time() - started
+            assert code in RETRIABLE, f"CreateTopics {name}: {e}"
+            last = e
+        except concurrent.futures.TimeoutError as e:
+            last = e
+        uncertain = True
+        time.sleep(0.3)
+    raise AssertionError(f"CreateTopics {name} did not succeed within {timeout}s: {last!r}")
+
+
+def view(node, name, partitions):
+    """{partition: leader} of `name` in `node`'s own metadata if it lists the topic
+    without error, with `partitions` partitions, each with a leader; else None."""
+    md = metadata(node.port)
+    if name not in md.topics:
+        return None
+    error_code, leaders = md.topics[name]
+    if error_code != 0 or len(leaders) != partitions or min(leaders.values()) < 0:
+        return None
+    assert sorted(leaders) == list(range(partitions)), leaders
+    return leaders
+
+
+def wait_topic(cluster, name, partitions, nodes=None, timeout=SPREAD_TIMEOUT_S):
+    """Waits until every given node (default: all live ones) shows `name` with all its
+    partitions led, the same leaders everywhere, each a broker of a cluster node; returns
+    {partition: leader}."""
+    nodes = cluster.live() if nodes is None else nodes
+
+    def everywhere():
+        views = {n.node_id: view(n, name, partitions) for n in nodes}
+        return None if None in views.values() else views
+
+    views = wait_for(f"{name} in the metadata of nodes {[n.node_id for n in nodes]}",
+                     everywhere, timeout)
+    leaders = next(iter(views.values()))
+    assert all(v == leaders for v in views.values()), f"nodes disagree on leaders: {views}"
+    assert set(leaders.values()) <= set(cluster.broker_ids()), leaders
+    return leaders
+
+
+def shard_port(cluster, broker):
+    """The client port of Kafka broker id `broker`."""
+    return cluster.node(node_of(broker)).port + broker % 1024
+
+
+def produce(bootstrap, records, idempotent=True, timeout=30):
+    """Produces [(topic, partition, value)] with acks=all; returns {(topic, partition):
+    [(offset, value)]} of the acknowledged records in offset order. Fails on any error."""
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": idempotent,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": timeout * 1000,
+    })
+    acked = {}
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append((msg.partition(), err))
+        else:
+            acked.setdefault((msg.topic(), msg.partition()), []).append((msg.offset(), msg.value()))
+
+    for topic, partition, value in records:
+        producer.produce(topic, value=value, key=value[:8], partition=partition,
+                         on_delivery=on_delivery)
+        producer.poll(0)
+    assert producer.flush(timeout + 5) == 0, "records still unacknowledged"
+    assert errors == [], errors[:10]
+    assert sum(len(v) for v in acked.values()) == len(records)
+    for key in acked:
+        acked[key].sort()
+    return acked
+
+
+def read_back(bootstrap, topic, partitions, expected, timeout=30):
+    """Every record of the given partitions from offset 0 (assigned, no group):
+    {(topic, partition): [(offset, value)]}."""
+    got = consume(_Bootstrap(bootstrap), topic, partitions, OFFSET_BEGINNING, expected,
+                  timeout=timeout)
+    return {(topic, p): [(o, v) for o, _, v, _ in msgs] for p, msgs in got.items()}
+
+
+class _Bootstrap:
+    """What helpers.consume wants of a broker: a bootstrap string."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+
+
+def only(acked, topic):
+    return {k: v for k, v in acked.items() if k[0] == topic}
+
+
+# ------------------------------------------------------------------ the tests
+
+def test_formed_cluster_lists_every_shard_as_a_broker(cluster):
+    expected = {broker_id(n.node_id, 0): ("127.0.0.1", n.port) for n in cluster.nodes}
+    assert sorted(expected) == [1024, 2048, 3072]
+    controller = cluster.controller_node()
+    controller_id = broker_id(controller.node_id, 0)
+    for n in cluster.nodes:
+        md = n.list_topics()
+        assert {b: (m.host, m.port) for b, m in md.brokers.items()} == expected, n
+        assert md.controller_id == controller_id, n
+        raw = metadata(n.port)
+        assert raw.brokers == expected, n
+        assert raw.controller_id == controller_id, n
+
+    text = kcat("-b", cluster.node(2).bootstrap, "-L")
+    assert " 3 brokers:" in text, text
+    for b, (host, port) in expected.items():
+        assert f"broker {b} at {host}:{port}" in text, text
+    assert f"broker {controller_id} at 127.0.0.1:{controller.port} (controller)" in text, text
+    listed = json.loads(kcat("-b", cluster.node(3).bootstrap, "-L", "-J"))
+    assert sorted(b["id"] for b in listed["brokers"]) == sorted(expected)
+    assert listed["controllerid"] == controller_id
+
+    # SIGTERM stops every node, each with exit code 0.
+    assert cluster.terminate_all() == {1: 0, 2: 0, 3: 0}
+
+
+def test_create_topic_through_any_node(cluster):
+    name = topic_name()
+    n2, n3 = cluster.node(2), cluster.node(3)
+    assert admin_create(n2, name, 6) is None
+    leaders = wait_topic(cluster, name, 6)
+    nodes = {node_of(b) for b in leaders.values()}
+    assert len(nodes) >= 2, f"6 partitions all on node {nodes}: {leaders}"
+
+    # Replication factor: -1 means 1; more than 1 is refused, and nothing is created.
+    default_rf = topic_name()
+    assert admin_create(n2, default_rf, 2, replication_factor=-1) is None
+    not_created = [topic_name(), topic_name()]
+    assert refused(n2, not_created[0], 2, replication_factor=3) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert refused(n3, not_created[1], 2, replication_factor=4) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert refused(n3, name, 6) == KafkaError.TOPIC_ALREADY_EXISTS
+    assert refused(n3, name, 3) == KafkaError.TOPIC_ALREADY_EXISTS
+    wait_topic(cluster, default_rf, 2)
+    for n in cluster.nodes:
+        md = metadata(n.port)
+        assert not set(not_created) & set(md.topics), (n, sorted(md.topics))
+        assert len(md.topics[name][1]) == 6
+
+    # Each partition is served by its leader only; any other broker answers
+    # NOT_LEADER_OR_FOLLOWER.
+    for p, leader in leaders.items():
+        assert fetch_error(shard_port(cluster, leader), name, p) == 0
+        for n in cluster.nodes:
+            if n.node_id != node_of(leader):
+                assert fetch_error(n.port, name, p) == NOT_LEADER_OR_FOLLOWER, (p, leader, n)
+
+
+def test_topic_changes_sent_to_a_follower_are_forwarded(cluster):
+    """Raw requests to each node that does not lead the metadata group: the follower
+    forwards, and answers once it has applied the change itself."""
+    leader = cluster.controller_node()
+    followers = [n for n in cluster.nodes if n is not leader]
+    for f in followers:
+        name = topic_name()
+        assert create_topic_raw(f.port, name, 4) == (0, None)
+        assert view(f, name, 4) is not None, f"{f} answered before applying {name}"
+        wait_topic(cluster, name, 4)
+        error_code, _ = create_topic_raw(f.port, name, 4)
+        assert error_code == TOPIC_ALREADY_EXISTS
+        error_code, _ = create_topic_raw(f.port, topic_name(), 1, replication_factor=2)
+        assert error_code == INVALID_REPLICATION_FACTOR
+
+        assert create_partitions_raw(f.port, name, 7) == (0, None)
+        assert view(f, name, 7) is not None, f"{f} answered before growing {name}"
+        wait_topic(cluster, name, 7)
+
+        assert alter_topic_configs_raw(f.port, name, {"retention.ms": "7654321"}) == (0, None)
+        assert topic_config_raw(f.port, name, "retention.ms") == (0, "7654321")
+        for n in cluster.nodes:
+            wait_for(f"retention.ms of {name} on {n}",
+                     lambda: topic_config_raw(n.port, name, "retention.ms") == (0, "7654321"),
+                     SPREAD_TIMEOUT_S)
+
+        assert delete_topic_raw(f.port, name) == 0
+        assert name not in metadata(f.port).topics, f"{f} answered before deleting {name}"
+        for n in cluster.nodes:
+            wait_for(f"{name} gone from {n}", lambda: name not in metadata(n.port).topics,
+                     SPREAD_TIMEOUT_S)
+
+
+def test_produce_through_one_node_consume_in_a_group_through_another(cluster):
+    name = topic_name()
+    n1, n3 = cluster.node(1), cluster.node(3)
+    assert admin_create(n1, name, 6) is None
+    leaders = wait_topic(cluster, name, 6)
+    assert len({node_of(b) for b in leaders.values()}) >= 2, leaders
+
+    records = [(name, i % 6, f"value-{i:04d}".encode()) for i in range(600)]
+    acked = produce(n1.bootstrap, records)
+    assert sorted(p for _, p in acked) == list(range(6))
+    for (_, p), msgs in acked.items():
+        assert [o for o, _ in msgs] == list(range(100)), f"partition {p}: offsets not dense"
+        sent = [v for t, q, v in records if q == p]
+        assert [v for _, v in msgs] == sent, f"partition {p}: send order lost"
+
+    group = "g-" + uuid.uuid4().hex[:10]
+    consumer = Consumer({
+        "bootstrap.servers": n3.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+    })
+    consumer.subscribe([name])
+    got = {}
+    count = 0
+    try:
+        deadline = time.time() + 40
+        settle_until = None
+        while time.time() < deadline and (settle_until is None or time.time() < settle_until):
+            m = consumer.poll(0.2)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.setdefault((m.topic(), m.partition()), []).append((m.offset(), m.value()))
+            count += 1
+            if count == len(records) and settle_until is None:
+                settle_until = time.time() + 1  # anything beyond them shows up too
+        assert got == acked, f"consumed {count} of {len(records)}"
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition(name, p) for p in range(6)], timeout=10)
+        assert sorted((tp.partition, tp.offset) for tp in committed) == [(p, 100) for p in range(6)]
+    finally:
+        consumer.close()
+
+
+def test_metadata_leader_killed(cluster):
+    before = topic_name("before")
+    assert admin_create(cluster.node(1), before, 6) is None
+    leaders = wait_topic(cluster, before, 6)
+    acked = produce(cluster.bootstrap_all(), [(before, i % 6, f"b-{i}".encode()) for i in range(60)])
+
+    dead = cluster.controller_node()
+    dead.kill9()
+    survivors = cluster.live()
+    assert len(survivors) == 2
+
+    during = topic_name("during")
+    took = admin_create_retrying(survivors[0], during, 4, TAKEOVER_TIMEOUT_S)
+    print(f"CreateTopics succeeded {took:.1f}s after node {dead.node_id} was killed")
+    alive = {n.node_id for n in survivors}
+
+    def new_controller():
+        ids = {metadata(n.port).controller_id for n in survivors}
+        return len(ids) == 1 and node_of(next(iter(ids))) in alive
+    wait_for("the survivors to name a new controller", new_controller, TAKEOVER_TIMEOUT_S)
+    during_leaders = wait_topic(cluster, during, 4, nodes=survivors)
+
+    # The survivors' partitions of `before` keep working, from one of their bootstraps.
+    theirs = sorted(p for p, b in leaders.items() if node_of(b) in alive)
+    assert theirs, f"no partition of {before} on a survivor: {leaders}"
+    bootstrap = cluster.bootstrap_all(survivors)
+    more = produce(bootstrap, [(before, p, f"a-{p}-{i}".encode()) for p in theirs for i in range(20)])
+    expected = {k: acked[k] + more[k] for k in more}
+    assert read_back(bootstrap, before, theirs, sum(map(len, expected.values()))) == expected
+
+    # Back, the killed node learns what happened while it was down, and serves its share.
+    dead.start()
+    assert wait_topic(cluster, during, 4, timeout=TAKEOVER_TIMEOUT_S) == during_leaders
+    assert wait_topic(cluster, before, 6) == leaders
+    produce(cluster.bootstrap_all(), [(during, p, f"d-{p}".encode()) for p in range(4)],
+            timeout=TAKEOVER_TIMEOUT_S)
+    mine = sorted(p for p, b in leaders.items() if node_of(b) == dead.node_id)
+    if mine:
+        assert read_back(dead.bootstrap, before, mine, sum(len(acked[(before, p)]) for p in mine)) \
+            == {(before, p): acked[(before, p)] for p in mine}
+
+
+def test_every_node_killed_and_restarted(cluster):
+    topics = {topic_name("a"): 6, topic_name("b"): 3}
+    leaders = {}
+    for i, (name, partitions) in enumerate(topics.items()):
+        assert admin_create(cluster.node(i + 1), name, partitions) is None
+        leaders[name] = wait_topic(cluster, name, partitions)
+    records = [(name, i % n, f"{name}-{i}".encode()) for name, n in topics.items() for i in range(150)]
+    acked = produce(cluster.bootstrap_all(), records)
+
+    a = next(iter(topics))
+    group = "g-" + uuid.uuid4().hex[:10]
+    committer = Consumer({"bootstrap.servers": cluster.node(2).bootstrap, "group.id": group,
+                          "enable.auto.commit": False})
+    offsets = [TopicPartition(a, p, 10 + p) for p in range(6)]
+    committer.commit(offsets=offsets, asynchronous=False)
+    committer.close()
+
+    cluster.kill9_all()
+    cluster.start()
+    cluster.wait_formed()
+    for name, partitions in topics.items():
+        assert wait_topic(cluster, name, partitions, timeout=TAKEOVER_TIMEOUT_S) == leaders[name]
+    for name, partitions in topics.items():
+        expected = only(acked, name)
+        got = read_back(cluster.bootstrap_all(), name, partitions, sum(map(len, expected.values())))
+        assert got == expected, name
+
+    reader = Consumer({"bootstrap.servers": cluster.node(3).bootstrap, "group.id": group,
+                       "enable.auto.commit": False})
+    try:
+        committed = reader.committed([TopicPartition(a, p) for p in range(6)], timeout=15)
+        assert [(tp.partition, tp.offset) for tp in committed] == [(p, 10 + p) for p in range(6)]
+    finally:
+        reader.close()
+
+    # Offsets go on from where they were.
+    after = produce(cluster.bootstrap_all(), [(a, p, b"after") for p in range(6)])
+    assert after == {(a, p): [(len(acked[(a, p)]), b"after")] for p in range(6)}
+
+
+def test_two_of_three_down(cluster):
+    name = topic_name()
+    assert admin_create(cluster.node(1), name, 6) is None
+    leaders = wait_topic(cluster, name, 6)
+    holders = {node_of(b) for b in leaders.values()}
+    # The lone survivor is the metadata leader if it holds a partition: a leader left alone
+    # must not commit changes either.
+    controller = cluster.controller_node()
+    survivor = controller if controller.node_id in holders else cluster.node(min(holders))
+    for n in cluster.nodes:
+        if n is not survivor:
+            n.kill9()
+
+    lost = topic_name("lost")
+    started = time.time()
+    admin = survivor.admin()
+    futures = admin.create_topics([NewTopic(lost, num_partitions=2, replication_factor=1)],
+                                  request_timeout=10)
+    try:
+        futures[lost].result(timeout=20)
+        raise AssertionError("CreateTopics succeeded with 2 of 3 nodes down")
+    except KafkaException as e:
+        assert e.args[0].code() in (
+            KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+        ), e
+    except concurrent.futures.TimeoutError:
+        pass
+    print(f"AdminClient CreateTopics failed after {time.time() - started:.1f}s")
+
+    raw = topic_name("raw")
+    started = time.time()
+    error_code, message = create_topic_raw(survivor.port, raw, 2, socket_timeout=45)
+    assert error_code in (NOT_CONTROLLER, REQUEST_TIMED_OUT), (error_code, message)
+    print(f"raw CreateTopics: error {error_code} after {time.time() - started:.1f}s")
+    md = metadata(survivor.port)
+    assert lost not in md.topics and raw not in md.topics, sorted(md.topics)
+
+    # Its own partitions still take and serve records (not idempotent: a new producer id
+    # may need the metadata group).
+    mine = sorted(p for p, b in leaders.items() if node_of(b) == survivor.node_id)
+    acked = produce(survivor.bootstrap, [(name, p, f"{p}-{i}".encode()) for p in mine for i in range(30)],
+                    idempotent=False)
+    assert read_back(survivor.bootstrap, name, mine, 30 * len(mine)) == acked
+
+
+def test_two_shards_per_node(make_cluster):
+    cluster = make_cluster(shards=2)
+    expected = {broker_id(n.node_id, k): ("127.0.0.1", n.port + k)
+                for n in cluster.nodes for k in range(2)}
+    assert sorted(expected) == [1024, 1025, 2048, 2049, 3072, 3073]
+    for n in cluster.nodes:
+        for port in n.ports:
+            assert metadata(port).brokers == expected, (n, port)
+
+    name = topic_name()
+    assert admin_create(cluster.node(3), name, 12) is None
+    leaders = wait_topic(cluster, name, 12)
+    assert len({node_of(b) for b in leaders.values()}) >= 2, leaders
+    for p, leader in leaders.items():
+        assert fetch_error(shard_port(cluster, leader), name, p) == 0
+        other_shard = leader ^ 1  # the other shard of the same node
+        assert fetch_error(shard_port(cluster, other_shard), name, p) == NOT_LEADER_OR_FOLLOWER
+
+    # Bootstrapped on shard 1 of node 1 only; read back through node 2 only.
+    acked = produce(f"127.0.0.1:{cluster.node(1).port + 1}",
+                    [(name, i % 12, f"v{i}".encode()) for i in range(240)])
+    assert read_back(cluster.node(2).bootstrap, name, 12, 240) == acked
