@@ -148,8 +148,13 @@ class Cluster:
         each has logged "ready" and listens on all its client ports."""
         todo = [n for n in (self.nodes if nodes is None else nodes) if not n.running()]
         started = [(n, n.spawn()) for n in todo]
-        for n, log_from in started:
-            n.wait_ready(log_from)
+        try:
+            for n, log_from in started:
+                n.wait_ready(log_from)
+        except BaseException:
+            for n, _ in started:
+                n.kill9()
+            raise
 
     def kill9_all(self):
         for n in self.nodes:

@@ -52,13 +52,21 @@ def make_cluster(tmp_path, request):
     formed. At teardown every node is killed; a node that died on its own or a panic in
     any log fails the test; the logs are printed when the test failed."""
     made = []
+    dumped = set()
 
     def make(nodes=3, shards=1, extra=()):
         c = Cluster(tmp_path / f"cluster{len(made)}", nodes=nodes, shards=shards,
                     extra=[*EXTRA, *extra])
         made.append(c)
-        c.start()
-        c.wait_formed()
+        try:
+            c.start()
+            c.wait_formed()
+        except BaseException:
+            # Output printed at teardown is not shown for a failed setup: print it now.
+            print(c.dump_logs())
+            c.stop_all()
+            dumped.add(id(c))
+            raise
         return c
 
     yield make
@@ -72,7 +80,7 @@ def make_cluster(tmp_path, request):
         crashed = [n.node_id for n in c.nodes if n.crashed()]
         c.stop_all()
         panicked = c.panicked()
-        if failed or crashed or panicked:
+        if (failed or crashed or panicked) and id(c) not in dumped:
             print(c.dump_logs())
         if crashed:
             problems.append(f"node(s) {crashed} died during the test")
@@ -155,8 +163,12 @@ def admin_create_retrying(node, name, partitions, timeout):
 
 def view(node, name, partitions):
     """{partition: leader} of `name` in `node`'s own metadata if it lists the topic
-    without error, with `partitions` partitions, each with a leader; else None."""
-    md = metadata(node.port)
+    without error, with `partitions` partitions, each with a leader; else None (also when
+    the node does not answer)."""
+    try:
+        md = metadata(node.port)
+    except OSError:
+        return None
     if name not in md.topics:
         return None
     error_code, leaders = md.topics[name]
@@ -394,7 +406,10 @@ def test_metadata_leader_killed(cluster):
     alive = {n.node_id for n in survivors}
 
     def new_controller():
-        ids = {metadata(n.port).controller_id for n in survivors}
+        try:
+            ids = {metadata(n.port).controller_id for n in survivors}
+        except OSError:
+            return False
         return len(ids) == 1 and node_of(next(iter(ids))) in alive
     wait_for("the survivors to name a new controller", new_controller, TAKEOVER_TIMEOUT_S)
     during_leaders = wait_topic(cluster, during, 4, nodes=survivors)
