@@ -40,6 +40,8 @@ struct ShardStart {
     config: Arc<Config>,
     ends: MeshEnds,
     listener: StdListener,
+    /// Shard 0 of a cluster member: its inter-node listener.
+    rpc_listener: Option<StdListener>,
     shutdown: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
@@ -70,6 +72,29 @@ pub fn serve(config: Config) -> Result<(), String> {
         if !ok {
             return Err(format!("--advertise {adv:?} must be HOST:PORT"));
         }
+    }
+    let peers = config.cluster_peers()?;
+    if config.clustered() {
+        let node = config
+            .node_id
+            .ok_or("--peers needs --node-id (this node's id among them)")?;
+        if !peers.iter().any(|(id, _)| *id as i64 == node as i64) {
+            return Err(format!("--node-id {node} is not among --peers"));
+        }
+        if config.rpc_listen.is_none() {
+            return Err("--peers needs --rpc-listen (where peers reach this node)".into());
+        }
+        let single = config.data_dir.join("cluster").join("metadata.log");
+        if std::fs::metadata(&single).is_ok_and(|m| m.len() > 0) {
+            return Err(format!(
+                "{} holds the metadata of a node running alone; a cluster member starts on a data directory of its own",
+                single.display()
+            ));
+        }
+    } else if config.node_id.is_some() || config.rpc_listen.is_some() {
+        return Err(
+            "--node-id and --rpc-listen make this node a cluster member: give --peers too".into(),
+        );
     }
     for def in crate::cluster::topic_config::DEFS {
         let value = crate::cluster::topic_config::broker_default(&config, def.name);
@@ -110,6 +135,12 @@ pub fn serve(config: Config) -> Result<(), String> {
         })?;
         listeners.push(listener);
     }
+    let mut rpc_listener = match config.rpc_listen {
+        Some(addr) if config.clustered() => Some(crate::server::rpc::bind(addr, 0).map_err(|e| {
+            format!("cannot listen on {addr} for peers: {e} (is another node running on this port?)")
+        })?),
+        _ => None,
+    };
     clean_deleted_dirs(&config.data_dir);
     let coordinator_state =
         crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
@@ -142,6 +173,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             config: config.clone(),
             ends,
             listener,
+            rpc_listener: if k == 0 { rpc_listener.take() } else { None },
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
@@ -278,14 +310,24 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
                 )
             })
             .collect();
-        let controller = glommio::executor()
-            .spawn_blocking(move || {
-                Controller::load(&data_dir, shard_count, default_partitions, broker_defaults)
-                    .map(|c| c.with_partitions_max(partitions_max, partitions_why))
-            })
-            .await
-            .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
-        shard.start_controller(controller).await;
+        if let Some(rpc_listener) = start.rpc_listener {
+            start_cluster_member(
+                &shard,
+                rpc_listener,
+                (default_partitions, broker_defaults),
+                (partitions_max, partitions_why),
+            )
+            .await?;
+        } else {
+            let loaded = glommio::executor()
+                .spawn_blocking(move || Controller::load(&data_dir))
+                .await
+                .map_err(|e| format!("cannot load cluster metadata: {e}"))?;
+            let controller =
+                Controller::local(loaded, shard_count, default_partitions, broker_defaults)
+                    .with_partitions_max(partitions_max, partitions_why);
+            shard.start_controller(controller).await;
+        }
         if let Some(addr) = config.metrics_listen {
             glommio::spawn_local(crate::server::metrics_http::serve(shard.clone(), addr)).detach();
         }
@@ -353,6 +395,79 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     }
     shard.close_partitions().await;
     tracing::info!(shard = shard.id.0, "shard stopped");
+    Ok(())
+}
+
+/// Shard 0 of a cluster member: opens the metadata group, starts the links to the other
+/// members and the controller over the group.
+async fn start_cluster_member(
+    shard: &Rc<Shard>,
+    rpc_listener: StdListener,
+    (default_partitions, broker_defaults): (i32, std::collections::BTreeMap<String, String>),
+    (partitions_max, partitions_why): (usize, String),
+) -> Result<(), String> {
+    use crate::server::rpc::{LinksConfig, PeerLinks, RpcLimits};
+    use crate::shard::meta::{MetaCommitter, MetaGroup};
+    let config = shard.config.clone();
+    let peers = config.cluster_peers()?;
+    let node = config.node() as u64;
+    let members: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
+    let dir = config.data_dir.join("cluster").join("raft");
+    let (group, replica) = MetaGroup::open(&dir, config.clone(), node, &members)
+        .await
+        .map_err(|e| format!("cannot open the metadata log in {}: {e}", dir.display()))?;
+    let controller = Controller::replicated(
+        shard.node,
+        members
+            .iter()
+            .map(|&id| crate::cluster::NodeId(id as i32))
+            .collect(),
+        Rc::new(MetaCommitter(group.clone())),
+        config.shards_resolved(),
+        default_partitions,
+        broker_defaults,
+    )
+    .with_partitions_max(partitions_max, partitions_why);
+    let links = PeerLinks::start(
+        LinksConfig {
+            node_id: node,
+            shard: 0,
+            shard_count: config.shards_resolved() as u16,
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+            cluster_id: String::new(),
+            peers: peers.into_iter().filter(|(id, _)| *id != node).collect(),
+            limits: RpcLimits::default(),
+        },
+        rpc_listener,
+        Rc::new(crate::server::cluster::MetaLinks {
+            shard: shard.clone(),
+            group: group.clone(),
+        }),
+    )
+    .map_err(|e| format!("cannot start the inter-node links: {e}"))?;
+    group.set_transport(links.clone());
+    group.spawn_driver(replica);
+    shard
+        .start_cluster_controller(controller, group.clone())
+        .await;
+    // Stop the group and the links when the broker stops.
+    let watched = shard.clone();
+    glommio::spawn_local(async move {
+        while !watched.shutting_down.get() {
+            let seen = watched.shutdown.generation();
+            if watched.shutting_down.get() {
+                break;
+            }
+            watched.shutdown.wait(seen).await;
+        }
+        group.stop();
+        links.shutdown().await;
+    })
+    .detach();
+    tracing::info!(node, members = ?members, "cluster member: metadata group and links started");
     Ok(())
 }
 

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
 
+/// The largest node id: broker ids (node × 1024 + shard) stay positive `i32`s.
+pub const NODE_ID_MAX: i32 = 1_000_000;
+
 /// Flags of `strand serve`.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
@@ -21,6 +24,37 @@ pub struct Config {
     /// containers. Defaults to the listen address.
     #[arg(long)]
     pub advertise: Option<String>,
+
+    /// This node's id in a cluster (1 or more; with `--peers`). Shard k of node N is
+    /// advertised as Kafka broker N × 1024 + k. Without `--peers` the node is alone and
+    /// its shards are brokers 0, 1, ….
+    #[arg(long)]
+    pub node_id: Option<i32>,
+
+    /// Address of shard 0's inter-node listener (with `--peers`); shard k uses port + k.
+    #[arg(long)]
+    pub rpc_listen: Option<SocketAddr>,
+
+    /// The cluster's voting members: `ID@HOST:PORT,…`, each node's id and its
+    /// `--rpc-listen` address, this node included. The same list on every node. Without
+    /// it Strand runs as a single node.
+    #[arg(long)]
+    pub peers: Option<String>,
+
+    /// Period of the Raft clock (ms): heartbeats go out every tick.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..))]
+    pub raft_tick_ms: u64,
+
+    /// Ticks without hearing from a leader before a follower stands for election
+    /// (randomized up to twice this).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..1000))]
+    pub raft_election_ticks: u64,
+
+    /// How long a metadata change (CreateTopics, DeleteTopics, …) may wait for the
+    /// metadata Raft group to commit it or for the leader to answer a forwarded one;
+    /// past it the client gets NOT_CONTROLLER (retriable).
+    #[arg(long, default_value_t = 15_000)]
+    pub metadata_request_timeout_ms: u64,
 
     /// Number of shards (one pinned executor per shard). Default: all online cores.
     #[arg(long)]
@@ -232,6 +266,50 @@ impl Config {
     /// The shard count in force (`serve` resolves the default before starting shards).
     pub fn shards_resolved(&self) -> usize {
         self.shards.unwrap_or(1).max(1)
+    }
+
+    /// The cluster members of `--peers` (id, rpc address), sorted by id; empty without
+    /// `--peers`.
+    pub fn cluster_peers(&self) -> Result<Vec<(u64, SocketAddr)>, String> {
+        let Some(list) = &self.peers else {
+            return Ok(Vec::new());
+        };
+        let mut peers: Vec<(u64, SocketAddr)> = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (id, addr) = item
+                .split_once('@')
+                .ok_or_else(|| format!("--peers entry {item:?} must be ID@HOST:PORT"))?;
+            let id: u64 = id
+                .parse()
+                .ok()
+                .filter(|&id| (1..=NODE_ID_MAX as u64).contains(&id))
+                .ok_or_else(|| {
+                    format!("--peers entry {item:?}: the node id must be 1 to {NODE_ID_MAX}")
+                })?;
+            let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("--peers entry {item:?}: {addr:?} is not HOST:PORT"))?;
+            if peers.iter().any(|(other, _)| *other == id) {
+                return Err(format!("--peers names node {id} twice"));
+            }
+            peers.push((id, addr));
+        }
+        if peers.is_empty() {
+            return Err("--peers is empty".into());
+        }
+        peers.sort_by_key(|(id, _)| *id);
+        Ok(peers)
+    }
+
+    /// Whether this node is a member of a cluster (`--peers`).
+    pub fn clustered(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// This node's id (0 when alone).
+    pub fn node(&self) -> i32 {
+        self.node_id.unwrap_or(0)
     }
 
     /// The listen address of a shard.

@@ -6,42 +6,47 @@
 //! [`MetadataLog`] first, then applied, then published to all shards as a new
 //! [`PublishedSnapshot`]; the caller answers the client only once every shard has applied it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::metadata_log::{MetaRecord, MetadataLog};
 use super::{assign_partitions, validate_topic_name, PublishedSnapshot, ShardId, TopicMeta};
 use super::{topic_config, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+use super::{NodeId, NodeInfo};
 use crate::protocol::errors::*;
 
 /// Producer ids are reserved durably in blocks of this size; a restart skips the rest of
 /// the block, so an id is never handed out twice.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicSpec {
     pub name: String,
     /// -1: the broker default.
     pub partitions: i32,
     /// -1 or 1 on a single node.
     pub replication_factor: i16,
-    /// Manual assignment (one shard per partition), if the client gave one.
-    pub assignment: Option<Vec<ShardId>>,
+    /// Manual assignment (the node and shard of each partition), if the client gave one.
+    pub assignment: Option<Vec<(NodeId, ShardId)>>,
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum ControlRequest {
     CreateTopics {
         topics: Vec<TopicSpec>,
@@ -61,9 +66,76 @@ pub enum ControlRequest {
         topics: Vec<PartitionGrowth>,
         validate_only: bool,
     },
+    /// A node (re)registers where clients and peers reach it (cluster only).
+    RegisterNode(NodeInfo),
 }
 
-#[derive(Debug, Clone)]
+impl ControlRequest {
+    /// The reply failing every part of this request with `code`.
+    pub fn failed(&self, code: i16, message: &str) -> ControlReply {
+        let message = Some(message.to_string());
+        match self {
+            ControlRequest::CreateTopics { topics, .. } => ControlReply::Topics(
+                topics
+                    .iter()
+                    .map(|t| TopicOutcome {
+                        name: Some(t.name.clone()),
+                        id: Uuid::nil(),
+                        error_code: code,
+                        message: message.clone(),
+                        partitions: -1,
+                    })
+                    .collect(),
+            ),
+            ControlRequest::DeleteTopics { topics } => ControlReply::Topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        let (name, id) = match t {
+                            TopicRef::Name(n) => (Some(n.clone()), Uuid::nil()),
+                            TopicRef::Id(id) => (None, *id),
+                        };
+                        TopicOutcome {
+                            name,
+                            id,
+                            error_code: code,
+                            message: message.clone(),
+                            partitions: -1,
+                        }
+                    })
+                    .collect(),
+            ),
+            ControlRequest::AllocateProducerId => ControlReply::ProducerId(Err(code)),
+            ControlRequest::AlterTopicConfigs { alterations, .. } => {
+                ControlReply::Results(vec![(code, message); alterations.len()])
+            }
+            ControlRequest::CreatePartitions { topics, .. } => {
+                ControlReply::Results(vec![(code, message); topics.len()])
+            }
+            ControlRequest::RegisterNode(_) => ControlReply::Results(vec![(code, message)]),
+        }
+    }
+}
+
+/// How a cluster's controller makes changes durable: proposes them to the metadata Raft
+/// group and resolves once they are committed and applied to the controller (through
+/// [`Controller::apply_committed`]) and published to this node's shards; or fails with a
+/// Kafka error code (NOT_CONTROLLER when the group has no leader here or took too long).
+pub trait MetaCommit {
+    fn commit(&self, records: Vec<MetaRecord>) -> Pin<Box<dyn Future<Output = CommitResult>>>;
+}
+
+pub type CommitResult = Result<(), (i16, String)>;
+
+/// Where the controller's changes go.
+enum Journal {
+    /// A node alone: its own metadata log file.
+    Local(MetadataLog),
+    /// A cluster member: the replicated metadata log.
+    Raft(Rc<dyn MetaCommit>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set(String, String),
     /// Back to the broker default.
@@ -74,7 +146,7 @@ pub enum ConfigOp {
     Subtract(String, String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigAlteration {
     pub topic: String,
     /// Replace every override with the ones set here (legacy AlterConfigs).
@@ -82,16 +154,16 @@ pub struct ConfigAlteration {
     pub ops: Vec<ConfigOp>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionGrowth {
     pub topic: String,
     pub count: i32,
-    /// Shards for the new partitions, if the client assigned them.
-    pub assignment: Option<Vec<ShardId>>,
+    /// Nodes and shards of the new partitions, if the client assigned them.
+    pub assignment: Option<Vec<(NodeId, ShardId)>>,
 }
 
 /// The outcome for one topic of a create or delete.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicOutcome {
     pub name: Option<String>,
     pub id: Uuid,
@@ -100,7 +172,7 @@ pub struct TopicOutcome {
     pub partitions: i32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum ControlReply {
     Topics(Vec<TopicOutcome>),
     ProducerId(Result<i64, i16>),
@@ -114,10 +186,46 @@ struct State {
     version: u64,
     next_producer_id: i64,
     producer_id_block_end: i64,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+}
+
+impl State {
+    fn empty() -> State {
+        State {
+            cluster_id: String::new(),
+            topics: BTreeMap::new(),
+            version: 1,
+            next_producer_id: 0,
+            producer_id_block_end: 0,
+            nodes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where new partitions go: their shards, and in a cluster their nodes.
+type Placement = (Vec<ShardId>, Vec<Vec<NodeId>>);
+
+/// A node alone's metadata as read at start-up (see [`Controller::load`]).
+pub struct LocalMetadata {
+    log: MetadataLog,
+    state: State,
+}
+
+impl LocalMetadata {
+    /// Whether the log holds anything beyond the cluster id (a cluster member refuses to
+    /// start on such a data directory).
+    pub fn has_topics(&self) -> bool {
+        !self.state.topics.is_empty()
+    }
 }
 
 pub struct Controller {
-    log: MetadataLog,
+    journal: Journal,
+    /// This node, and the cluster's voting members (empty for a node alone).
+    node: NodeId,
+    members: Vec<NodeId>,
+    /// The node leading the metadata group, as last heard (published to the shards).
+    leader: Cell<Option<NodeId>>,
     shard_count: usize,
     default_partitions: i32,
     /// The broker default of every topic config (base of incremental list edits).
@@ -140,21 +248,11 @@ impl Controller {
         self
     }
 
-    /// Replays the metadata log in `data_dir/cluster`. Blocking; called once at start-up.
-    pub fn load(
-        data_dir: &Path,
-        shard_count: usize,
-        default_partitions: i32,
-        broker_defaults: BTreeMap<String, String>,
-    ) -> io::Result<Self> {
+    /// Replays the metadata log of a node alone in `data_dir/cluster`. Blocking; called
+    /// once at start-up (then [`Self::local`] on the shard).
+    pub fn load(data_dir: &Path) -> io::Result<LocalMetadata> {
         let (log, records) = MetadataLog::open(&data_dir.join("cluster"))?;
-        let mut state = State {
-            cluster_id: String::new(),
-            topics: BTreeMap::new(),
-            version: 1,
-            next_producer_id: 0,
-            producer_id_block_end: 0,
-        };
+        let mut state = State::empty();
         for record in records {
             apply_record(&mut state, record);
         }
@@ -167,15 +265,53 @@ impl Controller {
         }
         // Ids of the last block may have been handed out before a crash: start past it.
         state.next_producer_id = state.producer_id_block_end;
-        Ok(Controller {
-            log,
+        Ok(LocalMetadata { log, state })
+    }
+
+    /// The controller of a node alone, over what [`Self::load`] read.
+    pub fn local(
+        loaded: LocalMetadata,
+        shard_count: usize,
+        default_partitions: i32,
+        broker_defaults: BTreeMap<String, String>,
+    ) -> Self {
+        let LocalMetadata { log, state } = loaded;
+        Controller {
+            journal: Journal::Local(log),
+            node: NodeId(0),
+            members: Vec::new(),
+            leader: Cell::new(None),
             shard_count,
             default_partitions,
             broker_defaults,
             partitions_max: usize::MAX,
             partitions_why: String::new(),
             state: RefCell::new(state),
-        })
+        }
+    }
+
+    /// The controller of a cluster member: its state is what the metadata group commits,
+    /// applied through [`Self::apply_committed`] (from the start of the log at start-up).
+    pub fn replicated(
+        node: NodeId,
+        members: Vec<NodeId>,
+        commit: Rc<dyn MetaCommit>,
+        shard_count: usize,
+        default_partitions: i32,
+        broker_defaults: BTreeMap<String, String>,
+    ) -> Self {
+        Controller {
+            journal: Journal::Raft(commit),
+            node,
+            members,
+            leader: Cell::new(None),
+            shard_count,
+            default_partitions,
+            broker_defaults,
+            partitions_max: usize::MAX,
+            partitions_why: String::new(),
+            state: RefCell::new(State::empty()),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<PublishedSnapshot> {
@@ -185,7 +321,75 @@ impl Controller {
             cluster_id: state.cluster_id.clone(),
             shard_count: self.shard_count,
             topics: state.topics.clone(),
+            node: self.node,
+            nodes: state.nodes.clone(),
+            members: self.members.clone(),
+            controller: self.leader.get(),
         })
+    }
+
+    /// Applies records the metadata group committed (in log order); returns whether
+    /// anything changed.
+    pub fn apply_committed(&self, records: Vec<MetaRecord>) -> bool {
+        let mut state = self.state.borrow_mut();
+        let before = state.version;
+        for record in records {
+            apply_record(&mut state, record);
+        }
+        state.version != before
+    }
+
+    /// Notes the metadata group's leader; returns whether it changed (the shards are told
+    /// with the next snapshot). A new leader here hands producer ids out from past the
+    /// last block any leader reserved.
+    pub fn set_leader(&self, leader: Option<NodeId>) -> bool {
+        if self.leader.get() == leader {
+            return false;
+        }
+        self.leader.set(leader);
+        let mut state = self.state.borrow_mut();
+        state.version += 1;
+        if leader == Some(self.node) {
+            state.next_producer_id = state.producer_id_block_end;
+        }
+        true
+    }
+
+    /// The cluster id once known (a cluster's first leader proposes one).
+    pub fn cluster_id(&self) -> String {
+        self.state.borrow().cluster_id.clone()
+    }
+
+    /// The node as registered, if it is.
+    pub fn registered(&self, node: NodeId) -> Option<NodeInfo> {
+        self.state.borrow().nodes.get(&node).cloned()
+    }
+
+    /// Makes records durable and applies them: the node's own log, or the metadata group.
+    async fn commit(&self, records: Vec<MetaRecord>) -> CommitResult {
+        match &self.journal {
+            Journal::Local(log) => {
+                if let Err(err) = log.append(records.clone()).await {
+                    tracing::error!(%err, "metadata log append failed; change not made");
+                    return Err((
+                        KAFKA_STORAGE_ERROR,
+                        format!("metadata log write failed: {err}"),
+                    ));
+                }
+                self.apply(records);
+                Ok(())
+            }
+            Journal::Raft(group) => group.commit(records).await,
+        }
+    }
+
+    /// The snapshot the caller must publish after a change: a cluster member's changes
+    /// are published as they are applied, on every node alike.
+    fn to_publish(&self) -> Option<Arc<PublishedSnapshot>> {
+        match self.journal {
+            Journal::Local(_) => Some(self.snapshot()),
+            Journal::Raft(_) => None,
+        }
     }
 
     /// Handles one request. Returns the reply and, if metadata changed, the snapshot that
@@ -204,6 +408,33 @@ impl Controller {
                 ControlReply::ProducerId(self.allocate_producer_id().await),
                 None,
             ),
+            ControlRequest::RegisterNode(info) => {
+                let mut records = Vec::new();
+                if self.cluster_id().is_empty() {
+                    records.push(MetaRecord::ClusterId {
+                        id: format!("strand-{}", Uuid::new_v4().simple()),
+                    });
+                }
+                if self.registered(info.node).as_ref() != Some(&info) {
+                    if !self.members.contains(&info.node) {
+                        let message = format!("node {} is not a member", info.node.0);
+                        return (
+                            ControlReply::Results(vec![(INVALID_REQUEST, Some(message))]),
+                            None,
+                        );
+                    }
+                    records.push(MetaRecord::RegisterNode(info));
+                }
+                let result = if records.is_empty() {
+                    (NONE, None)
+                } else {
+                    match self.commit(records).await {
+                        Ok(()) => (NONE, None),
+                        Err((code, message)) => (code, Some(message)),
+                    }
+                };
+                (ControlReply::Results(vec![result]), self.to_publish())
+            }
             ControlRequest::AlterTopicConfigs {
                 alterations,
                 validate_only,
@@ -235,12 +466,8 @@ impl Controller {
                                     format!("topic {:?} appears twice", g.topic),
                                 ));
                             }
-                            let planned = plan_growth(
-                                &state.topics,
-                                self.shard_count,
-                                (room, &self.partitions_why),
-                                g,
-                            )?;
+                            let planned =
+                                self.plan_growth(&state.topics, (room, &self.partitions_why), g)?;
                             if let MetaRecord::AddPartitions { partitions, .. } = &planned {
                                 room = room.saturating_sub(partitions.len());
                             }
@@ -286,6 +513,7 @@ impl Controller {
                             id: meta.id,
                             partitions: meta.partitions.clone(),
                             configs: meta.configs.clone(),
+                            replicas: meta.replicas.clone(),
                         });
                         planned.insert(meta.name.clone(), Arc::new(meta));
                     }
@@ -295,16 +523,14 @@ impl Controller {
         if validate_only || records.is_empty() {
             return (ControlReply::Topics(outcomes), None);
         }
-        if let Err(err) = self.log.append(records.clone()).await {
-            tracing::error!(%err, "metadata log append failed; topics not created");
+        if let Err((code, message)) = self.commit(records).await {
             for outcome in outcomes.iter_mut().filter(|o| o.error_code == NONE) {
-                outcome.error_code = KAFKA_STORAGE_ERROR;
-                outcome.message = Some(format!("metadata log write failed: {err}"));
+                outcome.error_code = code;
+                outcome.message = Some(message.clone());
             }
             return (ControlReply::Topics(outcomes), None);
         }
-        self.apply(records);
-        (ControlReply::Topics(outcomes), Some(self.snapshot()))
+        (ControlReply::Topics(outcomes), self.to_publish())
     }
 
     fn plan_topic(
@@ -330,21 +556,13 @@ impl Controller {
                 ),
             ));
         }
-        if spec.replication_factor != -1 && spec.replication_factor != 1 {
-            return Err((
-                INVALID_REPLICATION_FACTOR,
-                format!(
-                    "replication factor {} is not available: this is a single-node cluster",
-                    spec.replication_factor
-                ),
-            ));
-        }
-        let partitions = match (&spec.assignment, spec.partitions) {
+        self.check_replication_factor(spec.replication_factor)?;
+        let (partitions, replicas) = match (&spec.assignment, spec.partitions) {
             (Some(assignment), -1) => {
                 if assignment.is_empty() {
                     return Err((INVALID_REPLICA_ASSIGNMENT, "empty assignment".into()));
                 }
-                assignment.clone()
+                self.place(existing, &spec.name, assignment.len(), Some(assignment))?
             }
             (Some(_), _) => {
                 return Err((
@@ -364,7 +582,7 @@ impl Controller {
                         format!("partition count must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
                     ));
                 }
-                assign_partitions(existing, self.shard_count, &spec.name, count as usize)
+                self.place(existing, &spec.name, count as usize, None)?
             }
         };
         check_partition_room(
@@ -390,6 +608,7 @@ impl Controller {
             id: new_topic_id(),
             partitions,
             configs,
+            replicas,
         })
     }
 
@@ -446,16 +665,14 @@ impl Controller {
         if records.is_empty() {
             return (ControlReply::Topics(outcomes), None);
         }
-        if let Err(err) = self.log.append(records.clone()).await {
-            tracing::error!(%err, "metadata log append failed; topics not deleted");
+        if let Err((code, message)) = self.commit(records).await {
             for outcome in outcomes.iter_mut().filter(|o| o.error_code == NONE) {
-                outcome.error_code = KAFKA_STORAGE_ERROR;
-                outcome.message = Some(format!("metadata log write failed: {err}"));
+                outcome.error_code = code;
+                outcome.message = Some(message.clone());
             }
             return (ControlReply::Topics(outcomes), None);
         }
-        self.apply(records);
-        (ControlReply::Topics(outcomes), Some(self.snapshot()))
+        (ControlReply::Topics(outcomes), self.to_publish())
     }
 
     /// Writes the records of every successful plan in one append, then applies them.
@@ -475,18 +692,13 @@ impl Controller {
         if validate_only || records.is_empty() {
             return (ControlReply::Results(results), None);
         }
-        if let Err(err) = self.log.append(records.clone()).await {
-            tracing::error!(%err, "metadata log append failed; change not made");
+        if let Err((code, message)) = self.commit(records).await {
             for result in results.iter_mut().filter(|r| r.0 == NONE) {
-                *result = (
-                    KAFKA_STORAGE_ERROR,
-                    Some(format!("metadata log write failed: {err}")),
-                );
+                *result = (code, Some(message.clone()));
             }
             return (ControlReply::Results(results), None);
         }
-        self.apply(records);
-        (ControlReply::Results(results), Some(self.snapshot()))
+        (ControlReply::Results(results), self.to_publish())
     }
 
     async fn allocate_producer_id(&self) -> Result<i64, i16> {
@@ -497,11 +709,13 @@ impl Controller {
         if need_block {
             let end = self.state.borrow().producer_id_block_end + PRODUCER_ID_BLOCK;
             let record = MetaRecord::ProducerIdBlock { end };
-            if let Err(err) = self.log.append(vec![record.clone()]).await {
-                tracing::error!(%err, "metadata log append failed; no producer id");
-                return Err(KAFKA_STORAGE_ERROR);
+            if let Err((code, _)) = self.commit(vec![record]).await {
+                return Err(code);
             }
-            self.apply(vec![record]);
+            // A leader change while the block was committed moved the next id past it.
+            if self.state.borrow().next_producer_id >= end {
+                return Err(NOT_CONTROLLER);
+            }
         }
         let mut state = self.state.borrow_mut();
         let id = state.next_producer_id;
@@ -525,6 +739,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
             id,
             partitions,
             configs,
+            replicas,
         } => {
             state.topics.insert(
                 name.clone(),
@@ -533,6 +748,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                     id,
                     partitions,
                     configs,
+                    replicas,
                 }),
             );
             state.version += 1;
@@ -555,16 +771,22 @@ fn apply_record(state: &mut State, record: MetaRecord) {
             name,
             id,
             partitions,
+            replicas,
         } => {
             if let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == id) {
                 let mut meta = (**topic).clone();
                 meta.partitions.extend(partitions);
+                meta.replicas.extend(replicas);
                 *topic = Arc::new(meta);
                 state.version += 1;
             }
         }
         MetaRecord::ProducerIdBlock { end } => {
             state.producer_id_block_end = state.producer_id_block_end.max(end);
+        }
+        MetaRecord::RegisterNode(info) => {
+            state.nodes.insert(info.node, info);
+            state.version += 1;
         }
     }
 }
@@ -649,55 +871,155 @@ fn plan_alteration(
     })
 }
 
-/// The partitions added to one topic by CreatePartitions, as a metadata record.
-fn plan_growth(
-    topics: &BTreeMap<String, Arc<TopicMeta>>,
-    shard_count: usize,
-    (partitions_max, why): (usize, &str),
-    growth: &PartitionGrowth,
-) -> Result<MetaRecord, (i16, String)> {
-    let topic = topics.get(&growth.topic).ok_or_else(|| {
-        (
-            UNKNOWN_TOPIC_OR_PARTITION,
-            format!("topic {:?} does not exist", growth.topic),
-        )
-    })?;
-    let current = topic.partitions.len() as i32;
-    if growth.count <= current {
-        return Err((
-            INVALID_PARTITIONS,
-            format!(
-                "topic {:?} has {current} partitions; the new count must be larger, not {}",
-                growth.topic, growth.count
-            ),
-        ));
-    }
-    if growth.count > PARTITIONS_PER_TOPIC_MAX {
-        return Err((
-            INVALID_PARTITIONS,
-            format!("partition count must be at most {PARTITIONS_PER_TOPIC_MAX}"),
-        ));
-    }
-    let added = (growth.count - current) as usize;
-    check_partition_room(topics, added, partitions_max, why)?;
-    let partitions = match &growth.assignment {
-        Some(assignment) if assignment.len() != added => {
+impl Controller {
+    /// The partitions added to one topic by CreatePartitions, as a metadata record.
+    fn plan_growth(
+        &self,
+        topics: &BTreeMap<String, Arc<TopicMeta>>,
+        (partitions_max, why): (usize, &str),
+        growth: &PartitionGrowth,
+    ) -> Result<MetaRecord, (i16, String)> {
+        let topic = topics.get(&growth.topic).ok_or_else(|| {
+            (
+                UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {:?} does not exist", growth.topic),
+            )
+        })?;
+        let current = topic.partitions.len() as i32;
+        if growth.count <= current {
             return Err((
-                INVALID_REPLICA_ASSIGNMENT,
+                INVALID_PARTITIONS,
                 format!(
-                    "{} assignments given for {added} new partitions",
-                    assignment.len()
+                    "topic {:?} has {current} partitions; the new count must be larger, not {}",
+                    growth.topic, growth.count
                 ),
-            ))
+            ));
         }
-        Some(assignment) => assignment.clone(),
-        None => assign_partitions(topics, shard_count, &topic.name, added),
-    };
-    Ok(MetaRecord::AddPartitions {
-        name: topic.name.clone(),
-        id: topic.id,
-        partitions,
-    })
+        if growth.count > PARTITIONS_PER_TOPIC_MAX {
+            return Err((
+                INVALID_PARTITIONS,
+                format!("partition count must be at most {PARTITIONS_PER_TOPIC_MAX}"),
+            ));
+        }
+        let added = (growth.count - current) as usize;
+        check_partition_room(topics, added, partitions_max, why)?;
+        let partitions = match &growth.assignment {
+            Some(assignment) if assignment.len() != added => {
+                return Err((
+                    INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "{} assignments given for {added} new partitions",
+                        assignment.len()
+                    ),
+                ))
+            }
+            Some(assignment) => self.place(topics, &topic.name, added, Some(assignment))?,
+            None => self.place(topics, &topic.name, added, None)?,
+        };
+        let (partitions, replicas) = partitions;
+        Ok(MetaRecord::AddPartitions {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            replicas,
+        })
+    }
+
+    /// Refuses a replication factor this cluster cannot give.
+    fn check_replication_factor(&self, factor: i16) -> Result<(), (i16, String)> {
+        if self.members.is_empty() {
+            if factor != -1 && factor != 1 {
+                return Err((
+                INVALID_REPLICATION_FACTOR,
+                format!("replication factor {factor} is not available: this is a single-node cluster"),
+            ));
+            }
+            return Ok(());
+        }
+        let nodes = self.state.borrow().nodes.len();
+        if factor == -1 || factor == 1 {
+            return Ok(());
+        }
+        if factor < 1 || factor as usize > nodes {
+            return Err((
+                INVALID_REPLICATION_FACTOR,
+                format!("replication factor {factor} is larger than the {nodes} registered nodes"),
+            ));
+        }
+        Err((
+        INVALID_REPLICATION_FACTOR,
+        format!("replication factor {factor} is not available yet: a cluster's partitions have one replica each"),
+    ))
+    }
+
+    /// Where `count` new partitions of `topic` go: their shards and (in a cluster) nodes,
+    /// as assigned by the client (checked) or chosen here. A cluster spreads partitions over
+    /// its registered nodes, the least loaded first, starting from a rotation seeded by the
+    /// topic name.
+    fn place(
+        &self,
+        existing: &BTreeMap<String, Arc<TopicMeta>>,
+        topic: &str,
+        count: usize,
+        assignment: Option<&Vec<(NodeId, ShardId)>>,
+    ) -> Result<Placement, (i16, String)> {
+        let clustered = !self.members.is_empty();
+        let registered: Vec<NodeId> = self.state.borrow().nodes.keys().copied().collect();
+        if let Some(assignment) = assignment {
+            let mut shards = Vec::with_capacity(assignment.len());
+            let mut replicas = Vec::new();
+            for &(node, shard) in assignment {
+                let known = if clustered {
+                    registered.contains(&node)
+                } else {
+                    node == self.node
+                };
+                if !known || shard.0 as usize >= self.shard_count {
+                    return Err((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        format!("broker {} does not exist", super::broker_id(node, shard)),
+                    ));
+                }
+                shards.push(shard);
+                if clustered {
+                    replicas.push(vec![node]);
+                }
+            }
+            return Ok((shards, replicas));
+        }
+        let shards = assign_partitions(existing, self.shard_count, topic, count);
+        if !clustered {
+            return Ok((shards, Vec::new()));
+        }
+        if registered.is_empty() {
+            return Err((
+                NOT_CONTROLLER,
+                "no node has registered with the cluster yet".to_string(),
+            ));
+        }
+        let mut load: BTreeMap<NodeId, usize> = registered.iter().map(|&n| (n, 0)).collect();
+        for meta in existing.values() {
+            for node in meta.replicas.iter().flatten() {
+                if let Some(l) = load.get_mut(node) {
+                    *l += 1;
+                }
+            }
+        }
+        let rotation = topic
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % registered.len();
+        let mut replicas = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = (0..registered.len())
+                .map(|i| registered[(i + rotation) % registered.len()])
+                .min_by_key(|n| load[n])
+                .expect("registered nodes");
+            *load.get_mut(&node).expect("a registered node") += 1;
+            replicas.push(vec![node]);
+        }
+        Ok((shards, replicas))
+    }
 }
 
 /// Refuses `added` more partitions when the node would then hold more than

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::ShardId;
+use super::{NodeId, NodeInfo, ShardId};
 use crate::storage::record_file::{read_records, sync_dir, RecordFile};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +24,9 @@ pub enum MetaRecord {
         id: Uuid,
         partitions: Vec<ShardId>,
         configs: BTreeMap<String, String>,
+        /// The nodes of each partition, in a cluster (see [`TopicMeta`](super::TopicMeta)).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<NodeId>>,
     },
     DeleteTopic {
         name: String,
@@ -40,11 +43,62 @@ pub enum MetaRecord {
         name: String,
         id: Uuid,
         partitions: Vec<ShardId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<NodeId>>,
     },
     /// Producer ids below `end` may have been handed out; allocate from `end` after a restart.
     ProducerIdBlock {
         end: i64,
     },
+    /// A node of the cluster and where clients and peers reach it (the latest wins).
+    RegisterNode(NodeInfo),
+}
+
+/// The metadata records of one Raft entry of a cluster's metadata log, as one Kafka
+/// record batch (KRaft stores its metadata the same way): one record per change, its
+/// value the change in JSON.
+pub fn encode_batch(records: &[MetaRecord], now_ms: i64) -> Vec<u8> {
+    use crate::protocol::records::{BatchBuilder, ProducerFields};
+    let mut builder = BatchBuilder::new(now_ms, 256);
+    for record in records {
+        let value = serde_json::to_vec(record).expect("metadata records serialize");
+        builder.push(0, None, Some(&value), Vec::new());
+    }
+    builder
+        .finish(0, 0, ProducerFields::NONE)
+        .expect("an uncompressed batch")
+}
+
+/// The metadata records of a batch read back from the metadata log; control batches
+/// (a new leader's first entry) hold none.
+pub fn decode_batch(batch: &[u8]) -> io::Result<Vec<MetaRecord>> {
+    use crate::protocol::batch::{parse_batch, BATCH_HEADER_LEN};
+    use crate::protocol::records::read_records;
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let info = parse_batch(batch).map_err(|e| bad(format!("metadata batch: {e:?}")))?;
+    if info.is_control() {
+        return Ok(Vec::new());
+    }
+    if info.compression() != 0 {
+        return Err(bad(format!(
+            "metadata batch at {} is compressed",
+            info.base_offset
+        )));
+    }
+    let area = &batch[BATCH_HEADER_LEN..info.len];
+    let records = read_records(area, info.record_count).ok_or_else(|| {
+        bad(format!(
+            "metadata batch at {}: bad records",
+            info.base_offset
+        ))
+    })?;
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice(r.value.unwrap_or_default())
+                .map_err(|e| bad(format!("metadata record at {}: {e}", info.base_offset)))
+        })
+        .collect()
 }
 
 pub struct MetadataLog {
@@ -102,6 +156,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: vec![ShardId(0), ShardId(1)],
             configs: BTreeMap::new(),
+            replicas: Vec::new(),
         };
         log.append_blocking(&[a.clone(), b.clone()]).unwrap();
         // A torn third record: a header promising more bytes than were written.

@@ -25,8 +25,10 @@ use uuid::Uuid;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ShardId(pub u16);
 
-/// A machine in a (future) multi-node cluster. Single-node today: always 0.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// A machine of a cluster (`--node-id`); 0 for a node running alone.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct NodeId(pub i32);
 
 /// Upper bound of shards per node; it spaces broker ids of different nodes apart.
@@ -35,6 +37,14 @@ pub const SHARDS_PER_NODE_MAX: i32 = 1024;
 /// The Kafka broker id under which a shard is advertised.
 pub fn broker_id(node: NodeId, shard: ShardId) -> i32 {
     node.0 * SHARDS_PER_NODE_MAX + shard.0 as i32
+}
+
+/// The node and shard behind a Kafka broker id (no check that they exist).
+pub fn node_and_shard(broker: i32) -> Option<(NodeId, ShardId)> {
+    (broker >= 0).then_some((
+        NodeId(broker / SHARDS_PER_NODE_MAX),
+        ShardId((broker % SHARDS_PER_NODE_MAX) as u16),
+    ))
 }
 
 /// The shard behind a Kafka broker id on this node, if any.
@@ -79,6 +89,23 @@ pub struct TopicMeta {
     /// The shard each partition was assigned to when created (index = partition).
     pub partitions: Vec<ShardId>,
     pub configs: BTreeMap<String, String>,
+    /// The nodes holding each partition (index = partition), in a cluster; empty on a
+    /// node running alone (every partition is its own). Its replicas live on the same
+    /// shard index of each of these nodes.
+    #[serde(default)]
+    pub replicas: Vec<Vec<NodeId>>,
+}
+
+/// A node of the cluster as it registered itself in the metadata log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: NodeId,
+    /// Advertised host and port of its shard 0 (shard k: port + k).
+    pub host: String,
+    pub port: i32,
+    /// Its inter-node address (shard 0).
+    pub rpc: String,
+    pub shards: usize,
 }
 
 /// The cluster metadata at one version as the controller publishes it: built once per
@@ -90,6 +117,14 @@ pub struct PublishedSnapshot {
     pub cluster_id: String,
     pub shard_count: usize,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// This node.
+    pub node: NodeId,
+    /// Registered nodes (empty on a node running alone).
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// The voting members (`--peers`), sorted; empty on a node running alone.
+    pub members: Vec<NodeId>,
+    /// The node whose shard 0 leads the metadata group, as this node last heard.
+    pub controller: Option<NodeId>,
 }
 
 /// A shard's own immutable copy of the cluster metadata. Requests read (and clone) it all
@@ -103,6 +138,10 @@ pub struct ClusterSnapshot {
     pub shard_count: usize,
     pub topics: BTreeMap<String, Rc<TopicMeta>>,
     pub topic_ids: HashMap<Uuid, String>,
+    pub node: NodeId,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub members: Vec<NodeId>,
+    pub controller: Option<NodeId>,
 }
 
 impl ClusterSnapshot {
@@ -126,6 +165,10 @@ impl ClusterSnapshot {
             shard_count: published.shard_count,
             topic_ids: topics.values().map(|t| (t.id, t.name.clone())).collect(),
             topics,
+            node: published.node,
+            nodes: published.nodes.clone(),
+            members: published.members.clone(),
+            controller: published.controller,
         }
     }
 
@@ -148,12 +191,62 @@ impl ClusterSnapshot {
         ))
     }
 
-    /// Every partition owned by `shard`.
+    /// The node leading a partition: its only replica today (this node when alone).
+    pub fn leader_node(&self, topic: &TopicMeta, partition: i32) -> Option<NodeId> {
+        let index = usize::try_from(partition).ok()?;
+        match topic.replicas.get(index) {
+            Some(replicas) => replicas.first().copied(),
+            None => (index < topic.partitions.len()).then_some(self.node),
+        }
+    }
+
+    /// Whether this node holds a replica of the partition.
+    pub fn is_replica_here(&self, topic: &TopicMeta, partition: i32) -> bool {
+        match usize::try_from(partition)
+            .ok()
+            .and_then(|i| topic.replicas.get(i))
+        {
+            Some(replicas) => replicas.contains(&self.node),
+            None => true,
+        }
+    }
+
+    /// The Kafka broker id of a shard of a node.
+    pub fn broker(&self, node: NodeId, shard: ShardId) -> i32 {
+        broker_id(node, shard)
+    }
+
+    /// The nodes advertised to clients: every registered node (this one always), or
+    /// this node alone outside a cluster. Sorted.
+    pub fn advertised_nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if !nodes.contains(&self.node) {
+            nodes.push(self.node);
+            nodes.sort();
+        }
+        nodes
+    }
+
+    /// The node coordinating a group or transactional id: the id's hash picks one of
+    /// `members` × shards (the shard is the one [`crate::coordinator`] picks on a single
+    /// node); this node when alone.
+    pub fn coordinator_node(&self, hash: u32) -> NodeId {
+        if self.members.is_empty() {
+            return self.node;
+        }
+        let shards = self.shard_count.max(1);
+        let slot = hash as usize % (self.members.len() * shards);
+        self.members[slot / shards]
+    }
+
+    /// Every partition owned by `shard` of this node.
     pub fn partitions_of(&self, shard: ShardId) -> Vec<(Rc<TopicMeta>, i32)> {
         let mut owned = Vec::new();
         for topic in self.topics.values() {
             for partition in 0..topic.partitions.len() as i32 {
-                if self.owner(topic, partition) == Some(shard) {
+                if self.owner(topic, partition) == Some(shard)
+                    && self.is_replica_here(topic, partition)
+                {
                     owned.push((topic.clone(), partition));
                 }
             }
@@ -220,6 +313,7 @@ mod tests {
                     id: Uuid::new_v4(),
                     partitions,
                     configs: BTreeMap::new(),
+                    replicas: Vec::new(),
                 }),
             );
         }
@@ -239,6 +333,7 @@ mod tests {
             id: Uuid::nil(),
             partitions: vec![ShardId(0), ShardId(3)],
             configs: BTreeMap::new(),
+            replicas: Vec::new(),
         };
         let snap = ClusterSnapshot {
             shard_count: 2,

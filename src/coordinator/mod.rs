@@ -180,14 +180,19 @@ impl LogGate {
     }
 }
 
-/// The shard owning `group`: FNV-1a of the id, stable across restarts and platforms.
-pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
+/// FNV-1a of a group or transactional id, stable across restarts and platforms.
+pub fn group_hash(group: &str) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for b in group.bytes() {
         hash ^= u32::from(b);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    ShardId((hash as usize % shard_count.max(1)) as u16)
+    hash
+}
+
+/// The shard owning `group` (on the node coordinating it).
+pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
+    ShardId((group_hash(group) as usize % shard_count.max(1)) as u16)
 }
 
 /// Every group this shard coordinates.

@@ -33,7 +33,7 @@ use crate::cluster::controller::{
     ConfigAlteration, ConfigOp, ControlReply, ControlRequest, PartitionGrowth,
 };
 use crate::cluster::topic_config::{self, source, DEFS};
-use crate::cluster::{broker_id, shard_of_broker, ShardId};
+use crate::cluster::{shard_of_broker, NodeId, ShardId};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
 use crate::storage::ReadError;
@@ -368,16 +368,18 @@ pub async fn create_partitions(
             Some(assignments) => assignments
                 .iter()
                 .map(|a| match a.broker_ids.as_slice() {
-                    [broker] => shard_of_broker(shard.node, broker.0, shard_count).ok_or((
-                        INVALID_REPLICA_ASSIGNMENT,
-                        format!("broker {} does not exist", broker.0),
-                    )),
+                    [broker] => crate::cluster::node_and_shard(broker.0)
+                        .filter(|(_, s)| (s.0 as usize) < shard_count)
+                        .ok_or((
+                            INVALID_REPLICA_ASSIGNMENT,
+                            format!("broker {} does not exist", broker.0),
+                        )),
                     _ => Err((
                         INVALID_REPLICA_ASSIGNMENT,
                         "each new partition needs exactly one broker".to_string(),
                     )),
                 })
-                .collect::<Result<Vec<ShardId>, _>>()
+                .collect::<Result<Vec<(NodeId, ShardId)>, _>>()
                 .map(Some),
         };
         let growth = assignment.map(|assignment| PartitionGrowth {
@@ -544,19 +546,20 @@ pub async fn describe_cluster(
     let snapshot = shard.snapshot();
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(text(snapshot.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker_id(shard.node, ShardId(0))))
+        .with_controller_id(BrokerId(shard.controller_broker(&snapshot)))
         .with_cluster_authorized_operations(super::authorized::when(
             request.include_cluster_authorized_operations,
             super::authorized::CLUSTER,
         ))
         .with_endpoint_type(1);
-    response.brokers = (0..snapshot.shard_count)
-        .map(|k| {
-            let (host, port) = shard.config.shard_advertised(k);
+    response.brokers = super::metadata::brokers(shard, &snapshot)
+        .into_iter()
+        .map(|b| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker_id(shard.node, ShardId(k as u16))))
-                .with_host(text(host))
-                .with_port(port)
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
         })
         .collect();
     ctx.respond(&response)

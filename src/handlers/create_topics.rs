@@ -16,12 +16,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
 use crate::cluster::controller::{ControlReply, ControlRequest, TopicOutcome, TopicRef, TopicSpec};
-use crate::cluster::{shard_of_broker, topic_config, ShardId};
+use crate::cluster::{topic_config, ShardId};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
 
 pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) -> Response {
-    let shard_count = shard.snapshot().shard_count;
     let mut results: Vec<Option<CreatableTopicResult>> = Vec::new();
     let mut specs = Vec::new();
     // The overrides asked for each valid topic: a v5+ answer lists the configs it got.
@@ -39,17 +38,15 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
                         .ok()
                         .and_then(|i| shards.get_mut(i));
                     match (slot, a.broker_ids.as_slice()) {
-                        (Some(slot), [broker]) => {
-                            match shard_of_broker(shard.node, broker.0, shard_count) {
-                                Some(s) => *slot = Some(s),
-                                None => {
-                                    error = Some((
-                                        INVALID_REPLICA_ASSIGNMENT,
-                                        format!("broker {} does not exist", broker.0),
-                                    ))
-                                }
+                        (Some(slot), [broker]) => match crate::cluster::node_and_shard(broker.0) {
+                            Some(s) => *slot = Some(s),
+                            None => {
+                                error = Some((
+                                    INVALID_REPLICA_ASSIGNMENT,
+                                    format!("broker {} does not exist", broker.0),
+                                ))
                             }
-                        }
+                        },
                         _ => error = Some((
                             INVALID_REPLICA_ASSIGNMENT,
                             "each partition needs exactly one broker, partitions numbered from 0"
@@ -66,7 +63,7 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
                 Some(
                     shards
                         .into_iter()
-                        .map(|s| s.unwrap_or(ShardId(0)))
+                        .map(|s| s.unwrap_or((shard.node, ShardId(0))))
                         .collect(),
                 )
             };

@@ -45,7 +45,8 @@ pub async fn find_coordinator(
     ctx: &Ctx,
     request: FindCoordinatorRequest,
 ) -> Response {
-    let shard_count = shard.snapshot().shard_count;
+    let snapshot = shard.snapshot();
+    let shard_count = snapshot.shard_count;
     let lookup = |key: &str| -> Coordinator {
         let mut c = Coordinator::default()
             .with_key(s(key))
@@ -62,12 +63,20 @@ pub async fn find_coordinator(
                 INVALID_REQUEST
             };
         } else {
-            // Groups and transactional ids hash to shards alike.
+            // Groups and transactional ids hash to nodes and shards alike.
             let owner = shard_of_group(key, shard_count);
-            let (host, port) = shard.config.shard_advertised(owner.0 as usize);
-            c.node_id = BrokerId(broker_id(shard.node, owner));
-            c.host = s(host);
-            c.port = port;
+            let node = snapshot.coordinator_node(crate::coordinator::group_hash(key));
+            match shard.broker_address(&snapshot, node, owner.0 as usize) {
+                Some((host, port)) => {
+                    c.node_id = BrokerId(broker_id(node, owner));
+                    c.host = s(host);
+                    c.port = port;
+                }
+                None => {
+                    c.error_code = COORDINATOR_NOT_AVAILABLE;
+                    c.error_message = Some(s("the coordinating node has not registered yet"));
+                }
+            }
         }
         c
     };

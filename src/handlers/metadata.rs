@@ -97,7 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     let mut response = MetadataResponse::default();
     response.brokers = brokers(shard, &snapshot);
     response.cluster_id = Some(StrBytes::from_string(snapshot.cluster_id.clone()));
-    response.controller_id = BrokerId(broker_id(shard.node, ShardId(0)));
+    response.controller_id = BrokerId(shard.controller_broker(&snapshot));
     response.cluster_authorized_operations = super::authorized::when(
         request.include_cluster_authorized_operations,
         super::authorized::CLUSTER,
@@ -140,17 +140,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     ctx.respond(&response)
 }
 
-/// One broker per shard, at the shard's advertised address.
+/// One broker per shard of every node clients can reach, at its advertised address.
 pub fn brokers(shard: &Shard, snapshot: &ClusterSnapshot) -> Vec<MetadataResponseBroker> {
-    (0..snapshot.shard_count.max(1))
-        .map(|k| {
-            let (host, port) = shard.config.shard_advertised(k);
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker_id(shard.node, ShardId(k as u16))))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)
-        })
-        .collect()
+    let mut brokers = Vec::new();
+    for node in snapshot.advertised_nodes() {
+        for k in 0..snapshot.shard_count.max(1) {
+            if let Some((host, port)) = shard.broker_address(snapshot, node, k) {
+                brokers.push(
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(broker_id(node, ShardId(k as u16))))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                );
+            }
+        }
+    }
+    brokers
 }
 
 fn topic_entry(
@@ -166,16 +171,25 @@ fn topic_entry(
     entry.is_internal = false;
     entry.partitions = (0..topic.partitions.len() as i32)
         .map(|p| {
-            let leader = snapshot
-                .owner(topic, p)
-                .map(|s| BrokerId(broker_id(shard.node, s)))
-                .unwrap_or(BrokerId(-1));
-            MetadataResponsePartition::default()
+            let owner = snapshot.owner(topic, p);
+            let node = snapshot.leader_node(topic, p);
+            let placed = owner.zip(node);
+            let leader = placed
+                .filter(|(s, n)| shard.broker_address(snapshot, *n, s.0 as usize).is_some())
+                .map(|(s, n)| BrokerId(broker_id(n, s)));
+            let replica = placed.map(|(s, n)| BrokerId(broker_id(n, s)));
+            let mut entry = MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(leader)
+                .with_leader_id(leader.unwrap_or(BrokerId(-1)))
                 .with_leader_epoch(0)
-                .with_replica_nodes(vec![leader])
-                .with_isr_nodes(vec![leader])
+                .with_replica_nodes(replica.into_iter().collect())
+                .with_isr_nodes(leader.into_iter().collect());
+            if leader.is_none() {
+                // The partition's node has not registered (yet): clients retry.
+                entry.error_code = LEADER_NOT_AVAILABLE;
+                entry.offline_replicas = replica.into_iter().collect();
+            }
+            entry
         })
         .collect();
     entry

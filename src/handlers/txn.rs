@@ -95,6 +95,27 @@ pub async fn add_partitions_to_txn(
             }
         });
     }
+    // A cluster's transaction markers are written by the coordinator's node only: a
+    // transaction may span the partitions this node leads, not another node's.
+    let elsewhere: BTreeSet<(String, i32)> = wanted
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+        .filter(|(t, p)| {
+            snapshot
+                .topic(t)
+                .is_some_and(|m| snapshot.leader_node(m, *p) != Some(shard.node))
+        })
+        .collect();
+    if !elsewhere.is_empty() {
+        tracing::warn!(partitions = ?elsewhere, "a transaction asked for partitions another node leads; refused (cluster transactions span one node)");
+        return answer(&|t, p| {
+            if elsewhere.contains(&(t.to_string(), p)) {
+                INVALID_TXN_STATE
+            } else {
+                OPERATION_NOT_ATTEMPTED
+            }
+        });
+    }
     let added = wanted
         .iter()
         .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)));

@@ -15,8 +15,8 @@
 //! counted (`strand_accept_errors_total`) and logged once per
 //! [`ACCEPT_ERROR_LOG_INTERVAL_MS`], never in a tight loop.
 //!
-//! [`rpc`]: a shard's links to the same shard of the other nodes of a cluster (not used by
-//! the broker yet).
+//! [`rpc`]: a shard's links to the same shard of the other nodes of a cluster; [`cluster`]
+//! connects shard 0's links to the cluster's metadata group.
 //!
 //! Frames are read into memory that is not zero-filled first, large ones straight from the
 //! socket, and responses are written as pieces with vectored sends ([`socket`]), so Fetch
@@ -27,6 +27,7 @@
 //! land in the order the client sent them — which idempotent producers rely on.
 
 mod budget;
+pub mod cluster;
 mod connection;
 pub mod metrics_http;
 pub mod rpc;

@@ -276,6 +276,7 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             partitions: vec![ShardId(0)],
             configs: Default::default(),
+            replicas: Vec::new(),
         });
         std::rc::Rc::new(Partition::new(meta, 0, log))
     }

@@ -18,6 +18,7 @@ pub mod append_gate;
 mod flusher;
 mod maintenance;
 pub mod mesh;
+pub mod meta;
 pub mod replica;
 #[cfg(test)]
 mod replica_tests;
@@ -97,8 +98,11 @@ fn segment_files_capacity(config: &Config) -> usize {
     }
 }
 
+/// A metadata change for the controller task: the request, whether another node
+/// forwarded it, where the reply goes.
 type ControlJob = (
     ControlRequest,
+    bool,
     futures_channel::oneshot::Sender<ControlReply>,
 );
 
@@ -144,7 +148,7 @@ impl Shard {
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
-            node: NodeId(0),
+            node: NodeId(config.node()),
             config: config.clone(),
             mesh,
             snapshot: RefCell::new(Rc::new(ClusterSnapshot::default())),
@@ -173,6 +177,33 @@ impl Shard {
 
     pub fn broker_id(&self) -> i32 {
         broker_id(self.node, self.id)
+    }
+
+    /// Where clients reach shard `k` of `node`: this node's own advertised address, or
+    /// the one a peer registered. `None` for a node that has not registered.
+    pub fn broker_address(
+        &self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        k: usize,
+    ) -> Option<(String, i32)> {
+        if node == self.node {
+            return Some(self.config.shard_advertised(k));
+        }
+        let info = snapshot.nodes.get(&node)?;
+        (k < info.shards).then(|| (info.host.clone(), info.port + k as i32))
+    }
+
+    /// The broker id clients see as the controller: shard 0 of the metadata leader (-1
+    /// when a cluster has none), or this node's shard 0 when alone.
+    pub fn controller_broker(&self, snapshot: &ClusterSnapshot) -> i32 {
+        if !self.config.clustered() {
+            return broker_id(self.node, ShardId(0));
+        }
+        snapshot
+            .controller
+            .filter(|n| self.broker_address(snapshot, *n, 0).is_some())
+            .map_or(-1, |n| broker_id(n, ShardId(0)))
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
@@ -206,6 +237,9 @@ impl Shard {
         match snapshot.owner(meta, index) {
             None => Err(UNKNOWN_TOPIC_OR_PARTITION),
             Some(owner) if owner != self.id => Err(NOT_LEADER_OR_FOLLOWER),
+            Some(_) if snapshot.leader_node(meta, index) != Some(self.node) => {
+                Err(NOT_LEADER_OR_FOLLOWER)
+            }
             Some(_) => self.partition(topic, index).ok_or(KAFKA_STORAGE_ERROR),
         }
     }
@@ -213,7 +247,9 @@ impl Shard {
     /// Whether this shard coordinates the consumer group or transactional id `key`
     /// (FindCoordinator names the shard its hash picks).
     pub fn coordinates(&self, key: &str) -> bool {
-        crate::coordinator::shard_of_group(key, self.snapshot.borrow().shard_count) == self.id
+        let snapshot = self.snapshot.borrow();
+        crate::coordinator::shard_of_group(key, snapshot.shard_count) == self.id
+            && snapshot.coordinator_node(crate::coordinator::group_hash(key)) == self.node
     }
 
     pub fn partition_count(&self) -> usize {
@@ -286,12 +322,28 @@ impl Shard {
         self: &Rc<Self>,
         request: ControlRequest,
     ) -> Result<ControlReply, MeshError> {
+        self.control_as(request, false).await
+    }
+
+    /// A change another node forwarded to this one (shard 0).
+    pub async fn control_forwarded(
+        self: &Rc<Self>,
+        request: ControlRequest,
+    ) -> Result<ControlReply, MeshError> {
+        self.control_as(request, true).await
+    }
+
+    async fn control_as(
+        self: &Rc<Self>,
+        request: ControlRequest,
+        forwarded: bool,
+    ) -> Result<ControlReply, MeshError> {
         if self.id == ShardId(0) {
             let sender = self.controller_queue.borrow().clone();
             let sender = sender.ok_or_else(|| MeshError("controller is not running".into()))?;
             let (tx, rx) = futures_channel::oneshot::channel();
             sender
-                .send((request, tx))
+                .send((request, forwarded, tx))
                 .await
                 .map_err(|_| MeshError("controller is gone".into()))?;
             rx.await
@@ -316,7 +368,7 @@ impl Shard {
         self.publish(controller.snapshot()).await;
         let shard = self.clone();
         glommio::spawn_local(async move {
-            while let Some((request, reply_to)) = rx.recv().await {
+            while let Some((request, _, reply_to)) = rx.recv().await {
                 let (reply, snapshot) = controller.handle(request).await;
                 if let Some(snapshot) = snapshot {
                     shard.publish(snapshot).await;
@@ -325,6 +377,75 @@ impl Shard {
             }
         })
         .detach();
+    }
+
+    /// Starts a cluster member's controller (shard 0): the applier of the metadata
+    /// group, the task answering changes (planned here when this node leads, forwarded
+    /// otherwise), and this node's registration.
+    pub async fn start_cluster_controller(
+        self: &Rc<Self>,
+        controller: Controller,
+        group: Rc<meta::MetaGroup>,
+    ) {
+        let (tx, rx) = local_channel::new_bounded::<ControlJob>(CONTROLLER_QUEUE_CAPACITY);
+        *self.controller_queue.borrow_mut() = Some(Rc::new(tx));
+        let controller = Rc::new(controller);
+        // Every shard serves (an empty cluster) until the log's committed state is read.
+        self.publish(controller.snapshot()).await;
+        glommio::spawn_local(meta::apply_loop(
+            self.clone(),
+            group.clone(),
+            controller.clone(),
+        ))
+        .detach();
+        let serving = controller.clone();
+        let serving_group = group.clone();
+        glommio::spawn_local(async move {
+            while let Some((request, forwarded, reply_to)) = rx.recv().await {
+                let reply = serving_group.serve(&serving, request, forwarded).await;
+                let _ = reply_to.send(reply);
+            }
+        })
+        .detach();
+        glommio::spawn_local(register_node(self.clone(), controller)).detach();
+    }
+}
+
+/// Registers this node with the cluster (where clients and peers reach it), retrying
+/// until the metadata group has applied it.
+async fn register_node(shard: Rc<Shard>, controller: Rc<Controller>) {
+    let (host, port) = shard.config.shard_advertised(0);
+    let info = crate::cluster::NodeInfo {
+        node: shard.node,
+        host,
+        port,
+        rpc: shard
+            .config
+            .rpc_listen
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        shards: shard.config.shards_resolved(),
+    };
+    let mut logged = false;
+    while !shard.shutting_down.get() {
+        if controller.registered(shard.node).as_ref() == Some(&info) {
+            tracing::info!(node = shard.node.0, "registered with the cluster");
+            return;
+        }
+        match shard
+            .control(ControlRequest::RegisterNode(info.clone()))
+            .await
+        {
+            Ok(ControlReply::Results(results))
+                if results.first().is_some_and(|(code, _)| *code == 0) => {}
+            other => {
+                if !logged {
+                    tracing::info!(reply = ?other, "waiting to register with the cluster");
+                    logged = true;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
     }
 }
 

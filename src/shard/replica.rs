@@ -12,8 +12,8 @@
 //! An entry with no data (raft-rs's first entry of a new leader) is stored as the leader
 //! change control batch, the same bytes on every replica.
 //!
-//! The shard does not drive replicas yet (no partition is replicated): this is the core
-//! the cluster builds on, tested over a simulated network.
+//! The cluster's metadata group runs on it ([`super::meta`]); partitions are not
+//! replicated yet.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -298,6 +298,11 @@ impl Replica {
             return None;
         }
         Some(tail.term(index) == Some(term))
+    }
+
+    /// Messages to `peer` were lost (its link went down): raft-rs probes it again.
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
     }
 
     /// Messages to send, in order.

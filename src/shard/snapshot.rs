@@ -211,6 +211,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            replicas: Vec::new(),
         })
     }
 
@@ -223,6 +224,7 @@ mod tests {
                 .iter()
                 .map(|t| (t.name.clone(), Arc::clone(t)))
                 .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         })
     }
 

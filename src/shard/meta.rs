@@ -1,0 +1,554 @@
+//! The cluster's metadata: one Raft group (group 0) over shard 0 of every member node,
+//! whose log holds the controller's records (KRaft's `__cluster_metadata` in spirit).
+//!
+//! - **The log** is a replicated partition log in `data/cluster/raft/`: one entry per
+//!   change, a Kafka record batch whose records are the [`MetaRecord`]s in JSON
+//!   ([`metadata_log::encode_batch`]). Its high watermark is the commit.
+//! - **The driver** ([`MetaGroup::spawn_driver`]) is the only task touching the group's
+//!   [`Replica`]: it ticks the Raft clock (every `--raft-tick-ms`; a late timer — after a
+//!   stall or SIGSTOP — counts every tick that passed, up to two election timeouts, so a
+//!   paused leader does not believe itself current), steps what peers sent, takes
+//!   proposals, sends, and makes placed entries durable before what waits on them leaves.
+//! - **The applier** ([`apply_loop`]) reads what is committed, in order, applies it to the
+//!   [`Controller`] and publishes the new snapshot to every shard of the node; so every
+//!   node serves the same metadata, each at its own pace.
+//! - **Changes** (CreateTopics, …) are planned by the leader's controller against fully
+//!   applied state, proposed, and answered once applied here. Another node's shard 0
+//!   forwards the request to the leader (a REQUEST frame) and answers its client once its
+//!   own applier has reached the leader's applied offset, so a client that creates a
+//!   topic through any node sees it there at once. With no leader, or no answer within
+//!   `--metadata-request-timeout-ms`, the client gets NOT_CONTROLLER (retriable).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft::eraftpb::Message;
+use serde::{Deserialize, Serialize};
+
+use super::replica::{ProposeError, Replica, ReplicaTiming};
+use super::Shard;
+use crate::cluster::controller::MetaCommit;
+use crate::cluster::controller::{CommitResult, ControlReply, ControlRequest, Controller};
+use crate::cluster::metadata_log::{self, MetaRecord};
+use crate::cluster::NodeId;
+use crate::config::Config;
+use crate::protocol::errors::NOT_CONTROLLER;
+use crate::storage::log::{LogConfig, PartitionLog};
+use crate::util::{timeout, Notify};
+
+/// The metadata group's id on the inter-node links.
+pub const METADATA_GROUP: u64 = 0;
+/// REQUEST op: a metadata change forwarded to the leader (JSON [`ControlRequest`]).
+pub const OP_CONTROL_FORWARD: u8 = 1;
+/// Segment size of the metadata log (it holds small records; never deleted).
+const META_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Recent metadata entries kept in memory (followers catching up read from here).
+const META_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes the applier reads at once.
+const APPLY_READ_BYTES: usize = 1024 * 1024;
+
+/// How the group reaches its peers (the node's inter-node links on shard 0).
+pub trait PeerTransport {
+    /// Queues a Raft message; false if it was dropped (the link is down or full).
+    fn send_raft(&self, peer: u64, group: u64, message: Message) -> bool;
+    /// Queues a request; false if it could not be queued.
+    fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool;
+}
+
+/// The leader's answer to a forwarded change: the reply, and how far its applier had
+/// got (the forwarding node answers once its own applier is there too).
+#[derive(Serialize, Deserialize)]
+pub struct ForwardReply {
+    pub reply: ControlReply,
+    pub applied: i64,
+}
+
+type Proposal = (
+    Bytes,
+    futures_channel::oneshot::Sender<Result<(u64, u64), ProposeError>>,
+);
+
+pub struct MetaGroup {
+    node: u64,
+    config: Arc<Config>,
+    /// The group's log (the replica's), read by the applier and by waiting proposers.
+    log: Rc<RefCell<PartitionLog>>,
+    inbox: RefCell<Vec<Message>>,
+    unreachable: RefCell<Vec<u64>>,
+    proposals: RefCell<Vec<Proposal>>,
+    /// Wakes the driver (something queued).
+    wake: Notify,
+    /// The leader as the driver last saw it (0: none), and the term.
+    leader: Cell<u64>,
+    term: Cell<u64>,
+    /// Leadership or the commit moved.
+    pub changed: Notify,
+    /// The offset up to which the controller has applied the log.
+    applied: Cell<i64>,
+    applied_changed: Notify,
+    transport: RefCell<Option<Rc<dyn PeerTransport>>>,
+    /// Forwarded requests waiting for the leader's reply: id → (peer, reply slot).
+    pending: RefCell<HashMap<u64, (u64, futures_channel::oneshot::Sender<Bytes>)>>,
+    next_req: Cell<u64>,
+    stopping: Cell<bool>,
+}
+
+impl MetaGroup {
+    /// Opens the group's log and Raft state in `dir` (creating them on first start).
+    pub async fn open(
+        dir: &Path,
+        config: Arc<Config>,
+        node: u64,
+        members: &[u64],
+    ) -> io::Result<(Rc<MetaGroup>, Replica)> {
+        std::fs::create_dir_all(dir)?;
+        let log_config = LogConfig {
+            segment_bytes: META_SEGMENT_BYTES,
+            cache_bytes: META_CACHE_BYTES,
+            ..LogConfig::default()
+        };
+        let timing = ReplicaTiming {
+            election_ticks: config.raft_election_ticks as usize,
+            heartbeat_ticks: 1,
+        };
+        let replica = Replica::open(dir, log_config, node, members, &timing).await?;
+        let group = Rc::new(MetaGroup {
+            node,
+            config,
+            log: replica.log().clone(),
+            inbox: RefCell::new(Vec::new()),
+            unreachable: RefCell::new(Vec::new()),
+            proposals: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            leader: Cell::new(0),
+            term: Cell::new(replica.term()),
+            changed: Notify::default(),
+            applied: Cell::new(0),
+            applied_changed: Notify::default(),
+            transport: RefCell::new(None),
+            pending: RefCell::new(HashMap::new()),
+            next_req: Cell::new(1),
+            stopping: Cell::new(false),
+        });
+        Ok((group, replica))
+    }
+
+    pub fn set_transport(&self, transport: Rc<dyn PeerTransport>) {
+        *self.transport.borrow_mut() = Some(transport);
+    }
+
+    /// The leader's node id as last seen, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.leader.get() {
+            0 => None,
+            id => i32::try_from(id).ok().map(NodeId),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == self.node
+    }
+
+    pub fn applied(&self) -> i64 {
+        self.applied.get()
+    }
+
+    /// Raft messages from a peer, stepped by the driver.
+    pub fn deliver(&self, messages: impl IntoIterator<Item = Message>) {
+        self.inbox.borrow_mut().extend(messages);
+        self.wake.notify_all();
+    }
+
+    /// The link to `peer` went down: its messages were lost, and so are the replies to
+    /// what was forwarded to it.
+    pub fn peer_down(&self, peer: u64) {
+        self.unreachable.borrow_mut().push(peer);
+        self.pending.borrow_mut().retain(|_, (to, _)| *to != peer);
+        self.wake.notify_all();
+    }
+
+    /// The leader's reply to a forwarded request.
+    pub fn reply(&self, req_id: u64, payload: Bytes) {
+        if let Some((_, slot)) = self.pending.borrow_mut().remove(&req_id) {
+            let _ = slot.send(payload);
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.wake.notify_all();
+        self.changed.notify_all();
+        self.applied_changed.notify_all();
+    }
+
+    /// Starts the task that drives the group's Raft node.
+    pub fn spawn_driver(self: &Rc<Self>, replica: Replica) {
+        glommio::spawn_local(self.clone().drive(replica)).detach();
+    }
+
+    async fn drive(self: Rc<Self>, mut replica: Replica) {
+        let tick = Duration::from_millis(self.config.raft_tick_ms);
+        let ticks_max = 2 * self.config.raft_election_ticks;
+        let mut next_tick = Instant::now() + tick;
+        let mut last_hw = -1;
+        while !self.stopping.get() {
+            let seen = self.wake.generation();
+            let idle = self.inbox.borrow().is_empty()
+                && self.proposals.borrow().is_empty()
+                && self.unreachable.borrow().is_empty();
+            if idle {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                let _ = timeout(wait, self.wake.wait(seen)).await;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                // One tick, plus one for every period the timer fired late by.
+                let late = (now - next_tick).as_millis() as u64 / self.config.raft_tick_ms;
+                for _ in 0..(1 + late).min(ticks_max) {
+                    if let Err(err) = replica.tick() {
+                        tracing::error!(%err, "metadata group: tick failed");
+                    }
+                }
+                next_tick = now + tick;
+            }
+            let unreachable = std::mem::take(&mut *self.unreachable.borrow_mut());
+            for peer in unreachable {
+                replica.report_unreachable(peer);
+            }
+            let inbox = std::mem::take(&mut *self.inbox.borrow_mut());
+            for message in inbox {
+                if let Err(err) = replica.step(message) {
+                    tracing::error!(%err, "metadata group: a peer's message failed");
+                }
+            }
+            let proposals = std::mem::take(&mut *self.proposals.borrow_mut());
+            for (data, answer) in proposals {
+                let _ = answer.send(replica.propose(data));
+            }
+            self.send(&mut replica);
+            if replica.needs_persist() {
+                if let Err(err) = replica.persist().await {
+                    // The disk refused the metadata log: nothing more is acknowledged
+                    // from here until it accepts writes again.
+                    tracing::error!(%err, "metadata group: cannot make the log durable");
+                    glommio::timer::sleep(Duration::from_millis(500)).await;
+                }
+                self.send(&mut replica);
+            }
+            if let Err(err) = replica.fetch_wanted().await {
+                tracing::error!(%err, "metadata group: cannot read entries for a follower");
+            }
+            self.send(&mut replica);
+            let hw = self.log.borrow().high_watermark();
+            if replica.leader() != self.leader.get() || replica.term() != self.term.get() {
+                if replica.leader() != self.leader.get() {
+                    tracing::info!(
+                        leader = replica.leader(),
+                        term = replica.term(),
+                        "metadata group: new leader"
+                    );
+                }
+                self.leader.set(replica.leader());
+                self.term.set(replica.term());
+                self.changed.notify_all();
+            }
+            if hw != last_hw {
+                last_hw = hw;
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    fn send(&self, replica: &mut Replica) {
+        let outbox = replica.take_outbox();
+        if outbox.is_empty() {
+            return;
+        }
+        let transport = self.transport.borrow().clone();
+        for message in outbox {
+            let to = message.to;
+            let sent = transport
+                .as_ref()
+                .is_some_and(|t| t.send_raft(to, METADATA_GROUP, message));
+            if !sent {
+                replica.report_unreachable(to);
+            }
+        }
+    }
+
+    async fn propose(&self, data: Bytes) -> Result<(u64, u64), ProposeError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.proposals.borrow_mut().push((data, tx));
+        self.wake.notify_all();
+        rx.await.unwrap_or(Err(ProposeError::Dropped))
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.metadata_request_timeout_ms)
+    }
+
+    /// Proposes records and waits until they are committed and applied here.
+    async fn commit_records(&self, records: Vec<MetaRecord>) -> CommitResult {
+        let not_controller = |why: &str| Err((NOT_CONTROLLER, why.to_string()));
+        if !self.is_leader() {
+            return not_controller("this node no longer leads the metadata group");
+        }
+        let data = Bytes::from(metadata_log::encode_batch(&records, crate::util::now_ms()));
+        let (index, term) = match self.propose(data).await {
+            Ok(placed) => placed,
+            Err(_) => return not_controller("the metadata group did not take the change"),
+        };
+        let deadline = Instant::now() + self.request_timeout();
+        loop {
+            let seen_changed = self.changed.generation();
+            let seen_applied = self.applied_changed.generation();
+            let state = {
+                let log = self.log.borrow();
+                log.raft().map(|tail| {
+                    (
+                        tail.committed() >= index,
+                        tail.term(index),
+                        tail.offsets(index).map(|(_, next)| next),
+                    )
+                })
+            };
+            match state {
+                Some((true, Some(t), Some(next))) if t == term && self.applied.get() >= next => {
+                    return Ok(());
+                }
+                Some((true, Some(t), Some(_))) if t == term => {}
+                Some((_, Some(t), _)) if t != term => {
+                    return not_controller("leadership changed before the change committed")
+                }
+                Some((_, None, _)) if self.term.get() != term => {
+                    return not_controller("leadership changed before the change committed")
+                }
+                _ => {}
+            }
+            if self.stopping.get() {
+                return not_controller("the node is stopping");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return not_controller("the metadata group did not commit the change in time");
+            }
+            let _ = timeout(
+                left,
+                futures_lite::future::or(
+                    self.changed.wait(seen_changed),
+                    self.applied_changed.wait(seen_applied),
+                ),
+            )
+            .await;
+        }
+    }
+
+    /// Waits until this leader has applied everything committed before its term (its
+    /// first entry is committed and applied): only then does it plan changes.
+    async fn wait_leader_ready(&self) -> bool {
+        let deadline = Instant::now() + self.request_timeout();
+        loop {
+            let seen_changed = self.changed.generation();
+            let seen_applied = self.applied_changed.generation();
+            if !self.is_leader() || self.stopping.get() {
+                return false;
+            }
+            let ready = {
+                let log = self.log.borrow();
+                let hw = log.high_watermark();
+                log.raft().is_some_and(|tail| {
+                    tail.term(tail.committed()) == Some(self.term.get()) && self.applied.get() >= hw
+                })
+            };
+            if ready {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = timeout(
+                left,
+                futures_lite::future::or(
+                    self.changed.wait(seen_changed),
+                    self.applied_changed.wait(seen_applied),
+                ),
+            )
+            .await;
+        }
+    }
+
+    /// Waits for a leader to be known (true) or the deadline.
+    async fn wait_for_leader(&self, deadline: Instant) -> bool {
+        loop {
+            let seen = self.changed.generation();
+            if self.leader.get() != 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopping.get() {
+                return false;
+            }
+            let _ = timeout(left, self.changed.wait(seen)).await;
+        }
+    }
+
+    /// Sends a change to the leader and waits for its reply, then for this node's
+    /// applier to catch up with it.
+    async fn forward(&self, request: &ControlRequest, deadline: Instant) -> Option<ControlReply> {
+        let leader = self.leader.get();
+        let transport = self.transport.borrow().clone()?;
+        let payload = Bytes::from(serde_json::to_vec(request).ok()?);
+        let req_id = self.next_req.get();
+        self.next_req.set(req_id + 1);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.pending.borrow_mut().insert(req_id, (leader, tx));
+        if !transport.send_request(leader, req_id, OP_CONTROL_FORWARD, payload) {
+            self.pending.borrow_mut().remove(&req_id);
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = timeout(left, rx).await;
+        self.pending.borrow_mut().remove(&req_id);
+        let bytes = answer?.ok()?;
+        let forwarded: ForwardReply = match serde_json::from_slice(&bytes) {
+            Ok(reply) => reply,
+            Err(err) => {
+                tracing::warn!(%err, leader, "metadata group: unreadable reply to a forwarded change");
+                return None;
+            }
+        };
+        // Answer once this node serves what the leader had applied.
+        loop {
+            let seen = self.applied_changed.generation();
+            if self.applied.get() >= forwarded.applied || self.stopping.get() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = timeout(left, self.applied_changed.wait(seen)).await;
+        }
+        Some(forwarded.reply)
+    }
+
+    /// Handles a change asked on this node: planned and proposed here when this node
+    /// leads, forwarded to the leader otherwise (unless it was itself forwarded: a
+    /// change travels one hop at most).
+    pub async fn serve(
+        &self,
+        controller: &Controller,
+        request: ControlRequest,
+        forwarded: bool,
+    ) -> ControlReply {
+        let deadline = Instant::now() + self.request_timeout();
+        loop {
+            if self.is_leader() {
+                if !self.wait_leader_ready().await {
+                    return request.failed(NOT_CONTROLLER, "the metadata leader is not ready");
+                }
+                return controller.handle(request).await.0;
+            }
+            if forwarded {
+                return request
+                    .failed(NOT_CONTROLLER, "this node does not lead the metadata group");
+            }
+            if !self.wait_for_leader(deadline).await {
+                return request.failed(NOT_CONTROLLER, "the metadata group has no leader");
+            }
+            if self.is_leader() {
+                continue;
+            }
+            if let Some(reply) = self.forward(&request, deadline).await {
+                return reply;
+            }
+            if Instant::now() >= deadline {
+                return request
+                    .failed(NOT_CONTROLLER, "the metadata leader did not answer in time");
+            }
+            // The leader went away under the request: ask the next one.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The controller's path into the group.
+pub struct MetaCommitter(pub Rc<MetaGroup>);
+
+impl MetaCommit for MetaCommitter {
+    fn commit(&self, records: Vec<MetaRecord>) -> Pin<Box<dyn Future<Output = CommitResult>>> {
+        let group = self.0.clone();
+        Box::pin(async move { group.commit_records(records).await })
+    }
+}
+
+/// Applies what the group commits to the controller, in order, and publishes each new
+/// state to the node's shards; also publishes leadership changes. Runs until shutdown.
+pub(super) async fn apply_loop(shard: Rc<Shard>, group: Rc<MetaGroup>, controller: Rc<Controller>) {
+    loop {
+        let seen = group.changed.generation();
+        let mut changed = controller.set_leader(group.leader());
+        let mut applied = group.applied.get();
+        loop {
+            let plan = group.log.borrow().read_plan(applied, APPLY_READ_BYTES);
+            let data = match plan {
+                Ok(plan) => match plan.read().await {
+                    Ok(data) => data,
+                    Err(err) => {
+                        tracing::error!(%err, applied, "metadata group: cannot read the log");
+                        break;
+                    }
+                },
+                Err(err) => {
+                    tracing::error!(?err, applied, "metadata group: cannot read the log");
+                    break;
+                }
+            };
+            let bytes = data.to_bytes();
+            if bytes.is_empty() {
+                break;
+            }
+            let before = applied;
+            for item in crate::protocol::batch::iter_batches(&bytes) {
+                let Ok((at, info)) = item else { break };
+                if info.last_offset() < applied {
+                    continue;
+                }
+                match metadata_log::decode_batch(&bytes[at..at + info.len]) {
+                    Ok(records) => changed |= controller.apply_committed(records),
+                    Err(err) => {
+                        tracing::error!(%err, "metadata group: a committed entry is unreadable; skipped")
+                    }
+                }
+                applied = info.last_offset() + 1;
+            }
+            if applied == before {
+                break;
+            }
+        }
+        if changed {
+            shard.publish(controller.snapshot()).await;
+        }
+        if applied != group.applied.get() {
+            group.applied.set(applied);
+            group.applied_changed.notify_all();
+        }
+        if shard.shutting_down.get() || group.stopping.get() {
+            return;
+        }
+        let _ = futures_lite::future::or(
+            group.changed.wait(seen),
+            shard.shutdown.wait(shard.shutdown.generation()),
+        )
+        .await;
+    }
+}
