@@ -7,7 +7,7 @@
 //! [`PublishedSnapshot`]; the caller answers the client only once every shard has applied it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::path::Path;
@@ -226,6 +226,8 @@ pub struct Controller {
     members: Vec<NodeId>,
     /// The node leading the metadata group, as last heard (published to the shards).
     leader: Cell<Option<NodeId>>,
+    /// The nodes this node reaches now (itself included), as last heard.
+    live: RefCell<BTreeSet<NodeId>>,
     shard_count: usize,
     default_partitions: i32,
     /// The broker default of every topic config (base of incremental list edits).
@@ -281,6 +283,7 @@ impl Controller {
             node: NodeId(0),
             members: Vec::new(),
             leader: Cell::new(None),
+            live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
             broker_defaults,
@@ -305,6 +308,7 @@ impl Controller {
             node,
             members,
             leader: Cell::new(None),
+            live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
             broker_defaults,
@@ -325,6 +329,7 @@ impl Controller {
             nodes: state.nodes.clone(),
             members: self.members.clone(),
             controller: self.leader.get(),
+            live: self.live.borrow().clone(),
         })
     }
 
@@ -352,6 +357,17 @@ impl Controller {
         if leader == Some(self.node) {
             state.next_producer_id = state.producer_id_block_end;
         }
+        true
+    }
+
+    /// Notes which nodes this node reaches now; returns whether that changed (published
+    /// with the next snapshot; new partitions go to live nodes only).
+    pub fn set_live(&self, live: BTreeSet<NodeId>) -> bool {
+        if *self.live.borrow() == live {
+            return false;
+        }
+        *self.live.borrow_mut() = live;
+        self.state.borrow_mut().version += 1;
         true
     }
 
@@ -925,6 +941,18 @@ impl Controller {
         })
     }
 
+    /// Registered nodes this node reaches now (itself always), sorted.
+    fn live_registered(&self) -> Vec<NodeId> {
+        let live = self.live.borrow();
+        self.state
+            .borrow()
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| *n == self.node || live.contains(n))
+            .collect()
+    }
+
     /// Refuses a replication factor this cluster cannot give.
     fn check_replication_factor(&self, factor: i16) -> Result<(), (i16, String)> {
         if self.members.is_empty() {
@@ -936,14 +964,14 @@ impl Controller {
             }
             return Ok(());
         }
-        let nodes = self.state.borrow().nodes.len();
+        let nodes = self.live_registered().len();
         if factor == -1 || factor == 1 {
             return Ok(());
         }
         if factor < 1 || factor as usize > nodes {
             return Err((
                 INVALID_REPLICATION_FACTOR,
-                format!("replication factor {factor} is larger than the {nodes} registered nodes"),
+                format!("replication factor {factor} is larger than the {nodes} live nodes"),
             ));
         }
         Err((
@@ -965,6 +993,7 @@ impl Controller {
     ) -> Result<Placement, (i16, String)> {
         let clustered = !self.members.is_empty();
         let registered: Vec<NodeId> = self.state.borrow().nodes.keys().copied().collect();
+        let live = self.live_registered();
         if let Some(assignment) = assignment {
             let mut shards = Vec::with_capacity(assignment.len());
             let mut replicas = Vec::new();
@@ -991,12 +1020,14 @@ impl Controller {
         if !clustered {
             return Ok((shards, Vec::new()));
         }
-        if registered.is_empty() {
+        if live.is_empty() {
             return Err((
                 NOT_CONTROLLER,
-                "no node has registered with the cluster yet".to_string(),
+                "no live node has registered with the cluster yet".to_string(),
             ));
         }
+        // New partitions go to nodes that are up (as Kafka places on unfenced brokers).
+        let registered = live;
         let mut load: BTreeMap<NodeId, usize> = registered.iter().map(|&n| (n, 0)).collect();
         for meta in existing.values() {
             for node in meta.replicas.iter().flatten() {
@@ -1051,5 +1082,151 @@ fn new_topic_id() -> Uuid {
         if id.as_u64_pair().0 > 1 {
             return id;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Weak;
+
+    use super::*;
+
+    /// A metadata group of one: commits at once, applying to the controller.
+    struct Applied(RefCell<Weak<Controller>>);
+
+    impl MetaCommit for Applied {
+        fn commit(&self, records: Vec<MetaRecord>) -> Pin<Box<dyn Future<Output = CommitResult>>> {
+            let controller = self.0.borrow().upgrade().expect("the controller");
+            // Through the log's encoding, as the applier reads it back.
+            let batch = super::super::metadata_log::encode_batch(&records, 0);
+            let decoded = super::super::metadata_log::decode_batch(&batch).expect("decodes");
+            assert_eq!(decoded, records);
+            controller.apply_committed(decoded);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn cluster_controller(node: i32, members: &[i32]) -> Rc<Controller> {
+        let group = Rc::new(Applied(RefCell::new(Weak::new())));
+        let controller = Rc::new(Controller::replicated(
+            NodeId(node),
+            members.iter().map(|&m| NodeId(m)).collect(),
+            group.clone(),
+            2,
+            1,
+            BTreeMap::new(),
+        ));
+        *group.0.borrow_mut() = Rc::downgrade(&controller);
+        controller
+    }
+
+    fn register(c: &Controller, node: i32) -> (i16, Option<String>) {
+        let info = NodeInfo {
+            node: NodeId(node),
+            host: "127.0.0.1".into(),
+            port: 9092 + node * 1000,
+            rpc: format!("127.0.0.1:{}", 9192 + node * 1000),
+            shards: 2,
+        };
+        match futures_lite::future::block_on(c.handle(ControlRequest::RegisterNode(info))).0 {
+            ControlReply::Results(mut r) => r.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn create(c: &Controller, name: &str, partitions: i32, rf: i16) -> TopicOutcome {
+        let request = ControlRequest::CreateTopics {
+            topics: vec![TopicSpec {
+                name: name.into(),
+                partitions,
+                replication_factor: rf,
+                assignment: None,
+                configs: BTreeMap::new(),
+            }],
+            validate_only: false,
+        };
+        match futures_lite::future::block_on(c.handle(request)).0 {
+            ControlReply::Topics(mut t) => t.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_places_partitions_on_live_registered_nodes() {
+        let c = cluster_controller(1, &[1, 2, 3]);
+        assert_eq!(register(&c, 1).0, NONE);
+        assert!(
+            !c.cluster_id().is_empty(),
+            "the first registration commits a cluster id"
+        );
+        assert_eq!(register(&c, 2).0, NONE);
+        assert_eq!(register(&c, 3).0, NONE);
+        assert_eq!(register(&c, 4).0, INVALID_REQUEST, "not a member");
+        c.set_live([1, 2, 3].map(NodeId).into());
+        assert_eq!(create(&c, "a", 9, 1).error_code, NONE);
+        let snapshot = c.snapshot();
+        let topic = &snapshot.topics["a"];
+        let mut per_node = BTreeMap::new();
+        for replicas in &topic.replicas {
+            assert_eq!(replicas.len(), 1);
+            *per_node.entry(replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+        assert_eq!(topic.partitions.len(), 9);
+
+        // Node 3 is down: new partitions avoid it, and rf counts live nodes.
+        c.set_live([1, 2].map(NodeId).into());
+        assert_eq!(create(&c, "b", 4, -1).error_code, NONE);
+        let snapshot = c.snapshot();
+        assert!(snapshot.topics["b"]
+            .replicas
+            .iter()
+            .all(|r| r[0] != NodeId(3)));
+        let refused = create(&c, "c", 1, 3);
+        assert_eq!(refused.error_code, INVALID_REPLICATION_FACTOR);
+        assert!(refused.message.unwrap().contains("2 live nodes"));
+        assert_eq!(create(&c, "c", 1, 2).error_code, INVALID_REPLICATION_FACTOR);
+
+        // Explicit assignments: registered nodes and existing shards only.
+        let assign = |name: &str, node: i32, shard: u16| {
+            let request = ControlRequest::CreateTopics {
+                topics: vec![TopicSpec {
+                    name: name.into(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    assignment: Some(vec![(NodeId(node), ShardId(shard))]),
+                    configs: BTreeMap::new(),
+                }],
+                validate_only: false,
+            };
+            match futures_lite::future::block_on(c.handle(request)).0 {
+                ControlReply::Topics(mut t) => t.remove(0).error_code,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(assign("d", 3, 1), NONE);
+        assert_eq!(c.snapshot().topics["d"].replicas, vec![vec![NodeId(3)]]);
+        assert_eq!(assign("e", 5, 0), INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(assign("e", 2, 2), INVALID_REPLICA_ASSIGNMENT);
+    }
+
+    #[test]
+    fn a_new_leader_hands_out_producer_ids_past_every_reserved_block() {
+        let c = cluster_controller(1, &[1, 2]);
+        c.set_leader(Some(NodeId(1)));
+        let id = |c: &Controller| match futures_lite::future::block_on(
+            c.handle(ControlRequest::AllocateProducerId),
+        )
+        .0
+        {
+            ControlReply::ProducerId(Ok(id)) => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(id(&c), 0);
+        assert_eq!(id(&c), 1);
+        // Leadership moves away and back (another leader may have used the block).
+        c.set_leader(Some(NodeId(2)));
+        c.set_leader(Some(NodeId(1)));
+        assert_eq!(id(&c), PRODUCER_ID_BLOCK);
     }
 }

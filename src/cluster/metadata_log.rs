@@ -173,6 +173,57 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_clusters_existed_still_read() {
+        // A CreateTopic as a node alone wrote it, before partitions had nodes.
+        let old = r#"{"CreateTopic":{"name":"t","id":"0a4f6a52-2d5c-4a3b-9a5e-2b7c1d9e8f01","partitions":[0,1],"configs":{}}}"#;
+        match serde_json::from_str::<MetaRecord>(old).unwrap() {
+            MetaRecord::CreateTopic {
+                replicas,
+                partitions,
+                ..
+            } => {
+                assert!(replicas.is_empty());
+                assert_eq!(partitions, vec![ShardId(0), ShardId(1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // And a node alone still writes that form.
+        let record = MetaRecord::AddPartitions {
+            name: "t".into(),
+            id: Uuid::nil(),
+            partitions: vec![ShardId(1)],
+            replicas: Vec::new(),
+        };
+        assert!(!serde_json::to_string(&record).unwrap().contains("replicas"));
+    }
+
+    #[test]
+    fn a_metadata_entry_is_a_kafka_batch_of_json_records() {
+        let records = vec![
+            MetaRecord::ClusterId { id: "c".into() },
+            MetaRecord::RegisterNode(NodeInfo {
+                node: NodeId(2),
+                host: "h".into(),
+                port: 1,
+                rpc: "h:2".into(),
+                shards: 4,
+            }),
+        ];
+        let batch = encode_batch(&records, 1_000);
+        let info = crate::protocol::batch::parse_batch(&batch).unwrap();
+        assert_eq!(info.record_count, 2);
+        assert_eq!(decode_batch(&batch).unwrap(), records);
+        // A new leader's control batch holds no records; a damaged batch is an error.
+        assert!(decode_batch(&crate::protocol::batch::leader_change_batch())
+            .unwrap()
+            .is_empty());
+        let mut bad = batch.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decode_batch(&bad).is_err());
+    }
+
+    #[test]
     fn stops_at_corrupt_record() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = MetadataLog::open(dir.path()).unwrap();

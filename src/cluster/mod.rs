@@ -14,7 +14,7 @@ pub mod controller;
 pub mod metadata_log;
 pub mod topic_config;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -125,6 +125,8 @@ pub struct PublishedSnapshot {
     pub members: Vec<NodeId>,
     /// The node whose shard 0 leads the metadata group, as this node last heard.
     pub controller: Option<NodeId>,
+    /// The nodes this node reaches now (itself included); empty on a node alone.
+    pub live: BTreeSet<NodeId>,
 }
 
 /// A shard's own immutable copy of the cluster metadata. Requests read (and clone) it all
@@ -142,6 +144,7 @@ pub struct ClusterSnapshot {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     pub members: Vec<NodeId>,
     pub controller: Option<NodeId>,
+    pub live: BTreeSet<NodeId>,
 }
 
 impl ClusterSnapshot {
@@ -169,6 +172,7 @@ impl ClusterSnapshot {
             nodes: published.nodes.clone(),
             members: published.members.clone(),
             controller: published.controller,
+            live: published.live.clone(),
         }
     }
 
@@ -216,10 +220,15 @@ impl ClusterSnapshot {
         broker_id(node, shard)
     }
 
-    /// The nodes advertised to clients: every registered node (this one always), or
-    /// this node alone outside a cluster. Sorted.
+    /// The nodes advertised to clients: every registered node this node reaches (this
+    /// one always), or this node alone outside a cluster. Sorted.
     pub fn advertised_nodes(&self) -> Vec<NodeId> {
-        let mut nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut nodes: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| self.live.contains(n))
+            .collect();
         if !nodes.contains(&self.node) {
             nodes.push(self.node);
             nodes.sort();
@@ -324,6 +333,32 @@ mod tests {
             }
         }
         assert_eq!(load, [5, 5]);
+    }
+
+    #[test]
+    fn coordinators_spread_over_members_and_keep_the_single_node_shard() {
+        let snap = ClusterSnapshot {
+            shard_count: 2,
+            node: NodeId(1),
+            members: vec![NodeId(1), NodeId(2), NodeId(3)],
+            ..Default::default()
+        };
+        let mut per_node = BTreeMap::new();
+        for i in 0..3000u32 {
+            let hash = crate::coordinator::group_hash(&format!("group-{i}"));
+            *per_node.entry(snap.coordinator_node(hash)).or_insert(0) += 1;
+        }
+        assert_eq!(per_node.len(), 3);
+        assert!(
+            per_node.values().all(|&n| (800..1200).contains(&n)),
+            "{per_node:?}"
+        );
+        // Alone, every id is this node's.
+        let alone = ClusterSnapshot {
+            node: NodeId(0),
+            ..Default::default()
+        };
+        assert_eq!(alone.coordinator_node(12345), NodeId(0));
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl LinkHandler for MetaLinks {
 
     fn on_link(&self, peer: u64, up: bool) {
         tracing::info!(peer, up, "link to peer");
-        if !up {
+        if up {
+            self.group.peer_up(peer);
+        } else {
             self.group.peer_down(peer);
         }
     }

@@ -20,7 +20,7 @@
 //!   `--metadata-request-timeout-ms`, the client gets NOT_CONTROLLER (retriable).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::path::Path;
@@ -83,6 +83,8 @@ pub struct MetaGroup {
     log: Rc<RefCell<PartitionLog>>,
     inbox: RefCell<Vec<Message>>,
     unreachable: RefCell<Vec<u64>>,
+    /// Peers whose link is up.
+    live: RefCell<BTreeSet<u64>>,
     proposals: RefCell<Vec<Proposal>>,
     /// Wakes the driver (something queued).
     wake: Notify,
@@ -126,6 +128,7 @@ impl MetaGroup {
             log: replica.log().clone(),
             inbox: RefCell::new(Vec::new()),
             unreachable: RefCell::new(Vec::new()),
+            live: RefCell::new(BTreeSet::new()),
             proposals: RefCell::new(Vec::new()),
             wake: Notify::default(),
             leader: Cell::new(0),
@@ -167,9 +170,33 @@ impl MetaGroup {
         self.wake.notify_all();
     }
 
-    /// The link to `peer` went down: its messages were lost, and so are the replies to
-    /// what was forwarded to it.
+    /// The link to `peer` is up: it counts as live.
+    pub fn peer_up(&self, peer: u64) {
+        if self.live.borrow_mut().insert(peer) {
+            self.changed.notify_all();
+        }
+    }
+
+    /// The peers this node reaches now (its links to them are up), itself included.
+    pub fn live(&self) -> BTreeSet<NodeId> {
+        let mut live: BTreeSet<NodeId> = self
+            .live
+            .borrow()
+            .iter()
+            .filter_map(|&id| i32::try_from(id).ok().map(NodeId))
+            .collect();
+        if let Ok(node) = i32::try_from(self.node) {
+            live.insert(NodeId(node));
+        }
+        live
+    }
+
+    /// The link to `peer` went down: it no longer counts as live, its messages were
+    /// lost, and so are the replies to what was forwarded to it.
     pub fn peer_down(&self, peer: u64) {
+        if self.live.borrow_mut().remove(&peer) {
+            self.changed.notify_all();
+        }
         self.unreachable.borrow_mut().push(peer);
         self.pending.borrow_mut().retain(|_, (to, _)| *to != peer);
         self.wake.notify_all();
@@ -497,6 +524,7 @@ pub(super) async fn apply_loop(shard: Rc<Shard>, group: Rc<MetaGroup>, controlle
     loop {
         let seen = group.changed.generation();
         let mut changed = controller.set_leader(group.leader());
+        changed |= controller.set_live(group.live());
         let mut applied = group.applied.get();
         loop {
             let plan = group.log.borrow().read_plan(applied, APPLY_READ_BYTES);

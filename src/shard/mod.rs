@@ -180,7 +180,8 @@ impl Shard {
     }
 
     /// Where clients reach shard `k` of `node`: this node's own advertised address, or
-    /// the one a peer registered. `None` for a node that has not registered.
+    /// the one a peer registered. `None` for a node that has not registered or that
+    /// this node does not reach now (clients are not sent to a node that is down).
     pub fn broker_address(
         &self,
         snapshot: &ClusterSnapshot,
@@ -191,7 +192,8 @@ impl Shard {
             return Some(self.config.shard_advertised(k));
         }
         let info = snapshot.nodes.get(&node)?;
-        (k < info.shards).then(|| (info.host.clone(), info.port + k as i32))
+        (k < info.shards && snapshot.live.contains(&node))
+            .then(|| (info.host.clone(), info.port + k as i32))
     }
 
     /// The broker id clients see as the controller: shard 0 of the metadata leader (-1

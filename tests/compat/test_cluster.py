@@ -20,6 +20,8 @@ with every node's shards and the metadata leader's shard 0 as controller.
 
 import concurrent.futures
 import json
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -541,3 +543,110 @@ def test_two_shards_per_node(make_cluster):
     acked = produce(f"127.0.0.1:{cluster.node(1).port + 1}",
                     [(name, i % 12, f"v{i}".encode()) for i in range(240)])
     assert read_back(cluster.node(2).bootstrap, name, 12, 240) == acked
+
+
+def test_a_node_that_is_down_is_not_advertised(cluster):
+    """Survivors stop advertising a killed node: its brokers leave Metadata, its
+    partitions show no leader (clients are not sent to a dead address), and new
+    partitions go to the nodes that are up; back, it is advertised again."""
+    name = topic_name("offline")
+    assert admin_create(cluster.node(2), name, 6) is None
+    leaders = wait_topic(cluster, name, 6)
+    controller = cluster.controller_node()
+    dead = next(n for n in cluster.nodes if n is not controller)
+    dead.kill9()
+    survivors = cluster.live()
+    theirs = {p for p, b in leaders.items() if node_of(b) == dead.node_id}
+    assert theirs, f"no partition of {name} on node {dead.node_id}: {leaders}"
+
+    def offline_everywhere():
+        for n in survivors:
+            md = metadata(n.port)
+            if {node_of(b) for b in md.brokers} != {s.node_id for s in survivors}:
+                return False
+            partitions = md.topics[name][1]
+            if {p for p, b in partitions.items() if b == -1} != theirs:
+                return False
+        return True
+    wait_for(f"survivors to stop advertising node {dead.node_id}", offline_everywhere,
+             TAKEOVER_TIMEOUT_S)
+    # What a real client sees: those partitions have no leader, the others do.
+    md = survivors[0].list_topics()
+    for p, meta in md.topics[name].partitions.items():
+        assert (meta.leader == -1) == (p in theirs), (p, meta.leader)
+        if p in theirs:
+            assert meta.error is not None and meta.error.code() == KafkaError.LEADER_NOT_AVAILABLE
+
+    # New partitions are placed on the nodes that are up.
+    during = topic_name("placed")
+    admin_create_retrying(survivors[0], during, 4, TAKEOVER_TIMEOUT_S)
+    placed = wait_topic(cluster, during, 4, nodes=survivors)
+    assert {node_of(b) for b in placed.values()} <= {s.node_id for s in survivors}, placed
+
+    dead.start()
+    assert wait_topic(cluster, name, 6, timeout=TAKEOVER_TIMEOUT_S) == leaders
+
+
+def test_paused_metadata_leader(cluster):
+    """The metadata leader frozen (SIGSTOP) past an election timeout: the others elect a
+    new leader and take changes; thawed, the old leader's first request is not committed
+    on its stale term — it steps down, forwards or refuses, and ends with the same
+    topics as everyone."""
+    old = cluster.controller_node()
+    others = [n for n in cluster.nodes if n is not old]
+    os.kill(old.pid, signal.SIGSTOP)
+    try:
+        during = topic_name("paused")
+        took = admin_create_retrying(others[0], during, 3, TAKEOVER_TIMEOUT_S)
+        print(f"CreateTopics succeeded {took:.1f}s after the leader was paused")
+        wait_topic(cluster, during, 3, nodes=others)
+    finally:
+        os.kill(old.pid, signal.SIGCONT)
+    # At once, before it has heard from anyone: a change sent to the thawed node.
+    raced = topic_name("thawed")
+    error_code, message = create_topic_raw(old.port, raced, 2, socket_timeout=40)
+    print(f"a change sent to the thawed leader: error {error_code} {message}")
+    assert error_code in (0, NOT_CONTROLLER, REQUEST_TIMED_OUT), (error_code, message)
+
+    def agreed():
+        try:
+            views = [set(metadata(n.port).topics) for n in cluster.nodes]
+        except OSError:
+            return False
+        return all(v == views[0] for v in views) and during in views[0]
+    wait_for("every node to agree on the topics", agreed, TAKEOVER_TIMEOUT_S)
+    topics = set(metadata(old.port).topics)
+    assert (raced in topics) == (error_code == 0), (error_code, sorted(topics))
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--peers", "1@127.0.0.1:19192"], "--peers needs --node-id"),
+    (["--node-id", "2", "--rpc-listen", "127.0.0.1:19192", "--peers", "1@127.0.0.1:19192"],
+     "--node-id 2 is not among --peers"),
+    (["--node-id", "1", "--peers", "1@127.0.0.1:19192"], "--peers needs --rpc-listen"),
+    (["--node-id", "1"], "give --peers too"),
+    (["--node-id", "1", "--rpc-listen", "127.0.0.1:19192", "--peers", "1@nowhere"],
+     "is not HOST:PORT"),
+    (["--node-id", "1", "--rpc-listen", "127.0.0.1:19192", "--peers", "1@127.0.0.1:1,1@127.0.0.1:2"],
+     "names node 1 twice"),
+])
+def test_cluster_flags_are_checked_at_start(tmp_path, args, says):
+    from conftest import STRAND_BIN
+    result = subprocess.run(
+        [STRAND_BIN, "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:19092",
+         *args], capture_output=True, timeout=30)
+    assert result.returncode != 0
+    assert says in result.stderr.decode(errors="replace"), result.stderr
+
+
+def test_a_node_alones_data_dir_does_not_join_a_cluster(tmp_path):
+    from conftest import STRAND_BIN, Broker
+    alone = Broker(tmp_path, shards=1)
+    alone.start()
+    alone.terminate()
+    result = subprocess.run(
+        [STRAND_BIN, "serve", "--data-dir", str(alone.data_dir), "--listen", "127.0.0.1:19092",
+         "--node-id", "1", "--rpc-listen", "127.0.0.1:19192", "--peers", "1@127.0.0.1:19192"],
+        capture_output=True, timeout=30)
+    assert result.returncode != 0
+    assert "holds the metadata of a node running alone" in result.stderr.decode(), result.stderr
