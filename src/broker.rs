@@ -40,7 +40,7 @@ struct ShardStart {
     config: Arc<Config>,
     ends: MeshEnds,
     listener: StdListener,
-    /// Shard 0 of a cluster member: its inter-node listener.
+    /// A cluster member's inter-node listener of this shard.
     rpc_listener: Option<StdListener>,
     shutdown: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
@@ -135,12 +135,17 @@ pub fn serve(config: Config) -> Result<(), String> {
         })?;
         listeners.push(listener);
     }
-    let mut rpc_listener = match config.rpc_listen {
-        Some(addr) if config.clustered() => Some(crate::server::rpc::bind(addr, 0).map_err(|e| {
-            format!("cannot listen on {addr} for peers: {e} (is another node running on this port?)")
-        })?),
-        _ => None,
-    };
+    let mut rpc_listeners = Vec::with_capacity(shards);
+    for k in 0..shards {
+        rpc_listeners.push(match config.rpc_listen {
+            Some(addr) if config.clustered() => {
+                Some(crate::server::rpc::bind(addr, k as u16).map_err(|e| {
+                    format!("cannot listen on {addr} (+{k}) for peers of shard {k}: {e} (is another node running on this port?)")
+                })?)
+            }
+            _ => None,
+        });
+    }
     clean_deleted_dirs(&config.data_dir);
     let coordinator_state =
         crate::coordinator::redistribute(&config.data_dir, shards, crate::util::now_ms())
@@ -173,7 +178,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             config: config.clone(),
             ends,
             listener,
-            rpc_listener: if k == 0 { rpc_listener.take() } else { None },
+            rpc_listener: rpc_listeners[k].take(),
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
@@ -266,6 +271,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             )
         })?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
+    let rpc_listener = start.rpc_listener;
     let shard = Shard::new(
         start.id,
         config.clone(),
@@ -278,6 +284,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     }
     shard.spawn_flusher();
     shard.spawn_maintenance();
+    if let Some(listener) = rpc_listener {
+        start_links(&shard, listener)?;
+    }
     spawn_shutdown_watch(&shard, start.shutdown.clone());
 
     if shard.id == ShardId(0) {
@@ -310,10 +319,9 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
                 )
             })
             .collect();
-        if let Some(rpc_listener) = start.rpc_listener {
+        if config.clustered() {
             start_cluster_member(
                 &shard,
-                rpc_listener,
                 (default_partitions, broker_defaults),
                 (partitions_max, partitions_why),
             )
@@ -402,18 +410,16 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
 /// members and the controller over the group.
 async fn start_cluster_member(
     shard: &Rc<Shard>,
-    rpc_listener: StdListener,
     (default_partitions, broker_defaults): (i32, std::collections::BTreeMap<String, String>),
     (partitions_max, partitions_why): (usize, String),
 ) -> Result<(), String> {
-    use crate::server::rpc::{LinksConfig, PeerLinks, RpcLimits};
     use crate::shard::meta::{MetaCommitter, MetaGroup};
     let config = shard.config.clone();
     let peers = config.cluster_peers()?;
     let node = config.node() as u64;
     let members: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
     let dir = config.data_dir.join("cluster").join("raft");
-    let (group, replica) = MetaGroup::open(&dir, config.clone(), node, &members)
+    let group = MetaGroup::open(&dir, config.clone(), node, &members)
         .await
         .map_err(|e| format!("cannot open the metadata log in {}: {e}", dir.display()))?;
     let controller = Controller::replicated(
@@ -428,10 +434,41 @@ async fn start_cluster_member(
         broker_defaults,
     )
     .with_partitions_max(partitions_max, partitions_why);
+    shard
+        .raft_groups
+        .borrow_mut()
+        .insert(crate::shard::meta::METADATA_GROUP, group.raft().clone());
+    *shard.meta.borrow_mut() = Some(group.clone());
+    // Links that came up before the group existed count as live from now on (later
+    // changes reach the group through the links' handler).
+    let transport = shard.peers.borrow().clone();
+    if let Some(peers) = transport {
+        group.set_transport(peers.clone());
+        for &member in members.iter().filter(|&&m| m != node) {
+            if peers.is_up(member) {
+                group.peer_up(member);
+            }
+        }
+    }
+    group.raft().spawn_driver();
+    shard
+        .start_cluster_controller(controller, group.clone())
+        .await;
+    tracing::info!(node, members = ?members, "cluster member: metadata group started");
+    Ok(())
+}
+
+/// A cluster member's shard: starts its links to the same shard of every peer. When the
+/// broker stops, the shard's Raft groups stop, then the links.
+fn start_links(shard: &Rc<Shard>, listener: StdListener) -> Result<(), String> {
+    use crate::server::rpc::{LinksConfig, PeerLinks, RpcLimits};
+    let config = shard.config.clone();
+    let node = config.node() as u64;
+    let peers = config.cluster_peers()?;
     let links = PeerLinks::start(
         LinksConfig {
             node_id: node,
-            shard: 0,
+            shard: shard.id.0,
             shard_count: config.shards_resolved() as u16,
             incarnation: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -441,19 +478,18 @@ async fn start_cluster_member(
             peers: peers.into_iter().filter(|(id, _)| *id != node).collect(),
             limits: RpcLimits::default(),
         },
-        rpc_listener,
-        Rc::new(crate::server::cluster::MetaLinks {
+        listener,
+        Rc::new(crate::server::cluster::ShardLinks {
             shard: shard.clone(),
-            group: group.clone(),
         }),
     )
-    .map_err(|e| format!("cannot start the inter-node links: {e}"))?;
-    group.set_transport(links.clone());
-    group.spawn_driver(replica);
-    shard
-        .start_cluster_controller(controller, group.clone())
-        .await;
-    // Stop the group and the links when the broker stops.
+    .map_err(|e| {
+        format!(
+            "cannot start the inter-node links of shard {}: {e}",
+            shard.id.0
+        )
+    })?;
+    *shard.peers.borrow_mut() = Some(links.clone());
     let watched = shard.clone();
     glommio::spawn_local(async move {
         while !watched.shutting_down.get() {
@@ -463,11 +499,13 @@ async fn start_cluster_member(
             }
             watched.shutdown.wait(seen).await;
         }
-        group.stop();
+        let groups: Vec<_> = watched.raft_groups.borrow().values().cloned().collect();
+        for group in groups {
+            group.stop().await;
+        }
         links.shutdown().await;
     })
     .detach();
-    tracing::info!(node, members = ?members, "cluster member: metadata group and links started");
     Ok(())
 }
 

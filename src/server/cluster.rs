@@ -1,5 +1,7 @@
-//! A cluster member's inter-node links on shard 0: what peers send reaches the metadata
-//! group ([`MetaGroup`]) and the controller; what the group sends goes out on the links.
+//! A cluster member's inter-node links, on every shard: Raft messages go to the shard's
+//! groups by group id (the metadata group on shard 0, replicated partitions on the shard
+//! that holds them); forwarded metadata changes and their replies, and the liveness of
+//! peers, go to shard 0's metadata group.
 
 use std::rc::Rc;
 
@@ -8,42 +10,50 @@ use raft::eraftpb::Message;
 
 use super::rpc::{LinkHandler, PeerLinks, ReplyFuture};
 use crate::cluster::controller::ControlRequest;
-use crate::shard::meta::{
-    ForwardReply, MetaGroup, PeerTransport, METADATA_GROUP, OP_CONTROL_FORWARD,
-};
+use crate::shard::meta::{ForwardReply, OP_CONTROL_FORWARD};
+use crate::shard::raft_group::PeerTransport;
 use crate::shard::Shard;
 
-/// Hands what peers send to the node's metadata group and controller.
-pub struct MetaLinks {
+/// Hands what peers send to the shard's Raft groups and (shard 0) metadata group.
+pub struct ShardLinks {
     pub shard: Rc<Shard>,
-    pub group: Rc<MetaGroup>,
 }
 
-impl LinkHandler for MetaLinks {
+impl LinkHandler for ShardLinks {
     fn on_raft(&self, peer: u64, messages: Vec<(u64, Message)>) {
-        let mut ours = Vec::with_capacity(messages.len());
+        let groups = self.shard.raft_groups.borrow();
+        let mut unknown = 0;
         for (group, message) in messages {
-            if group == METADATA_GROUP {
-                ours.push(message);
-            } else {
-                tracing::debug!(
-                    peer,
-                    group,
-                    "a Raft message for a group this node does not run"
-                );
+            match groups.get(&group) {
+                Some(g) => g.deliver([message]),
+                None => unknown += 1,
             }
         }
-        self.group.deliver(ours);
+        if unknown > 0 {
+            // A group not created here yet (its metadata not applied) or already
+            // deleted: Raft retries.
+            tracing::debug!(
+                peer,
+                unknown,
+                "Raft messages for groups this shard does not run"
+            );
+        }
     }
 
     fn on_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> ReplyFuture {
         let shard = self.shard.clone();
-        let group = self.group.clone();
         Box::pin(async move {
-            if op != OP_CONTROL_FORWARD {
-                tracing::warn!(peer, req_id, op, "unknown inter-node request; not answered");
+            let group = shard.meta.borrow().clone();
+            let Some(group) = group.filter(|_| op == OP_CONTROL_FORWARD) else {
+                tracing::warn!(
+                    peer,
+                    req_id,
+                    op,
+                    shard = shard.id.0,
+                    "unknown inter-node request; not answered"
+                );
                 return Bytes::new();
-            }
+            };
             let request: ControlRequest = match serde_json::from_slice(&payload) {
                 Ok(request) => request,
                 Err(err) => {
@@ -67,15 +77,24 @@ impl LinkHandler for MetaLinks {
     }
 
     fn on_reply(&self, _peer: u64, req_id: u64, payload: Bytes) {
-        self.group.reply(req_id, payload);
+        if let Some(group) = self.shard.meta.borrow().as_ref() {
+            group.reply(req_id, payload);
+        }
     }
 
     fn on_link(&self, peer: u64, up: bool) {
-        tracing::info!(peer, up, "link to peer");
-        if up {
-            self.group.peer_up(peer);
-        } else {
-            self.group.peer_down(peer);
+        tracing::info!(peer, up, shard = self.shard.id.0, "link to peer");
+        if let Some(group) = self.shard.meta.borrow().as_ref() {
+            if up {
+                group.peer_up(peer);
+            } else {
+                group.peer_down(peer);
+            }
+        }
+        if !up {
+            for group in self.shard.raft_groups.borrow().values() {
+                group.unreachable(peer);
+            }
         }
     }
 }
@@ -87,5 +106,9 @@ impl PeerTransport for PeerLinks {
 
     fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool {
         PeerLinks::send_request(self, peer, req_id, op, payload).is_ok()
+    }
+
+    fn is_up(&self, peer: u64) -> bool {
+        PeerLinks::is_up(self, peer)
     }
 }

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 
-use super::replica::{ProposeError, Replica, ReplicaTiming};
+use super::raft_group::{Clock, PeerTransport, RaftGroup};
+use super::replica::{Replica, ReplicaTiming};
 use super::Shard;
 use crate::cluster::controller::MetaCommit;
 use crate::cluster::controller::{CommitResult, ControlReply, ControlRequest, Controller};
@@ -41,8 +41,16 @@ use crate::cluster::metadata_log::{self, MetaRecord};
 use crate::cluster::NodeId;
 use crate::config::Config;
 use crate::protocol::errors::NOT_CONTROLLER;
-use crate::storage::log::{LogConfig, PartitionLog};
+use crate::storage::log::LogConfig;
 use crate::util::{timeout, Notify};
+
+/// The Raft clock of a node's groups, from its flags.
+pub fn raft_clock(config: &Config) -> Clock {
+    Clock {
+        tick: Duration::from_millis(config.raft_tick_ms),
+        election_ticks: config.raft_election_ticks,
+    }
+}
 
 /// The metadata group's id on the inter-node links.
 pub const METADATA_GROUP: u64 = 0;
@@ -55,14 +63,6 @@ const META_CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes the applier reads at once.
 const APPLY_READ_BYTES: usize = 1024 * 1024;
 
-/// How the group reaches its peers (the node's inter-node links on shard 0).
-pub trait PeerTransport {
-    /// Queues a Raft message; false if it was dropped (the link is down or full).
-    fn send_raft(&self, peer: u64, group: u64, message: Message) -> bool;
-    /// Queues a request; false if it could not be queued.
-    fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool;
-}
-
 /// The leader's answer to a forwarded change: the reply, and how far its applier had
 /// got (the forwarding node answers once its own applier is there too).
 #[derive(Serialize, Deserialize)]
@@ -71,28 +71,12 @@ pub struct ForwardReply {
     pub applied: i64,
 }
 
-type Proposal = (
-    Bytes,
-    futures_channel::oneshot::Sender<Result<(u64, u64), ProposeError>>,
-);
-
 pub struct MetaGroup {
     node: u64,
     config: Arc<Config>,
-    /// The group's log (the replica's), read by the applier and by waiting proposers.
-    log: Rc<RefCell<PartitionLog>>,
-    inbox: RefCell<Vec<Message>>,
-    unreachable: RefCell<Vec<u64>>,
+    group: Rc<RaftGroup>,
     /// Peers whose link is up.
     live: RefCell<BTreeSet<u64>>,
-    proposals: RefCell<Vec<Proposal>>,
-    /// Wakes the driver (something queued).
-    wake: Notify,
-    /// The leader as the driver last saw it (0: none), and the term.
-    leader: Cell<u64>,
-    term: Cell<u64>,
-    /// Leadership or the commit moved.
-    pub changed: Notify,
     /// The offset up to which the controller has applied the log.
     applied: Cell<i64>,
     applied_changed: Notify,
@@ -100,7 +84,6 @@ pub struct MetaGroup {
     /// Forwarded requests waiting for the leader's reply: id → (peer, reply slot).
     pending: RefCell<HashMap<u64, (u64, futures_channel::oneshot::Sender<Bytes>)>>,
     next_req: Cell<u64>,
-    stopping: Cell<bool>,
 }
 
 impl MetaGroup {
@@ -110,7 +93,7 @@ impl MetaGroup {
         config: Arc<Config>,
         node: u64,
         members: &[u64],
-    ) -> io::Result<(Rc<MetaGroup>, Replica)> {
+    ) -> io::Result<Rc<MetaGroup>> {
         std::fs::create_dir_all(dir)?;
         let log_config = LogConfig {
             segment_bytes: META_SEGMENT_BYTES,
@@ -122,58 +105,53 @@ impl MetaGroup {
             heartbeat_ticks: 1,
         };
         let replica = Replica::open(dir, log_config, node, members, &timing).await?;
-        let group = Rc::new(MetaGroup {
+        let group = RaftGroup::new(METADATA_GROUP, node, raft_clock(&config), replica);
+        Ok(Rc::new(MetaGroup {
             node,
             config,
-            log: replica.log().clone(),
-            inbox: RefCell::new(Vec::new()),
-            unreachable: RefCell::new(Vec::new()),
+            group,
             live: RefCell::new(BTreeSet::new()),
-            proposals: RefCell::new(Vec::new()),
-            wake: Notify::default(),
-            leader: Cell::new(0),
-            term: Cell::new(replica.term()),
-            changed: Notify::default(),
             applied: Cell::new(0),
             applied_changed: Notify::default(),
             transport: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
-            stopping: Cell::new(false),
-        });
-        Ok((group, replica))
+        }))
+    }
+
+    pub fn raft(&self) -> &Rc<RaftGroup> {
+        &self.group
     }
 
     pub fn set_transport(&self, transport: Rc<dyn PeerTransport>) {
+        self.group.set_transport(transport.clone());
         *self.transport.borrow_mut() = Some(transport);
     }
 
     /// The leader's node id as last seen, if any.
     pub fn leader(&self) -> Option<NodeId> {
-        match self.leader.get() {
+        match self.group.leader() {
             0 => None,
             id => i32::try_from(id).ok().map(NodeId),
         }
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.get() == self.node
+        self.group.leader() == self.node && self.group.is_leader()
     }
 
     pub fn applied(&self) -> i64 {
         self.applied.get()
     }
 
-    /// Raft messages from a peer, stepped by the driver.
-    pub fn deliver(&self, messages: impl IntoIterator<Item = Message>) {
-        self.inbox.borrow_mut().extend(messages);
-        self.wake.notify_all();
+    fn log(&self) -> &Rc<RefCell<crate::storage::log::PartitionLog>> {
+        self.group.log()
     }
 
     /// The link to `peer` is up: it counts as live.
     pub fn peer_up(&self, peer: u64) {
         if self.live.borrow_mut().insert(peer) {
-            self.changed.notify_all();
+            self.group.changed.notify_all();
         }
     }
 
@@ -191,15 +169,13 @@ impl MetaGroup {
         live
     }
 
-    /// The link to `peer` went down: it no longer counts as live, its messages were
-    /// lost, and so are the replies to what was forwarded to it.
+    /// The link to `peer` went down: it no longer counts as live, and the replies to
+    /// what was forwarded to it are lost.
     pub fn peer_down(&self, peer: u64) {
         if self.live.borrow_mut().remove(&peer) {
-            self.changed.notify_all();
+            self.group.changed.notify_all();
         }
-        self.unreachable.borrow_mut().push(peer);
         self.pending.borrow_mut().retain(|_, (to, _)| *to != peer);
-        self.wake.notify_all();
     }
 
     /// The leader's reply to a forwarded request.
@@ -209,113 +185,8 @@ impl MetaGroup {
         }
     }
 
-    pub fn stop(&self) {
-        self.stopping.set(true);
-        self.wake.notify_all();
-        self.changed.notify_all();
-        self.applied_changed.notify_all();
-    }
-
-    /// Starts the task that drives the group's Raft node.
-    pub fn spawn_driver(self: &Rc<Self>, replica: Replica) {
-        glommio::spawn_local(self.clone().drive(replica)).detach();
-    }
-
-    async fn drive(self: Rc<Self>, mut replica: Replica) {
-        let tick = Duration::from_millis(self.config.raft_tick_ms);
-        let ticks_max = 2 * self.config.raft_election_ticks;
-        let mut next_tick = Instant::now() + tick;
-        let mut last_hw = -1;
-        while !self.stopping.get() {
-            let seen = self.wake.generation();
-            let idle = self.inbox.borrow().is_empty()
-                && self.proposals.borrow().is_empty()
-                && self.unreachable.borrow().is_empty();
-            if idle {
-                let wait = next_tick.saturating_duration_since(Instant::now());
-                let _ = timeout(wait, self.wake.wait(seen)).await;
-            }
-            let now = Instant::now();
-            if now >= next_tick {
-                // One tick, plus one for every period the timer fired late by.
-                let late = (now - next_tick).as_millis() as u64 / self.config.raft_tick_ms;
-                for _ in 0..(1 + late).min(ticks_max) {
-                    if let Err(err) = replica.tick() {
-                        tracing::error!(%err, "metadata group: tick failed");
-                    }
-                }
-                next_tick = now + tick;
-            }
-            let unreachable = std::mem::take(&mut *self.unreachable.borrow_mut());
-            for peer in unreachable {
-                replica.report_unreachable(peer);
-            }
-            let inbox = std::mem::take(&mut *self.inbox.borrow_mut());
-            for message in inbox {
-                if let Err(err) = replica.step(message) {
-                    tracing::error!(%err, "metadata group: a peer's message failed");
-                }
-            }
-            let proposals = std::mem::take(&mut *self.proposals.borrow_mut());
-            for (data, answer) in proposals {
-                let _ = answer.send(replica.propose(data));
-            }
-            self.send(&mut replica);
-            if replica.needs_persist() {
-                if let Err(err) = replica.persist().await {
-                    // The disk refused the metadata log: nothing more is acknowledged
-                    // from here until it accepts writes again.
-                    tracing::error!(%err, "metadata group: cannot make the log durable");
-                    glommio::timer::sleep(Duration::from_millis(500)).await;
-                }
-                self.send(&mut replica);
-            }
-            if let Err(err) = replica.fetch_wanted().await {
-                tracing::error!(%err, "metadata group: cannot read entries for a follower");
-            }
-            self.send(&mut replica);
-            let hw = self.log.borrow().high_watermark();
-            if replica.leader() != self.leader.get() || replica.term() != self.term.get() {
-                if replica.leader() != self.leader.get() {
-                    tracing::info!(
-                        leader = replica.leader(),
-                        term = replica.term(),
-                        "metadata group: new leader"
-                    );
-                }
-                self.leader.set(replica.leader());
-                self.term.set(replica.term());
-                self.changed.notify_all();
-            }
-            if hw != last_hw {
-                last_hw = hw;
-                self.changed.notify_all();
-            }
-        }
-    }
-
-    fn send(&self, replica: &mut Replica) {
-        let outbox = replica.take_outbox();
-        if outbox.is_empty() {
-            return;
-        }
-        let transport = self.transport.borrow().clone();
-        for message in outbox {
-            let to = message.to;
-            let sent = transport
-                .as_ref()
-                .is_some_and(|t| t.send_raft(to, METADATA_GROUP, message));
-            if !sent {
-                replica.report_unreachable(to);
-            }
-        }
-    }
-
-    async fn propose(&self, data: Bytes) -> Result<(u64, u64), ProposeError> {
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.proposals.borrow_mut().push((data, tx));
-        self.wake.notify_all();
-        rx.await.unwrap_or(Err(ProposeError::Dropped))
+    fn stopping(&self) -> bool {
+        self.group.is_stopping()
     }
 
     fn request_timeout(&self) -> Duration {
@@ -329,16 +200,16 @@ impl MetaGroup {
             return not_controller("this node no longer leads the metadata group");
         }
         let data = Bytes::from(metadata_log::encode_batch(&records, crate::util::now_ms()));
-        let (index, term) = match self.propose(data).await {
+        let (index, term) = match self.group.propose(data) {
             Ok(placed) => placed,
             Err(_) => return not_controller("the metadata group did not take the change"),
         };
         let deadline = Instant::now() + self.request_timeout();
         loop {
-            let seen_changed = self.changed.generation();
+            let seen_changed = self.group.changed.generation();
             let seen_applied = self.applied_changed.generation();
             let state = {
-                let log = self.log.borrow();
+                let log = self.log().borrow();
                 log.raft().map(|tail| {
                     (
                         tail.committed() >= index,
@@ -355,12 +226,12 @@ impl MetaGroup {
                 Some((_, Some(t), _)) if t != term => {
                     return not_controller("leadership changed before the change committed")
                 }
-                Some((_, None, _)) if self.term.get() != term => {
+                Some((_, None, _)) if self.group.term() != term => {
                     return not_controller("leadership changed before the change committed")
                 }
                 _ => {}
             }
-            if self.stopping.get() {
+            if self.stopping() {
                 return not_controller("the node is stopping");
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -370,7 +241,7 @@ impl MetaGroup {
             let _ = timeout(
                 left,
                 futures_lite::future::or(
-                    self.changed.wait(seen_changed),
+                    self.group.changed.wait(seen_changed),
                     self.applied_changed.wait(seen_applied),
                 ),
             )
@@ -383,16 +254,17 @@ impl MetaGroup {
     async fn wait_leader_ready(&self) -> bool {
         let deadline = Instant::now() + self.request_timeout();
         loop {
-            let seen_changed = self.changed.generation();
+            let seen_changed = self.group.changed.generation();
             let seen_applied = self.applied_changed.generation();
-            if !self.is_leader() || self.stopping.get() {
+            if !self.is_leader() || self.stopping() {
                 return false;
             }
             let ready = {
-                let log = self.log.borrow();
+                let log = self.log().borrow();
                 let hw = log.high_watermark();
                 log.raft().is_some_and(|tail| {
-                    tail.term(tail.committed()) == Some(self.term.get()) && self.applied.get() >= hw
+                    tail.term(tail.committed()) == Some(self.group.term())
+                        && self.applied.get() >= hw
                 })
             };
             if ready {
@@ -405,7 +277,7 @@ impl MetaGroup {
             let _ = timeout(
                 left,
                 futures_lite::future::or(
-                    self.changed.wait(seen_changed),
+                    self.group.changed.wait(seen_changed),
                     self.applied_changed.wait(seen_applied),
                 ),
             )
@@ -416,22 +288,22 @@ impl MetaGroup {
     /// Waits for a leader to be known (true) or the deadline.
     async fn wait_for_leader(&self, deadline: Instant) -> bool {
         loop {
-            let seen = self.changed.generation();
-            if self.leader.get() != 0 {
+            let seen = self.group.changed.generation();
+            if self.group.leader() != 0 {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stopping.get() {
+            if left.is_zero() || self.stopping() {
                 return false;
             }
-            let _ = timeout(left, self.changed.wait(seen)).await;
+            let _ = timeout(left, self.group.changed.wait(seen)).await;
         }
     }
 
     /// Sends a change to the leader and waits for its reply, then for this node's
     /// applier to catch up with it.
     async fn forward(&self, request: &ControlRequest, deadline: Instant) -> Option<ControlReply> {
-        let leader = self.leader.get();
+        let leader = self.group.leader();
         let transport = self.transport.borrow().clone()?;
         let payload = Bytes::from(serde_json::to_vec(request).ok()?);
         let req_id = self.next_req.get();
@@ -456,7 +328,7 @@ impl MetaGroup {
         // Answer once this node serves what the leader had applied.
         loop {
             let seen = self.applied_changed.generation();
-            if self.applied.get() >= forwarded.applied || self.stopping.get() {
+            if self.applied.get() >= forwarded.applied || self.stopping() {
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -522,12 +394,12 @@ impl MetaCommit for MetaCommitter {
 /// state to the node's shards; also publishes leadership changes. Runs until shutdown.
 pub(super) async fn apply_loop(shard: Rc<Shard>, group: Rc<MetaGroup>, controller: Rc<Controller>) {
     loop {
-        let seen = group.changed.generation();
+        let seen = group.group.changed.generation();
         let mut changed = controller.set_leader(group.leader());
         changed |= controller.set_live(group.live());
         let mut applied = group.applied.get();
         loop {
-            let plan = group.log.borrow().read_plan(applied, APPLY_READ_BYTES);
+            let plan = group.log().borrow().read_plan(applied, APPLY_READ_BYTES);
             let data = match plan {
                 Ok(plan) => match plan.read().await {
                     Ok(data) => data,
@@ -570,11 +442,11 @@ pub(super) async fn apply_loop(shard: Rc<Shard>, group: Rc<MetaGroup>, controlle
             group.applied.set(applied);
             group.applied_changed.notify_all();
         }
-        if shard.shutting_down.get() || group.stopping.get() {
+        if shard.shutting_down.get() || group.stopping() {
             return;
         }
         let _ = futures_lite::future::or(
-            group.changed.wait(seen),
+            group.group.changed.wait(seen),
             shard.shutdown.wait(shard.shutdown.generation()),
         )
         .await;

@@ -19,6 +19,7 @@ mod flusher;
 mod maintenance;
 pub mod mesh;
 pub mod meta;
+pub mod raft_group;
 pub mod replica;
 #[cfg(test)]
 mod replica_tests;
@@ -136,6 +137,13 @@ pub struct Shard {
     /// Open files of sealed segments, bounded (`--max-open-segment-files-per-shard`);
     /// every log of the shard opens its sealed segments through it.
     pub segment_files: SegmentFiles,
+    /// A cluster member's links to the same shard of its peers.
+    pub peers: RefCell<Option<Rc<dyn raft_group::PeerTransport>>>,
+    /// The Raft groups of this shard (replicated partitions; the metadata group on
+    /// shard 0), by group id.
+    pub raft_groups: RefCell<HashMap<u64, Rc<raft_group::RaftGroup>>>,
+    /// Shard 0 of a cluster member: the metadata group.
+    pub meta: RefCell<Option<Rc<meta::MetaGroup>>>,
 }
 
 impl Shard {
@@ -167,6 +175,9 @@ impl Shard {
             txns,
             metrics: crate::metrics::ShardMetrics::default(),
             segment_files: SegmentFiles::new(segment_files_capacity(&config)),
+            peers: RefCell::new(None),
+            raft_groups: RefCell::new(HashMap::new()),
+            meta: RefCell::new(None),
         })
     }
 

@@ -72,7 +72,8 @@ pub struct Replica {
     raw: RawNode<LogStore>,
     log: Rc<RefCell<PartitionLog>>,
     store: Rc<RefCell<StoreState>>,
-    state_file: RaftStateFile,
+    /// Written only by a persist round (one at a time).
+    state_file: Rc<RaftStateFile>,
     /// Messages that may leave only once the Ready they came with is durable, by number.
     unpersisted: VecDeque<(u64, Vec<Message>)>,
     /// Something placed or changed since the last persist started.
@@ -141,7 +142,7 @@ impl Replica {
             raw,
             log: log.clone(),
             store,
-            state_file,
+            state_file: Rc::new(state_file),
             unpersisted: VecDeque::new(),
             dirty: false,
             hard_state_dirty: false,
@@ -392,43 +393,49 @@ impl Replica {
     /// Makes everything placed so far durable, then lets the messages waiting for it go
     /// and tells raft-rs.
     pub async fn persist(&mut self) -> io::Result<()> {
-        let Some(&(number, _)) = self.unpersisted.back() else {
+        let Some(round) = self.begin_persist() else {
             return Ok(());
         };
+        round.run().await?;
+        self.end_persist(round.number)
+    }
+
+    /// Starts a persist round (see [`PersistRound`]); `None` if nothing waits for one.
+    /// Entries placed while the round runs wait for the next.
+    pub fn begin_persist(&mut self) -> Option<PersistRound> {
+        let &(number, _) = self.unpersisted.back()?;
         self.dirty = false;
-        loop {
-            let job = self.log.borrow_mut().take_flush(crate::util::now_ms());
-            let Some(job) = job else { break };
-            let result = job.run().await;
-            let failed = result.as_ref().err().map(|e| e.to_string());
-            self.log.borrow_mut().complete_flush(result);
-            if let Some(why) = failed {
-                return Err(io::Error::other(why));
-            }
-        }
-        if self.hard_state_dirty {
-            self.hard_state_dirty = false;
+        let hard_state = if std::mem::take(&mut self.hard_state_dirty) {
             let hs = self.store.borrow().hard_state.clone();
             // The commit is written as far as this replica's log goes, with its end
             // (reopening finds the committed entry by it).
-            let (commit, commit_offset) = {
-                let log = self.log.borrow();
-                let tail = log.raft().expect("a replica's log is replicated");
-                let commit = hs.commit.min(tail.last_index());
-                match tail.offsets(commit) {
-                    Some((_, next)) => (commit, next),
-                    None => (tail.committed(), tail.committed_offset()),
-                }
+            let log = self.log.borrow();
+            let tail = log.raft().expect("a replica's log is replicated");
+            let commit = hs.commit.min(tail.last_index());
+            let (commit, commit_offset) = match tail.offsets(commit) {
+                Some((_, next)) => (commit, next),
+                None => (tail.committed(), tail.committed_offset()),
             };
-            self.state_file
-                .write(&HardState {
-                    term: hs.term,
-                    vote: hs.vote,
-                    commit,
-                    commit_offset,
-                })
-                .await?;
-        }
+            Some(HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit,
+                commit_offset,
+            })
+        } else {
+            None
+        };
+        Some(PersistRound {
+            number,
+            hard_state,
+            log: self.log.clone(),
+            state_file: self.state_file.clone(),
+        })
+    }
+
+    /// Ends a persist round that succeeded: the messages of Readies up to its number
+    /// leave, and raft-rs is told.
+    pub fn end_persist(&mut self, number: u64) -> io::Result<()> {
         while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
             let (_, messages) = self.unpersisted.pop_front().expect("checked");
             self.outbox.extend(messages);
@@ -439,40 +446,96 @@ impl Replica {
 
     /// Reads from disk the entries a send missed in the cache, then lets raft-rs send.
     pub async fn fetch_wanted(&mut self) -> io::Result<()> {
-        let wanted = std::mem::take(&mut self.store.borrow_mut().wanted);
+        let wanted = self.take_wanted();
         if wanted.is_empty() {
             return Ok(());
         }
-        self.store.borrow_mut().fetched.clear();
+        let log = self.log.clone();
+        let mut fetched = Vec::with_capacity(wanted.len());
         for (low, high, context) in wanted {
-            for index in low..high {
-                let offsets = self.log.borrow().raft().and_then(|t| t.offsets(index));
-                let Some((base, next)) = offsets else { break };
-                let plan = self.log.borrow().read_plan_written(base, 0);
-                let data = match plan {
-                    Ok(ReadPlan::Empty) | Err(_) => break,
-                    Ok(plan) => plan
-                        .read()
-                        .await
-                        .map_err(|e| io::Error::other(e.to_string()))?,
-                };
-                let bytes = data.to_bytes();
-                let Some(len) = crate::protocol::batch::parse_batch(&bytes)
-                    .ok()
-                    .filter(|i| i.base_offset == base && i.last_offset() + 1 == next)
-                    .map(|i| i.len)
-                else {
-                    break;
-                };
-                self.store
-                    .borrow_mut()
-                    .fetched
-                    .insert(index, bytes.slice(..len));
-            }
+            fetched.push((read_entries(&log, low, high).await?, context));
+        }
+        self.entries_fetched(fetched)
+    }
+
+    /// The sends that missed the cache, to read with [`read_entries`].
+    pub fn take_wanted(&mut self) -> Vec<(u64, u64, raft::GetEntriesContext)> {
+        std::mem::take(&mut self.store.borrow_mut().wanted)
+    }
+
+    /// Hands entries read from disk to raft-rs, which sends them.
+    pub fn entries_fetched(
+        &mut self,
+        fetched: Vec<(Vec<(u64, Bytes)>, raft::GetEntriesContext)>,
+    ) -> io::Result<()> {
+        self.store.borrow_mut().fetched.clear();
+        for (entries, context) in fetched {
+            self.store.borrow_mut().fetched.extend(entries);
             self.raw.on_entries_fetched(context);
         }
         self.drive()
     }
+}
+
+/// What one persist round makes durable: the log's pending writes (its flush jobs), then
+/// the hard state if it changed. Runs without borrowing the replica, so proposals can be
+/// placed meanwhile; [`Replica::end_persist`] then releases what waited for it.
+pub struct PersistRound {
+    pub number: u64,
+    hard_state: Option<HardState>,
+    log: Rc<RefCell<PartitionLog>>,
+    state_file: Rc<RaftStateFile>,
+}
+
+impl PersistRound {
+    pub async fn run(&self) -> io::Result<()> {
+        loop {
+            let job = self.log.borrow_mut().take_flush(crate::util::now_ms());
+            let Some(job) = job else { break };
+            let result = job.run().await;
+            let failed = result.as_ref().err().map(|e| e.to_string());
+            self.log.borrow_mut().complete_flush(result);
+            if let Some(why) = failed {
+                return Err(io::Error::other(why));
+            }
+        }
+        if let Some(hard_state) = &self.hard_state {
+            // Only persist rounds write it, one at a time.
+            self.state_file.write(hard_state).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads entries `[low, high)` back from the log's files (as far as they go).
+pub async fn read_entries(
+    log: &Rc<RefCell<PartitionLog>>,
+    low: u64,
+    high: u64,
+) -> io::Result<Vec<(u64, Bytes)>> {
+    let mut out = Vec::new();
+    for index in low..high {
+        let offsets = log.borrow().raft().and_then(|t| t.offsets(index));
+        let Some((base, next)) = offsets else { break };
+        let plan = log.borrow().read_plan_written(base, 0);
+        let data = match plan {
+            Ok(ReadPlan::Empty) | Err(_) => break,
+            Ok(plan) => plan
+                .read()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?,
+        };
+        let bytes = data.to_bytes();
+        let Some(len) = crate::protocol::batch::parse_batch(&bytes)
+            .ok()
+            .filter(|i| i.base_offset == base && i.last_offset() + 1 == next)
+            .map(|i| i.len)
+        else {
+            break;
+        };
+        out.push((index, bytes.slice(..len)));
+    }
+    Ok(out)
 }
 
 /// A Raft term as the batch's partition leader epoch (terms stay far below 2³¹).

@@ -72,7 +72,7 @@ pub struct RaftStateFile {
     path: PathBuf,
     file: DmaFile,
     /// `seq` of the newest valid slot.
-    seq: u64,
+    seq: std::cell::Cell<u64>,
 }
 
 impl RaftStateFile {
@@ -93,7 +93,14 @@ impl RaftStateFile {
         match load(&file, &path).await {
             Ok((seq, state)) => {
                 let state = (seq > 0).then_some(state);
-                Ok((RaftStateFile { path, file, seq }, state))
+                Ok((
+                    RaftStateFile {
+                        path,
+                        file,
+                        seq: std::cell::Cell::new(seq),
+                    },
+                    state,
+                ))
             }
             Err(e) => {
                 let _ = file.close().await;
@@ -109,8 +116,9 @@ impl RaftStateFile {
     /// Writes `state` durably: one aligned write of the slot after the newest, then
     /// `fdatasync`. On error the previous state is still whole in the other slot, and the
     /// next write goes to the same slot again.
-    pub async fn write(&mut self, state: &HardState) -> io::Result<()> {
-        let seq = self.seq + 1;
+    /// Writes are not concurrent: the caller awaits one before starting the next.
+    pub async fn write(&self, state: &HardState) -> io::Result<()> {
+        let seq = self.seq.get() + 1;
         let mut buf = self.file.alloc_dma_buffer(SLOT_BYTES);
         let bytes = buf.as_bytes_mut();
         bytes.fill(0);
@@ -134,7 +142,7 @@ impl RaftStateFile {
             .fdatasync()
             .await
             .map_err(|e| with_path(e.into(), &self.path))?;
-        self.seq = seq;
+        self.seq.set(seq);
         Ok(())
     }
 
@@ -306,7 +314,7 @@ mod tests {
             file.close().await.unwrap();
             assert_eq!(reopen(&dir).await.unwrap(), None);
 
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             let s1 = HardState {
                 term: 7,
                 vote: 3,
@@ -318,7 +326,7 @@ mod tests {
             assert_eq!(reopen(&dir).await.unwrap(), Some(s1));
 
             // The sequence goes on after a reopen: the next write lands in the other slot.
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             let s2 = HardState {
                 term: u64::MAX,
                 vote: 0,
@@ -330,7 +338,7 @@ mod tests {
             assert_eq!(slots(&dir), [Ok((2, s2)), Ok((1, s1))]);
             assert_eq!(reopen(&dir).await.unwrap(), Some(s2));
             // Negative offsets survive too (the field is signed).
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             let s3 = HardState {
                 commit_offset: -1,
                 ..s1
@@ -344,7 +352,7 @@ mod tests {
     #[test]
     fn writes_alternate_between_slots() {
         run(|dir| async move {
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             let states: Vec<HardState> = (1..=5).map(|t| state(t, t % 3, t * 2)).collect();
             for (i, s) in states.iter().enumerate() {
                 file.write(s).await.unwrap();
@@ -367,7 +375,7 @@ mod tests {
     #[test]
     fn a_corrupt_newest_slot_falls_back_to_the_older_one() {
         run(|dir| async move {
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             let (s1, s2, s3) = (state(4, 1, 10), state(5, 2, 12), state(6, 3, 15));
             file.write(&s1).await.unwrap(); // seq 1, slot B
             file.write(&s2).await.unwrap(); // seq 2, slot A
@@ -376,7 +384,7 @@ mod tests {
             overwrite(&dir, 15, &[0xff]);
             assert_eq!(reopen(&dir).await.unwrap(), Some(s1));
             // The next write replaces the bad slot, never the good one.
-            let (mut file, loaded) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, loaded) = RaftStateFile::open_or_create(&dir).await.unwrap();
             assert_eq!(loaded, Some(s1));
             file.write(&s3).await.unwrap();
             file.close().await.unwrap();
@@ -384,7 +392,7 @@ mod tests {
             assert_eq!(reopen(&dir).await.unwrap(), Some(s3));
 
             // A torn write (the slot's first sector zeroed, as if never written) of slot B.
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             file.write(&s1).await.unwrap(); // seq 3, slot B
             file.close().await.unwrap();
             overwrite(&dir, SLOT_BYTES as u64, &[0u8; 512]);
@@ -395,7 +403,7 @@ mod tests {
     #[test]
     fn a_torn_first_write_leaves_no_state() {
         run(|dir| async move {
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             file.write(&state(1, 1, 0)).await.unwrap(); // seq 1, slot B
             file.close().await.unwrap();
             // Half of the header reached the disk.
@@ -407,7 +415,7 @@ mod tests {
     #[test]
     fn both_slots_invalid_is_an_error_with_the_path() {
         run(|dir| async move {
-            let (mut file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
+            let (file, _) = RaftStateFile::open_or_create(&dir).await.unwrap();
             file.write(&state(2, 1, 3)).await.unwrap();
             file.close().await.unwrap();
             overwrite(&dir, 0, b"XXXX");

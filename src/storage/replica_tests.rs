@@ -429,7 +429,7 @@ fn a_replicated_log_is_not_opened_without_its_raft_state_or_past_its_end() {
 
 async fn write_hard_state(dir: &std::path::Path, model: &Model) {
     use crate::storage::raft_state::{HardState, RaftStateFile};
-    let (mut file, _) = RaftStateFile::open_or_create(dir).await.unwrap();
+    let (file, _) = RaftStateFile::open_or_create(dir).await.unwrap();
     let state = HardState {
         term: 1,
         vote: 0,

@@ -1,0 +1,310 @@
+//! One Raft group on a shard — the cluster's metadata group or a replicated partition —
+//! and the task that drives it.
+//!
+//! The group's [`Replica`] sits in a `RefCell` that is borrowed only synchronously: the
+//! produce path proposes a batch straight away (so pipelined requests keep their order),
+//! and the driver task does everything else — ticks the Raft clock every
+//! `--raft-tick-ms` (a late timer, after a stall or SIGSTOP, counts every tick that
+//! passed, up to two election timeouts, so a paused leader does not think itself
+//! current), steps what peers sent, sends, and runs persist rounds and disk reads without
+//! holding the borrow across an await.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft::eraftpb::Message;
+
+use super::replica::{read_entries, ProposeError, Proposed, Replica};
+use crate::protocol::batch::BatchInfo;
+use crate::storage::log::PartitionLog;
+use crate::util::{timeout, Notify};
+
+/// How a shard reaches the same shard of its peers (its inter-node links).
+pub trait PeerTransport {
+    /// Queues a Raft message; false if it was dropped (the link is down or full).
+    fn send_raft(&self, peer: u64, group: u64, message: Message) -> bool;
+    /// Queues a request; false if it could not be queued.
+    fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool;
+    /// Whether the link to `peer` is up now.
+    fn is_up(&self, peer: u64) -> bool;
+}
+
+/// The Raft clock of a shard's groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub tick: Duration,
+    pub election_ticks: u64,
+}
+
+pub struct RaftGroup {
+    pub id: u64,
+    node: u64,
+    clock: Clock,
+    replica: RefCell<Replica>,
+    /// The group's log (the replica's).
+    log: Rc<RefCell<PartitionLog>>,
+    inbox: RefCell<Vec<Message>>,
+    unreachable: RefCell<Vec<u64>>,
+    /// Wakes the driver.
+    wake: Notify,
+    /// The leader as the driver last saw it (0: none), and the term.
+    leader: Cell<u64>,
+    term: Cell<u64>,
+    /// Leadership or the high watermark moved.
+    pub changed: Notify,
+    transport: RefCell<Option<Rc<dyn PeerTransport>>>,
+    stopping: Cell<bool>,
+    stopped: Notify,
+    running: Cell<bool>,
+}
+
+impl RaftGroup {
+    pub fn new(id: u64, node: u64, clock: Clock, replica: Replica) -> Rc<RaftGroup> {
+        Rc::new(RaftGroup {
+            id,
+            node,
+            clock,
+            log: replica.log().clone(),
+            leader: Cell::new(0),
+            term: Cell::new(replica.term()),
+            replica: RefCell::new(replica),
+            inbox: RefCell::new(Vec::new()),
+            unreachable: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            changed: Notify::default(),
+            transport: RefCell::new(None),
+            stopping: Cell::new(false),
+            stopped: Notify::default(),
+            running: Cell::new(false),
+        })
+    }
+
+    pub fn log(&self) -> &Rc<RefCell<PartitionLog>> {
+        &self.log
+    }
+
+    pub fn set_transport(&self, transport: Rc<dyn PeerTransport>) {
+        *self.transport.borrow_mut() = Some(transport);
+    }
+
+    /// The leader's node id as last seen (0: none).
+    pub fn leader(&self) -> u64 {
+        self.leader.get()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.get()
+    }
+
+    /// Whether this replica leads now (asked of raft-rs, not of the last driver pass).
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().is_leader()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Raft messages from a peer, stepped by the driver.
+    pub fn deliver(&self, messages: impl IntoIterator<Item = Message>) {
+        self.inbox.borrow_mut().extend(messages);
+        self.wake.notify_all();
+    }
+
+    /// Messages to `peer` were lost (its link went down).
+    pub fn unreachable(&self, peer: u64) {
+        self.unreachable.borrow_mut().push(peer);
+        self.wake.notify_all();
+    }
+
+    /// Starts an election now (the preferred replica of a new partition).
+    pub fn campaign(&self) {
+        if let Err(err) = self.replica.borrow_mut().campaign() {
+            tracing::warn!(group = self.id, %err, "cannot start an election");
+        }
+        self.wake.notify_all();
+    }
+
+    /// Proposes a batch, placed in the log at once (see [`Replica::propose`]).
+    pub fn propose(&self, records: Bytes) -> Result<(u64, u64), ProposeError> {
+        let placed = self.replica.borrow_mut().propose(records);
+        self.wake.notify_all();
+        placed
+    }
+
+    /// Proposes a produced batch after the producer-state check (see
+    /// [`Replica::propose_checked`]).
+    pub fn propose_checked(
+        &self,
+        records: Bytes,
+        info: &BatchInfo,
+    ) -> Result<Proposed, ProposeError> {
+        let placed = self.replica.borrow_mut().propose_checked(records, info);
+        self.wake.notify_all();
+        placed
+    }
+
+    /// Whether the entry at `index` is committed with `term` (`None`: not yet).
+    pub fn committed_with(&self, index: u64, term: u64) -> Option<bool> {
+        self.replica.borrow().committed_with(index, term)
+    }
+
+    /// Stops the driver and waits for it to end (no persist round is left half done).
+    pub async fn stop(&self) {
+        self.stopping.set(true);
+        self.wake.notify_all();
+        self.changed.notify_all();
+        while self.running.get() {
+            let seen = self.stopped.generation();
+            if !self.running.get() {
+                break;
+            }
+            self.stopped.wait(seen).await;
+        }
+    }
+
+    /// Starts the task that drives the group.
+    pub fn spawn_driver(self: &Rc<Self>) {
+        self.running.set(true);
+        glommio::spawn_local(self.clone().drive()).detach();
+    }
+
+    async fn drive(self: Rc<Self>) {
+        let tick = self.clock.tick;
+        let tick_ms = tick.as_millis().max(1) as u64;
+        let ticks_max = 2 * self.clock.election_ticks;
+        let mut next_tick = Instant::now() + tick;
+        let mut last_hw = -1;
+        while !self.stopping.get() {
+            let seen = self.wake.generation();
+            let idle = self.inbox.borrow().is_empty()
+                && self.unreachable.borrow().is_empty()
+                && !self.replica.borrow().needs_persist();
+            if idle {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                let _ = timeout(wait, self.wake.wait(seen)).await;
+            }
+            if self.stopping.get() {
+                break;
+            }
+            let now = Instant::now();
+            let ticks = if now >= next_tick {
+                // One tick, plus one for every period the timer fired late by.
+                let late = (now - next_tick).as_millis() as u64 / tick_ms;
+                next_tick = now + tick;
+                Some((1 + late).min(ticks_max))
+            } else {
+                None
+            };
+            self.step_all(ticks);
+            if let Err(err) = self.persist().await {
+                // The disk refused the log: nothing more is acknowledged from here until
+                // it accepts writes again.
+                tracing::error!(group = self.id, %err, "cannot make the Raft log durable");
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+            if let Err(err) = self.fetch().await {
+                tracing::error!(group = self.id, %err, "cannot read entries for a follower");
+            }
+            self.send();
+            let (leader, term) = {
+                let replica = self.replica.borrow();
+                (replica.leader(), replica.term())
+            };
+            let hw = self.log.borrow().high_watermark();
+            if leader != self.leader.get() || term != self.term.get() {
+                if leader != self.leader.get() {
+                    tracing::info!(group = self.id, leader, term, "new leader");
+                }
+                self.leader.set(leader);
+                self.term.set(term);
+                self.changed.notify_all();
+            }
+            if hw != last_hw {
+                last_hw = hw;
+                self.changed.notify_all();
+            }
+        }
+        self.running.set(false);
+        self.stopped.notify_all();
+    }
+
+    /// Ticks, reports lost peers and steps what arrived (all synchronous).
+    fn step_all(&self, ticks: Option<u64>) {
+        let mut replica = self.replica.borrow_mut();
+        for _ in 0..ticks.unwrap_or(0) {
+            if let Err(err) = replica.tick() {
+                tracing::error!(group = self.id, %err, "Raft tick failed");
+            }
+        }
+        for peer in std::mem::take(&mut *self.unreachable.borrow_mut()) {
+            replica.report_unreachable(peer);
+        }
+        for message in std::mem::take(&mut *self.inbox.borrow_mut()) {
+            if let Err(err) = replica.step(message) {
+                tracing::error!(group = self.id, %err, "a peer's Raft message failed");
+            }
+        }
+        drop(replica);
+        self.send();
+    }
+
+    async fn persist(&self) -> io::Result<()> {
+        let round = {
+            let mut replica = self.replica.borrow_mut();
+            if !replica.needs_persist() {
+                return Ok(());
+            }
+            replica.begin_persist()
+        };
+        let Some(round) = round else { return Ok(()) };
+        self.send();
+        round.run().await?;
+        self.replica.borrow_mut().end_persist(round.number)?;
+        self.send();
+        Ok(())
+    }
+
+    async fn fetch(&self) -> io::Result<()> {
+        let wanted = self.replica.borrow_mut().take_wanted();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut fetched = Vec::with_capacity(wanted.len());
+        for (low, high, context) in wanted {
+            fetched.push((read_entries(&self.log, low, high).await?, context));
+        }
+        self.replica.borrow_mut().entries_fetched(fetched)
+    }
+
+    /// Sends what the replica has queued.
+    fn send(&self) {
+        let outbox = self.replica.borrow_mut().take_outbox();
+        if outbox.is_empty() {
+            return;
+        }
+        let transport = self.transport.borrow().clone();
+        let mut lost = Vec::new();
+        for message in outbox {
+            let to = message.to;
+            if to == self.node {
+                continue;
+            }
+            let sent = transport
+                .as_ref()
+                .is_some_and(|t| t.send_raft(to, self.id, message));
+            if !sent {
+                lost.push(to);
+            }
+        }
+        if !lost.is_empty() {
+            let mut replica = self.replica.borrow_mut();
+            for peer in lost {
+                replica.report_unreachable(peer);
+            }
+        }
+    }
+}
