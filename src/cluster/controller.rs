@@ -68,6 +68,14 @@ pub enum ControlRequest {
     },
     /// A node (re)registers where clients and peers reach it (cluster only).
     RegisterNode(NodeInfo),
+    /// A replicated partition's new leader reports itself (cluster only).
+    PartitionLeader {
+        topic: String,
+        id: Uuid,
+        partition: i32,
+        leader: NodeId,
+        epoch: u64,
+    },
 }
 
 impl ControlRequest {
@@ -112,7 +120,9 @@ impl ControlRequest {
             ControlRequest::CreatePartitions { topics, .. } => {
                 ControlReply::Results(vec![(code, message); topics.len()])
             }
-            ControlRequest::RegisterNode(_) => ControlReply::Results(vec![(code, message)]),
+            ControlRequest::RegisterNode(_) | ControlRequest::PartitionLeader { .. } => {
+                ControlReply::Results(vec![(code, message)])
+            }
         }
     }
 }
@@ -424,6 +434,43 @@ impl Controller {
                 ControlReply::ProducerId(self.allocate_producer_id().await),
                 None,
             ),
+            ControlRequest::PartitionLeader {
+                topic,
+                id,
+                partition,
+                leader,
+                epoch,
+            } => {
+                let current = {
+                    let state = self.state.borrow();
+                    match state.topics.get(&topic).filter(|t| t.id == id) {
+                        None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                        Some(t) if !t.replicas_of(partition).contains(&leader) => {
+                            Err(INVALID_REQUEST)
+                        }
+                        Some(t) => Ok(t.reported_leader(partition)),
+                    }
+                };
+                let result = match current {
+                    Err(code) => (code, None),
+                    // Known already, or a later term's leader reported first.
+                    Ok(Some((_, known))) if known >= epoch => (NONE, None),
+                    Ok(_) => {
+                        let record = MetaRecord::PartitionLeader {
+                            name: topic,
+                            id,
+                            partition,
+                            leader,
+                            epoch,
+                        };
+                        match self.commit(vec![record]).await {
+                            Ok(()) => (NONE, None),
+                            Err((code, message)) => (code, Some(message)),
+                        }
+                    }
+                };
+                (ControlReply::Results(vec![result]), self.to_publish())
+            }
             ControlRequest::RegisterNode(info) => {
                 let mut records = Vec::new();
                 if self.cluster_id().is_empty() {
@@ -573,12 +620,13 @@ impl Controller {
             ));
         }
         self.check_replication_factor(spec.replication_factor)?;
+        let factor = usize::try_from(spec.replication_factor).unwrap_or(1).max(1);
         let (partitions, replicas) = match (&spec.assignment, spec.partitions) {
             (Some(assignment), -1) => {
                 if assignment.is_empty() {
                     return Err((INVALID_REPLICA_ASSIGNMENT, "empty assignment".into()));
                 }
-                self.place(existing, &spec.name, assignment.len(), Some(assignment))?
+                self.place(existing, &spec.name, assignment.len(), 1, Some(assignment))?
             }
             (Some(_), _) => {
                 return Err((
@@ -598,7 +646,7 @@ impl Controller {
                         format!("partition count must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
                     ));
                 }
-                self.place(existing, &spec.name, count as usize, None)?
+                self.place(existing, &spec.name, count as usize, factor, None)?
             }
         };
         check_partition_room(
@@ -625,6 +673,7 @@ impl Controller {
             partitions,
             configs,
             replicas,
+            leaders: Vec::new(),
         })
     }
 
@@ -765,6 +814,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                     partitions,
                     configs,
                     replicas,
+                    leaders: Vec::new(),
                 }),
             );
             state.version += 1;
@@ -803,6 +853,31 @@ fn apply_record(state: &mut State, record: MetaRecord) {
         MetaRecord::RegisterNode(info) => {
             state.nodes.insert(info.node, info);
             state.version += 1;
+        }
+        MetaRecord::PartitionLeader {
+            name,
+            id,
+            partition,
+            leader,
+            epoch,
+        } => {
+            if let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == id) {
+                let Ok(index) = usize::try_from(partition) else {
+                    return;
+                };
+                if index >= topic.partitions.len()
+                    || topic.reported_leader(partition).is_some_and(|(_, e)| e >= epoch)
+                {
+                    return;
+                }
+                let mut meta = (**topic).clone();
+                if meta.leaders.len() <= index {
+                    meta.leaders.resize(index + 1, None);
+                }
+                meta.leaders[index] = Some((leader, epoch));
+                *topic = Arc::new(meta);
+                state.version += 1;
+            }
         }
     }
 }
@@ -929,8 +1004,11 @@ impl Controller {
                     ),
                 ))
             }
-            Some(assignment) => self.place(topics, &topic.name, added, Some(assignment))?,
-            None => self.place(topics, &topic.name, added, None)?,
+            Some(assignment) => self.place(topics, &topic.name, added, 1, Some(assignment))?,
+            None => {
+                let factor = topic.replicas.first().map_or(1, Vec::len);
+                self.place(topics, &topic.name, added, factor, None)?
+            }
         };
         let (partitions, replicas) = partitions;
         Ok(MetaRecord::AddPartitions {
@@ -965,7 +1043,7 @@ impl Controller {
             return Ok(());
         }
         let nodes = self.live_registered().len();
-        if factor == -1 || factor == 1 {
+        if factor == -1 {
             return Ok(());
         }
         if factor < 1 || factor as usize > nodes {
@@ -974,10 +1052,7 @@ impl Controller {
                 format!("replication factor {factor} is larger than the {nodes} live nodes"),
             ));
         }
-        Err((
-        INVALID_REPLICATION_FACTOR,
-        format!("replication factor {factor} is not available yet: a cluster's partitions have one replica each"),
-    ))
+        Ok(())
     }
 
     /// Where `count` new partitions of `topic` go: their shards and (in a cluster) nodes,
@@ -989,6 +1064,7 @@ impl Controller {
         existing: &BTreeMap<String, Arc<TopicMeta>>,
         topic: &str,
         count: usize,
+        factor: usize,
         assignment: Option<&Vec<(NodeId, ShardId)>>,
     ) -> Result<Placement, (i16, String)> {
         let clustered = !self.members.is_empty();
@@ -1040,14 +1116,39 @@ impl Controller {
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
             % registered.len();
+        if factor > registered.len() {
+            return Err((
+                INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {factor} is larger than the {} live nodes",
+                    registered.len()
+                ),
+            ));
+        }
+        // The first replica (the preferred leader) on the least loaded node, the others
+        // on the nodes after it.
+        let mut leading: BTreeMap<NodeId, usize> = registered.iter().map(|&n| (n, 0)).collect();
+        for meta in existing.values() {
+            for first in meta.replicas.iter().filter_map(|r| r.first()) {
+                if let Some(l) = leading.get_mut(first) {
+                    *l += 1;
+                }
+            }
+        }
         let mut replicas = Vec::with_capacity(count);
         for _ in 0..count {
-            let node = (0..registered.len())
-                .map(|i| registered[(i + rotation) % registered.len()])
-                .min_by_key(|n| load[n])
+            let first = (0..registered.len())
+                .map(|i| (i + rotation) % registered.len())
+                .min_by_key(|&i| (leading[&registered[i]], load[&registered[i]]))
                 .expect("registered nodes");
-            *load.get_mut(&node).expect("a registered node") += 1;
-            replicas.push(vec![node]);
+            let set: Vec<NodeId> = (0..factor)
+                .map(|k| registered[(first + k) % registered.len()])
+                .collect();
+            for node in &set {
+                *load.get_mut(node).expect("a registered node") += 1;
+            }
+            *leading.get_mut(&set[0]).expect("a registered node") += 1;
+            replicas.push(set);
         }
         Ok((shards, replicas))
     }
@@ -1185,7 +1286,13 @@ mod tests {
         let refused = create(&c, "c", 1, 3);
         assert_eq!(refused.error_code, INVALID_REPLICATION_FACTOR);
         assert!(refused.message.unwrap().contains("2 live nodes"));
-        assert_eq!(create(&c, "c", 1, 2).error_code, INVALID_REPLICATION_FACTOR);
+        // Two replicas on the two live nodes, the preferred leaders spread.
+        assert_eq!(create(&c, "c", 4, 2).error_code, NONE);
+        let snapshot = c.snapshot();
+        let sets = &snapshot.topics["c"].replicas;
+        assert!(sets.iter().all(|r| r.len() == 2 && r[0] != r[1] && !r.contains(&NodeId(3))));
+        let firsts: std::collections::BTreeSet<_> = sets.iter().map(|r| r[0]).collect();
+        assert_eq!(firsts.len(), 2, "{sets:?}");
 
         // Explicit assignments: registered nodes and existing shards only.
         let assign = |name: &str, node: i32, shard: u16| {

@@ -52,6 +52,14 @@ pub enum MetaRecord {
     },
     /// A node of the cluster and where clients and peers reach it (the latest wins).
     RegisterNode(NodeInfo),
+    /// A replicated partition's Raft group elected `leader` in term `epoch`.
+    PartitionLeader {
+        name: String,
+        id: Uuid,
+        partition: i32,
+        leader: NodeId,
+        epoch: u64,
+    },
 }
 
 /// The metadata records of one Raft entry of a cluster's metadata log, as one Kafka

@@ -94,6 +94,44 @@ pub struct TopicMeta {
     /// shard index of each of these nodes.
     #[serde(default)]
     pub replicas: Vec<Vec<NodeId>>,
+    /// The leader each replicated partition last reported, with its Raft term (the
+    /// partition's leader epoch), by partition; empty slots until one is known.
+    #[serde(default)]
+    pub leaders: Vec<Option<(NodeId, u64)>>,
+}
+
+/// The Raft group id of a replicated partition: a hash of its topic id and index
+/// (never 0, the metadata group's), the same on every node.
+pub fn partition_group(topic: &Uuid, partition: i32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes().iter().chain(&partition.to_be_bytes()) {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+impl TopicMeta {
+    /// Whether the partition has more than one replica (a Raft group of its own).
+    pub fn is_replicated(&self, partition: i32) -> bool {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.replicas.get(p))
+            .is_some_and(|r| r.len() > 1)
+    }
+
+    /// The nodes holding the partition (empty on a node alone).
+    pub fn replicas_of(&self, partition: i32) -> &[NodeId] {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.replicas.get(p))
+            .map_or(&[], |r| r.as_slice())
+    }
+
+    /// The leader a replicated partition last reported, and its epoch.
+    pub fn reported_leader(&self, partition: i32) -> Option<(NodeId, u64)> {
+        *usize::try_from(partition).ok().and_then(|p| self.leaders.get(p))?
+    }
 }
 
 /// A node of the cluster as it registered itself in the metadata log.
@@ -195,10 +233,12 @@ impl ClusterSnapshot {
         ))
     }
 
-    /// The node leading a partition: its only replica today (this node when alone).
+    /// The node leading a partition: its only replica, the leader a replicated one last
+    /// reported, or this node when alone.
     pub fn leader_node(&self, topic: &TopicMeta, partition: i32) -> Option<NodeId> {
         let index = usize::try_from(partition).ok()?;
         match topic.replicas.get(index) {
+            Some(replicas) if replicas.len() > 1 => topic.reported_leader(partition).map(|l| l.0),
             Some(replicas) => replicas.first().copied(),
             None => (index < topic.partitions.len()).then_some(self.node),
         }
@@ -323,6 +363,7 @@ mod tests {
                     partitions,
                     configs: BTreeMap::new(),
                     replicas: Vec::new(),
+                    leaders: Vec::new(),
                 }),
             );
         }
@@ -369,6 +410,7 @@ mod tests {
             partitions: vec![ShardId(0), ShardId(3)],
             configs: BTreeMap::new(),
             replicas: Vec::new(),
+            leaders: Vec::new(),
         };
         let snap = ClusterSnapshot {
             shard_count: 2,

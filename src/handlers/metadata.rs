@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{Ctx, Response};
 use crate::cluster::controller::{ControlReply, ControlRequest, TopicSpec};
-use crate::cluster::{broker_id, validate_topic_name, ClusterSnapshot, ShardId, TopicMeta};
+use crate::cluster::{broker_id, validate_topic_name, ClusterSnapshot, NodeId, ShardId, TopicMeta};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
 
@@ -171,6 +171,9 @@ fn topic_entry(
     entry.is_internal = false;
     entry.partitions = (0..topic.partitions.len() as i32)
         .map(|p| {
+            if topic.is_replicated(p) {
+                return replicated_partition(shard, snapshot, topic, p);
+            }
             let owner = snapshot.owner(topic, p);
             let node = snapshot.leader_node(topic, p);
             let placed = owner.zip(node);
@@ -192,5 +195,40 @@ fn topic_entry(
             entry
         })
         .collect();
+    entry
+}
+
+/// A replicated partition: its replicas (the same shard of each replica node), the
+/// leader it last reported and that leader's term as epoch, the replicas of nodes this
+/// node reaches as ISR (an approximation until followers' lag is tracked), the others
+/// offline.
+fn replicated_partition(
+    shard: &Shard,
+    snapshot: &ClusterSnapshot,
+    topic: &TopicMeta,
+    p: i32,
+) -> MetadataResponsePartition {
+    let Some(owner) = snapshot.owner(topic, p) else {
+        return MetadataResponsePartition::default()
+            .with_partition_index(p)
+            .with_error_code(LEADER_NOT_AVAILABLE)
+            .with_leader_id(BrokerId(-1));
+    };
+    let reachable = |n: NodeId| shard.broker_address(snapshot, n, owner.0 as usize).is_some();
+    let replicas = topic.replicas_of(p);
+    let broker = |n: &NodeId| BrokerId(broker_id(*n, owner));
+    let reported = topic.reported_leader(p);
+    let leader = reported.filter(|(n, _)| reachable(*n));
+    let mut entry = MetadataResponsePartition::default()
+        .with_partition_index(p)
+        .with_leader_id(leader.map_or(BrokerId(-1), |(n, _)| broker(&n)))
+        .with_leader_epoch(reported.map_or(0, |(_, e)| i32::try_from(e).unwrap_or(i32::MAX)))
+        .with_replica_nodes(replicas.iter().map(broker).collect())
+        .with_isr_nodes(replicas.iter().filter(|n| reachable(**n)).map(broker).collect())
+        .with_offline_replicas(replicas.iter().filter(|n| !reachable(**n)).map(broker).collect());
+    if leader.is_none() {
+        // No leader yet, or it is down: clients retry after a metadata refresh.
+        entry.error_code = LEADER_NOT_AVAILABLE;
+    }
     entry
 }

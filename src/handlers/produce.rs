@@ -60,6 +60,8 @@ struct Pending {
     last_offset: i64,
     /// The log incarnation the batch was appended to (see [`Partition::incarnation`]).
     incarnation: u64,
+    /// A replicated partition's entry (Raft index and term): answered once committed.
+    raft: Option<(u64, u64)>,
 }
 
 /// A batch waiting for its turn in the partition's append gate.
@@ -247,9 +249,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
         Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
     let deadline = Instant::now() + timeout;
     for wait in pending {
-        let code = shard
-            .wait_durable(&wait.log, wait.last_offset, wait.incarnation, deadline)
-            .await;
+        let code = match wait.raft {
+            Some((index, term)) => shard.wait_committed(&wait.log, index, term, deadline).await,
+            None => {
+                shard
+                    .wait_durable(&wait.log, wait.last_offset, wait.incarnation, deadline)
+                    .await
+            }
+        };
         if code != NONE {
             let out = &mut responses[wait.topic].partition_responses[wait.partition];
             out.error_code = code;
@@ -279,6 +286,9 @@ fn append(
     log_append_time: bool,
     out: &mut PartitionProduceResponse,
 ) -> Option<Pending> {
+    if let Some(group) = &partition.group {
+        return propose(partition, group, records, body_bytes, info, out);
+    }
     // The log keeps the producer's bytes rather than a copy when the batch is most of the
     // request: the frame it shares stays in memory as long as the batch is cached, so a
     // small batch must not hold a large frame (its bytes are copied instead, cheaply).
@@ -313,11 +323,56 @@ fn append(
                 incarnation: partition.incarnation.get(),
                 log: partition.clone(),
                 last_offset,
+                raft: None,
             })
         }
         Err(err) => {
             out.error_code = err.error_code();
             out.error_message = Some(StrBytes::from_string(err.to_string()));
+            None
+        }
+    }
+}
+
+/// A replicated partition's append: the leader proposes the batch (checked against the
+/// producer state of every entry it holds, so an idempotent retry gets the entry already
+/// there), placed in its log at once; the answer waits for the commit.
+fn propose(
+    partition: &Rc<Partition>,
+    group: &crate::shard::raft_group::RaftGroup,
+    records: &Bytes,
+    body_bytes: usize,
+    info: &BatchInfo,
+    out: &mut PartitionProduceResponse,
+) -> Option<Pending> {
+    use crate::shard::replica::ProposeError;
+    // As for a single node's log: a small batch does not pin a large frame.
+    let data = if records.len() * 2 >= body_bytes {
+        records.clone()
+    } else {
+        Bytes::copy_from_slice(records)
+    };
+    match group.propose_checked(data, info) {
+        Ok(proposed) => {
+            let log = partition.log.borrow();
+            let (base, next) = log.raft()?.offsets(proposed.index)?;
+            out.base_offset = base;
+            out.log_start_offset = log.log_start_offset();
+            Some(Pending {
+                topic: 0,
+                partition: 0,
+                incarnation: partition.incarnation.get(),
+                log: partition.clone(),
+                last_offset: next - 1,
+                raft: Some((proposed.index, proposed.term)),
+            })
+        }
+        Err(ProposeError::Refused(code)) => {
+            out.error_code = code;
+            None
+        }
+        Err(ProposeError::NotLeader | ProposeError::Dropped) => {
+            out.error_code = NOT_LEADER_OR_FOLLOWER;
             None
         }
     }

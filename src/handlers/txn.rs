@@ -103,7 +103,9 @@ pub async fn add_partitions_to_txn(
         .filter(|(t, p)| {
             snapshot
                 .topic(t)
-                .is_some_and(|m| snapshot.leader_node(m, *p) != Some(shard.node))
+                .is_some_and(|m| {
+                    m.is_replicated(*p) || snapshot.leader_node(m, *p) != Some(shard.node)
+                })
         })
         .collect();
     if !elsewhere.is_empty() {

@@ -52,6 +52,42 @@ impl Shard {
         }
     }
 
+    /// Waits until a replicated partition commits the entry at `index` with `term`;
+    /// returns the error code for the client (NOT_LEADER_OR_FOLLOWER if another leader's
+    /// entry took its place, or this replica stopped leading before it committed).
+    pub async fn wait_committed(
+        &self,
+        partition: &Partition,
+        index: u64,
+        term: u64,
+        deadline: Instant,
+    ) -> i16 {
+        use crate::protocol::errors::*;
+        let Some(group) = &partition.group else {
+            return UNKNOWN_SERVER_ERROR;
+        };
+        loop {
+            let seen = partition.durable.generation();
+            match group.committed_with(index, term) {
+                Some(true) => return NONE,
+                Some(false) => return NOT_LEADER_OR_FOLLOWER,
+                None => {}
+            }
+            if partition.removed.get() {
+                return UNKNOWN_TOPIC_OR_PARTITION;
+            }
+            if group.is_stopping() || group.term() > term {
+                // A later term: whatever happens to the entry, this leader cannot tell.
+                return NOT_LEADER_OR_FOLLOWER;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return REQUEST_TIMED_OUT;
+            }
+            let _ = crate::util::timeout(deadline - now, partition.durable.wait(seen)).await;
+        }
+    }
+
     /// The group-commit loop: hands every dirty partition's pending batches to a flush
     /// job of its own. A partition has up to [`crate::storage::log::FLUSHES_IN_FLIGHT_MAX`] jobs in flight, so
     /// it keeps writing while a sync runs; one that has the maximum is taken up again
@@ -209,7 +245,7 @@ impl Shard {
                 .borrow()
                 .values()
                 .flat_map(|m| m.values())
-                .any(|p| p.log.borrow().is_dirty());
+                .any(|p| p.group.is_none() && p.log.borrow().is_dirty());
             if !pending {
                 break;
             }
@@ -227,7 +263,9 @@ impl Shard {
             .values()
             .flat_map(|m| m.values().cloned())
             .collect();
-        for partition in all {
+        // A replicated log is made durable by its group's persist rounds and reopened as
+        // after a crash, from its Raft state.
+        for partition in all.into_iter().filter(|p| p.group.is_none()) {
             let job = partition.log.borrow_mut().close_job();
             if let Some(job) = job {
                 if let Err(err) = job.run().await {
@@ -277,6 +315,7 @@ mod tests {
             partitions: vec![ShardId(0)],
             configs: Default::default(),
             replicas: Vec::new(),
+            leaders: Vec::new(),
         });
         std::rc::Rc::new(Partition::new(meta, 0, log))
     }

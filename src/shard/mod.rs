@@ -54,7 +54,11 @@ const CONTROLLER_QUEUE_CAPACITY: usize = 1024;
 pub struct Partition {
     pub topic: Rc<TopicMeta>,
     pub index: i32,
-    pub log: RefCell<PartitionLog>,
+    /// Shared with the partition's Raft group when it is replicated.
+    pub log: Rc<RefCell<PartitionLog>>,
+    /// The partition's Raft group, if it is replicated: appends are its proposals, and
+    /// only its leader serves.
+    pub group: Option<Rc<raft_group::RaftGroup>>,
     /// Queued in the shard's dirty list, waiting for the flusher.
     queued_for_flush: Cell<bool>,
     /// Set when the topic is deleted; waiters stop waiting.
@@ -75,10 +79,29 @@ pub struct Partition {
 
 impl Partition {
     pub fn new(topic: Rc<TopicMeta>, index: i32, log: PartitionLog) -> Partition {
+        Self::with_log(topic, index, Rc::new(RefCell::new(log)), None)
+    }
+
+    /// A replicated partition over its Raft group's log.
+    pub fn replicated(
+        topic: Rc<TopicMeta>,
+        index: i32,
+        group: Rc<raft_group::RaftGroup>,
+    ) -> Partition {
+        Self::with_log(topic, index, group.log().clone(), Some(group))
+    }
+
+    fn with_log(
+        topic: Rc<TopicMeta>,
+        index: i32,
+        log: Rc<RefCell<PartitionLog>>,
+        group: Option<Rc<raft_group::RaftGroup>>,
+    ) -> Partition {
         Partition {
             topic,
             index,
-            log: RefCell::new(log),
+            log,
+            group,
             queued_for_flush: Cell::new(false),
             removed: Cell::new(false),
             incarnation: Cell::new(0),
@@ -250,6 +273,13 @@ impl Shard {
         match snapshot.owner(meta, index) {
             None => Err(UNKNOWN_TOPIC_OR_PARTITION),
             Some(owner) if owner != self.id => Err(NOT_LEADER_OR_FOLLOWER),
+            Some(_) if meta.is_replicated(index) => {
+                // Only the Raft leader serves, whatever the metadata says.
+                match self.partition(topic, index) {
+                    Some(p) if p.group.as_ref().is_some_and(|g| g.is_leader()) => Ok(p),
+                    _ => Err(NOT_LEADER_OR_FOLLOWER),
+                }
+            }
             Some(_) if snapshot.leader_node(meta, index) != Some(self.node) => {
                 Err(NOT_LEADER_OR_FOLLOWER)
             }

@@ -507,17 +507,26 @@ impl PersistRound {
     }
 }
 
-/// Reads entries `[low, high)` back from the log's files (as far as they go).
+/// Bytes of entries one disk read for a follower gathers at most (one message's worth).
+const READ_ENTRIES_BYTES_MAX: usize = 1 << 20;
+
+/// Reads entries `[low, high)` back from the log's files, as far as they go and up to
+/// about a message's worth: from the nearest position known at or before `low` (the
+/// entry's row, the first entry of its term, or where the last such read stopped),
+/// counting batches forward.
 pub async fn read_entries(
     log: &Rc<RefCell<PartitionLog>>,
     low: u64,
     high: u64,
 ) -> io::Result<Vec<(u64, Bytes)>> {
     let mut out = Vec::new();
-    for index in low..high {
-        let offsets = log.borrow().raft().and_then(|t| t.offsets(index));
-        let Some((base, next)) = offsets else { break };
-        let plan = log.borrow().read_plan_written(base, 0);
+    let start = log.borrow().raft().and_then(|t| t.position_before(low));
+    let Some((mut index, mut offset)) = start else {
+        return Ok(out);
+    };
+    let mut gathered = 0;
+    while index < high && gathered < READ_ENTRIES_BYTES_MAX {
+        let plan = log.borrow().read_plan_written(offset, READ_ENTRIES_BYTES_MAX);
         let data = match plan {
             Ok(ReadPlan::Empty) | Err(_) => break,
             Ok(plan) => plan
@@ -526,14 +535,28 @@ pub async fn read_entries(
                 .map_err(|e| io::Error::other(e.to_string()))?,
         };
         let bytes = data.to_bytes();
-        let Some(len) = crate::protocol::batch::parse_batch(&bytes)
-            .ok()
-            .filter(|i| i.base_offset == base && i.last_offset() + 1 == next)
-            .map(|i| i.len)
-        else {
+        let before = index;
+        for item in crate::protocol::batch::iter_batches(&bytes) {
+            let Ok((at, info)) = item else { break };
+            if info.base_offset < offset {
+                continue;
+            }
+            if index >= low {
+                out.push((index, bytes.slice(at..at + info.len)));
+                gathered += info.len;
+            }
+            index += 1;
+            offset = info.last_offset() + 1;
+            if index >= high || gathered >= READ_ENTRIES_BYTES_MAX {
+                break;
+            }
+        }
+        if index == before {
             break;
-        };
-        out.push((index, bytes.slice(..len)));
+        }
+    }
+    if let Some(tail) = log.borrow().raft() {
+        tail.note_position(index, offset);
     }
     Ok(out)
 }

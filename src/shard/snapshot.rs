@@ -11,10 +11,52 @@ use std::sync::Arc;
 
 use super::mesh::MeshRequest;
 use super::{Partition, Shard};
-use crate::cluster::{ClusterSnapshot, PublishedSnapshot, ShardId};
+use crate::cluster::controller::{ControlReply, ControlRequest};
+use crate::cluster::{ClusterSnapshot, PublishedSnapshot, ShardId, TopicMeta};
 use crate::storage::PartitionLog;
 
 impl Shard {
+    /// Opens this node's replica of a replicated partition: its log and Raft state, a
+    /// Raft group over them (the replicas' nodes are the voters), and the task that
+    /// wakes waiting requests and reports this replica's leadership to the cluster.
+    async fn open_replica(
+        self: &Rc<Self>,
+        topic: &Rc<TopicMeta>,
+        index: i32,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Rc<Partition>> {
+        use super::raft_group::RaftGroup;
+        use super::replica::{Replica, ReplicaTiming};
+        let voters: Vec<u64> = topic
+            .replicas_of(index)
+            .iter()
+            .map(|n| n.0 as u64)
+            .collect();
+        let node = self.node.0 as u64;
+        let timing = ReplicaTiming {
+            election_ticks: self.config.raft_election_ticks as usize,
+            heartbeat_ticks: 1,
+        };
+        let replica = Replica::open(dir, self.log_config(topic), node, &voters, &timing).await?;
+        let fresh = replica.term() == 0;
+        let id = crate::cluster::partition_group(&topic.id, index);
+        let group = RaftGroup::new(id, node, super::meta::raft_clock(&self.config), replica);
+        if let Some(peers) = self.peers.borrow().clone() {
+            group.set_transport(peers);
+        }
+        self.raft_groups.borrow_mut().insert(id, group.clone());
+        group.spawn_driver();
+        // The preferred (first) replica of a new partition stands at once; the others
+        // would after an election timeout.
+        if fresh && voters.first() == Some(&node) {
+            group.campaign();
+        }
+        let partition = Rc::new(Partition::replicated(topic.clone(), index, group));
+        glommio::spawn_local(watch_replica(self.clone(), partition.clone())).detach();
+        tracing::debug!(topic = %topic.name, partition = index, group = id, ?voters, "replica opened");
+        Ok(partition)
+    }
+
     /// Applies a snapshot here and on every other shard; returns when all have applied it.
     pub(super) async fn publish(self: &Rc<Self>, snapshot: Arc<PublishedSnapshot>) {
         let shard_count = snapshot.shard_count;
@@ -78,6 +120,10 @@ impl Shard {
         for partition in removed {
             partition.removed.set(true);
             partition.durable.notify_all();
+            if let Some(group) = &partition.group {
+                group.stop().await;
+                self.raft_groups.borrow_mut().remove(&group.id);
+            }
             let dir = self.partition_dir(&partition.topic.name, partition.index);
             let deleted =
                 snapshot.topic(&partition.topic.name).map(|t| t.id) != Some(partition.topic.id);
@@ -103,6 +149,21 @@ impl Shard {
                 tracing::error!(topic = %topic.name, partition = index, %err, "cannot prepare partition directory");
                 continue;
             }
+            if topic.is_replicated(index) {
+                match self.open_replica(&topic, index, &dir).await {
+                    Ok(partition) => {
+                        self.partitions
+                            .borrow_mut()
+                            .entry(topic.name.clone())
+                            .or_default()
+                            .insert(index, partition);
+                    }
+                    Err(err) => {
+                        tracing::error!(topic = %topic.name, partition = index, %err, "cannot open partition replica");
+                    }
+                }
+                continue;
+            }
             match PartitionLog::open_in(&dir, self.log_config(&topic), self.segment_files.clone())
                 .await
             {
@@ -122,6 +183,11 @@ impl Shard {
         }
         // Config changes reach the open partitions of the topic.
         for partition in self.all_partitions() {
+            if partition.group.is_some() {
+                // Replicated logs keep the configs they were opened with for now
+                // (retention and compaction do not run on them).
+                continue;
+            }
             if let Some(topic) = snapshot.topic(&partition.topic.name) {
                 let wanted = self.log_config(topic);
                 let mut log = partition.log.borrow_mut();
@@ -135,6 +201,43 @@ impl Shard {
         // Waiters on removed partitions re-check.
         self.flushed.notify_all();
     }
+}
+
+/// Follows a replica's group: wakes the requests waiting on the partition when its high
+/// watermark or leadership moves, and reports each term this replica leads to the
+/// metadata, which tells clients (retried until recorded, or the term has passed).
+async fn watch_replica(shard: Rc<Shard>, partition: Rc<Partition>) {
+    let Some(group) = partition.group.clone() else {
+        return;
+    };
+    let node = shard.node.0 as u64;
+    let mut reported = 0u64;
+    while !group.is_stopping() && !partition.removed.get() {
+        let seen = group.changed.generation();
+        partition.durable.notify_all();
+        let term = group.term();
+        if group.leader() == node && term > reported && group.is_leader() {
+            let request = ControlRequest::PartitionLeader {
+                topic: partition.topic.name.clone(),
+                id: partition.topic.id,
+                partition: partition.index,
+                leader: shard.node,
+                epoch: term,
+            };
+            match shard.control(request).await {
+                Ok(ControlReply::Results(r)) if r.first().is_some_and(|(c, _)| *c == 0) => {
+                    reported = term;
+                }
+                other => {
+                    tracing::debug!(topic = %partition.topic.name, partition = partition.index, reply = ?other, "leadership not recorded yet; retrying");
+                    glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        group.changed.wait(seen).await;
+    }
+    partition.durable.notify_all();
 }
 
 /// Marks a partition directory with its topic id; a directory left by a deleted topic of
@@ -212,6 +315,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             replicas: Vec::new(),
+            leaders: Vec::new(),
         })
     }
 

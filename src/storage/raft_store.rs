@@ -64,7 +64,7 @@ impl raft::Storage for LogStore {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let log = self.log.borrow();
         let tail = log.raft().ok_or_else(unavailable)?;
-        if low < tail.first_index() {
+        if low < tail.log_first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > tail.last_index() + 1 || low > high {
@@ -74,20 +74,24 @@ impl raft::Storage for LogStore {
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
         for index in low..high {
-            let term = tail.term(index).ok_or_else(unavailable)?;
+            let term = tail.term_any(index).ok_or_else(unavailable)?;
             let mut entry = Entry {
                 index,
                 term,
                 ..Default::default()
             };
             if with_data {
-                let (base, next) = tail.offsets(index).ok_or_else(unavailable)?;
+                // Below the rows only what was read back from disk is at hand.
                 let data = match self.state.borrow().fetched.get(&index) {
                     Some(data) => Some(data.clone()),
-                    None => log.cached_batch(base, next),
+                    None => tail
+                        .offsets(index)
+                        .and_then(|(base, next)| log.cached_batch(base, next)),
                 };
                 match data {
                     Some(data) => entry.data = data,
+                    // What was found so far goes now; the rest is asked for again.
+                    None if !out.is_empty() => break,
                     None => {
                         drop(log);
                         self.state.borrow_mut().wanted.push((low, high, context));
@@ -107,19 +111,21 @@ impl raft::Storage for LogStore {
     fn term(&self, index: u64) -> raft::Result<u64> {
         let log = self.log.borrow();
         let tail = log.raft().ok_or_else(unavailable)?;
-        if index + 1 < tail.first_index() {
+        if index + 1 < tail.log_first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if index > tail.last_index() {
             return Err(unavailable());
         }
-        tail.term(index)
+        // Entry 0 is the empty start of every log (term 0).
+        tail.term_any(index)
+            .or_else(|| (index == 0).then_some(0))
             .ok_or(raft::Error::Store(StorageError::Compacted))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
         let log = self.log.borrow();
-        Ok(log.raft().ok_or_else(unavailable)?.first_index())
+        Ok(log.raft().ok_or_else(unavailable)?.log_first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {

@@ -289,12 +289,13 @@ def test_create_topic_through_any_node(cluster):
     nodes = {node_of(b) for b in leaders.values()}
     assert len(nodes) >= 2, f"6 partitions all on node {nodes}: {leaders}"
 
-    # Replication factor: -1 means 1; more than 1 is refused, and nothing is created.
+    # Replication factor: -1 means 1; more than the live nodes is refused, and nothing
+    # is created.
     default_rf = topic_name()
     assert admin_create(n2, default_rf, 2, replication_factor=-1) is None
     not_created = [topic_name(), topic_name()]
-    assert refused(n2, not_created[0], 2, replication_factor=3) == KafkaError.INVALID_REPLICATION_FACTOR
-    assert refused(n3, not_created[1], 2, replication_factor=4) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert refused(n2, not_created[0], 2, replication_factor=4) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert refused(n3, not_created[1], 2, replication_factor=0) == KafkaError.INVALID_REPLICATION_FACTOR
     assert refused(n3, name, 6) == KafkaError.TOPIC_ALREADY_EXISTS
     assert refused(n3, name, 3) == KafkaError.TOPIC_ALREADY_EXISTS
     wait_topic(cluster, default_rf, 2)
@@ -324,7 +325,7 @@ def test_topic_changes_sent_to_a_follower_are_forwarded(cluster):
         wait_topic(cluster, name, 4)
         error_code, _ = create_topic_raw(f.port, name, 4)
         assert error_code == TOPIC_ALREADY_EXISTS
-        error_code, _ = create_topic_raw(f.port, topic_name(), 1, replication_factor=2)
+        error_code, _ = create_topic_raw(f.port, topic_name(), 1, replication_factor=4)
         assert error_code == INVALID_REPLICATION_FACTOR
 
         assert create_partitions_raw(f.port, name, 7) == (0, None)
@@ -650,3 +651,148 @@ def test_a_node_alones_data_dir_does_not_join_a_cluster(tmp_path):
         capture_output=True, timeout=30)
     assert result.returncode != 0
     assert "holds the metadata of a node running alone" in result.stderr.decode(), result.stderr
+
+
+# ------------------------------------------------------------ replicated partitions
+
+def segment_batches(node, topic, partition):
+    """(base offset, length, leader epoch, crc) of every batch in a replica's segment
+    files, in order (the 61-byte batch headers, up to the first hole)."""
+    import struct
+    out = []
+    part_dir = node.data_dir / f"{topic}-{partition}"
+    for path in sorted(part_dir.glob("*.log")):
+        data = path.read_bytes()
+        at = 0
+        while at + 61 <= len(data):
+            base, length, epoch = struct.unpack_from(">qii", data, at)
+            if length <= 0:
+                break
+            crc = struct.unpack_from(">I", data, at + 17)[0]
+            out.append((base, length, epoch, crc))
+            at += 12 + length
+    return out
+
+
+def replicated_view(node, topic):
+    """{partition: (leader, epoch, replicas, isr)} in confluent-kafka's metadata of a node."""
+    md = node.list_topics()
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return None
+    return {p.id: (p.leader, p.replicas, p.isrs) for p in t.partitions.values()}
+
+
+def wait_replicated(cluster, topic, partitions, replicas, nodes=None, timeout=TAKEOVER_TIMEOUT_S):
+    """Waits until every given node shows each partition with a leader and `replicas`
+    replicas, the same everywhere; returns {partition: leader}."""
+    nodes = cluster.live() if nodes is None else nodes
+
+    def agreed():
+        views = []
+        for n in nodes:
+            v = replicated_view(n, topic)
+            if v is None or len(v) != partitions:
+                return None
+            if any(leader < 0 or len(r) != replicas for leader, r, _ in v.values()):
+                return None
+            views.append({p: leader for p, (leader, _, _) in v.items()})
+        return views[0] if all(v == views[0] for v in views) else None
+    return wait_for(f"{topic} led everywhere", agreed, timeout)
+
+
+def test_replicated_topic_keeps_every_acked_record_through_a_leader_kill(cluster):
+    """rf 3: an idempotent acks=all producer runs while the leader of partition 0 is
+    killed -9; a new leader is elected and the producer carries on; every acknowledged
+    record is read back exactly once at its offset; the killed node, restarted, catches
+    up and every replica holds the same batches."""
+    import threading
+    name = topic_name("r3")
+    assert admin_create(cluster.node(2), name, 3, replication_factor=3) is None
+    leaders = wait_replicated(cluster, name, 3, 3)
+    assert len({node_of(b) for b in leaders.values()}) >= 2, f"leaders not spread: {leaders}"
+    # Only the leader serves; followers answer NOT_LEADER_OR_FOLLOWER.
+    for p, leader in leaders.items():
+        assert fetch_error(shard_port(cluster, leader), name, p) == 0
+        for n in cluster.nodes:
+            if n.node_id != node_of(leader):
+                assert fetch_error(n.port, name, p) == NOT_LEADER_OR_FOLLOWER, (p, n)
+
+    acked, errors, stop = {}, [], threading.Event()
+    producer = Producer({"bootstrap.servers": cluster.bootstrap_all(), "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 60_000})
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    def run():
+        i = 0
+        while not stop.is_set():
+            try:
+                producer.produce(name, value=f"v-{i}".encode(), partition=i % 3,
+                                 on_delivery=on_delivery)
+                i += 1
+            except BufferError:
+                pass
+            producer.poll(0.002)
+        producer.flush(60)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for("records acknowledged", lambda: len(acked) > 300, 20)
+        victim = cluster.node(node_of(leaders[0]))
+        on_p0 = lambda: sum(1 for q, _ in list(acked.values()) if q == 0)  # noqa: E731
+        before = on_p0()
+        killed_at = time.time()
+        victim.kill9()
+        wait_for("partition 0 acks after its leader was killed",
+                 lambda: on_p0() > before + 100, 30)
+        print(f"partition 0 acks resumed within {time.time() - killed_at:.1f}s of the kill")
+    finally:
+        stop.set()
+        thread.join(90)
+    assert errors == [], errors[:5]
+    survivors = cluster.live()
+    new = wait_replicated(cluster, name, 3, 3, nodes=survivors)
+    assert node_of(new[0]) != victim.node_id, new
+
+    victim.start()
+    wait_replicated(cluster, name, 3, 3)
+    # Read everything back from the leaders.
+    per_partition = {p: sorted((o, v) for v, (q, o) in acked.items() if q == p) for p in range(3)}
+    got = read_back(cluster.bootstrap_all(), name, [0, 1, 2], len(acked), timeout=60)
+    for p in range(3):
+        records = got.get((name, p), [])
+        values = [v for _, v in records]
+        assert len(values) == len(set(values)), f"partition {p}: duplicates"
+        assert set(per_partition[p]) <= set(records), \
+            f"partition {p}: {len(set(per_partition[p]) - set(records))} acked records missing or moved"
+
+    # The restarted replica catches up: every replica holds the same batches.
+    def identical():
+        for p in range(3):
+            logs = [segment_batches(n, name, p) for n in cluster.nodes]
+            if not all(log == logs[0] for log in logs) or len(logs[0]) < len(per_partition[p]) // 50:
+                return False
+        return True
+    wait_for("every replica to hold the same batches", identical, TAKEOVER_TIMEOUT_S)
+
+
+def test_replication_factor_two_on_three_nodes(cluster):
+    """rf 2 of 3: the node holding no replica of a partition still names its leader;
+    produce and consume through that node's bootstrap."""
+    name = topic_name("r2")
+    assert admin_create(cluster.node(1), name, 3, replication_factor=2) is None
+    leaders = wait_replicated(cluster, name, 3, 2)
+    md = cluster.node(1).list_topics()
+    holders = [{r // 1024 for r in md.topics[name].partitions[p].replicas} for p in range(3)]
+    assert all(len(h) == 2 for h in holders), holders
+    outsider = next(n for n in cluster.nodes if any(n.node_id not in h for h in holders))
+    acked = produce(outsider.bootstrap, [(name, i % 3, f"x-{i}".encode()) for i in range(90)])
+    got = read_back(outsider.bootstrap, name, [0, 1, 2], 90)
+    assert got == acked
+    assert set(leaders.values()) <= set(cluster.broker_ids())

@@ -835,6 +835,7 @@ impl PartitionLog {
     /// retention and compaction from their next run. The cache keeps its size.
     pub fn set_config(&mut self, mut config: LogConfig) {
         config.cache_bytes = self.config.cache_bytes;
+        config.replicated = self.config.replicated;
         config.segment_bytes = config.segment_bytes.clamp(1, SEGMENT_BYTES_MAX);
         self.config = config;
     }

@@ -80,6 +80,9 @@ pub(super) struct Cut {
 pub struct RaftTail {
     /// Consecutive entries, up to the last one.
     rows: VecDeque<EntryRow>,
+    /// The last position a reader of entries below the rows noted (see
+    /// [`RaftTail::position_before`]); forgotten on truncation.
+    noted: std::cell::Cell<Option<(u64, i64)>>,
     /// Index and term of the entry before `rows[0]` ((0, Some(0)): the log's first entry
     /// is 1); the term is unknown after a reopen (rows then start at the committed entry).
     before: (u64, Option<u64>),
@@ -196,6 +199,7 @@ impl RaftTail {
         let mut tail = RaftTail {
             rows,
             before: (0, Some(0)),
+            noted: std::cell::Cell::new(None),
             committed: commit,
             committed_offset: commit_offset,
             committed_producers: producers,
@@ -248,6 +252,57 @@ impl RaftTail {
     /// Offset after the committed entry: the high watermark, once durable here.
     pub fn committed_offset(&self) -> i64 {
         self.committed_offset
+    }
+
+    /// The first entry still in the log, whether or not the tail keeps its row: the
+    /// leader-epoch cache knows the term (and an exact offset) of every entry from its
+    /// earliest term on, so an entry below the rows can be found by reading forward
+    /// from the nearest known position (see [`Self::position_before`]).
+    pub fn log_first_index(&self) -> u64 {
+        let rows_first = self.first_index();
+        match self.epochs.earliest() {
+            Some(e) if e.first_index >= 1 && e.first_index < rows_first => e.first_index,
+            _ => rows_first,
+        }
+    }
+
+    /// The term of entry `index` from the rows, or below them from the epoch cache.
+    pub fn term_any(&self, index: u64) -> Option<u64> {
+        match self.term(index) {
+            Some(term) => Some(term),
+            None if index >= self.log_first_index() && index < self.first_index() => {
+                self.epochs.term_of_index(index)
+            }
+            None => None,
+        }
+    }
+
+    /// A known (index, base offset) at or before `index`: its row, a term's first
+    /// entry, or the last position a reader noted; reading batches forward from it
+    /// reaches `index`.
+    pub fn position_before(&self, index: u64) -> Option<(u64, i64)> {
+        if let Some((base, _)) = self.offsets(index) {
+            return Some((index, base));
+        }
+        let epoch = self
+            .epochs
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.first_index <= index)
+            .map(|e| (e.first_index, e.start_offset));
+        let noted = self.noted.get().filter(|(i, _)| *i <= index);
+        match (epoch, noted) {
+            (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Notes where entry `index` starts (after reading forward to it).
+    pub fn note_position(&self, index: u64, base_offset: i64) {
+        if index <= self.last_index() {
+            self.noted.set(Some((index, base_offset)));
+        }
     }
 
     /// The term of entry `index`, if the tail knows it (`index` 0: term 0).
@@ -459,6 +514,9 @@ impl PartitionLog {
         let kept = usize::try_from(index + 1 - raft.rows.front().map(|r| r.index).unwrap_or(1))
             .expect("rows cover the uncommitted entries");
         raft.rows.truncate(kept);
+        if raft.noted.get().is_some_and(|(i, _)| i > index) {
+            raft.noted.set(None);
+        }
         if raft.epochs.truncate_from_end(cut) > 0 {
             raft.epochs_dirty = true;
         }
