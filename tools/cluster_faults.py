@@ -100,7 +100,8 @@ class Run:
     def __init__(self, args, workdir):
         self.args = args
         self.workdir = workdir
-        self.cluster = Cluster(workdir, nodes=args.nodes, shards=args.shards, extra=args.extra)
+        extra = ["--max-partitions-per-shard", str(args.max_partitions_per_shard), *args.extra]
+        self.cluster = Cluster(workdir, nodes=args.nodes, shards=args.shards, extra=extra)
         if args.log_level:
             wrapper = with_log_level(workdir, self.cluster.nodes[0].bin, args.log_level)
             for n in self.cluster.nodes:
@@ -689,6 +690,10 @@ def parse_args(argv=None):
     ap.add_argument("--workdir", default=None, help="node directories go here (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory even without anomalies")
     ap.add_argument("--extra", action="append", default=[], help="one more argument for every node")
+    ap.add_argument("--max-partitions-per-shard", type=int, default=20_000,
+                    help="passed to every node: the creations add about 6 partitions a second, and "
+                         "the controller counts every partition of the cluster against its own "
+                         "node's cap (default 1000 per shard), which a few minutes would reach")
     ap.add_argument("--inject-loss", action="store_true",
                     help="test the checker: before checking, kill a node, cut a partition's log in "
                          "half behind its back and restart it (the run must then FAIL)")
@@ -852,6 +857,8 @@ def run(args):
 
 
 def main(argv=None):
+    # SIGTERM ends the run like ^C: the nodes are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(parse_args(argv))
     return 1 if report["anomalies"] else 0
 
