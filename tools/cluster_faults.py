@@ -682,6 +682,8 @@ def parse_args(argv=None):
     ap.add_argument("--seconds", type=float, default=60, help="how long faults are injected")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--replication-factor", type=int, default=1,
+                    help="replicas of each partition of the produced-to topics")
     ap.add_argument("--out", default=None, help="write the details here as JSON")
     ap.add_argument("--rate", type=float, default=50, help="records per second per producer")
     ap.add_argument("--message-timeout-ms", type=int, default=20_000)
@@ -756,7 +758,8 @@ def run(args):
         cluster.wait_formed()
         leader = cluster.controller_node()
         for name, n in fixed.items():
-            code, message = create_topic_raw(leader.port, name, n)
+            code, message = create_topic_raw(leader.port, name, n,
+                                             replication_factor=args.replication_factor)
             if code != 0:
                 raise RuntimeError(f"could not create {name}: {code} {message}")
         for n in cluster.nodes:

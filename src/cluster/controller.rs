@@ -651,7 +651,7 @@ impl Controller {
         };
         check_partition_room(
             existing,
-            partitions.len(),
+            (partitions.len(), &replicas),
             self.partitions_max,
             &self.partitions_why,
         )?;
@@ -866,7 +866,9 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                     return;
                 };
                 if index >= topic.partitions.len()
-                    || topic.reported_leader(partition).is_some_and(|(_, e)| e >= epoch)
+                    || topic
+                        .reported_leader(partition)
+                        .is_some_and(|(_, e)| e >= epoch)
                 {
                     return;
                 }
@@ -993,7 +995,6 @@ impl Controller {
             ));
         }
         let added = (growth.count - current) as usize;
-        check_partition_room(topics, added, partitions_max, why)?;
         let partitions = match &growth.assignment {
             Some(assignment) if assignment.len() != added => {
                 return Err((
@@ -1011,6 +1012,7 @@ impl Controller {
             }
         };
         let (partitions, replicas) = partitions;
+        check_partition_room(topics, (added, &replicas), partitions_max, why)?;
         Ok(MetaRecord::AddPartitions {
             name: topic.name.clone(),
             id: topic.id,
@@ -1157,12 +1159,35 @@ impl Controller {
 /// Refuses `added` more partitions when the node would then hold more than
 /// `partitions_max` — before the limit, with an error saying which, not after the
 /// descriptors or the memory ran out.
+/// In a cluster the cap is each node's: a node holds the partitions it has a replica of
+/// (every node is taken to have this node's cap).
 fn check_partition_room(
     topics: &BTreeMap<String, Arc<TopicMeta>>,
-    added: usize,
+    (added, new_replicas): (usize, &[Vec<NodeId>]),
     partitions_max: usize,
     why: &str,
 ) -> Result<(), (i16, String)> {
+    if !new_replicas.is_empty() {
+        let mut count: BTreeMap<NodeId, (usize, usize)> = BTreeMap::new();
+        for node in topics.values().flat_map(|t| t.replicas.iter().flatten()) {
+            count.entry(*node).or_default().0 += 1;
+        }
+        for node in new_replicas.iter().flatten() {
+            count.entry(*node).or_default().1 += 1;
+        }
+        for (node, (held, more)) in count {
+            if more > 0 && held.saturating_add(more) > partitions_max {
+                return Err((
+                    INVALID_PARTITIONS,
+                    format!(
+                        "node {} holds {held} partitions and may hold at most {partitions_max} ({why}); {more} more refused",
+                        node.0
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
     let held: usize = topics.values().map(|t| t.partitions.len()).sum();
     if held.saturating_add(added) > partitions_max {
         return Err((
@@ -1290,7 +1315,9 @@ mod tests {
         assert_eq!(create(&c, "c", 4, 2).error_code, NONE);
         let snapshot = c.snapshot();
         let sets = &snapshot.topics["c"].replicas;
-        assert!(sets.iter().all(|r| r.len() == 2 && r[0] != r[1] && !r.contains(&NodeId(3))));
+        assert!(sets
+            .iter()
+            .all(|r| r.len() == 2 && r[0] != r[1] && !r.contains(&NodeId(3))));
         let firsts: std::collections::BTreeSet<_> = sets.iter().map(|r| r[0]).collect();
         assert_eq!(firsts.len(), 2, "{sets:?}");
 

@@ -130,7 +130,9 @@ impl TopicMeta {
 
     /// The leader a replicated partition last reported, and its epoch.
     pub fn reported_leader(&self, partition: i32) -> Option<(NodeId, u64)> {
-        *usize::try_from(partition).ok().and_then(|p| self.leaders.get(p))?
+        *usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.leaders.get(p))?
     }
 }
 

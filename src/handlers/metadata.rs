@@ -214,7 +214,11 @@ fn replicated_partition(
             .with_error_code(LEADER_NOT_AVAILABLE)
             .with_leader_id(BrokerId(-1));
     };
-    let reachable = |n: NodeId| shard.broker_address(snapshot, n, owner.0 as usize).is_some();
+    let reachable = |n: NodeId| {
+        shard
+            .broker_address(snapshot, n, owner.0 as usize)
+            .is_some()
+    };
     let replicas = topic.replicas_of(p);
     let broker = |n: &NodeId| BrokerId(broker_id(*n, owner));
     let reported = topic.reported_leader(p);
@@ -224,8 +228,20 @@ fn replicated_partition(
         .with_leader_id(leader.map_or(BrokerId(-1), |(n, _)| broker(&n)))
         .with_leader_epoch(reported.map_or(0, |(_, e)| i32::try_from(e).unwrap_or(i32::MAX)))
         .with_replica_nodes(replicas.iter().map(broker).collect())
-        .with_isr_nodes(replicas.iter().filter(|n| reachable(**n)).map(broker).collect())
-        .with_offline_replicas(replicas.iter().filter(|n| !reachable(**n)).map(broker).collect());
+        .with_isr_nodes(
+            replicas
+                .iter()
+                .filter(|n| reachable(**n))
+                .map(broker)
+                .collect(),
+        )
+        .with_offline_replicas(
+            replicas
+                .iter()
+                .filter(|n| !reachable(**n))
+                .map(broker)
+                .collect(),
+        );
     if leader.is_none() {
         // No leader yet, or it is down: clients retry after a metadata refresh.
         entry.error_code = LEADER_NOT_AVAILABLE;

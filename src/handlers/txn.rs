@@ -101,11 +101,9 @@ pub async fn add_partitions_to_txn(
         .iter()
         .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
         .filter(|(t, p)| {
-            snapshot
-                .topic(t)
-                .is_some_and(|m| {
-                    m.is_replicated(*p) || snapshot.leader_node(m, *p) != Some(shard.node)
-                })
+            snapshot.topic(t).is_some_and(|m| {
+                m.is_replicated(*p) || snapshot.leader_node(m, *p) != Some(shard.node)
+            })
         })
         .collect();
     if !elsewhere.is_empty() {

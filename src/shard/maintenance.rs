@@ -33,7 +33,11 @@ impl Shard {
             while shard.sleep_unless_shutdown(every).await {
                 // Retention does not run on replicated logs yet (it must move the Raft
                 // log's start with them).
-                for partition in shard.all_partitions().into_iter().filter(|p| p.group.is_none()) {
+                for partition in shard
+                    .all_partitions()
+                    .into_iter()
+                    .filter(|p| p.group.is_none())
+                {
                     let now = crate::util::now_ms();
                     partition.log.borrow_mut().expire_producers(now);
                     let outcome = partition.log.borrow_mut().enforce_retention(now);
@@ -52,7 +56,11 @@ impl Shard {
         let compaction = async move {
             let every = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(1));
             while shard.sleep_unless_shutdown(every).await {
-                for partition in shard.all_partitions().into_iter().filter(|p| p.group.is_none()) {
+                for partition in shard
+                    .all_partitions()
+                    .into_iter()
+                    .filter(|p| p.group.is_none())
+                {
                     let job = partition
                         .log
                         .borrow_mut()

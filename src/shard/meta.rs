@@ -84,6 +84,8 @@ pub struct MetaGroup {
     /// Forwarded requests waiting for the leader's reply: id → (peer, reply slot).
     pending: RefCell<HashMap<u64, (u64, futures_channel::oneshot::Sender<Bytes>)>>,
     next_req: Cell<u64>,
+    /// The leader handles one change at a time.
+    turn: glommio::sync::Semaphore,
 }
 
 impl MetaGroup {
@@ -116,6 +118,7 @@ impl MetaGroup {
             transport: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
+            turn: glommio::sync::Semaphore::new(1),
         }))
     }
 
@@ -300,6 +303,17 @@ impl MetaGroup {
         }
     }
 
+    /// Resolves once the group's leader is no longer `leader`.
+    async fn leader_moved_from(&self, leader: u64) {
+        loop {
+            let seen = self.group.changed.generation();
+            if self.group.leader() != leader || self.stopping() {
+                return;
+            }
+            self.group.changed.wait(seen).await;
+        }
+    }
+
     /// Sends a change to the leader and waits for its reply, then for this node's
     /// applier to catch up with it.
     async fn forward(&self, request: &ControlRequest, deadline: Instant) -> Option<ControlReply> {
@@ -315,9 +329,18 @@ impl MetaGroup {
             return None;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let answer = timeout(left, rx).await;
+        // A new leader makes the request go to it instead (the old one refuses what it
+        // gets once it knows it no longer leads).
+        let answer = timeout(
+            left,
+            futures_lite::future::or(async { rx.await.ok() }, async {
+                self.leader_moved_from(leader).await;
+                None
+            }),
+        )
+        .await;
         self.pending.borrow_mut().remove(&req_id);
-        let bytes = answer?.ok()?;
+        let bytes = answer??;
         let forwarded: ForwardReply = match serde_json::from_slice(&bytes) {
             Ok(reply) => reply,
             Err(err) => {
@@ -354,6 +377,12 @@ impl MetaGroup {
             if self.is_leader() {
                 if !self.wait_leader_ready().await {
                     return request.failed(NOT_CONTROLLER, "the metadata leader is not ready");
+                }
+                // Changes are planned and committed one at a time, in arrival order
+                // (forwards to another node wait on their own, outside this turn).
+                let _turn = self.turn.acquire_permit(1).await;
+                if !self.is_leader() {
+                    continue;
                 }
                 return controller.handle(request).await.0;
             }

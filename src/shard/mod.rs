@@ -444,9 +444,16 @@ impl Shard {
         let serving = controller.clone();
         let serving_group = group.clone();
         glommio::spawn_local(async move {
+            // Each change is served on its own: one forwarded to another node must not
+            // hold up the rest (the leader still plans one at a time).
             while let Some((request, forwarded, reply_to)) = rx.recv().await {
-                let reply = serving_group.serve(&serving, request, forwarded).await;
-                let _ = reply_to.send(reply);
+                let group = serving_group.clone();
+                let controller = serving.clone();
+                glommio::spawn_local(async move {
+                    let reply = group.serve(&controller, request, forwarded).await;
+                    let _ = reply_to.send(reply);
+                })
+                .detach();
             }
         })
         .detach();

@@ -526,7 +526,9 @@ pub async fn read_entries(
     };
     let mut gathered = 0;
     while index < high && gathered < READ_ENTRIES_BYTES_MAX {
-        let plan = log.borrow().read_plan_written(offset, READ_ENTRIES_BYTES_MAX);
+        let plan = log
+            .borrow()
+            .read_plan_written(offset, READ_ENTRIES_BYTES_MAX);
         let data = match plan {
             Ok(ReadPlan::Empty) | Err(_) => break,
             Ok(plan) => plan
