@@ -37,6 +37,11 @@ pub struct TopicSpec {
     pub replication_factor: i16,
     /// Manual assignment (the node and shard of each partition), if the client gave one.
     pub assignment: Option<Vec<(NodeId, ShardId)>>,
+    /// Set by a node forwarding the request to the metadata leader, the same on every
+    /// attempt: a topic created by an earlier attempt of the same request (whose reply was
+    /// lost with the leader) is this request's success, not TOPIC_ALREADY_EXISTS.
+    #[serde(default)]
+    pub token: Option<String>,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -555,6 +560,19 @@ impl Controller {
             // Topics created earlier in this same request count for balance and duplicates.
             let mut planned = state.topics.clone();
             for spec in specs {
+                let made = planned
+                    .get(&spec.name)
+                    .filter(|t| spec.token.is_some() && t.token == spec.token);
+                if let Some(made) = made {
+                    outcomes.push(TopicOutcome {
+                        name: Some(spec.name.clone()),
+                        id: made.id,
+                        error_code: NONE,
+                        message: None,
+                        partitions: made.partitions.len() as i32,
+                    });
+                    continue;
+                }
                 match self.plan_topic(&planned, &spec) {
                     Err((code, message)) => outcomes.push(TopicOutcome {
                         name: Some(spec.name),
@@ -577,6 +595,7 @@ impl Controller {
                             partitions: meta.partitions.clone(),
                             configs: meta.configs.clone(),
                             replicas: meta.replicas.clone(),
+                            token: meta.token.clone(),
                         });
                         planned.insert(meta.name.clone(), Arc::new(meta));
                     }
@@ -674,6 +693,7 @@ impl Controller {
             configs,
             replicas,
             leaders: Vec::new(),
+            token: spec.token.clone(),
         })
     }
 
@@ -805,6 +825,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
             partitions,
             configs,
             replicas,
+            token,
         } => {
             state.topics.insert(
                 name.clone(),
@@ -815,6 +836,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                     configs,
                     replicas,
                     leaders: Vec::new(),
+                    token,
                 }),
             );
             state.version += 1;
@@ -1267,6 +1289,7 @@ mod tests {
                 partitions,
                 replication_factor: rf,
                 assignment: None,
+                token: None,
                 configs: BTreeMap::new(),
             }],
             validate_only: false,
@@ -1329,6 +1352,7 @@ mod tests {
                     partitions: -1,
                     replication_factor: -1,
                     assignment: Some(vec![(NodeId(node), ShardId(shard))]),
+                    token: None,
                     configs: BTreeMap::new(),
                 }],
                 validate_only: false,
@@ -1342,6 +1366,38 @@ mod tests {
         assert_eq!(c.snapshot().topics["d"].replicas, vec![vec![NodeId(3)]]);
         assert_eq!(assign("e", 5, 0), INVALID_REPLICA_ASSIGNMENT);
         assert_eq!(assign("e", 2, 2), INVALID_REPLICA_ASSIGNMENT);
+    }
+
+    #[test]
+    fn a_retried_forward_of_a_creation_is_its_success() {
+        let c = cluster_controller(1, &[1]);
+        assert_eq!(register(&c, 1).0, NONE);
+        c.set_live([NodeId(1)].into());
+        let create = |token: &str| {
+            let request = ControlRequest::CreateTopics {
+                topics: vec![TopicSpec {
+                    name: "t".into(),
+                    partitions: 2,
+                    replication_factor: 1,
+                    assignment: None,
+                    configs: BTreeMap::new(),
+                    token: Some(token.into()),
+                }],
+                validate_only: false,
+            };
+            match futures_lite::future::block_on(c.handle(request)).0 {
+                ControlReply::Topics(mut t) => t.remove(0),
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = create("1-5-7");
+        assert_eq!(first.error_code, NONE);
+        let again = create("1-5-7");
+        assert_eq!(
+            (again.error_code, again.id, again.partitions),
+            (NONE, first.id, 2)
+        );
+        assert_eq!(create("2-9-1").error_code, TOPIC_ALREADY_EXISTS);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum MetaRecord {
         /// The nodes of each partition, in a cluster (see [`TopicMeta`](super::TopicMeta)).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         replicas: Vec<Vec<NodeId>>,
+        /// The forwarded request that made it (see `TopicSpec::token`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     DeleteTopic {
         name: String,
@@ -165,6 +168,7 @@ mod tests {
             partitions: vec![ShardId(0), ShardId(1)],
             configs: BTreeMap::new(),
             replicas: Vec::new(),
+            token: None,
         };
         log.append_blocking(&[a.clone(), b.clone()]).unwrap();
         // A torn third record: a header promising more bytes than were written.

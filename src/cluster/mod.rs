@@ -98,6 +98,9 @@ pub struct TopicMeta {
     /// partition's leader epoch), by partition; empty slots until one is known.
     #[serde(default)]
     pub leaders: Vec<Option<(NodeId, u64)>>,
+    /// The forwarded request that created it, if one did.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// The Raft group id of a replicated partition: a hash of its topic id and index
@@ -366,6 +369,7 @@ mod tests {
                     configs: BTreeMap::new(),
                     replicas: Vec::new(),
                     leaders: Vec::new(),
+                    token: None,
                 }),
             );
         }
@@ -413,6 +417,7 @@ mod tests {
             configs: BTreeMap::new(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            token: None,
         };
         let snap = ClusterSnapshot {
             shard_count: 2,

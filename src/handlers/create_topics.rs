@@ -97,6 +97,7 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
                     replication_factor: topic.replication_factor,
                     assignment,
                     configs,
+                    token: None,
                 });
             }
         }

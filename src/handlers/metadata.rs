@@ -62,6 +62,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                 partitions: -1,
                 replication_factor: -1,
                 assignment: None,
+                token: None,
                 configs: Default::default(),
             })
             .collect();

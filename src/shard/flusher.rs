@@ -316,6 +316,7 @@ mod tests {
             configs: Default::default(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            token: None,
         });
         std::rc::Rc::new(Partition::new(meta, 0, log))
     }

@@ -86,6 +86,8 @@ pub struct MetaGroup {
     next_req: Cell<u64>,
     /// The leader handles one change at a time.
     turn: glommio::sync::Semaphore,
+    /// This process's start (ns): tokens of requests stay unique across restarts.
+    incarnation: u128,
 }
 
 impl MetaGroup {
@@ -119,6 +121,9 @@ impl MetaGroup {
             pending: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
             turn: glommio::sync::Semaphore::new(1),
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
         }))
     }
 
@@ -369,10 +374,20 @@ impl MetaGroup {
     pub async fn serve(
         &self,
         controller: &Controller,
-        request: ControlRequest,
+        mut request: ControlRequest,
         forwarded: bool,
     ) -> ControlReply {
         let deadline = Instant::now() + self.request_timeout();
+        if !forwarded {
+            // Every attempt of this request carries the same token (see TopicSpec::token).
+            if let ControlRequest::CreateTopics { topics, .. } = &mut request {
+                let token = format!("{}-{}-{}", self.node, self.incarnation, self.next_req.get());
+                self.next_req.set(self.next_req.get() + 1);
+                for spec in topics.iter_mut() {
+                    spec.token = Some(token.clone());
+                }
+            }
+        }
         loop {
             if self.is_leader() {
                 if !self.wait_leader_ready().await {

@@ -316,6 +316,7 @@ mod tests {
                 .collect(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            token: None,
         })
     }
 

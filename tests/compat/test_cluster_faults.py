@@ -4,8 +4,9 @@ idempotent producers and a stream of CreateTopics; then every acknowledged recor
 at its offset exactly once, in order, every acknowledged topic on every node, every node
 agreeing, running and without a panic.
 
-The seed is random on each run and printed; replay a failure with
-`tools/cluster_faults.py --seed SEED --seconds 45` (or STRAND_FAULTS_SEED=SEED here).
+Run with the produced-to topics unreplicated and with three replicas. The seed is random
+on each run and printed; replay a failure with `tools/cluster_faults.py --seed SEED
+--seconds 45 [--replication-factor 3]` (or STRAND_FAULTS_SEED=SEED here).
 """
 
 import os
@@ -31,11 +32,14 @@ def anomalies_text(report):
 
 
 @pytest.mark.timeout(240)
-def test_cluster_faults_lose_nothing_acknowledged(tmp_path):
+@pytest.mark.parametrize("replication_factor", [1, 3])
+def test_cluster_faults_lose_nothing_acknowledged(tmp_path, replication_factor):
     s = seed()
-    print(f"cluster_faults seed {s} (replay: tools/cluster_faults.py --seed {s} --seconds {SECONDS:g})")
+    print(f"cluster_faults seed {s} (replay: tools/cluster_faults.py --seed {s} "
+          f"--seconds {SECONDS:g} --replication-factor {replication_factor})")
     report = cluster_faults.run(cluster_faults.parse_args([
         "--seed", str(s), "--seconds", str(SECONDS), "--nodes", "3", "--shards", "1",
+        "--replication-factor", str(replication_factor),
         "--workdir", str(tmp_path), "--out", str(tmp_path / "report.json"),
     ]))
     assert report["anomalies"] == [], (
