@@ -242,19 +242,31 @@ impl MetaGroup {
             if self.stopping() {
                 return not_controller("the node is stopping");
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self
+                .wait_progress(seen_changed, seen_applied, deadline)
+                .await
+            {
                 return not_controller("the metadata group did not commit the change in time");
             }
-            let _ = timeout(
-                left,
-                futures_lite::future::or(
-                    self.group.changed.wait(seen_changed),
-                    self.applied_changed.wait(seen_applied),
-                ),
-            )
-            .await;
         }
+    }
+
+    /// Waits until leadership, the commit or the applier moves (since the generations
+    /// seen); false once `deadline` has passed.
+    async fn wait_progress(&self, seen_changed: u64, seen_applied: u64, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = timeout(
+            left,
+            futures_lite::future::or(
+                self.group.changed.wait(seen_changed),
+                self.applied_changed.wait(seen_applied),
+            ),
+        )
+        .await;
+        true
     }
 
     /// Waits until this leader has applied everything committed before its term (its
@@ -278,18 +290,12 @@ impl MetaGroup {
             if ready {
                 return true;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self
+                .wait_progress(seen_changed, seen_applied, deadline)
+                .await
+            {
                 return false;
             }
-            let _ = timeout(
-                left,
-                futures_lite::future::or(
-                    self.group.changed.wait(seen_changed),
-                    self.applied_changed.wait(seen_applied),
-                ),
-            )
-            .await;
         }
     }
 

@@ -57,6 +57,14 @@ impl Shard {
         Ok(partition)
     }
 
+    fn insert_partition(&self, partition: Rc<Partition>) {
+        self.partitions
+            .borrow_mut()
+            .entry(partition.topic.name.clone())
+            .or_default()
+            .insert(partition.index, partition);
+    }
+
     /// Applies a snapshot here and on every other shard; returns when all have applied it.
     pub(super) async fn publish(self: &Rc<Self>, snapshot: Arc<PublishedSnapshot>) {
         let shard_count = snapshot.shard_count;
@@ -151,13 +159,7 @@ impl Shard {
             }
             if topic.is_replicated(index) {
                 match self.open_replica(&topic, index, &dir).await {
-                    Ok(partition) => {
-                        self.partitions
-                            .borrow_mut()
-                            .entry(topic.name.clone())
-                            .or_default()
-                            .insert(index, partition);
-                    }
+                    Ok(partition) => self.insert_partition(partition),
                     Err(err) => {
                         tracing::error!(topic = %topic.name, partition = index, %err, "cannot open partition replica");
                     }
@@ -169,12 +171,7 @@ impl Shard {
             {
                 Ok(log) => {
                     tracing::debug!(topic = %topic.name, partition = index, shard = self.id.0, "partition opened");
-                    let partition = Rc::new(Partition::new(topic.clone(), index, log));
-                    self.partitions
-                        .borrow_mut()
-                        .entry(topic.name.clone())
-                        .or_default()
-                        .insert(index, partition);
+                    self.insert_partition(Rc::new(Partition::new(topic.clone(), index, log)));
                 }
                 Err(err) => {
                     tracing::error!(topic = %topic.name, partition = index, %err, "cannot open partition log");
