@@ -796,3 +796,49 @@ def test_replication_factor_two_on_three_nodes(cluster):
     got = read_back(outsider.bootstrap, name, [0, 1, 2], 90)
     assert got == acked
     assert set(leaders.values()) <= set(cluster.broker_ids())
+
+
+def test_every_client_skips_a_new_leaders_control_batch(cluster):
+    """A replicated partition's first entry of each term is a LEADER_CHANGE control batch
+    (it takes an offset, as a transaction marker does): kafka-python, aiokafka and kcat
+    read past it like confluent-kafka does."""
+    import asyncio
+
+    import aiokafka
+    import kafka
+    name = topic_name("ctl")
+    assert admin_create(cluster.node(1), name, 1, replication_factor=3) is None
+    wait_replicated(cluster, name, 1, 3)
+    acked = produce(cluster.bootstrap_all(), [(name, 0, f"v{i}".encode()) for i in range(20)])
+    expected = acked[(name, 0)]
+    assert expected[0][0] >= 1, "the leader's control batch takes offset 0"
+
+    consumer = kafka.KafkaConsumer(bootstrap_servers=cluster.bootstrap_all().split(","),
+                                   auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer.assign([kafka.TopicPartition(name, 0)])
+    consumer.seek_to_beginning()
+    assert [(m.offset, m.value) for m in consumer] == expected
+    consumer.close()
+
+    async def with_aiokafka():
+        c = aiokafka.AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap_all(),
+                                      auto_offset_reset="earliest")
+        await c.start()
+        try:
+            tp = aiokafka.TopicPartition(name, 0)
+            c.assign([tp])
+            await c.seek_to_beginning(tp)
+            got = []
+            while len(got) < len(expected):
+                batches = await asyncio.wait_for(c.getmany(timeout_ms=1000), 10)
+                for msgs in batches.values():
+                    got += [(m.offset, m.value) for m in msgs]
+            return got
+        finally:
+            await c.stop()
+    assert asyncio.run(with_aiokafka()) == expected
+
+    out = kcat("-b", cluster.node(2).bootstrap, "-C", "-t", name, "-o", "beginning", "-e",
+               "-f", "%o %s\\n")
+    assert [tuple(line.split(" ", 1)) for line in out.splitlines()] == \
+        [(str(o), v.decode()) for o, v in expected]
