@@ -550,7 +550,9 @@ def check_metadata(run, creations, report):
     exist_uncertain = Counter()
     for item in creations.items:
         asked[item["name"]] = item
-        outcome = item["outcome"]
+        # A request still unanswered when the checker runs (its thread is joined with a
+        # bound) is as uncertain as one that timed out.
+        outcome = item["outcome"] or "pending"
         present = {i: topics_everywhere.get(item["name"], {}).get(i) for i in views}
         exists = any(p is not None for p in present.values())
         key = outcome if outcome != "refused" else f"refused:{item['code']}"
