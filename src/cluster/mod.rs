@@ -260,11 +260,6 @@ impl ClusterSnapshot {
         }
     }
 
-    /// The Kafka broker id of a shard of a node.
-    pub fn broker(&self, node: NodeId, shard: ShardId) -> i32 {
-        broker_id(node, shard)
-    }
-
     /// The nodes advertised to clients: every registered node this node reaches (this
     /// one always), or this node alone outside a cluster. Sorted.
     pub fn advertised_nodes(&self) -> Vec<NodeId> {
