@@ -433,7 +433,8 @@ async fn start_cluster_member(
         default_partitions,
         broker_defaults,
     )
-    .with_partitions_max(partitions_max, partitions_why);
+    .with_partitions_max(partitions_max, partitions_why)
+    .with_default_replication_factor(config.default_replication_factor);
     shard
         .raft_groups
         .borrow_mut()

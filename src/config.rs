@@ -56,6 +56,22 @@ pub struct Config {
     #[arg(long, default_value_t = 15_000)]
     pub metadata_request_timeout_ms: u64,
 
+    /// Replication factor of topics created automatically or with replication_factor = -1
+    /// (Kafka's `default.replication.factor`). In a cluster, at most the live node count;
+    /// a node alone keeps 1 whatever this says.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    pub default_replication_factor: i16,
+
+    /// Broker default of the topic config `min.insync.replicas`: an acks=all produce is
+    /// refused with NOT_ENOUGH_REPLICAS while fewer replicas than this are in sync.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..=i32::MAX as i64))]
+    pub min_insync_replicas: i64,
+
+    /// A follower not caught up with its leader's log end within this long leaves the
+    /// in-sync replicas (Kafka's `replica.lag.time.max.ms`).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub replica_lag_time_max_ms: u64,
+
     /// Number of shards (one pinned executor per shard). Default: all online cores.
     #[arg(long)]
     pub shards: Option<usize>,

@@ -80,6 +80,9 @@ pub enum ControlRequest {
         partition: i32,
         leader: NodeId,
         epoch: u64,
+        /// The leader's in-sync replicas (None: not reported).
+        #[serde(default)]
+        isr: Option<Vec<NodeId>>,
     },
 }
 
@@ -97,6 +100,7 @@ impl ControlRequest {
                         error_code: code,
                         message: message.clone(),
                         partitions: -1,
+                        replication_factor: -1,
                     })
                     .collect(),
             ),
@@ -114,6 +118,7 @@ impl ControlRequest {
                             error_code: code,
                             message: message.clone(),
                             partitions: -1,
+                            replication_factor: -1,
                         }
                     })
                     .collect(),
@@ -185,6 +190,9 @@ pub struct TopicOutcome {
     pub error_code: i16,
     pub message: Option<String>,
     pub partitions: i32,
+    /// The replicas of each partition (-1 when failed).
+    #[serde(default)]
+    pub replication_factor: i16,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -245,6 +253,8 @@ pub struct Controller {
     live: RefCell<BTreeSet<NodeId>>,
     shard_count: usize,
     default_partitions: i32,
+    /// Replicas of a topic created with replication factor -1 (cluster only).
+    default_replication_factor: i16,
     /// The broker default of every topic config (base of incremental list edits).
     broker_defaults: BTreeMap<String, String>,
     /// Partitions the node may hold in all (`--max-partitions-per-shard` × shards): every
@@ -262,6 +272,15 @@ impl Controller {
     pub fn with_partitions_max(mut self, partitions_max: usize, why: String) -> Self {
         self.partitions_max = partitions_max;
         self.partitions_why = why;
+        self
+    }
+
+    /// The replication factor of topics created with -1 (`--default-replication-factor`);
+    /// a node alone keeps 1.
+    pub fn with_default_replication_factor(mut self, factor: i16) -> Self {
+        if !self.members.is_empty() {
+            self.default_replication_factor = factor.max(1);
+        }
         self
     }
 
@@ -301,6 +320,7 @@ impl Controller {
             live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
+            default_replication_factor: 1,
             broker_defaults,
             partitions_max: usize::MAX,
             partitions_why: String::new(),
@@ -326,6 +346,7 @@ impl Controller {
             live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
+            default_replication_factor: 1,
             broker_defaults,
             partitions_max: usize::MAX,
             partitions_why: String::new(),
@@ -445,6 +466,7 @@ impl Controller {
                 partition,
                 leader,
                 epoch,
+                isr,
             } => {
                 let current = {
                     let state = self.state.borrow();
@@ -453,13 +475,22 @@ impl Controller {
                         Some(t) if !t.replicas_of(partition).contains(&leader) => {
                             Err(INVALID_REQUEST)
                         }
-                        Some(t) => Ok(t.reported_leader(partition)),
+                        Some(t) => Ok((
+                            t.reported_leader(partition),
+                            t.reported_isr(partition).map(<[NodeId]>::to_vec),
+                        )),
                     }
                 };
                 let result = match current {
                     Err(code) => (code, None),
-                    // Known already, or a later term's leader reported first.
-                    Ok(Some((_, known))) if known >= epoch => (NONE, None),
+                    // A later term's leader reported first.
+                    Ok((Some((_, known)), _)) if known > epoch => (NONE, None),
+                    // Known already.
+                    Ok((Some((_, known)), known_isr))
+                        if known == epoch && (isr.is_none() || isr == known_isr) =>
+                    {
+                        (NONE, None)
+                    }
                     Ok(_) => {
                         let record = MetaRecord::PartitionLeader {
                             name: topic,
@@ -467,6 +498,7 @@ impl Controller {
                             partition,
                             leader,
                             epoch,
+                            isr,
                         };
                         match self.commit(vec![record]).await {
                             Ok(()) => (NONE, None),
@@ -570,6 +602,7 @@ impl Controller {
                         error_code: NONE,
                         message: None,
                         partitions: made.partitions.len() as i32,
+                        replication_factor: made.replication_factor(),
                     });
                     continue;
                 }
@@ -580,6 +613,7 @@ impl Controller {
                         error_code: code,
                         message: Some(message),
                         partitions: -1,
+                        replication_factor: -1,
                     }),
                     Ok(meta) => {
                         outcomes.push(TopicOutcome {
@@ -588,6 +622,7 @@ impl Controller {
                             error_code: NONE,
                             message: None,
                             partitions: meta.partitions.len() as i32,
+                            replication_factor: meta.replication_factor(),
                         });
                         records.push(MetaRecord::CreateTopic {
                             name: meta.name.clone(),
@@ -638,8 +673,12 @@ impl Controller {
                 ),
             ));
         }
-        self.check_replication_factor(spec.replication_factor)?;
-        let factor = usize::try_from(spec.replication_factor).unwrap_or(1).max(1);
+        let factor = match spec.replication_factor {
+            -1 => self.default_replication_factor,
+            factor => factor,
+        };
+        self.check_replication_factor(factor)?;
+        let factor = usize::try_from(factor).unwrap_or(1).max(1);
         let (partitions, replicas) = match (&spec.assignment, spec.partitions) {
             (Some(assignment), -1) => {
                 if assignment.is_empty() {
@@ -693,6 +732,7 @@ impl Controller {
             configs,
             replicas,
             leaders: Vec::new(),
+            isr: Vec::new(),
             token: spec.token.clone(),
         })
     }
@@ -723,6 +763,7 @@ impl Controller {
                             error_code: NONE,
                             message: None,
                             partitions: meta.partitions.len() as i32,
+                            replication_factor: meta.replication_factor(),
                         });
                         records.push(MetaRecord::DeleteTopic {
                             name: meta.name.clone(),
@@ -742,6 +783,7 @@ impl Controller {
                             error_code: code,
                             message: Some("topic does not exist".into()),
                             partitions: -1,
+                            replication_factor: -1,
                         });
                     }
                 }
@@ -836,6 +878,7 @@ fn apply_record(state: &mut State, record: MetaRecord) {
                     configs,
                     replicas,
                     leaders: Vec::new(),
+                    isr: Vec::new(),
                     token,
                 }),
             );
@@ -882,23 +925,35 @@ fn apply_record(state: &mut State, record: MetaRecord) {
             partition,
             leader,
             epoch,
+            isr,
         } => {
             if let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == id) {
                 let Ok(index) = usize::try_from(partition) else {
                     return;
                 };
-                if index >= topic.partitions.len()
-                    || topic
-                        .reported_leader(partition)
-                        .is_some_and(|(_, e)| e >= epoch)
-                {
+                let known = topic.reported_leader(partition);
+                let stale = match known {
+                    Some((_, e)) if e > epoch => true,
+                    // The same epoch: only an ISR change of that leader.
+                    Some((n, e)) if e == epoch => isr.is_none() || n != leader,
+                    _ => false,
+                };
+                if index >= topic.partitions.len() || stale {
                     return;
                 }
+                let new_epoch = known.is_none_or(|(_, e)| e < epoch);
                 let mut meta = (**topic).clone();
                 if meta.leaders.len() <= index {
                     meta.leaders.resize(index + 1, None);
                 }
+                if meta.isr.len() <= index {
+                    meta.isr.resize(index + 1, None);
+                }
                 meta.leaders[index] = Some((leader, epoch));
+                if isr.is_some() || new_epoch {
+                    // A new leader's ISR is unknown until it reports one.
+                    meta.isr[index] = isr;
+                }
                 *topic = Arc::new(meta);
                 state.version += 1;
             }
@@ -1418,5 +1473,57 @@ mod tests {
         c.set_leader(Some(NodeId(2)));
         c.set_leader(Some(NodeId(1)));
         assert_eq!(id(&c), PRODUCER_ID_BLOCK);
+    }
+
+    /// A leader's reports: a new epoch replaces leader and ISR (unknown until reported),
+    /// the same epoch updates the ISR only, an older epoch changes nothing.
+    #[test]
+    fn partition_leader_records_carry_the_isr_of_their_epoch() {
+        let mut state = State::empty();
+        let id = Uuid::new_v4();
+        apply_record(
+            &mut state,
+            MetaRecord::CreateTopic {
+                name: "t".into(),
+                id,
+                partitions: vec![ShardId(0)],
+                configs: BTreeMap::new(),
+                replicas: vec![vec![NodeId(1), NodeId(2), NodeId(3)]],
+                token: None,
+            },
+        );
+        let report = |leader: i32, epoch: u64, isr: Option<&[i32]>| MetaRecord::PartitionLeader {
+            name: "t".into(),
+            id,
+            partition: 0,
+            leader: NodeId(leader),
+            epoch,
+            isr: isr.map(|i| i.iter().map(|&n| NodeId(n)).collect()),
+        };
+        let seen = |state: &State| {
+            let t = &state.topics["t"];
+            (
+                t.reported_leader(0),
+                t.reported_isr(0)
+                    .map(|i| i.iter().map(|n| n.0).collect::<Vec<_>>()),
+            )
+        };
+        apply_record(&mut state, report(2, 3, Some(&[1, 2, 3])));
+        assert_eq!(seen(&state), (Some((NodeId(2), 3)), Some(vec![1, 2, 3])));
+        apply_record(&mut state, report(2, 3, Some(&[2, 3])));
+        assert_eq!(seen(&state), (Some((NodeId(2), 3)), Some(vec![2, 3])));
+        // An older epoch's report, or another node claiming the same epoch: ignored.
+        apply_record(&mut state, report(1, 2, Some(&[1])));
+        apply_record(&mut state, report(1, 3, Some(&[1])));
+        assert_eq!(seen(&state), (Some((NodeId(2), 3)), Some(vec![2, 3])));
+        // A new leader without an ISR yet.
+        apply_record(&mut state, report(3, 4, None));
+        assert_eq!(seen(&state), (Some((NodeId(3), 4)), None));
+        // Records written before ISRs were reported still decode.
+        let old = r#"{"PartitionLeader":{"name":"t","id":"00000000-0000-0000-0000-000000000001","partition":0,"leader":1,"epoch":2}}"#;
+        assert!(matches!(
+            serde_json::from_str::<MetaRecord>(old),
+            Ok(MetaRecord::PartitionLeader { isr: None, .. })
+        ));
     }
 }

@@ -55,13 +55,16 @@ pub enum MetaRecord {
     },
     /// A node of the cluster and where clients and peers reach it (the latest wins).
     RegisterNode(NodeInfo),
-    /// A replicated partition's Raft group elected `leader` in term `epoch`.
+    /// A replicated partition's Raft group elected `leader` in term `epoch`; with `isr`,
+    /// that leader's in-sync replicas changed (the latest of the epoch wins).
     PartitionLeader {
         name: String,
         id: Uuid,
         partition: i32,
         leader: NodeId,
         epoch: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isr: Option<Vec<NodeId>>,
     },
 }
 

@@ -98,6 +98,10 @@ pub struct TopicMeta {
     /// partition's leader epoch), by partition; empty slots until one is known.
     #[serde(default)]
     pub leaders: Vec<Option<(NodeId, u64)>>,
+    /// The in-sync replicas each replicated partition's leader last reported, by
+    /// partition (empty slots: none reported in the leader's epoch).
+    #[serde(default)]
+    pub isr: Vec<Option<Vec<NodeId>>>,
     /// The forwarded request that created it, if one did.
     #[serde(default)]
     pub token: Option<String>,
@@ -129,6 +133,21 @@ impl TopicMeta {
             .ok()
             .and_then(|p| self.replicas.get(p))
             .map_or(&[], |r| r.as_slice())
+    }
+
+    /// The replicas of each partition (1 on a node alone).
+    pub fn replication_factor(&self) -> i16 {
+        self.replicas
+            .first()
+            .map_or(1, |r| i16::try_from(r.len().max(1)).unwrap_or(i16::MAX))
+    }
+
+    /// The in-sync replicas a replicated partition's leader last reported.
+    pub fn reported_isr(&self, partition: i32) -> Option<&[NodeId]> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.isr.get(p))?
+            .as_deref()
     }
 
     /// The leader a replicated partition last reported, and its epoch.
@@ -364,6 +383,7 @@ mod tests {
                     configs: BTreeMap::new(),
                     replicas: Vec::new(),
                     leaders: Vec::new(),
+                    isr: Vec::new(),
                     token: None,
                 }),
             );
@@ -412,6 +432,7 @@ mod tests {
             configs: BTreeMap::new(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            isr: Vec::new(),
             token: None,
         };
         let snap = ClusterSnapshot {

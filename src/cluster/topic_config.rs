@@ -11,11 +11,11 @@
 //!
 //! Kafka accepts every valid topic config, so Strand does too, including the ones it has
 //! no use for: those are validated as Kafka validates them, stored, described and change
-//! nothing ([`Effect::Stored`]). Two are narrower on purpose: `compression.type` takes only
-//! `producer` (Strand never recompresses) and `min.insync.replicas` only 1 (a single
-//! replica cannot satisfy more, and accepting it silently would promise a durability that
-//! is not there). `remote.storage.enable=true` is refused as Kafka refuses it on a broker
-//! without tiered storage.
+//! nothing ([`Effect::Stored`]). One is narrower on purpose: `compression.type` takes only
+//! `producer` (Strand never recompresses). `remote.storage.enable=true` is refused as
+//! Kafka refuses it on a broker without tiered storage. `min.insync.replicas` takes any
+//! positive value, as Kafka's does: more than a partition's replicas makes every acks=all
+//! produce fail with NOT_ENOUGH_REPLICAS, never acknowledges less.
 //!
 //! Some Kafka 3.x topic configs were removed in Kafka 4.0 but clients and tools still send
 //! them: `message.format.version`, `message.downconversion.enable`,
@@ -362,12 +362,12 @@ pub const DEFS: &[Def] = &[
     Def {
         name: "min.insync.replicas",
         broker_name: "min.insync.replicas",
-        flag: "",
-        kind: Kind::Long { min: 1, max: 1 },
+        flag: "--min-insync-replicas",
+        kind: Kind::Long { min: 1, max: i32::MAX as i64 },
         type_code: kind_code::INT,
         default_synonym: true,
         effect: Effect::Applied,
-        doc: "Single node: every partition has exactly one replica, so only 1 is valid.",
+        doc: "An acks=all produce is refused with NOT_ENOUGH_REPLICAS while fewer replicas than this are in sync (the leader counts; a node alone has one replica per partition).",
     },
     Def {
         name: "preallocate",
@@ -759,6 +759,7 @@ pub fn broker_default(config: &Config, name: &str) -> String {
         "segment.ms" => config.log_roll_ms.to_string(),
         "flush.messages" => config.log_flush_interval_messages.to_string(),
         "flush.ms" => config.log_flush_interval_ms.to_string(),
+        "min.insync.replicas" => config.min_insync_replicas.to_string(),
         other => default_of(other),
     }
 }
@@ -856,6 +857,7 @@ pub struct TopicConfig {
     pub log_append_time: bool,
     pub flush_messages: i64,
     pub flush_ms: i64,
+    pub min_insync_replicas: usize,
 }
 
 impl TopicConfig {
@@ -894,6 +896,7 @@ impl TopicConfig {
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
             flush_messages: long("flush.messages", 1).max(1),
             flush_ms: long("flush.ms", i64::MAX).max(0),
+            min_insync_replicas: long("min.insync.replicas", 1).max(1) as usize,
         }
     }
 }
@@ -996,7 +999,7 @@ mod tests {
         assert!(validate("message.timestamp.type", "logappendtime").is_err());
         assert!(validate("segment.bytes", "10").is_err());
         assert!(validate("no.such.config", "1").is_err());
-        assert!(validate("min.insync.replicas", "2").is_err());
+        assert!(validate("min.insync.replicas", "2").is_ok());
     }
 
     #[test]
@@ -1133,7 +1136,6 @@ mod tests {
         }
         // Refused on purpose although Kafka accepts them (see the module doc).
         assert!(validate("compression.type", "gzip").is_err());
-        assert!(validate("min.insync.replicas", "2").is_err());
     }
 
     #[test]

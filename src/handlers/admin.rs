@@ -565,8 +565,10 @@ pub async fn describe_cluster(
     ctx.respond(&response)
 }
 
-/// Leadership never moves on a single node: epoch 0 ends at the log end, later epochs
-/// are unknown.
+/// A replicated partition answers from its epoch cache as Kafka's leader does (the
+/// largest epoch at or below the one asked and where the next starts; the log end for the
+/// current one). On a node alone leadership never moves: epoch 0 ends at the log end,
+/// later epochs are unknown. The request's `current_leader_epoch` is checked first.
 pub async fn offset_for_leader_epoch(
     shard: &Rc<Shard>,
     ctx: &Ctx,
@@ -583,16 +585,22 @@ pub async fn offset_for_leader_epoch(
                     .with_partition(p.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                match shard.owned_partition(&name, p.partition) {
+                let owned = shard
+                    .owned_partition(&name, p.partition)
+                    .and_then(|q| q.check_leader_epoch(p.current_leader_epoch).map(|()| q));
+                match owned {
                     Err(code) => out.error_code = code,
-                    Ok(_) if p.current_leader_epoch > LEADER_EPOCH => {
-                        out.error_code = UNKNOWN_LEADER_EPOCH
+                    Ok(partition) => {
+                        let log = partition.log.borrow();
+                        if let Some((epoch, end)) = log.end_offset_for_epoch(p.leader_epoch) {
+                            // A replicated log: Kafka's answer from the epoch cache.
+                            out.leader_epoch = epoch;
+                            out.end_offset = end;
+                        } else if p.leader_epoch == LEADER_EPOCH {
+                            out.leader_epoch = LEADER_EPOCH;
+                            out.end_offset = log.high_watermark();
+                        }
                     }
-                    Ok(partition) if p.leader_epoch == LEADER_EPOCH => {
-                        out.leader_epoch = LEADER_EPOCH;
-                        out.end_offset = partition.log.borrow().high_watermark();
-                    }
-                    Ok(_) => {}
                 }
                 out
             })

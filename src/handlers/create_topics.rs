@@ -171,7 +171,7 @@ fn created_result(o: TopicOutcome) -> CreatableTopicResult {
         .with_error_message(o.message.map(StrBytes::from_string));
     if o.error_code == NONE {
         r.num_partitions = o.partitions;
-        r.replication_factor = 1;
+        r.replication_factor = o.replication_factor.max(1);
     }
     r
 }

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
@@ -80,6 +80,8 @@ async fn fetch_once(
     let mut topics = Vec::with_capacity(request.topics.len());
     // (topic index, partition index, plan)
     let mut reads: Vec<PlannedRead> = Vec::new();
+    // Where the leaders of partitions answered NOT_LEADER_OR_FOLLOWER are (KIP-951).
+    let mut hints: Vec<crate::shard::LeaderHint> = Vec::new();
 
     for (t, topic) in request.topics.iter().enumerate() {
         let meta = if ctx.version >= 13 {
@@ -107,10 +109,24 @@ async fn fetch_once(
                 partitions.push(out);
                 continue;
             };
-            let partition = match shard.owned_partition(&meta.name, wanted.partition) {
+            let owned = shard
+                .owned_partition(&meta.name, wanted.partition)
+                .and_then(|p| {
+                    p.check_leader_epoch(wanted.current_leader_epoch)
+                        .map(|()| p)
+                });
+            let partition = match owned {
                 Ok(partition) => partition,
                 Err(code) => {
                     out.error_code = code;
+                    if code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 12 {
+                        if let Some(hint) = shard.leader_hint(&meta.name, wanted.partition) {
+                            out.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(hint.broker))
+                                .with_leader_epoch(hint.epoch);
+                            hints.push(hint);
+                        }
+                    }
                     must_answer = true;
                     partitions.push(out);
                     continue;
@@ -215,5 +231,18 @@ async fn fetch_once(
     }
     let mut response = FetchResponse::default();
     response.responses = topics;
+    if ctx.version >= 16 {
+        hints.sort_by_key(|h| h.broker);
+        hints.dedup_by_key(|h| h.broker);
+        response.node_endpoints = hints
+            .into_iter()
+            .map(|h| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(h.broker))
+                    .with_host(StrBytes::from_string(h.host))
+                    .with_port(h.port)
+            })
+            .collect();
+    }
     (response, records, bytes, must_answer)
 }

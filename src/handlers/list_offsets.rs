@@ -19,8 +19,6 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 /// v7+ (KIP-734): the record with the largest timestamp.
 const MAX_TIMESTAMP: i64 = -3;
-/// The only leader epoch a single node has.
-const LEADER_EPOCH: i32 = crate::storage::log::LEADER_EPOCH;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -> Response {
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -34,7 +32,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
-            let partition = match shard.owned_partition(&name, wanted.partition_index) {
+            let owned = shard
+                .owned_partition(&name, wanted.partition_index)
+                .and_then(|p| {
+                    p.check_leader_epoch(wanted.current_leader_epoch)
+                        .map(|()| p)
+                });
+            let partition = match owned {
                 Ok(p) => p,
                 Err(code) => {
                     out.error_code = code;
@@ -45,15 +49,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
             match wanted.timestamp {
                 LATEST if request.isolation_level == 1 => {
                     out.offset = partition.log.borrow().last_stable_offset();
-                    out.leader_epoch = LEADER_EPOCH;
+                    out.leader_epoch = partition.leader_epoch();
                 }
                 LATEST => {
                     out.offset = partition.log.borrow().high_watermark();
-                    out.leader_epoch = LEADER_EPOCH;
+                    out.leader_epoch = partition.leader_epoch();
                 }
                 EARLIEST => {
                     out.offset = partition.log.borrow().log_start_offset();
-                    out.leader_epoch = LEADER_EPOCH;
+                    out.leader_epoch = partition.leader_epoch();
                 }
                 ts if ts >= 0 || (ts == MAX_TIMESTAMP && ctx.version >= 7) => {
                     // -3: the first record with the largest timestamp in the log.
@@ -70,7 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                             Ok(Some((offset, timestamp))) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
-                                out.leader_epoch = LEADER_EPOCH;
+                                out.leader_epoch = partition.leader_epoch();
                             }
                             Ok(None) => {}
                             Err(err) => {

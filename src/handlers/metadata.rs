@@ -230,7 +230,12 @@ fn replicated_partition(
         .with_leader_epoch(reported.map_or(0, |(_, e)| i32::try_from(e).unwrap_or(i32::MAX)))
         .with_replica_nodes(replicas.iter().map(broker).collect())
         .with_isr_nodes(
-            replicas
+            // The leader's report (replicas that keep up), less the nodes down; the
+            // replicas on nodes up until it reports.
+            topic
+                .reported_isr(p)
+                .filter(|_| leader.is_some())
+                .unwrap_or(replicas)
                 .iter()
                 .filter(|n| reachable(**n))
                 .map(broker)

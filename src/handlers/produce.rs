@@ -13,18 +13,23 @@
 //! only if the producer's ongoing transaction includes the partition (asked of the
 //! coordinator once per transaction and partition; the open transaction in the
 //! partition's producer state is the remembered answer), so a stray transactional batch
-//! cannot open a transaction nothing will close. acks=1 and acks=-1 are both answered
-//! after the flusher's `fdatasync` covers the batch (a single node has no followers to
-//! wait for, and acknowledged means durable); acks=0 is never answered.
+//! cannot open a transaction nothing will close. On a node alone, acks=1 and acks=-1 are
+//! both answered after the flusher's `fdatasync` covers the batch (no followers to wait
+//! for, and acknowledged means durable). A replicated partition answers acks=-1 once the
+//! batch is committed (durable on a majority of its replicas) and acks=1 once it is
+//! durable on the leader. acks=-1 is refused with NOT_ENOUGH_REPLICAS while fewer
+//! replicas than `min.insync.replicas` are in sync, or no majority is reachable; acks=0
+//! is never answered.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Response};
@@ -97,6 +102,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
     let mut deferred = Vec::new();
+    // Where the leaders of partitions answered NOT_LEADER_OR_FOLLOWER are (KIP-951).
+    let mut hints: Vec<crate::shard::LeaderHint> = Vec::new();
 
     for (t, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
@@ -115,7 +122,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             let partition = match shard.owned_partition(&name, data.index) {
                 Ok(partition) => partition,
                 Err(code) => {
-                    out.error_code = code;
+                    out.error_code = refusal(shard, &name, data.index, code);
+                    if out.error_code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 10 {
+                        if let Some(hint) = shard.leader_hint(&name, data.index) {
+                            out.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(hint.broker))
+                                .with_leader_epoch(hint.epoch);
+                            hints.push(hint);
+                        }
+                    }
                     partition_responses.push(out);
                     continue;
                 }
@@ -181,7 +196,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 &records,
                 ctx.body_bytes,
                 &info,
-                now,
+                (now, acks),
                 log_append_time,
                 &mut out,
             ) {
@@ -228,7 +243,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             &d.records,
             ctx.body_bytes,
             &d.info,
-            now_ms(),
+            (now_ms(), acks),
             d.log_append_time,
             out,
         );
@@ -250,7 +265,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     let deadline = Instant::now() + timeout;
     for wait in pending {
         let code = match wait.raft {
-            Some((index, term)) => shard.wait_committed(&wait.log, index, term, deadline).await,
+            Some((index, term)) => {
+                shard
+                    .wait_committed(&wait.log, index, term, acks == 1, deadline)
+                    .await
+            }
             None => {
                 shard
                     .wait_durable(&wait.log, wait.last_offset, wait.incarnation, deadline)
@@ -261,6 +280,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             let out = &mut responses[wait.topic].partition_responses[wait.partition];
             out.error_code = code;
             out.base_offset = -1;
+            if code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 10 {
+                let p = &wait.log;
+                if let Some(hint) = shard.leader_hint(&p.topic.name, p.index) {
+                    out.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(hint.broker))
+                        .with_leader_epoch(hint.epoch);
+                    hints.push(hint);
+                }
+            }
         }
     }
     for p in responses.iter().flat_map(|t| &t.partition_responses) {
@@ -270,6 +298,19 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     }
     let mut response = ProduceResponse::default();
     response.responses = responses;
+    if ctx.version >= 10 {
+        hints.sort_by_key(|h| h.broker);
+        hints.dedup_by_key(|h| h.broker);
+        response.node_endpoints = hints
+            .into_iter()
+            .map(|h| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(h.broker))
+                    .with_host(StrBytes::from_string(h.host))
+                    .with_port(h.port)
+            })
+            .collect();
+    }
     ctx.respond(&response)
 }
 
@@ -282,11 +323,33 @@ fn append(
     records: &Bytes,
     body_bytes: usize,
     info: &BatchInfo,
-    now: i64,
+    (now, acks): (i64, i16),
     log_append_time: bool,
     out: &mut PartitionProduceResponse,
 ) -> Option<Pending> {
+    if acks == -1 {
+        let needed = partition.min_insync.get();
+        let in_sync = partition.group.as_ref().map_or(1, |g| g.in_sync().len());
+        if in_sync < needed {
+            out.error_code = NOT_ENOUGH_REPLICAS;
+            out.error_message = Some(StrBytes::from_string(format!(
+                "{in_sync} replicas in sync, min.insync.replicas is {needed}"
+            )));
+            return None;
+        }
+    }
     if let Some(group) = &partition.group {
+        if acks == -1 {
+            let (voters, reached) = group.reachable_voters();
+            if reached <= voters / 2 {
+                // No majority to commit it: refused now rather than timed out.
+                out.error_code = NOT_ENOUGH_REPLICAS;
+                out.error_message = Some(StrBytes::from_string(format!(
+                    "{reached} of {voters} replicas reachable: no majority to commit"
+                )));
+                return None;
+            }
+        }
         return propose(partition, group, records, body_bytes, info, out);
     }
     // The log keeps the producer's bytes rather than a copy when the batch is most of the
@@ -331,6 +394,25 @@ fn append(
             out.error_message = Some(StrBytes::from_string(err.to_string()));
             None
         }
+    }
+}
+
+/// The error for a produce to a partition this shard does not lead (`code`): a replica
+/// whose group has no leader and cannot reach a majority of its replicas answers
+/// NOT_ENOUGH_REPLICAS, since no leader can be elected to take the batch (Kafka's answer
+/// when too few replicas are alive); otherwise `code`.
+fn refusal(shard: &Shard, topic: &str, index: i32, code: i16) -> i16 {
+    if code != NOT_LEADER_OR_FOLLOWER {
+        return code;
+    }
+    let Some(group) = shard.partition(topic, index).and_then(|p| p.group.clone()) else {
+        return code;
+    };
+    let (voters, reached) = group.reachable_voters();
+    if group.leader() == 0 && reached <= voters / 2 {
+        NOT_ENOUGH_REPLICAS
+    } else {
+        code
     }
 }
 

@@ -52,7 +52,8 @@ impl Shard {
         }
     }
 
-    /// Waits until a replicated partition commits the entry at `index` with `term`;
+    /// Waits until a replicated partition commits the entry at `index` with `term` (with
+    /// `leader_only`, an acks=1 answer: until it is durable in this leader's log);
     /// returns the error code for the client (NOT_LEADER_OR_FOLLOWER if another leader's
     /// entry took its place, or this replica stopped leading before it committed).
     pub async fn wait_committed(
@@ -60,6 +61,7 @@ impl Shard {
         partition: &Partition,
         index: u64,
         term: u64,
+        leader_only: bool,
         deadline: Instant,
     ) -> i16 {
         use crate::protocol::errors::*;
@@ -68,7 +70,12 @@ impl Shard {
         };
         loop {
             let seen = partition.durable.generation();
-            match group.committed_with(index, term) {
+            let done = if leader_only {
+                group.persisted_with(index, term)
+            } else {
+                group.committed_with(index, term)
+            };
+            match done {
                 Some(true) => return NONE,
                 Some(false) => return NOT_LEADER_OR_FOLLOWER,
                 None => {}
@@ -316,6 +323,7 @@ mod tests {
             configs: Default::default(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            isr: Vec::new(),
             token: None,
         });
         std::rc::Rc::new(Partition::new(meta, 0, log))

@@ -49,6 +49,7 @@ pub fn raft_clock(config: &Config) -> Clock {
     Clock {
         tick: Duration::from_millis(config.raft_tick_ms),
         election_ticks: config.raft_election_ticks,
+        lag_max: Duration::from_millis(config.replica_lag_time_max_ms),
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Partition {
     pub durable: Notify,
     /// A timer will queue the partition for its `flush.ms` sync.
     sync_timer: Cell<bool>,
+    /// The topic's `min.insync.replicas` in force (kept current by config changes).
+    pub min_insync: Cell<usize>,
 }
 
 impl Partition {
@@ -109,8 +111,45 @@ impl Partition {
             append_gate: Default::default(),
             durable: Notify::default(),
             sync_timer: Cell::new(false),
+            min_insync: Cell::new(1),
         }
     }
+}
+
+impl Partition {
+    /// The partition's leader epoch: the Raft term of a replicated partition, 0 on a
+    /// node alone (leadership never moves).
+    pub fn leader_epoch(&self) -> i32 {
+        self.group
+            .as_ref()
+            .map_or(0, |g| i32::try_from(g.current_term()).unwrap_or(i32::MAX))
+    }
+
+    /// Kafka's check of a request's `current_leader_epoch` (-1: none given): older than
+    /// this leader's is FENCED_LEADER_EPOCH (the client's metadata is stale), newer is
+    /// UNKNOWN_LEADER_EPOCH (this broker's is).
+    pub fn check_leader_epoch(&self, current: i32) -> Result<(), i16> {
+        use crate::protocol::errors::{FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH};
+        if current < 0 {
+            return Ok(());
+        }
+        let epoch = self.leader_epoch();
+        match current.cmp(&epoch) {
+            std::cmp::Ordering::Less => Err(FENCED_LEADER_EPOCH),
+            std::cmp::Ordering::Greater => Err(UNKNOWN_LEADER_EPOCH),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+}
+
+/// Where a partition's leader is, as this shard knows it: what KIP-951 puts in a
+/// NOT_LEADER_OR_FOLLOWER answer so the client goes there without a metadata round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub broker: i32,
+    pub epoch: i32,
+    pub host: String,
+    pub port: i32,
 }
 
 /// The sealed-segment file budget of a shard: the flag, which the broker resolves from
@@ -228,6 +267,37 @@ impl Shard {
         let info = snapshot.nodes.get(&node)?;
         (k < info.shards && snapshot.live.contains(&node))
             .then(|| (info.host.clone(), info.port + k as i32))
+    }
+
+    /// The leader of a partition this shard does not lead, for a KIP-951 hint: the one
+    /// this node's replica has heard from if it is newer than the metadata's, else the
+    /// metadata's; `None` if unknown or unreachable.
+    pub fn leader_hint(&self, topic: &str, partition: i32) -> Option<LeaderHint> {
+        let snapshot = self.snapshot.borrow();
+        let meta = snapshot.topic(topic)?;
+        let owner = snapshot.owner(meta, partition)?;
+        let mut leader = snapshot
+            .leader_node(meta, partition)
+            .map(|n| (n, meta.reported_leader(partition).map_or(0, |(_, e)| e)));
+        if owner == self.id {
+            if let Some(group) = self
+                .partition(topic, partition)
+                .and_then(|p| p.group.clone())
+            {
+                let heard = group.leader();
+                if heard != 0 && leader.is_none_or(|(_, e)| group.term() > e) {
+                    leader = Some((NodeId(heard as i32), group.term()));
+                }
+            }
+        }
+        let (node, epoch) = leader?;
+        let (host, port) = self.broker_address(&snapshot, node, owner.0 as usize)?;
+        Some(LeaderHint {
+            broker: broker_id(node, owner),
+            epoch: i32::try_from(epoch).unwrap_or(i32::MAX),
+            host,
+            port,
+        })
     }
 
     /// The broker id clients see as the controller: shard 0 of the metadata leader (-1

@@ -10,6 +10,7 @@
 //! holding the borrow across an await.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,21 @@ pub trait PeerTransport {
 pub struct Clock {
     pub tick: Duration,
     pub election_ticks: u64,
+    /// A follower not caught up within this long is out of sync (`replica.lag.time.max.ms`).
+    pub lag_max: Duration,
+}
+
+/// The leader's record of its followers' replication, Kafka's way: a follower is in sync
+/// while its link is up and it had, within `lag_max`, everything the leader had one tick
+/// before.
+#[derive(Default)]
+struct InSync {
+    /// The term this record is for (0: not leading).
+    term: u64,
+    /// The leader's last index at the previous tick.
+    mark: u64,
+    /// When each voter was last caught up with `mark`.
+    caught_up: HashMap<u64, Instant>,
 }
 
 pub struct RaftGroup {
@@ -59,6 +75,10 @@ pub struct RaftGroup {
     stopping: Cell<bool>,
     stopped: Notify,
     running: Cell<bool>,
+    in_sync: RefCell<InSync>,
+    /// The in-sync replicas as last computed by the driver (it signals `changed` when
+    /// they change).
+    last_in_sync: RefCell<Vec<u64>>,
 }
 
 impl RaftGroup {
@@ -79,6 +99,8 @@ impl RaftGroup {
             stopping: Cell::new(false),
             stopped: Notify::default(),
             running: Cell::new(false),
+            in_sync: RefCell::new(InSync::default()),
+            last_in_sync: RefCell::new(Vec::new()),
         })
     }
 
@@ -97,6 +119,11 @@ impl RaftGroup {
 
     pub fn term(&self) -> u64 {
         self.term.get()
+    }
+
+    /// The current Raft term as raft-rs has it (the partition's leader epoch).
+    pub fn current_term(&self) -> u64 {
+        self.replica.borrow().term()
     }
 
     /// Whether this replica leads now (asked of raft-rs, not of the last driver pass).
@@ -147,6 +174,50 @@ impl RaftGroup {
         placed
     }
 
+    /// Whether the entry at `index` is durable in this replica's log with `term`
+    /// (`None`: not yet).
+    pub fn persisted_with(&self, index: u64, term: u64) -> Option<bool> {
+        self.replica.borrow().persisted_with(index, term)
+    }
+
+    /// The voters in sync (this leader and the followers that keep up; see [`InSync`]);
+    /// empty unless this replica leads.
+    pub fn in_sync(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let transport = self.transport.borrow().clone();
+        let record = self.in_sync.borrow();
+        let mut ids: Vec<u64> = record
+            .caught_up
+            .iter()
+            .filter(|(id, at)| {
+                **id == self.node
+                    || (now.saturating_duration_since(**at) <= self.clock.lag_max
+                        && transport.as_ref().is_some_and(|t| t.is_up(**id)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !ids.contains(&self.node) {
+            ids.push(self.node);
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many voters the group has, and how many of them this node reaches now
+    /// (itself included).
+    pub fn reachable_voters(&self) -> (usize, usize) {
+        let voters = self.replica.borrow().voters();
+        let transport = self.transport.borrow().clone();
+        let reached = voters
+            .iter()
+            .filter(|id| **id == self.node || transport.as_ref().is_some_and(|t| t.is_up(**id)))
+            .count();
+        (voters.len(), reached)
+    }
+
     /// Whether the entry at `index` is committed with `term` (`None`: not yet).
     pub fn committed_with(&self, index: u64, term: u64) -> Option<bool> {
         self.replica.borrow().committed_with(index, term)
@@ -178,6 +249,7 @@ impl RaftGroup {
         let ticks_max = 2 * self.clock.election_ticks;
         let mut next_tick = Instant::now() + tick;
         let mut last_hw = -1;
+        let mut last_persisted = 0;
         while !self.stopping.get() {
             let seen = self.wake.generation();
             let idle = self.inbox.borrow().is_empty()
@@ -215,6 +287,19 @@ impl RaftGroup {
                 (replica.leader(), replica.term())
             };
             let hw = self.log.borrow().high_watermark();
+            let persisted = self.track_in_sync(ticks.is_some());
+            if ticks.is_some() {
+                let in_sync = self.in_sync();
+                if *self.last_in_sync.borrow() != in_sync {
+                    *self.last_in_sync.borrow_mut() = in_sync;
+                    self.changed.notify_all();
+                }
+            }
+            if persisted != last_persisted {
+                // acks=1 answers wait for this.
+                last_persisted = persisted;
+                self.changed.notify_all();
+            }
             if leader != self.leader.get() || term != self.term.get() {
                 if leader != self.leader.get() {
                     tracing::info!(group = self.id, leader, term, "new leader");
@@ -230,6 +315,34 @@ impl RaftGroup {
         }
         self.running.set(false);
         self.stopped.notify_all();
+    }
+
+    /// Updates the leader's in-sync record (a new term starts with every voter in sync,
+    /// as Kafka keeps the ISR across an election); returns the persisted index.
+    fn track_in_sync(&self, ticked: bool) -> u64 {
+        let replica = self.replica.borrow();
+        let mut record = self.in_sync.borrow_mut();
+        if !replica.is_leader() {
+            record.term = 0;
+            record.caught_up.clear();
+            return replica.persisted();
+        }
+        let now = Instant::now();
+        if record.term != replica.term() {
+            record.term = replica.term();
+            record.mark = replica.last_index();
+            record.caught_up = replica.voters().into_iter().map(|id| (id, now)).collect();
+        }
+        let mark = record.mark;
+        for (id, matched) in replica.progress() {
+            if matched >= mark {
+                record.caught_up.insert(id, now);
+            }
+        }
+        if ticked {
+            record.mark = replica.last_index();
+        }
+        replica.persisted()
     }
 
     /// Ticks, reports lost peers and steps what arrived (all synchronous).

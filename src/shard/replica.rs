@@ -301,6 +301,48 @@ impl Replica {
         Some(tail.term(index) == Some(term))
     }
 
+    /// Whether the entry at `index` is durable in this replica's own log with `term`
+    /// (`None`: not yet); an acks=1 answer.
+    pub fn persisted_with(&self, index: u64, term: u64) -> Option<bool> {
+        let raft_log = &self.raw.raft.raft_log;
+        let same_term = raft_log.term(index).is_ok_and(|t| t == term);
+        if raft_log.persisted < index {
+            // Not durable yet, unless a later leader replaced it.
+            return if same_term || raft_log.last_index() < index {
+                None
+            } else {
+                Some(false)
+            };
+        }
+        Some(same_term)
+    }
+
+    /// How far the log is durable here (raft-rs's persisted index).
+    pub fn persisted(&self) -> u64 {
+        self.raw.raft.raft_log.persisted
+    }
+
+    /// The index of the last entry in the log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// The leader's view of its voters, itself included: each one's id and the last
+    /// index known to be in its log (raft-rs's `matched`). Meaningful on the leader only.
+    pub fn progress(&self) -> Vec<(u64, u64)> {
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect()
+    }
+
+    /// The voters of the group.
+    pub fn voters(&self) -> Vec<u64> {
+        self.raw.raft.prs().iter().map(|(id, _)| *id).collect()
+    }
+
     /// Messages to `peer` were lost (its link went down): raft-rs probes it again.
     pub fn report_unreachable(&mut self, peer: u64) {
         self.raw.report_unreachable(peer);

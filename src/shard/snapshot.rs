@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::mesh::MeshRequest;
 use super::{Partition, Shard};
 use crate::cluster::controller::{ControlReply, ControlRequest};
-use crate::cluster::{ClusterSnapshot, PublishedSnapshot, ShardId, TopicMeta};
+use crate::cluster::{ClusterSnapshot, NodeId, PublishedSnapshot, ShardId, TopicMeta};
 use crate::storage::PartitionLog;
 
 impl Shard {
@@ -180,6 +180,13 @@ impl Shard {
         }
         // Config changes reach the open partitions of the topic.
         for partition in self.all_partitions() {
+            if let Some(topic) = snapshot.topic(&partition.topic.name) {
+                let t = crate::cluster::topic_config::TopicConfig::resolve(
+                    &self.config,
+                    &topic.configs,
+                );
+                partition.min_insync.set(t.min_insync_replicas);
+            }
             if partition.group.is_some() {
                 // Replicated logs keep the configs they were opened with for now
                 // (retention and compaction do not run on them).
@@ -201,29 +208,33 @@ impl Shard {
 }
 
 /// Follows a replica's group: wakes the requests waiting on the partition when its high
-/// watermark or leadership moves, and reports each term this replica leads to the
-/// metadata, which tells clients (retried until recorded, or the term has passed).
+/// watermark or leadership moves, and reports each term this replica leads, and each
+/// change of its in-sync replicas then, to the metadata, which tells clients (retried
+/// until recorded, or the term has passed).
 async fn watch_replica(shard: Rc<Shard>, partition: Rc<Partition>) {
     let Some(group) = partition.group.clone() else {
         return;
     };
     let node = shard.node.0 as u64;
-    let mut reported = 0u64;
+    let mut reported = (0u64, Vec::new());
     while !group.is_stopping() && !partition.removed.get() {
         let seen = group.changed.generation();
         partition.durable.notify_all();
         let term = group.term();
-        if group.leader() == node && term > reported && group.is_leader() {
+        let leading = group.leader() == node && group.is_leader();
+        let in_sync = if leading { group.in_sync() } else { Vec::new() };
+        if leading && (term, &in_sync) != (reported.0, &reported.1) {
             let request = ControlRequest::PartitionLeader {
                 topic: partition.topic.name.clone(),
                 id: partition.topic.id,
                 partition: partition.index,
                 leader: shard.node,
                 epoch: term,
+                isr: Some(in_sync.iter().map(|&n| NodeId(n as i32)).collect()),
             };
             match shard.control(request).await {
                 Ok(ControlReply::Results(r)) if r.first().is_some_and(|(c, _)| *c == 0) => {
-                    reported = term;
+                    reported = (term, in_sync);
                 }
                 other => {
                     tracing::debug!(topic = %partition.topic.name, partition = partition.index, reply = ?other, "leadership not recorded yet; retrying");
@@ -313,6 +324,7 @@ mod tests {
                 .collect(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            isr: Vec::new(),
             token: None,
         })
     }

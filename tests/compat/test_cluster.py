@@ -22,6 +22,8 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -34,9 +36,9 @@ from confluent_kafka.admin import NewTopic
 
 from cluster import (
     INVALID_REPLICATION_FACTOR, NOT_CONTROLLER, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
-    TOPIC_ALREADY_EXISTS, Cluster, alter_topic_configs_raw, broker_id, create_partitions_raw,
-    create_topic_raw, delete_topic_raw, fetch_error, metadata, node_of, topic_config_raw,
-    wait_for,
+    TOPIC_ALREADY_EXISTS, Cluster, _read_string, _string, alter_topic_configs_raw, broker_id,
+    call, create_partitions_raw, create_topic_raw, delete_topic_raw, fetch_error, metadata,
+    node_of, topic_config_raw, wait_for,
 )
 from helpers import consume
 
@@ -842,3 +844,354 @@ def test_every_client_skips_a_new_leaders_control_batch(cluster):
                "-f", "%o %s\\n")
     assert [tuple(line.split(" ", 1)) for line in out.splitlines()] == \
         [(str(o), v.decode()) for o, v in expected]
+
+
+# ------------------------------------------------- in-sync replicas, epochs, leader hints
+
+NOT_ENOUGH_REPLICAS = 19
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+
+
+def produce_one(bootstrap, topic, acks, partition=0, timeout_s=20):
+    """One record, not idempotent and never retried, so the broker's own answer is the
+    delivery error: None (acknowledged) or the KafkaError."""
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": str(acks),
+        "retries": 0, "message.timeout.ms": timeout_s * 1000,
+    })
+    outcome = []
+    producer.produce(topic, value=f"one-{uuid.uuid4().hex}".encode(), partition=partition,
+                     on_delivery=lambda err, msg: outcome.append(err))
+    producer.flush(timeout_s + 5)
+    assert len(outcome) == 1, "no delivery report"
+    return outcome[0]
+
+
+def wait_produce_error(bootstrap, topic, acks, code, timeout=TAKEOVER_TIMEOUT_S):
+    """Produces single records until one fails with `code` (other failures, such as a
+    leader not known yet, are retried); fails if one is acknowledged."""
+    def attempt():
+        err = produce_one(bootstrap, topic, acks, timeout_s=5)
+        assert err is None or err.code() != KafkaError.NO_ERROR
+        if err is None:
+            raise AssertionError(f"acks={acks} produce to {topic} acknowledged; expected {code}")
+        return err.code() == code
+    return wait_for(f"acks={acks} produce to fail with {code}", attempt, timeout, interval=0.5)
+
+
+def wait_isr(node, topic, size, timeout=TAKEOVER_TIMEOUT_S):
+    """Waits until `node`'s metadata shows partition 0 of `topic` with `size` in-sync
+    replicas (the leader noticed a follower go or come back)."""
+    def shown():
+        v = replicated_view(node, topic)
+        return v is not None and len(v[0][2]) == size
+    wait_for(f"{topic} with {size} in-sync replicas on {node}", shown, timeout)
+
+
+def set_min_insync(node, topic, value):
+    """Sets the topic's only override, min.insync.replicas, through `node` (AlterConfigs,
+    forwarded to the metadata leader; retried while a new one is elected)."""
+    def done():
+        code, message = alter_topic_configs_raw(node.port, topic, {"min.insync.replicas": str(value)})
+        assert code in (0, NOT_CONTROLLER, REQUEST_TIMED_OUT), (code, message)
+        return code == 0
+    wait_for("min.insync.replicas changed", done, TAKEOVER_TIMEOUT_S, interval=0.5)
+
+
+def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(cluster):
+    """rf 3, min.insync.replicas 3: acks=all is acknowledged while all three replicas are
+    in sync; with one follower killed it is refused with NOT_ENOUGH_REPLICAS (never
+    acknowledged), while acks=1 still is. Lowered to 2, acks=all goes through again; with
+    the second follower killed too, it is refused again. Nothing acknowledged is lost."""
+    name = topic_name("isr")
+    admin = cluster.node(1).admin()
+    futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3,
+                                            config={"min.insync.replicas": "3"})])
+    futures[name].result(timeout=20)
+    leaders = wait_replicated(cluster, name, 1, 3)
+    leader = cluster.node(node_of(leaders[0]))
+    followers = [n for n in cluster.nodes if n is not leader]
+    acked = produce(leader.bootstrap, [(name, 0, f"a{i}".encode()) for i in range(10)])
+
+    followers[0].kill9()
+    wait_isr(leader, name, 2)
+    wait_produce_error(leader.bootstrap, name, "all", KafkaError.NOT_ENOUGH_REPLICAS)
+    assert produce_one(leader.bootstrap, name, 1) is None, "acks=1 refused with 2 of 3 in sync"
+
+    set_min_insync(leader, name, 2)
+    wait_for("acks=all accepted with min.insync.replicas 2",
+             lambda: produce_one(leader.bootstrap, name, "all", timeout_s=5) is None, SPREAD_TIMEOUT_S)
+    more = produce(leader.bootstrap, [(name, 0, f"b{i}".encode()) for i in range(10)])
+
+    followers[1].kill9()
+    wait_isr(leader, name, 1)
+    wait_produce_error(leader.bootstrap, name, "all", KafkaError.NOT_ENOUGH_REPLICAS)
+
+    followers[0].start()
+    followers[1].start()
+    wait_replicated(cluster, name, 1, 3)
+    got = read_back(cluster.bootstrap_all(), name, [0], 22, timeout=60)[(name, 0)]
+    values = [v for _, v in got]
+    for offset, value in acked[(name, 0)] + more[(name, 0)]:
+        assert (offset, value) in got, f"acknowledged {value} at {offset} missing"
+    assert len(values) == len(set(values)), "duplicates"
+
+
+def test_two_of_three_replicas_down_is_not_enough_replicas(cluster):
+    """rf 3, min.insync.replicas 2, both followers killed: the leader left alone answers
+    acks=all with NOT_ENOUGH_REPLICAS, both before and after it steps down for lack of a
+    quorum; it never acknowledges."""
+    name = topic_name("ner")
+    admin = cluster.node(1).admin()
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3,
+                                  config={"min.insync.replicas": "2"})])[name].result(timeout=20)
+    leaders = wait_replicated(cluster, name, 1, 3)
+    survivor = cluster.node(node_of(leaders[0]))
+    produce(survivor.bootstrap, [(name, 0, b"before")])
+    for n in cluster.nodes:
+        if n is not survivor:
+            n.kill9()
+    wait_produce_error(survivor.bootstrap, name, "all", KafkaError.NOT_ENOUGH_REPLICAS)
+    # Past an election timeout (1-2 s) the lone replica is no leader; still refused.
+    time.sleep(3)
+    wait_produce_error(survivor.bootstrap, name, "all", KafkaError.NOT_ENOUGH_REPLICAS)
+
+
+# Raw requests (the versions that carry leader epochs and KIP-951 hints).
+
+def _i32s(*values):
+    return struct.pack(">" + "i" * len(values), *values)
+
+
+def _uvarint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_uvarint(buf, at):
+    shift = value = 0
+    while True:
+        b = buf[at]
+        at += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, at
+        shift += 7
+
+
+def _cstring(s):
+    b = s.encode()
+    return _uvarint(len(b) + 1) + b
+
+
+def _read_cstring(buf, at):
+    n, at = _read_uvarint(buf, at)
+    if n == 0:
+        return None, at
+    return buf[at:at + n - 1].decode(), at + n - 1
+
+
+def _read_tags(buf, at):
+    """A tagged-field section: ({tag: bytes}, position after it)."""
+    tags = {}
+    count, at = _read_uvarint(buf, at)
+    for _ in range(count):
+        tag, at = _read_uvarint(buf, at)
+        size, at = _read_uvarint(buf, at)
+        tags[tag] = buf[at:at + size]
+        at += size
+    return tags, at
+
+
+def _call_flexible(port, api_key, version, body, timeout=10):
+    """A request with a v2 header; the response body after its v1 header."""
+    msg = (struct.pack(">hhi", api_key, version, 9) + struct.pack(">h", 4) + b"test"
+           + b"\x00" + body)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(msg)) + msg)
+        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+        response = _recv_exact(sock, size)
+    assert struct.unpack_from(">i", response)[0] == 9
+    _, at = _read_tags(response, 4)
+    return response[at:]
+
+
+def _recv_exact(sock, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed by the broker")
+        out += chunk
+    return bytes(out)
+
+
+def produce_v10_hint(port, topic, partition):
+    """Produce v10 of an empty (null) batch: (error code, current leader (id, epoch) or
+    None, {node id: (host, port)} of the response's node endpoints) — KIP-951."""
+    body = (_uvarint(0) + struct.pack(">hi", -1, 5000)
+            + _uvarint(2) + _cstring(topic)
+            + _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + b"\x00"
+            + b"\x00" + b"\x00")
+    r = _call_flexible(port, 0, 10, body)
+    n, at = _read_uvarint(r, 0)
+    assert n == 2
+    got, at = _read_cstring(r, at)
+    assert got == topic
+    n, at = _read_uvarint(r, at)
+    assert n == 2
+    index, code = struct.unpack_from(">ih", r, at)
+    assert index == partition
+    at += 6 + 24
+    n, at = _read_uvarint(r, at)  # record errors
+    assert n <= 1
+    _, at = _read_cstring(r, at)  # error message
+    tags, at = _read_tags(r, at)
+    leader = struct.unpack(">ii", tags[0][:8]) if 0 in tags else None
+    _, at = _read_tags(r, at)  # topic
+    at += 4  # throttle
+    tags, at = _read_tags(r, at)
+    assert at == len(r), f"produce v10: {len(r) - at} bytes left over"
+    endpoints = {}
+    if 0 in tags:
+        e = tags[0]
+        n, pos = _read_uvarint(e, 0)
+        for _ in range(n - 1):
+            node = struct.unpack_from(">i", e, pos)[0]
+            host, pos = _read_cstring(e, pos + 4)
+            p = struct.unpack_from(">i", e, pos)[0]
+            _, pos = _read_cstring(e, pos + 4)
+            _, pos = _read_tags(e, pos)
+            endpoints[node] = (host, p)
+    return code, leader, endpoints
+
+
+def list_offsets_epoch(port, topic, partition, current_epoch=-1):
+    """ListOffsets v4 of the log end: (error code, offset, leader epoch)."""
+    body = (struct.pack(">ib", -1, 0) + struct.pack(">i", 1) + _string(topic)
+            + struct.pack(">iiiq", 1, partition, current_epoch, -1))
+    r = call(port, 2, 4, body)
+    at = 4 + 4
+    _, at = _read_string(r, at)
+    assert struct.unpack_from(">i", r, at)[0] == 1
+    index, code, _, offset, epoch = struct.unpack_from(">ihqqi", r, at + 4)
+    assert index == partition
+    return code, offset, epoch
+
+
+def fetch_v9_error(port, topic, partition, current_epoch, offset=0):
+    """Fetch v9 (no wait) of one partition with its current_leader_epoch: the error code."""
+    body = (struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
+            + struct.pack(">i", 1) + _string(topic)
+            + struct.pack(">iiiqqi", 1, partition, current_epoch, offset, -1, 1 << 20)
+            + struct.pack(">i", 0))
+    r = call(port, 1, 9, body)
+    at = 4 + 2 + 4
+    assert struct.unpack_from(">i", r, at)[0] == 1
+    _, at = _read_string(r, at + 4)
+    assert struct.unpack_from(">i", r, at)[0] == 1
+    index, code = struct.unpack_from(">ih", r, at + 4)
+    assert index == partition
+    return code
+
+
+def offset_for_leader_epoch(port, topic, partition, epoch, current_epoch=-1):
+    """OffsetForLeaderEpoch v2: (error code, leader epoch, end offset)."""
+    body = (struct.pack(">i", 1) + _string(topic)
+            + struct.pack(">iiii", 1, partition, current_epoch, epoch))
+    r = call(port, 23, 2, body)
+    at = 4
+    assert struct.unpack_from(">i", r, at)[0] == 1
+    _, at = _read_string(r, at + 4)
+    assert struct.unpack_from(">i", r, at)[0] == 1
+    code, index, leader_epoch, end = struct.unpack_from(">hiiq", r, at + 4)
+    assert index == partition
+    return code, leader_epoch, end
+
+
+def test_leader_epochs_fence_and_followers_name_the_leader(cluster):
+    """The leader epoch is the Raft term: ListOffsets reports it; a Fetch with an older
+    current_leader_epoch is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH;
+    OffsetForLeaderEpoch answers from the epoch cache (the old epoch ends where the new
+    leader's starts); a follower answers Produce with NOT_LEADER_OR_FOLLOWER naming the
+    leader, its epoch and endpoint (KIP-951)."""
+    name = topic_name("ep")
+    assert admin_create(cluster.node(1), name, 1, replication_factor=3) is None
+    leaders = wait_replicated(cluster, name, 1, 3)
+    leader = cluster.node(node_of(leaders[0]))
+    code, _, epoch = list_offsets_epoch(leader.port, name, 0)
+    assert code == 0 and epoch >= 1, (code, epoch)
+    assert fetch_v9_error(leader.port, name, 0, epoch) == 0
+    assert fetch_v9_error(leader.port, name, 0, epoch - 1) == FENCED_LEADER_EPOCH
+    assert fetch_v9_error(leader.port, name, 0, epoch + 1) == UNKNOWN_LEADER_EPOCH
+    assert list_offsets_epoch(leader.port, name, 0, epoch - 1)[0] == FENCED_LEADER_EPOCH
+    acked = produce(leader.bootstrap, [(name, 0, f"e{i}".encode()) for i in range(20)])
+    end = acked[(name, 0)][-1][0] + 1
+    assert offset_for_leader_epoch(leader.port, name, 0, epoch, epoch) == (0, epoch, end)
+    assert offset_for_leader_epoch(leader.port, name, 0, epoch, epoch + 1)[0] == UNKNOWN_LEADER_EPOCH
+
+    for n in cluster.nodes:
+        if n is not leader:
+            code, hint, endpoints = produce_v10_hint(n.port, name, 0)
+            assert code == NOT_LEADER_OR_FOLLOWER, code
+            assert hint == (leaders[0], epoch), hint
+            assert endpoints == {leaders[0]: ("127.0.0.1", leader.port)}, endpoints
+
+    leader.kill9()
+    survivors = cluster.live()
+    new = wait_for("a new leader", lambda: (lambda v: v if node_of(v[0]) != leader.node_id else None)(
+        wait_replicated(cluster, name, 1, 3, nodes=survivors)), TAKEOVER_TIMEOUT_S)
+    successor = cluster.node(node_of(new[0]))
+
+    def new_epoch():
+        code, _, e = list_offsets_epoch(successor.port, name, 0)
+        return e if code == 0 and e > epoch else None
+    epoch2 = wait_for("the new leader's epoch", new_epoch, TAKEOVER_TIMEOUT_S)
+    assert fetch_v9_error(successor.port, name, 0, epoch) == FENCED_LEADER_EPOCH
+    # The old epoch ends where the new leader's first entry starts: after every record
+    # acknowledged in it.
+    code, got_epoch, got_end = offset_for_leader_epoch(successor.port, name, 0, epoch, epoch2)
+    assert (code, got_epoch) == (0, epoch) and got_end == end, (code, got_epoch, got_end, end)
+    other = next(n for n in survivors if n is not successor)
+    code, hint, endpoints = produce_v10_hint(other.port, name, 0)
+    assert code == NOT_LEADER_OR_FOLLOWER and hint == (new[0], epoch2), (code, hint)
+    assert endpoints == {new[0]: ("127.0.0.1", successor.port)}, endpoints
+
+
+def test_a_follower_that_falls_behind_leaves_the_isr(make_cluster):
+    """`--replica-lag-time-max-ms 2000`: a follower paused with SIGSTOP (its links stay
+    up) while records flow leaves the ISR every node's Metadata shows, and acks=all goes
+    on with the two others; thawed, it catches up and is back in the ISR."""
+    c = make_cluster(extra=["--replica-lag-time-max-ms", "2000"])
+    name = topic_name("lag")
+    assert admin_create(c.node(1), name, 1, replication_factor=3) is None
+    leaders = wait_replicated(c, name, 1, 3)
+    leader = c.node(node_of(leaders[0]))
+    wait_isr(leader, name, 3)
+    lagging = next(n for n in c.nodes if n is not leader)
+    os.kill(lagging.pid, signal.SIGSTOP)
+    try:
+        acked = produce(leader.bootstrap, [(name, 0, f"l{i}".encode()) for i in range(20)])
+        started = time.time()
+
+        def shrunk():
+            produce(leader.bootstrap, [(name, 0, b"tick")])
+            v = replicated_view(leader, name)
+            return v is not None and broker_id(lagging.node_id, 0) not in v[0][2] and len(v[0][2]) == 2
+        wait_for("the paused follower to leave the ISR", shrunk, TAKEOVER_TIMEOUT_S, interval=0.5)
+        print(f"left the ISR {time.time() - started:.1f}s after records it missed")
+        assert len(replicated_view(leader, name)[0][1]) == 3, "still a replica"
+    finally:
+        os.kill(lagging.pid, signal.SIGCONT)
+    wait_isr(leader, name, 3)
+    wait_isr(lagging, name, 3)
+    got = read_back(leader.bootstrap, name, [0], 20, timeout=30)[(name, 0)]
+    assert set(acked[(name, 0)]) <= set(got)

@@ -547,3 +547,37 @@ def test_produce_latency_while_compacting_is_reported(fast_broker, topic):
         print(f"produce latency while compacting ~150 MB for {took:.1f}s: {summary(during)}")
     line = [l for l in fast_broker.log().splitlines() if "compacted" in l][0]
     print(line)
+
+
+def test_min_insync_replicas_above_the_replicas_refuses_acks_all(broker, topic):
+    """A node alone holds one replica per partition: min.insync.replicas 2 is accepted
+    (as Kafka accepts it) and every acks=all produce is refused with NOT_ENOUGH_REPLICAS,
+    never acknowledged; acks=1 still is. Back to 1, acks=all goes through."""
+    create_with_configs(broker, topic, 1, {"min.insync.replicas": "2"})
+    reports = produce_all(broker, topic, [(0, b"k", b"all")], acks="all", retries=0,
+                          **{"enable.idempotence": False})
+    assert [err.code() if err else None for err, _, _ in reports] == [KafkaError.NOT_ENOUGH_REPLICAS]
+    reports = produce_all(broker, topic, [(0, b"k", b"one")], acks=1)
+    assert [err for err, _, _ in reports] == [None]
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("min.insync.replicas", "1", incremental_operation=AlterConfigOpType.SET)])
+    for f in admin(broker).incremental_alter_configs([res]).values():
+        f.result(timeout=15)
+    deadline = time.time() + 15
+    while True:
+        reports = produce_all(broker, topic, [(0, b"k", b"all-again")], acks="all", retries=0,
+                              **{"enable.idempotence": False})
+        if reports[0][0] is None or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert [err for err, _, _ in reports] == [None]
+    c = Consumer(consumer_config(broker))
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    deadline = time.time() + 15
+    while len(got) < 2 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    assert got == [b"one", b"all-again"]
