@@ -35,8 +35,9 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// -1 or 1 on a single node.
     pub replication_factor: i16,
-    /// Manual assignment (the node and shard of each partition), if the client gave one.
-    pub assignment: Option<Vec<(NodeId, ShardId)>>,
+    /// Manual assignment (the node and shard of each replica of each partition, the
+    /// preferred leader first), if the client gave one.
+    pub assignment: Option<Vec<Vec<(NodeId, ShardId)>>>,
     /// Set by a node forwarding the request to the metadata leader, the same on every
     /// attempt: a topic created by an earlier attempt of the same request (whose reply was
     /// lost with the leader) is this request's success, not TOPIC_ALREADY_EXISTS.
@@ -179,7 +180,7 @@ pub struct PartitionGrowth {
     pub topic: String,
     pub count: i32,
     /// Nodes and shards of the new partitions, if the client assigned them.
-    pub assignment: Option<Vec<(NodeId, ShardId)>>,
+    pub assignment: Option<Vec<Vec<(NodeId, ShardId)>>>,
 }
 
 /// The outcome for one topic of a create or delete.
@@ -1082,7 +1083,19 @@ impl Controller {
                     ),
                 ))
             }
-            Some(assignment) => self.place(topics, &topic.name, added, 1, Some(assignment))?,
+            Some(assignment) => {
+                let factor = topic.replicas.first().map_or(1, Vec::len);
+                if let Some(set) = assignment.iter().find(|set| set.len() != factor) {
+                    return Err((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        format!(
+                            "inconsistent replication factor: {} replicas assigned, the topic has {factor}",
+                            set.len()
+                        ),
+                    ));
+                }
+                self.place(topics, &topic.name, added, 1, Some(assignment))?
+            }
             None => {
                 let factor = topic.replicas.first().map_or(1, Vec::len);
                 self.place(topics, &topic.name, added, factor, None)?
@@ -1144,7 +1157,7 @@ impl Controller {
         topic: &str,
         count: usize,
         factor: usize,
-        assignment: Option<&Vec<(NodeId, ShardId)>>,
+        assignment: Option<&Vec<Vec<(NodeId, ShardId)>>>,
     ) -> Result<Placement, (i16, String)> {
         let clustered = !self.members.is_empty();
         let registered: Vec<NodeId> = self.state.borrow().nodes.keys().copied().collect();
@@ -1152,21 +1165,54 @@ impl Controller {
         if let Some(assignment) = assignment {
             let mut shards = Vec::with_capacity(assignment.len());
             let mut replicas = Vec::new();
-            for &(node, shard) in assignment {
-                let known = if clustered {
-                    registered.contains(&node)
-                } else {
-                    node == self.node
-                };
-                if !known || shard.0 as usize >= self.shard_count {
+            let factor = assignment.first().map_or(0, Vec::len);
+            for set in assignment {
+                let Some(&(_, first_shard)) = set.first() else {
                     return Err((
                         INVALID_REPLICA_ASSIGNMENT,
-                        format!("broker {} does not exist", super::broker_id(node, shard)),
+                        "a partition needs at least one broker".into(),
+                    ));
+                };
+                if set.len() != factor {
+                    return Err((
+                        INVALID_REPLICA_ASSIGNMENT,
+                        "all partitions must have the same number of replicas".into(),
                     ));
                 }
-                shards.push(shard);
+                let mut nodes = Vec::with_capacity(set.len());
+                for &(node, shard) in set {
+                    let known = if clustered {
+                        registered.contains(&node)
+                    } else {
+                        node == self.node
+                    };
+                    if !known || shard.0 as usize >= self.shard_count {
+                        return Err((
+                            INVALID_REPLICA_ASSIGNMENT,
+                            format!("broker {} does not exist", super::broker_id(node, shard)),
+                        ));
+                    }
+                    if shard != first_shard {
+                        // Shard k of a node talks only to shard k of the others.
+                        return Err((
+                            INVALID_REPLICA_ASSIGNMENT,
+                            format!(
+                                "the replicas of a partition must be the same shard of their nodes (brokers N*1024+{})",
+                                first_shard.0
+                            ),
+                        ));
+                    }
+                    if nodes.contains(&node) {
+                        return Err((
+                            INVALID_REPLICA_ASSIGNMENT,
+                            format!("node {} is named twice for one partition", node.0),
+                        ));
+                    }
+                    nodes.push(node);
+                }
+                shards.push(first_shard);
                 if clustered {
-                    replicas.push(vec![node]);
+                    replicas.push(nodes);
                 }
             }
             return Ok((shards, replicas));
@@ -1406,7 +1452,7 @@ mod tests {
                     name: name.into(),
                     partitions: -1,
                     replication_factor: -1,
-                    assignment: Some(vec![(NodeId(node), ShardId(shard))]),
+                    assignment: Some(vec![vec![(NodeId(node), ShardId(shard))]]),
                     token: None,
                     configs: BTreeMap::new(),
                 }],

@@ -47,6 +47,28 @@ pub fn node_and_shard(broker: i32) -> Option<(NodeId, ShardId)> {
     ))
 }
 
+/// A partition's replicas as a client assigns them (CreateTopics, CreatePartitions): the
+/// node and shard of each broker id, in order. Refuses an empty list, a negative id and
+/// a node named twice; the controller checks the rest.
+pub fn parse_replica_brokers(brokers: &[i32]) -> Result<Vec<(NodeId, ShardId)>, String> {
+    if brokers.is_empty() {
+        return Err("a partition needs at least one broker".into());
+    }
+    let mut out: Vec<(NodeId, ShardId)> = Vec::with_capacity(brokers.len());
+    for &broker in brokers {
+        let (node, shard) =
+            node_and_shard(broker).ok_or_else(|| format!("broker {broker} does not exist"))?;
+        if out.iter().any(|(n, _)| *n == node) {
+            return Err(format!(
+                "broker {broker}: node {} holds a replica of the partition already",
+                node.0
+            ));
+        }
+        out.push((node, shard));
+    }
+    Ok(out)
+}
+
 /// The shard behind a Kafka broker id on this node, if any.
 pub fn shard_of_broker(node: NodeId, broker: i32, shard_count: usize) -> Option<ShardId> {
     let local = broker - node.0 * SHARDS_PER_NODE_MAX;

@@ -367,19 +367,21 @@ pub async fn create_partitions(
             None => Ok(None),
             Some(assignments) => assignments
                 .iter()
-                .map(|a| match a.broker_ids.as_slice() {
-                    [broker] => crate::cluster::node_and_shard(broker.0)
-                        .filter(|(_, s)| (s.0 as usize) < shard_count)
-                        .ok_or((
-                            INVALID_REPLICA_ASSIGNMENT,
-                            format!("broker {} does not exist", broker.0),
-                        )),
-                    _ => Err((
-                        INVALID_REPLICA_ASSIGNMENT,
-                        "each new partition needs exactly one broker".to_string(),
-                    )),
+                .map(|a| {
+                    let brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                    crate::cluster::parse_replica_brokers(&brokers)
+                        .and_then(|set| {
+                            match set.iter().find(|(_, s)| s.0 as usize >= shard_count) {
+                                Some((n, s)) => Err(format!(
+                                    "broker {} does not exist",
+                                    crate::cluster::broker_id(*n, *s)
+                                )),
+                                None => Ok(set),
+                            }
+                        })
+                        .map_err(|m| (INVALID_REPLICA_ASSIGNMENT, m))
                 })
-                .collect::<Result<Vec<(NodeId, ShardId)>, _>>()
+                .collect::<Result<Vec<Vec<(NodeId, ShardId)>>, _>>()
                 .map(Some),
         };
         let growth = assignment.map(|assignment| PartitionGrowth {

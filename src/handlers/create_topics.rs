@@ -28,45 +28,41 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let mut error = None;
-        let assignment =
-            if topic.assignments.is_empty() {
-                None
-            } else {
-                let mut shards = vec![None; topic.assignments.len()];
-                for a in &topic.assignments {
-                    let slot = usize::try_from(a.partition_index)
-                        .ok()
-                        .and_then(|i| shards.get_mut(i));
-                    match (slot, a.broker_ids.as_slice()) {
-                        (Some(slot), [broker]) => match crate::cluster::node_and_shard(broker.0) {
-                            Some(s) => *slot = Some(s),
-                            None => {
-                                error = Some((
-                                    INVALID_REPLICA_ASSIGNMENT,
-                                    format!("broker {} does not exist", broker.0),
-                                ))
-                            }
-                        },
-                        _ => error = Some((
+        let assignment = if topic.assignments.is_empty() {
+            None
+        } else {
+            let mut shards = vec![None; topic.assignments.len()];
+            for a in &topic.assignments {
+                let slot = usize::try_from(a.partition_index)
+                    .ok()
+                    .and_then(|i| shards.get_mut(i));
+                let brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                match slot {
+                    Some(slot) => match crate::cluster::parse_replica_brokers(&brokers) {
+                        Ok(set) => *slot = Some(set),
+                        Err(message) => error = Some((INVALID_REPLICA_ASSIGNMENT, message)),
+                    },
+                    None => {
+                        error = Some((
                             INVALID_REPLICA_ASSIGNMENT,
-                            "each partition needs exactly one broker, partitions numbered from 0"
-                                .to_string(),
-                        )),
+                            "partitions must be numbered from 0, each once".to_string(),
+                        ))
                     }
                 }
-                if shards.iter().any(|s| s.is_none()) && error.is_none() {
-                    error = Some((
-                        INVALID_REPLICA_ASSIGNMENT,
-                        "assignment leaves a partition without a broker".into(),
-                    ));
-                }
-                Some(
-                    shards
-                        .into_iter()
-                        .map(|s| s.unwrap_or((shard.node, ShardId(0))))
-                        .collect(),
-                )
-            };
+            }
+            if shards.iter().any(|s| s.is_none()) && error.is_none() {
+                error = Some((
+                    INVALID_REPLICA_ASSIGNMENT,
+                    "assignment leaves a partition without a broker".into(),
+                ));
+            }
+            Some(
+                shards
+                    .into_iter()
+                    .map(|s| s.unwrap_or_else(|| vec![(shard.node, ShardId(0))]))
+                    .collect(),
+            )
+        };
         let mut configs = BTreeMap::new();
         for c in &topic.configs {
             match &c.value {

@@ -222,7 +222,31 @@ fn replicated_partition(
     };
     let replicas = topic.replicas_of(p);
     let broker = |n: &NodeId| BrokerId(broker_id(*n, owner));
-    let reported = topic.reported_leader(p);
+    let mut reported = topic.reported_leader(p);
+    if owner == shard.id {
+        // This shard's replica may know better than the metadata log: a newer leader
+        // not recorded yet, or that the recorded one (this node) stepped down. A
+        // replica that reaches no majority of its replicas goes on naming itself, as
+        // Kafka's last leader stays leader when the others are gone: clients then hear
+        // NOT_ENOUGH_REPLICAS from it (see the produce handler), not a missing leader.
+        if let Some(group) = shard
+            .partition(&topic.name, p)
+            .and_then(|q| q.group.clone())
+        {
+            let (heard, term) = (group.leader(), group.term());
+            if reported.is_none_or(|(_, e)| term >= e) {
+                let node = NodeId(heard as i32);
+                if heard == 0 {
+                    let (voters, reached) = group.reachable_voters();
+                    if reached > voters / 2 {
+                        reported = reported.filter(|(n, e)| *e > term || *n != shard.node);
+                    }
+                } else if reported.is_none_or(|(n, _)| n != node) {
+                    reported = Some((node, term));
+                }
+            }
+        }
+    }
     let leader = reported.filter(|(n, _)| reachable(*n));
     let mut entry = MetadataResponsePartition::default()
         .with_partition_index(p)

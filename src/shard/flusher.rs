@@ -83,8 +83,10 @@ impl Shard {
             if partition.removed.get() {
                 return UNKNOWN_TOPIC_OR_PARTITION;
             }
-            if group.is_stopping() || group.term() > term {
-                // A later term: whatever happens to the entry, this leader cannot tell.
+            if group.is_stopping() || group.term() > term || !group.is_leader() {
+                // A later term, or this leader stepped down (no quorum heard from):
+                // whatever happens to the entry, this replica cannot tell. The client
+                // retries with the leader (an idempotent producer's retry is deduplicated).
                 return NOT_LEADER_OR_FOLLOWER;
             }
             let now = Instant::now();

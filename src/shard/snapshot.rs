@@ -178,26 +178,20 @@ impl Shard {
                 }
             }
         }
-        // Config changes reach the open partitions of the topic.
+        // Config changes reach the open partitions of the topic, replicated ones too
+        // (retention and compaction do not run on those: maintenance skips them).
         for partition in self.all_partitions() {
-            if let Some(topic) = snapshot.topic(&partition.topic.name) {
-                let t = crate::cluster::topic_config::TopicConfig::resolve(
-                    &self.config,
-                    &topic.configs,
-                );
-                partition.min_insync.set(t.min_insync_replicas);
-            }
-            if partition.group.is_some() {
-                // Replicated logs keep the configs they were opened with for now
-                // (retention and compaction do not run on them).
+            let Some(topic) = snapshot.topic(&partition.topic.name) else {
                 continue;
-            }
-            if let Some(topic) = snapshot.topic(&partition.topic.name) {
-                let wanted = self.log_config(topic);
-                let mut log = partition.log.borrow_mut();
-                if *log.config() != wanted {
-                    log.set_config(wanted);
-                }
+            };
+            let t =
+                crate::cluster::topic_config::TopicConfig::resolve(&self.config, &topic.configs);
+            partition.min_insync.set(t.min_insync_replicas);
+            let mut wanted = self.log_config(topic);
+            let mut log = partition.log.borrow_mut();
+            wanted.replicated = log.config().replicated;
+            if *log.config() != wanted {
+                log.set_config(wanted);
             }
         }
         *self.snapshot.borrow_mut() = snapshot;

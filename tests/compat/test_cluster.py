@@ -1195,3 +1195,63 @@ def test_a_follower_that_falls_behind_leaves_the_isr(make_cluster):
     wait_isr(lagging, name, 3)
     got = read_back(leader.bootstrap, name, [0], 20, timeout=30)[(name, 0)]
     assert set(acked[(name, 0)]) <= set(got)
+
+
+def test_explicit_replica_assignments(cluster):
+    """CreateTopics and CreatePartitions with replica lists: each partition's replicas are
+    the brokers given, in order (the first is the preferred leader), on every node;
+    malformed lists are refused with INVALID_REPLICA_ASSIGNMENT. A config change reaches
+    the replicated partitions (max.message.bytes)."""
+    from confluent_kafka.admin import NewPartitions
+    b = [broker_id(n, 0) for n in (1, 2, 3)]
+    name = topic_name("asg")
+    admin = cluster.node(2).admin()
+    assignment = [[b[0], b[1], b[2]], [b[1], b[2], b[0]], [b[2], b[0], b[1]]]
+    admin.create_topics([NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment)])[name].result(timeout=20)
+    wait_replicated(cluster, name, 3, 3)
+    for n in cluster.nodes:
+        v = replicated_view(n, name)
+        assert {p: list(r) for p, (_, r, _) in v.items()} == dict(enumerate(assignment)), (n, v)
+    # The preferred replica of a new partition stands first.
+    wait_for("preferred leaders", lambda: {p: l for p, (l, _, _) in replicated_view(cluster.node(1), name).items()}
+             == {p: a[0] for p, a in enumerate(assignment)}, TAKEOVER_TIMEOUT_S)
+    acked = produce(cluster.bootstrap_all(), [(name, i % 3, f"a{i}".encode()) for i in range(30)])
+    assert read_back(cluster.bootstrap_all(), name, [0, 1, 2], 30) == acked
+
+    admin.create_partitions([NewPartitions(name, 4, replica_assignment=[[b[1], b[0], b[2]]])])[name].result(timeout=20)
+    wait_replicated(cluster, name, 4, 3)
+    assert list(replicated_view(cluster.node(3), name)[3][1]) == [b[1], b[0], b[2]]
+
+    def refused_assignment(assignment):
+        bad = topic_name("bad")
+        err = None
+        try:
+            admin.create_topics([NewTopic(bad, num_partitions=len(assignment), replica_assignment=assignment)])[bad].result(timeout=20)
+        except KafkaException as e:
+            err = e.args[0]
+        assert err is not None, f"{assignment} accepted"
+        return err.code()
+    assert refused_assignment([[b[0], b[0] + 1]]) == KafkaError.INVALID_REPLICA_ASSIGNMENT  # no shard 1
+    assert refused_assignment([[b[0], b[0]]]) == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    assert refused_assignment([[b[0], b[1]], [b[2]]]) == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    assert refused_assignment([[b[0], 9 * 1024]]) == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    err = None
+    try:
+        admin.create_partitions([NewPartitions(name, 5, replica_assignment=[[b[0]]])])[name].result(timeout=20)
+    except KafkaException as e:
+        err = e.args[0]
+    assert err is not None and err.code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, err
+
+    # max.message.bytes lowered on the replicated topic: a larger batch is refused.
+    code, message = alter_topic_configs_raw(cluster.node(1).port, name, {"max.message.bytes": "1000"})
+    assert code == 0, message
+    leader = cluster.node(node_of(replicated_view(cluster.node(1), name)[0][0]))
+
+    def too_large():
+        p = Producer({"bootstrap.servers": leader.bootstrap, "enable.idempotence": False,
+                      "retries": 0, "compression.type": "none", "message.max.bytes": 100_000})
+        out = []
+        p.produce(name, value=b"x" * 5000, partition=0, on_delivery=lambda e, m: out.append(e))
+        p.flush(20)
+        return out and out[0] is not None and out[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    wait_for("a 5000-byte batch refused", too_large, SPREAD_TIMEOUT_S, interval=0.5)
