@@ -54,8 +54,9 @@ impl Shard {
 
     /// Waits until a replicated partition commits the entry at `index` with `term` (with
     /// `leader_only`, an acks=1 answer: until it is durable in this leader's log);
-    /// returns the error code for the client (NOT_LEADER_OR_FOLLOWER if another leader's
-    /// entry took its place, or this replica stopped leading before it committed).
+    /// returns the error code for the client: NONE once committed with its term (also
+    /// when a successor committed it), NOT_LEADER_OR_FOLLOWER once another leader's
+    /// entry took its place, REQUEST_TIMED_OUT while its fate is unknown at `deadline`.
     pub async fn wait_committed(
         &self,
         partition: &Partition,
@@ -83,12 +84,16 @@ impl Shard {
             if partition.removed.get() {
                 return UNKNOWN_TOPIC_OR_PARTITION;
             }
-            if group.is_stopping() || group.term() > term || !group.is_leader() {
-                // A later term, or this leader stepped down (no quorum heard from):
-                // whatever happens to the entry, this replica cannot tell. The client
-                // retries with the leader (an idempotent producer's retry is deduplicated).
+            if group.is_stopping() {
                 return NOT_LEADER_OR_FOLLOWER;
             }
+            // Leadership may have moved on (a later term, or this leader stepped down for
+            // lack of a quorum), yet the entry's fate is still open: a successor that has
+            // it commits it. The answer waits until this replica learns which (the
+            // entry committed with its term, or replaced), or the request's timeout
+            // (REQUEST_TIMED_OUT: possibly persisted). Answering NOT_LEADER_OR_FOLLOWER
+            // early would tell the client "not persisted" of a record that may be, and a
+            // producer that then bumps its epoch resends it as a new one.
             let now = Instant::now();
             if now >= deadline {
                 return REQUEST_TIMED_OUT;
