@@ -12,10 +12,10 @@ A node (`cluster.node(i)`) is a conftest `Broker` that knows its cluster flags, 
 `kill9()`, `start()`, `restart()`, `terminate()`, `running()` and `log()` work as they do
 for the single-node tests, on the same data dir and ports every time.
 
-`Cluster(..., proxied=True)` puts a TCP proxy (`NetProxy`, threads of the test process) on
-every directed inter-node link: node i's --peers entry for node j is the proxy of link
-(i, j), which listens on its own ports (one per shard, below 32768) and forwards to node
-j's rpc port + k; node i's own entry stays its --rpc-listen address. Then
+`Cluster(..., proxied=True)` puts a TCP proxy (`NetProxy`: asyncio in a thread of the
+test process) on every directed inter-node link: node i's --peers entry for node j is the
+proxy of link (i, j), which listens on its own ports (one per shard, below 32768) and
+forwards to node j's rpc port + k; node i's own entry stays its --rpc-listen address. Then
 `cluster.cut(a, b)` breaks both directions between two nodes (live connections reset,
 dials refused; or `mode="stall"`: a black hole that closes nothing), `cluster.isolate(a)`
 cuts a node from every other, `cluster.delay(seconds, ...)` slows links down, and
@@ -25,9 +25,10 @@ on the other side as well, while a client of its own port (`node.bootstrap`) sti
 reaches it. `cluster.close()` kills the nodes and stops the proxies.
 
 Kafka broker ids: node N shard k is broker N * 1024 + k. The module also has small raw
-protocol helpers (`metadata`, `create_topic_raw`, `fetch_error`) that ask one given node,
-where a real client would pick a broker itself (librdkafka sends admin requests to the
-controller).
+protocol helpers (`metadata`, `create_topic_raw`, `fetch_error`, `produce_raw`,
+`fetch_raw`, …) that ask one given node, where a real client would pick a broker itself
+(librdkafka sends admin requests to the controller), and `replica_batches`, the batches
+of one node's replica of a partition as its segment files hold them.
 """
 
 import asyncio
