@@ -190,6 +190,19 @@ class Run:
 
 # ------------------------------------------------------------------ producers
 
+def client_logger(path):
+    """A logging.Logger that writes each librdkafka log line, with a wall-clock time, to
+    `path`."""
+    import logging
+    logger = logging.getLogger(f"librdkafka:{path}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
 class ProducerThread(threading.Thread):
     """One idempotent acks=all producer bootstrapped on one node, writing "NAME:SEQ" to
     random partitions of the fixed topics at a bounded rate. A fatal error ends the
@@ -213,7 +226,7 @@ class ProducerThread(threading.Thread):
     def new_producer(self):
         self.instance += 1
         self.pname = f"n{self.node.node_id}.{self.instance}"
-        return Producer({
+        config = {
             "bootstrap.servers": self.node.bootstrap,
             "client.id": f"faults-{self.pname}",
             "enable.idempotence": True,
@@ -226,7 +239,12 @@ class ProducerThread(threading.Thread):
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self.on_error,
             "log_level": 0,
-        })
+        }
+        if self.run_.args.client_debug:
+            # librdkafka's debug log of this producer, to its own file in the work dir.
+            config.update({"debug": self.run_.args.client_debug, "log_level": 7,
+                           "logger": client_logger(self.run_.workdir / f"producer-{self.pname}.log")})
+        return Producer(config)
 
     def on_error(self, err):
         if err.fatal():
@@ -748,6 +766,9 @@ def parse_args(argv=None):
     ap.add_argument("--network-faults", action="store_true",
                     help="run every inter-node link through a TCP proxy and add network faults: a "
                          "node isolated from the others, the links between two nodes cut")
+    ap.add_argument("--client-debug", default=None,
+                    help="librdkafka debug contexts for the producers (e.g. eos,msg,broker); "
+                         "each producer logs to producer-NAME.log in the work directory")
     ap.add_argument("--log-level", default=None,
                     help="the nodes' --log-level instead of info (e.g. info,raft=debug)")
     args = ap.parse_args(argv)

@@ -345,7 +345,7 @@ class IsolatedSide(threading.Thread):
                 t = time.time()
                 try:
                     code, base = produce_raw(self.node.port, self.topic, self.partition, values,
-                                             timeout_ms=1500, socket_timeout=10)
+                                             timeout_ms=300, socket_timeout=10)
                     self.produced.append((t, code, base))
                 except OSError as e:
                     self.produced.append((t, type(e).__name__, None))
@@ -476,6 +476,33 @@ def test_minority_cut_does_not_stop_acks(make_cluster):
     print(f"{len(workload.acked)} acknowledged, {read} read back, high watermark {ends[0]}")
 
 
+def test_slow_links_keep_the_leader_and_lose_nothing(make_cluster):
+    """rf 3, two partitions: every inter-node link slowed to 150 ms each way (a round trip
+    of 300 ms, under the 1 s election timeout) for 5 s. Acks go on, no leader changes,
+    and every replica is byte-identical up to the high watermark afterwards."""
+    cluster = make_cluster(proxied=True)
+    name = topic_name("slow")
+    leaders = create_replicated(cluster, name, 2)
+    workload = Workload(cluster.advertised_bootstrap_all(), name, 2)
+    workload.start()
+    try:
+        workload.wait_more("acks before the delay", 300)
+        slowed_at = time.time()
+        target = workload.acks() + ACKS
+        cluster.delay(0.15)
+        wait_for("acks over slow links for 5 s",
+                 lambda: workload.acks() >= target and time.time() - slowed_at >= 5, 30)
+        print(f"{workload.acks() - target + ACKS} acks in {time.time() - slowed_at:.1f}s over slow links")
+        assert wait_led(cluster, name, 2, cluster.nodes) == leaders, f"leaders changed from {leaders}"
+        cluster.heal()
+        workload.wait_more("acks after the delay", ACKS)
+    finally:
+        cluster.heal()
+        workload.finish()
+    log, ends, read = check_everything(cluster, workload, name, [0, 1])
+    print(f"{len(workload.acked)} acknowledged, {read} read back, high watermarks {ends}")
+
+
 def test_every_node_killed_at_once(make_cluster):
     """rf 3, three partitions, an idempotent acks=all producer running: every node killed
     -9 at the same moment, then all restarted. The producer carries on; every record it
@@ -586,12 +613,58 @@ def test_isolated_leader_answers_a_waiting_produce_once_it_steps_down(make_clust
         # Sent at once: the node still leads (it steps down an election timeout later),
         # appends the batch and waits for a commit that cannot come.
         started = time.time()
-        code, _ = produce_raw(old.port, name, 0, [b"waiting"], timeout_ms=20_000, socket_timeout=40)
+        code, _ = produce_raw(old.port, name, 0, [b"waiting"], timeout_ms=12_000, socket_timeout=40)
         took = time.time() - started
         assert code != OK, "the isolated leader acknowledged a record"
-        assert took < 10, f"answered {code} only after {took:.1f}s (its timeout is 20 s)"
+        assert took < 8, f"answered {code} only after {took:.1f}s (its timeout is 12 s)"
     finally:
         cluster.heal()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a Produce appended by a leader that is then cut off and committed by its successor "
+    "(the followers had the entry) is answered NOT_LEADER_OR_FOLLOWER by the old leader "
+    "once it learns the new term (Shard::wait_committed, src/shard/flusher.rs, answers "
+    "before the entry's fate is known). librdkafka reads that as not persisted; when an "
+    "epoch bump (producer-wide, triggered by another partition's OUT_OF_ORDER_SEQUENCE) "
+    "follows, it resends the record under the new epoch and it is in the log twice "
+    "(tools/cluster_faults.py --network-faults, seed 32: n2.0:12697 at fixed-32-a/2 "
+    "offsets 3182 and 3184)"))
+def test_cut_off_leader_answers_a_produce_its_successor_committed(make_cluster):
+    """The followers still hear the leader but it hears nothing back: a Produce sent to it
+    is appended and replicated, never committed by it. It steps down; the followers elect
+    one of them, which commits the entry. Healed, the old leader's answer to that Produce
+    must say what happened: success at the offset where the record is."""
+    cluster = make_cluster(proxied=True)
+    name = topic_name("fate")
+    leaders = create_replicated(cluster, name, 1)
+    old = cluster.node(node_of(leaders[0]))
+    followers = [n for n in cluster.nodes if n is not old]
+    assert produce_raw(old.port, name, 0, [b"before"])[0] == OK
+    for f in followers:
+        cluster.cut(f, old, both_ways=False)  # what the followers send to it is lost
+    answer = {}
+
+    def pending():
+        answer["produce"] = produce_raw(old.port, name, 0, [b"fate"], timeout_ms=30_000,
+                                        socket_timeout=60)
+    thread = threading.Thread(target=pending, daemon=True)
+    thread.start()
+    try:
+        new = wait_led(cluster, name, 1, followers, avoid=old.node_id)
+        new_port = cluster.node(node_of(new[0])).port
+
+        def committed_at():
+            code, _, records = fetch_raw(new_port, name, 0)
+            return code == OK and next((o for o, v in records if v == b"fate"), None)
+        offset = wait_for("the new leader to commit the record", committed_at, TAKEOVER_TIMEOUT_S)
+    finally:
+        cluster.heal()
+    thread.join(60)
+    assert "produce" in answer, "the Produce was never answered"
+    code, base = answer["produce"]
+    assert (code, base) == (OK, offset), \
+        f"the old leader answered error {code} (base offset {base}); the record is committed at offset {offset}"
 
 
 # ------------------------------------------------------------------ the proxy itself
