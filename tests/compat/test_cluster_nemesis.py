@@ -14,7 +14,14 @@ ports are never proxied: clients still reach a node that its peers cannot.
   record is there exactly once, in order;
 - two shards per node: the leader of a partition on shard 1 killed -9: acks resume, the
   restarted node catches up;
-- one follower cut off: acks go on; healed, it catches up.
+- one follower cut off: acks go on; healed, it catches up without unseating the leader;
+- every link slowed down: no leader changes, nothing lost;
+- the proxy itself, against an echo server.
+
+Strict xfails record what a cut-off leader still gets wrong (docs/reliability.md, "Known
+gaps"): it names itself leader in Metadata after stepping down; it answers a Produce
+left waiting for its commit only at the request's timeout; and it answers
+NOT_LEADER_OR_FOLLOWER for an entry its successor committed.
 """
 
 import threading
@@ -22,11 +29,11 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from cluster import (
-    NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, Cluster, fetch_raw, metadata, node_of,
+    NOT_LEADER_OR_FOLLOWER, Cluster, fetch_raw, metadata, node_of,
     produce_raw, replica_batches, wait_for,
 )
 
@@ -313,7 +320,6 @@ def check_everything(cluster, workload, topic, partitions):
 OK = 0
 # A client's request on a connection that a "stall" cut holds ends after these.
 STALLED_CONNECTION_TIMEOUTS = {"request.timeout.ms": 5000, "socket.timeout.ms": 6000}
-REFUSED_ON_THE_CUT_SIDE = {NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT}
 
 
 class IsolatedSide(threading.Thread):
