@@ -14,6 +14,11 @@ Starts `--nodes` nodes (tests/compat/cluster.py) in a temporary directory and, f
   kill -9 one node (often the metadata leader) and restart it 1-5 s later; SIGSTOP one
   node (often the leader) for 3-6 s, then SIGCONT; kill -9 two nodes (the majority) for
   2-4 s, then restart both;
+* with `--network-faults`, every inter-node link runs through a TCP proxy
+  (tests/compat/cluster.py, `proxied=True`) and the nemesis also cuts the network: it
+  isolates one node (often the metadata leader) from the others for 2-6 s, or cuts the
+  links between two nodes (now and then one way only) for 2-5 s; either with connections
+  reset and dials refused, or as a silent black hole. Clients still reach every node;
 * for every fault that hits the metadata leader, a failover probe: a CreateTopics (a
   fresh name each time, every 0.5 s) to a node the fault did not hit, until one succeeds,
   and the survivors' metadata until they all name the same new controller. Times count
@@ -102,7 +107,8 @@ class Run:
         self.workdir = workdir
         self.replicated = getattr(args, "replication_factor", 1) > 1
         extra = ["--max-partitions-per-shard", str(args.max_partitions_per_shard), *args.extra]
-        self.cluster = Cluster(workdir, nodes=args.nodes, shards=args.shards, extra=extra)
+        self.cluster = Cluster(workdir, nodes=args.nodes, shards=args.shards, extra=extra,
+                               proxied=getattr(args, "network_faults", False))
         if args.log_level:
             wrapper = with_log_level(workdir, self.cluster.nodes[0].bin, args.log_level)
             for n in self.cluster.nodes:
@@ -112,6 +118,7 @@ class Run:
         self.lock = threading.RLock()  # node processes: kill / start / exit checks
         self.killed = set()  # node ids the nemesis killed and has not restarted yet
         self.paused = set()  # node ids under SIGSTOP
+        self.isolated = set()  # node ids the nemesis cut off from all others
         self.anomalies = []
         self.events = []
         self.stop = threading.Event()  # the fault period is over
@@ -141,7 +148,7 @@ class Run:
         with self.lock:
             return [n for n in self.cluster.nodes
                     if n.node_id not in self.killed and n.node_id not in self.paused
-                    and n.node_id not in exclude and n.running()]
+                    and n.node_id not in self.isolated and n.node_id not in exclude and n.running()]
 
     def check_exits(self):
         """A node that exited without the nemesis killing it is an anomaly (once)."""
@@ -183,6 +190,19 @@ class Run:
 
 # ------------------------------------------------------------------ producers
 
+def client_logger(path):
+    """A logging.Logger that writes each librdkafka log line, with a wall-clock time, to
+    `path`."""
+    import logging
+    logger = logging.getLogger(f"librdkafka:{path}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
 class ProducerThread(threading.Thread):
     """One idempotent acks=all producer bootstrapped on one node, writing "NAME:SEQ" to
     random partitions of the fixed topics at a bounded rate. A fatal error ends the
@@ -206,7 +226,7 @@ class ProducerThread(threading.Thread):
     def new_producer(self):
         self.instance += 1
         self.pname = f"n{self.node.node_id}.{self.instance}"
-        return Producer({
+        config = {
             "bootstrap.servers": self.node.bootstrap,
             "client.id": f"faults-{self.pname}",
             "enable.idempotence": True,
@@ -219,7 +239,12 @@ class ProducerThread(threading.Thread):
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self.on_error,
             "log_level": 0,
-        })
+        }
+        if self.run_.args.client_debug:
+            # librdkafka's debug log of this producer, to its own file in the work dir.
+            config.update({"debug": self.run_.args.client_debug, "log_level": 7,
+                           "logger": client_logger(self.run_.workdir / f"producer-{self.pname}.log")})
+        return Producer(config)
 
     def on_error(self, err):
         if err.fatal():
@@ -441,37 +466,66 @@ def nemesis(run, creations, rng, faults):
         if run.stop.is_set():
             break
         run.check_exits()
-        kind = rng.choices(["kill", "pause", "kill2"], weights=[0.45, 0.35, 0.2])[0]
+        if run.args.network_faults:
+            kind = rng.choices(["kill", "pause", "kill2", "isolate", "cut"],
+                               weights=[0.25, 0.15, 0.1, 0.3, 0.2])[0]
+        else:
+            kind = rng.choices(["kill", "pause", "kill2"], weights=[0.45, 0.35, 0.2])[0]
         aim_leader = rng.random() < 0.6
         pick = rng.choice(ids)
         pick2 = rng.sample(ids, 2)
-        hold = {"kill": rng.uniform(1, 5), "pause": rng.uniform(3, 6), "kill2": rng.uniform(2, 4)}[kind]
+        hold = {"kill": rng.uniform(1, 5), "pause": rng.uniform(3, 6), "kill2": rng.uniform(2, 4)}.get(kind)
+        mode, one_way = None, False
+        if run.args.network_faults:  # more draws only then: a default run replays as before
+            mode = rng.choice(["reset", "stall"])
+            one_way = rng.random() < 0.3
+            if fid == 0:
+                kind = "isolate"  # at least one network fault, however short the run
+            hold = {"isolate": rng.uniform(2, 6), "cut": rng.uniform(2, 5)}.get(kind, hold)
         controller = run.controller_seen()
         leader = node_of(controller)
-        if kind == "kill2":
+        if kind in ("kill2", "cut"):
             targets = sorted(pick2)
             if aim_leader and leader > 0 and leader not in targets:
                 targets = sorted([leader, pick2[0]])
+            if kind == "cut" and pick2[0] > pick2[1]:
+                targets.reverse()  # a one-way cut drops what targets[0] sends to targets[1]
         else:
             targets = [leader if aim_leader and leader > 0 else pick]
         fid += 1
         hits_leader = leader in targets
+        if kind == "cut":
+            hits_leader = False  # each of the two still reaches the third: no failover
         fault = {"id": fid, "kind": kind, "nodes": targets, "hold_s": round(hold, 3),
                  "controller_before": controller, "hits_leader": hits_leader, "t": run.now(),
                  "wall": time.strftime("%H:%M:%S")}
+        if kind in ("isolate", "cut"):
+            fault["mode"] = mode
+        if kind == "cut":
+            fault["one_way"] = one_way
         faults.append(fault)
         nodes = [cluster.node(i) for i in targets]
         survivors = [n for n in cluster.nodes if n.node_id not in targets]
         started = time.monotonic()
         with run.lock:
+            if kind == "isolate":
+                cluster.isolate(nodes[0], mode=mode)
+                run.isolated.add(nodes[0].node_id)
+            elif kind == "cut":
+                cluster.cut(nodes[0], nodes[1], mode=mode, both_ways=not one_way)
             for n in nodes:
                 if kind == "pause":
                     os.kill(n.pid, signal.SIGSTOP)
                     run.paused.add(n.node_id)
-                else:
+                elif kind in ("kill", "kill2"):
                     n.kill9()
                     run.killed.add(n.node_id)
-        run.say(f"fault {fid}: {kind} node(s) {targets} for {hold:.1f}s"
+        how = ""
+        if kind == "isolate":
+            how = f" ({mode})"
+        elif kind == "cut":
+            how = f" ({mode}, {f'only {targets[0]} -> {targets[1]}' if one_way else 'both ways'})"
+        run.say(f"fault {fid}: {kind} node(s) {targets}{how} for {hold:.1f}s"
                 f"{' (the metadata leader)' if hits_leader else ''}, controller was {controller}")
         probe = None
         if hits_leader:
@@ -483,6 +537,10 @@ def nemesis(run, creations, rng, faults):
                 for n in nodes:
                     os.kill(n.pid, signal.SIGCONT)
                     run.paused.discard(n.node_id)
+        elif kind in ("isolate", "cut"):
+            with run.lock:
+                cluster.heal()
+                run.isolated.clear()
         else:
             run.start_nodes(nodes)
         fault["healed_after_s"] = round(time.monotonic() - started, 3)
@@ -705,6 +763,12 @@ def parse_args(argv=None):
     ap.add_argument("--inject-loss", action="store_true",
                     help="test the checker: before checking, kill a node, cut a partition's log in "
                          "half behind its back and restart it (the run must then FAIL)")
+    ap.add_argument("--network-faults", action="store_true",
+                    help="run every inter-node link through a TCP proxy and add network faults: a "
+                         "node isolated from the others, the links between two nodes cut")
+    ap.add_argument("--client-debug", default=None,
+                    help="librdkafka debug contexts for the producers (e.g. eos,msg,broker); "
+                         "each producer logs to producer-NAME.log in the work directory")
     ap.add_argument("--log-level", default=None,
                     help="the nodes' --log-level instead of info (e.g. info,raft=debug)")
     args = ap.parse_args(argv)
@@ -728,9 +792,10 @@ def summary_line(report):
     slow = sum(1 for x in report.get("creation_log", []) if x["took"] is not None and x["took"] >= SLOW_CREATE_S)
     r = report.get("records", {})
     errs = report["produce_errors"]
+    network = f" isolate={kinds['isolate']} cut={kinds['cut']}" if report.get("network_faults") else ""
     return (
         f"cluster_faults seed={report['seed']} seconds={report['seconds']:.0f}: "
-        f"faults kill={kinds['kill']} pause={kinds['pause']} kill2={kinds['kill2']} (leader hit {leader_hits}); "
+        f"faults kill={kinds['kill']} pause={kinds['pause']} kill2={kinds['kill2']}{network} (leader hit {leader_hits}); "
         f"acked records {r.get('acked', 0)} (read {r.get('read', 0)}, unacked present {r.get('unacked_present', 0)}, "
         f"produce errors {dict(errs) or 0}); "
         f"creations ok {ok} refused {sum(refused.values())} {refused or ''} unknown {c.get('unknown', 0)} "
@@ -754,6 +819,7 @@ def run(args):
     creations = Creations(r)
     fixed = {f"fixed-{args.seed}-a": 6, f"fixed-{args.seed}-b": 6}
     report = {"seed": args.seed, "seconds": args.seconds, "nodes": args.nodes, "shards": args.shards,
+              "network_faults": args.network_faults,
               "workdir": str(workdir), "fixed_topics": sorted(fixed), "faults": faults,
               "produce_errors": {}, "anomalies": r.anomalies, "events": r.events}
     r.say(f"cluster_faults: seed={args.seed} seconds={args.seconds} nodes={args.nodes} "
@@ -797,6 +863,9 @@ def run(args):
                 if n.running():
                     os.kill(n.pid, signal.SIGCONT)
             r.paused.clear()
+            if cluster.proxy is not None:
+                cluster.heal()
+                r.isolated.clear()
         r.start_nodes(cluster.nodes)
         try:
             views = cluster.wait_formed(60)
@@ -832,6 +901,8 @@ def run(args):
                     except OSError:
                         pass
             codes = cluster.terminate_all()
+            if cluster.proxy is not None:
+                cluster.proxy.close()
         for n in cluster.nodes:
             if "panicked" in n.log():
                 lines = [line for line in n.log().splitlines() if "panicked" in line]

@@ -12,14 +12,29 @@ A node (`cluster.node(i)`) is a conftest `Broker` that knows its cluster flags, 
 `kill9()`, `start()`, `restart()`, `terminate()`, `running()` and `log()` work as they do
 for the single-node tests, on the same data dir and ports every time.
 
+`Cluster(..., proxied=True)` puts a TCP proxy (`NetProxy`: asyncio in a thread of the
+test process) on every directed inter-node link: node i's --peers entry for node j is the
+proxy of link (i, j), which listens on its own ports (one per shard, below 32768) and
+forwards to node j's rpc port + k; node i's own entry stays its --rpc-listen address. Then
+`cluster.cut(a, b)` breaks both directions between two nodes (live connections reset,
+dials refused; or `mode="stall"`: a black hole that closes nothing), `cluster.isolate(a)`
+cuts a node from every other, `cluster.delay(seconds, ...)` slows links down, and
+`cluster.heal()` restores everything. Each node also advertises a proxy of its client
+ports (`--advertise`), so `cluster.isolate(a, clients=True)` cuts it off from the clients
+on the other side as well, while a client of its own port (`node.bootstrap`) still
+reaches it. `cluster.close()` kills the nodes and stops the proxies.
+
 Kafka broker ids: node N shard k is broker N * 1024 + k. The module also has small raw
-protocol helpers (`metadata`, `create_topic_raw`, `fetch_error`) that ask one given node,
-where a real client would pick a broker itself (librdkafka sends admin requests to the
-controller).
+protocol helpers (`metadata`, `create_topic_raw`, `fetch_error`, `produce_raw`,
+`fetch_raw`, …) that ask one given node, where a real client would pick a broker itself
+(librdkafka sends admin requests to the controller), and `replica_batches`, the batches
+of one node's replica of a partition as its segment files hold them.
 """
 
+import asyncio
 import socket
 import struct
+import threading
 import time
 from collections import namedtuple
 
@@ -81,12 +96,22 @@ class Node(Broker):
     def broker_ids(self):
         return [broker_id(self.node_id, k) for k in range(self.shards)]
 
+    @property
+    def advertised_bootstrap(self):
+        """Where Metadata sends clients: the clients' proxy of a proxied cluster, else the
+        node's own port."""
+        port = self.cluster.client_proxy_ports.get(self.node_id, self.port)
+        return f"127.0.0.1:{port}"
+
     def cluster_args(self):
-        return [
+        args = [
             "--node-id", str(self.node_id),
             "--rpc-listen", self.rpc_address,
-            "--peers", self.cluster.peers,
+            "--peers", self.cluster.peers_for(self),
         ]
+        if self.cluster.proxy is not None:
+            args += ["--advertise", self.advertised_bootstrap]
+        return args
 
     def spawn(self):
         # conftest's Broker.spawn adds --data-dir, --listen, --shards and --log-level.
@@ -107,21 +132,52 @@ class Node(Broker):
 
 
 class Cluster:
-    def __init__(self, tmp_path, nodes=3, shards=1, extra=()):
+    def __init__(self, tmp_path, nodes=3, shards=1, extra=(), proxied=False):
         assert nodes >= 1 and shards >= 1
         self.tmp_path = tmp_path
         self.shards = shards
-        # One block of free ports: every node's client ports, then every node's rpc ports.
+        # One block of free ports: every node's client ports, then every node's rpc ports,
+        # then (proxied) the proxies' ports, `shards` for each directed link and for each
+        # node's clients.
         span = nodes * shards
-        base = free_base_port(2 * span)
+        links = nodes * (nodes - 1) + nodes if proxied else 0
+        base = free_base_port(2 * span + links * shards)
         self.nodes = [
             Node(self, i, base + (i - 1) * shards, base + span + (i - 1) * shards, extra)
             for i in range(1, nodes + 1)
         ]
+        self.proxy = None
+        self.proxy_ports = {}  # (src node id, dst node id) -> the proxy's base port
+        self.client_proxy_ports = {}  # node id -> the base port of its clients' proxy
+        if proxied:
+            at = base + 2 * span
+            for a in self.nodes:
+                for b in self.nodes:
+                    if a is not b:
+                        self.proxy_ports[(a.node_id, b.node_id)] = at
+                        at += shards
+            for a in self.nodes:
+                self.client_proxy_ports[a.node_id] = at
+                at += shards
+            links = [(a, b, port, self.node(b).rpc_port, shards)
+                     for (a, b), port in self.proxy_ports.items()]
+            links += [(CLIENTS, a, port, self.node(a).port, shards)
+                      for a, port in self.client_proxy_ports.items()]
+            self.proxy = NetProxy(links)
 
     @property
     def peers(self):
         return ",".join(f"{n.node_id}@{n.rpc_address}" for n in self.nodes)
+
+    def peers_for(self, node):
+        """`node`'s --peers: its own rpc address, and (proxied) the proxy of its link to
+        each other node."""
+        if self.proxy is None:
+            return self.peers
+        return ",".join(
+            f"{n.node_id}@{n.rpc_address}" if n is node
+            else f"{n.node_id}@127.0.0.1:{self.proxy_ports[(node.node_id, n.node_id)]}"
+            for n in self.nodes)
 
     def node(self, node_id):
         """Node `node_id` (1-based)."""
@@ -136,6 +192,11 @@ class Cluster:
 
     def bootstrap_all(self, nodes=None):
         return ",".join(n.bootstrap for n in (self.nodes if nodes is None else nodes))
+
+    def advertised_bootstrap_all(self, nodes=None):
+        """Bootstrap through the addresses Metadata advertises (the clients' proxies of a
+        proxied cluster): a client that `isolate(..., clients=True)` cuts off too."""
+        return ",".join(n.advertised_bootstrap for n in (self.nodes if nodes is None else nodes))
 
     def node_of_port(self, port):
         for n in self.nodes:
@@ -233,6 +294,61 @@ class Cluster:
             return len(ids) == 1 and self.node(node_of(ids.pop()))
         return wait_for("the live nodes to agree on the controller", agreed, timeout)
 
+    # ---------------------------------------------------------- network faults (proxied)
+
+    def _ids(self, nodes):
+        return [n.node_id if isinstance(n, Node) else n for n in nodes]
+
+    def _pairs(self, a=None, b=None, both_ways=True):
+        """The directed inter-node links between a and b; from or to a if b is None; all
+        of them if a is None."""
+        assert self.proxy is not None, "network faults need Cluster(..., proxied=True)"
+        a, b = (None if x is None else self._ids([x])[0] for x in (a, b))
+        pairs = []
+        for (src, dst) in self.proxy_ports:
+            if a is None or (b is None and a in (src, dst)):
+                pairs.append((src, dst))
+            elif (src, dst) == (a, b) or (both_ways and (src, dst) == (b, a)):
+                pairs.append((src, dst))
+        assert pairs, (a, b)
+        return pairs
+
+    def cut(self, a, b, mode="reset", both_ways=True):
+        """Cuts the links between nodes a and b (ids or Nodes): both directions, or only
+        a -> b (what a sends to b) with both_ways=False. mode "reset": connections reset,
+        dials refused; "stall": nothing forwarded, nothing closed."""
+        self.proxy.cut(self._pairs(a, b, both_ways), mode)
+
+    def isolate(self, a, mode="reset", clients=False):
+        """Cuts node a from every other node, both ways; with clients=True, also from
+        the clients that reach it through its advertised address (a client connected to
+        its own port still does: the isolated side of the partition)."""
+        pairs = self._pairs(a)
+        if clients:
+            pairs.append((CLIENTS, self._ids([a])[0]))
+        self.proxy.cut(pairs, mode)
+
+    def heal(self):
+        """Restores every link, the clients' too: no cut, no delay."""
+        pairs = list(self.proxy.links)
+        self.proxy.set_delay(pairs, 0.0)
+        self.proxy.heal(pairs)
+
+    def delay(self, seconds, a=None, b=None):
+        """Adds `seconds` to what goes over the inter-node links between a and b (both
+        ways), of a, or (default) all of them."""
+        self.proxy.set_delay(self._pairs(a, b), seconds)
+
+    def link_stats(self):
+        """{(src, dst): {state, delay, accepted, bytes, connections, target_down}}."""
+        return self.proxy.stats() if self.proxy is not None else {}
+
+    def close(self):
+        """Kills every node and stops the proxies."""
+        self.kill9_all()
+        if self.proxy is not None:
+            self.proxy.close()
+
     def dump_logs(self, max_chars=200_000):
         out = []
         for n in self.nodes:
@@ -244,6 +360,283 @@ class Cluster:
 
     def panicked(self):
         return [n.node_id for n in self.nodes if "panicked" in n.log()]
+
+
+# ------------------------------------------------------------------ network faults
+
+CLIENTS = "clients"  # the source of a node's clients' proxy, in NetProxy's links
+
+
+class _Link:
+    """One directed inter-node link (node src dialling node dst) through the proxy: shard
+    k listens on listen_base + k and forwards to dst's rpc port + k. Lives on the proxy's
+    event loop and is touched only from it."""
+
+    def __init__(self, src, dst, listen_base, target_base, shards):
+        self.src = src
+        self.dst = dst
+        self.listen_base = listen_base
+        self.target_base = target_base
+        self.shards = shards
+        self.state = "open"  # "open", or cut: "reset" or "stall"
+        self.delay = 0.0  # seconds added to every chunk, either way
+        self.open = asyncio.Event()
+        self.open.set()
+        self.servers = {}  # shard -> asyncio.Server, while it listens
+        self.target_down = set()  # shards whose target refused a connection (probed)
+        self.conns = set()  # _Conn
+        self.accepted = 0  # connections accepted
+        self.bytes = 0  # bytes forwarded, both ways
+
+    def __repr__(self):
+        return f"link {self.src}->{self.dst} (:{self.listen_base})"
+
+
+class _Conn:
+    """One proxied connection: the accepted (downstream) side, the upstream one, and the
+    tasks that pump between them."""
+
+    def __init__(self, writer):
+        self.down = writer
+        self.up = None
+        self.tasks = set()
+
+    def abort(self):
+        for w in (self.down, self.up):
+            if w is not None:
+                w.transport.abort()  # an RST, not a FIN: both ends see the link break
+        current = asyncio.current_task()
+        for t in self.tasks:
+            if t is not current:
+                t.cancel()
+
+
+class NetProxy:
+    """TCP proxies for the inter-node links of a cluster, on one asyncio loop in a daemon
+    thread of the test process. Node i dials node j through the proxy of link (i, j), so
+    each direction of each pair can be cut, stalled or delayed on its own:
+
+    - "reset" cut: live connections are aborted (RST both ways) and the link's ports stop
+      listening, so that dials are refused until healed;
+    - "stall" cut (a black hole): nothing more is forwarded either way and nothing is
+      closed; connections accepted meanwhile are held unconnected. Buffers fill and
+      senders block, as behind a silent network partition; healed, what was held is
+      forwarded (TCP loses nothing, so neither does the proxy);
+    - delay: every chunk is forwarded `delay` seconds after it was read, in order.
+
+    A proxy is otherwise transparent: a connection refused by the target (a node that is
+    down) makes the proxy refuse dials too, until a probe connects to the target again;
+    either end closing or breaking a connection breaks the other end.
+    """
+
+    PROBE_S = 0.1  # how often a target that refused is tried again
+
+    def __init__(self, links):
+        """links: [(src, dst, listen_base, target_base, shards)]."""
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="net-proxy", daemon=True)
+        self.links = {}
+        self.closed = False
+        self.thread.start()
+        try:
+            self._call(self._start(links))
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _call(self, coro, timeout=30):
+        """Runs `coro` on the proxy's loop; its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self, links):
+        for src, dst, listen_base, target_base, shards in links:
+            link = _Link(src, dst, listen_base, target_base, shards)
+            self.links[(src, dst)] = link
+            await self._listen(link)
+
+    async def _listen(self, link, patience=10.0):
+        """Listens on the link's ports (but those of a target that is down); a port that
+        another process holds for a moment (a free-port probe) is tried for `patience` s."""
+        for k in range(link.shards):
+            if k in link.servers or k in link.target_down:
+                continue
+            deadline = time.monotonic() + patience
+            while True:
+                try:
+                    link.servers[k] = await asyncio.start_server(
+                        lambda r, w, k=k: self._serve(link, k, r, w),
+                        "127.0.0.1", link.listen_base + k, reuse_address=True, backlog=64)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+
+    def _stop_listening(self, link, k):
+        server = link.servers.pop(k, None)
+        if server is not None:
+            server.close()
+
+    async def _probe(self, link, k):
+        """The target of shard k refused: refuse dials until it accepts a connection again
+        (closed at once, before any byte: the node takes that silently)."""
+        self._stop_listening(link, k)
+        while True:
+            await asyncio.sleep(self.PROBE_S)
+            try:
+                _, w = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", link.target_base + k), 2)
+            except (OSError, asyncio.TimeoutError):
+                continue
+            w.transport.abort()
+            break
+        link.target_down.discard(k)
+        if link.state != "reset":
+            await self._listen(link)
+
+    async def _serve(self, link, k, reader, writer):
+        conn = _Conn(writer)
+        conn.tasks.add(asyncio.current_task())
+        link.conns.add(conn)
+        link.accepted += 1
+        try:
+            if link.state == "reset":
+                return  # accepted just before the cut closed the listener
+            await link.open.wait()  # a stalled link holds new connections unconnected
+            if link.state == "reset":
+                return
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", link.target_base + k), 5)
+            except (ConnectionRefusedError, asyncio.TimeoutError):
+                if k not in link.target_down:
+                    link.target_down.add(k)
+                    asyncio.ensure_future(self._probe(link, k))
+                return
+            conn.up = up_writer
+            pumps = [asyncio.ensure_future(self._pump(link, reader, up_writer)),
+                     asyncio.ensure_future(self._pump(link, up_reader, writer))]
+            conn.tasks.update(pumps)
+            # Either side ending ends both, as with a direct connection.
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.abort()
+            link.conns.discard(conn)
+
+    async def _pump(self, link, reader, writer):
+        """Forwards one direction: read, wait out the delay, write, in order."""
+        queue = asyncio.Queue(maxsize=256)
+
+        async def send():
+            while True:
+                due, data = await queue.get()
+                if data is None:
+                    return
+                wait = due - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await link.open.wait()
+                writer.write(data)
+                await writer.drain()
+                link.bytes += len(data)
+
+        sender = asyncio.ensure_future(send())
+        try:
+            while True:
+                await link.open.wait()
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                await link.open.wait()
+                await queue.put((self.loop.time() + link.delay, data))
+                if sender.done():
+                    return
+            await queue.put((0, None))
+            await sender
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            sender.cancel()
+
+    async def _cut(self, pairs, mode):
+        for pair in pairs:
+            link = self.links[pair]
+            link.open.clear()
+            if mode == "reset":
+                link.state = "reset"
+                for k in list(link.servers):
+                    self._stop_listening(link, k)
+                for conn in list(link.conns):
+                    conn.abort()
+            elif link.state != "reset":
+                link.state = "stall"
+
+    async def _heal(self, pairs):
+        for pair in pairs:
+            link = self.links[pair]
+            if link.state == "reset":
+                await self._listen(link)
+            link.state = "open"
+            link.open.set()
+
+    async def _set_delay(self, pairs, seconds):
+        for pair in pairs:
+            self.links[pair].delay = seconds
+
+    async def _stats(self):
+        return {pair: {"state": link.state, "delay": link.delay, "accepted": link.accepted,
+                       "bytes": link.bytes, "connections": len(link.conns),
+                       "target_down": sorted(link.target_down)}
+                for pair, link in self.links.items()}
+
+    async def _close(self):
+        for link in self.links.values():
+            link.state = "reset"
+            link.open.clear()
+            for k in list(link.servers):
+                self._stop_listening(link, k)
+            for conn in list(link.conns):
+                conn.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def cut(self, pairs, mode="reset"):
+        """Cuts the given directed links ([(src, dst)])."""
+        assert mode in ("reset", "stall"), mode
+        self._call(self._cut(list(pairs), mode))
+
+    def heal(self, pairs=None):
+        """Restores the given directed links (default: all)."""
+        self._call(self._heal(list(self.links) if pairs is None else list(pairs)))
+
+    def set_delay(self, pairs, seconds):
+        self._call(self._set_delay(list(pairs), seconds))
+
+    def stats(self):
+        """{(src, dst): {state, delay, accepted, bytes, connections, target_down}}."""
+        return self._call(self._stats())
+
+    def close(self):
+        """Stops every proxy (connections aborted, ports closed) and the loop's thread."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._call(self._close(), timeout=10)
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 # ------------------------------------------------------------------ raw protocol, one node
@@ -435,3 +828,82 @@ def topic_config_raw(port, name, key):
         values[config] = value
     assert at == len(response), f"describe configs v1: {len(response) - at} bytes left over"
     return error_code, values.get(key)
+
+
+def _records_batch(values):
+    """One uncompressed v2 record batch (kafka-python's builder) holding `values`."""
+    from kafka.record.memory_records import MemoryRecordsBuilder
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
+    now = int(time.time() * 1000)
+    for v in values:
+        builder.append(timestamp=now, key=None, value=v)
+    builder.close()
+    return bytes(builder.buffer())
+
+
+def produce_raw(port, topic, partition, values, acks=-1, timeout_ms=2000, socket_timeout=15):
+    """Produce v3 of one batch (no producer id) sent to 127.0.0.1:port itself, no retry:
+    (error code, base offset)."""
+    batch = _records_batch(values)
+    body = (struct.pack(">hhi", -1, acks, timeout_ms) + struct.pack(">i", 1) + _string(topic)
+            + struct.pack(">iii", 1, partition, len(batch)) + batch)
+    response = call(port, 0, 3, body, socket_timeout)
+    # [topic, [partition, error_code, base_offset, log_append_time]], throttle_time_ms
+    assert struct.unpack_from(">i", response, 0)[0] == 1
+    got, at = _read_string(response, 4)
+    assert got == topic, got
+    assert struct.unpack_from(">i", response, at)[0] == 1
+    index, error_code, base_offset = struct.unpack_from(">ihq", response, at + 4)
+    assert index == partition
+    return error_code, base_offset
+
+
+def fetch_raw(port, topic, partition, offset=0, max_bytes=8 << 20, socket_timeout=15):
+    """Fetch v4 (read uncommitted, no wait) of one partition sent to 127.0.0.1:port itself:
+    (error code, high watermark, [(offset, value)] of the data records returned)."""
+    from kafka.record.memory_records import MemoryRecords
+    t = topic.encode()
+    body = (struct.pack(">iiiib", -1, 0, 1, max_bytes, 0)
+            + struct.pack(">ih", 1, len(t)) + t
+            + struct.pack(">iiqi", 1, partition, offset, max_bytes))
+    response = call(port, 1, 4, body, socket_timeout)
+    # throttle_time_ms, [topic, [partition, error_code, high_watermark, last_stable_offset,
+    #                            [aborted transactions], records]]
+    assert struct.unpack_from(">i", response, 4)[0] == 1
+    got, at = _read_string(response, 8)
+    assert got == topic, got
+    assert struct.unpack_from(">i", response, at)[0] == 1
+    index, error_code, high_watermark, _ = struct.unpack_from(">ihqq", response, at + 4)
+    assert index == partition
+    at += 4 + 4 + 2 + 8 + 8
+    aborted = struct.unpack_from(">i", response, at)[0]
+    at += 4 + 16 * max(aborted, 0)
+    size = struct.unpack_from(">i", response, at)[0]
+    at += 4
+    records = []
+    if size > 0:
+        for batch in MemoryRecords(response[at:at + size]):
+            if batch.is_control_batch:
+                continue
+            records.extend((r.offset, r.value) for r in batch)
+    return error_code, high_watermark, records
+
+
+def replica_batches(node, topic, partition):
+    """The raw bytes of every record batch in one node's replica of a partition (its
+    segment files in order, up to the first hole), as [(base offset, last offset, bytes)]."""
+    out = []
+    dirs = [d for d in node.data_dir.rglob(f"{topic}-{partition}") if d.is_dir()]
+    assert len(dirs) <= 1, dirs
+    for part_dir in dirs:
+        for path in sorted(part_dir.glob("*.log")):
+            data = path.read_bytes()
+            at = 0
+            while at + 61 <= len(data):
+                base, length = struct.unpack_from(">qi", data, at)
+                if length <= 0 or at + 12 + length > len(data):
+                    break
+                last = base + struct.unpack_from(">i", data, at + 23)[0]
+                out.append((base, last, data[at:at + 12 + length]))
+                at += 12 + length
+    return out

@@ -4,9 +4,11 @@ idempotent producers and a stream of CreateTopics; then every acknowledged recor
 at its offset exactly once, in order, every acknowledged topic on every node, every node
 agreeing, running and without a panic.
 
-Run with the produced-to topics unreplicated and with three replicas. The seed is random
-on each run and printed; replay a failure with `tools/cluster_faults.py --seed SEED
---seconds 45 [--replication-factor 3]` (or STRAND_FAULTS_SEED=SEED here).
+Run with the produced-to topics unreplicated and with three replicas, and (three
+replicas) with network faults too: every inter-node link through a proxy, nodes isolated
+and links cut. The seed is random on each run and printed; replay a failure with
+`tools/cluster_faults.py --seed SEED --seconds 45 [--replication-factor 3]
+[--network-faults]` (or STRAND_FAULTS_SEED=SEED here).
 """
 
 import os
@@ -47,6 +49,26 @@ def test_cluster_faults_lose_nothing_acknowledged(tmp_path, replication_factor):
         f"node logs under {tmp_path}):\n{anomalies_text(report)}\nfaults:\n" + "\n".join(report["events"]))
     # The run did what it claims: faults, acknowledged records and creations to check.
     assert len(report["faults"]) >= 3, report["faults"]
+    assert report["records"]["acked"] > 1000, report["records"]
+    assert report["creations"]["by_outcome"].get("ok", 0) >= 10, report["creations"]
+
+
+@pytest.mark.timeout(240)
+def test_cluster_network_faults_lose_nothing_acknowledged(tmp_path):
+    s = seed()
+    seconds = min(SECONDS, 40)
+    print(f"cluster_faults seed {s} (replay: tools/cluster_faults.py --seed {s} "
+          f"--seconds {seconds:g} --replication-factor 3 --network-faults)")
+    report = cluster_faults.run(cluster_faults.parse_args([
+        "--seed", str(s), "--seconds", str(seconds), "--nodes", "3", "--shards", "1",
+        "--replication-factor", "3", "--network-faults",
+        "--workdir", str(tmp_path), "--out", str(tmp_path / "report.json"),
+    ]))
+    assert report["anomalies"] == [], (
+        f"seed {s}: {len(report['anomalies'])} anomalies (details in {tmp_path}/report.json, "
+        f"node logs under {tmp_path}):\n{anomalies_text(report)}\nfaults:\n" + "\n".join(report["events"]))
+    kinds = [f["kind"] for f in report["faults"]]
+    assert len(kinds) >= 3 and "isolate" in kinds, kinds
     assert report["records"]["acked"] > 1000, report["records"]
     assert report["creations"]["by_outcome"].get("ok", 0) >= 10, report["creations"]
 
