@@ -31,14 +31,26 @@ impl Shard {
         let retention = async move {
             let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(1));
             while shard.sleep_unless_shutdown(every).await {
-                // Retention does not run on replicated logs yet (it must move the Raft
-                // log's start with them).
-                for partition in shard
-                    .all_partitions()
-                    .into_iter()
-                    .filter(|p| p.group.is_none())
-                {
+                for partition in shard.all_partitions() {
                     let now = crate::util::now_ms();
+                    if partition.group.is_some() {
+                        // A replicated log counts the entries it removes (its Raft start
+                        // moves past them); producer state is not expired by the clock
+                        // here, as it must stay the same on every replica.
+                        let scan = partition.log.borrow().plan_raft_retention(now);
+                        let Some(scan) = scan else { continue };
+                        let counted = scan.run().await;
+                        let removal = partition
+                            .log
+                            .borrow_mut()
+                            .complete_raft_retention(scan, counted);
+                        if let Some(job) = removal {
+                            if let Err(err) = job.run().await {
+                                tracing::warn!(topic = %partition.topic.name, partition = partition.index, %err, "removing old segments failed");
+                            }
+                        }
+                        continue;
+                    }
                     partition.log.borrow_mut().expire_producers(now);
                     let outcome = partition.log.borrow_mut().enforce_retention(now);
                     if outcome.rolled {

@@ -79,7 +79,14 @@ pub struct RaftGroup {
     /// The in-sync replicas as last computed by the driver (it signals `changed` when
     /// they change).
     last_in_sync: RefCell<Vec<u64>>,
+    /// When a read last asked for the read lease (see [`Self::read_lease`]): the driver
+    /// renews it every tick for [`LEASE_WANTED_FOR`] after.
+    lease_wanted: Cell<Option<Instant>>,
+    last_renewal: Cell<Option<Instant>>,
 }
+
+/// How long after the last read that wanted it the driver keeps renewing the read lease.
+const LEASE_WANTED_FOR: Duration = Duration::from_secs(10);
 
 impl RaftGroup {
     pub fn new(id: u64, node: u64, clock: Clock, replica: Replica) -> Rc<RaftGroup> {
@@ -101,6 +108,8 @@ impl RaftGroup {
             running: Cell::new(false),
             in_sync: RefCell::new(InSync::default()),
             last_in_sync: RefCell::new(Vec::new()),
+            lease_wanted: Cell::new(None),
+            last_renewal: Cell::new(None),
         })
     }
 
@@ -133,6 +142,82 @@ impl RaftGroup {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.get()
+    }
+
+    /// How long a read lease lasts from the moment its heartbeat left: half an election
+    /// timeout. A follower that answered that heartbeat votes for no one else for a
+    /// whole election timeout after it arrived (raft-rs's leader lease, `check_quorum`),
+    /// so no other leader can be elected, nor anything committed without this replica,
+    /// until then.
+    fn lease_duration(&self) -> Duration {
+        self.clock.tick * (self.clock.election_ticks as u32) / 2
+    }
+
+    /// Whether this replica leads and holds the read lease: a majority of the voters
+    /// answered a heartbeat it sent, in its current term, less than a lease duration ago.
+    pub fn holds_read_lease(&self) -> bool {
+        let replica = self.replica.borrow();
+        if !replica.is_leader() {
+            return false;
+        }
+        if replica.voter_count() <= 1 {
+            return true;
+        }
+        replica.lease().is_some_and(|(term, sent)| {
+            term == replica.term() && sent.elapsed() < self.lease_duration()
+        })
+    }
+
+    /// Whether this replica may serve a read as the leader: it holds the read lease, or
+    /// renews it within three ticks (a heartbeat round trip to a majority). A leader cut
+    /// off from the others serves nothing once its lease ran out, before it steps down.
+    pub async fn read_lease(&self) -> bool {
+        let wait = self.clock.tick * 3;
+        self.lease_wanted.set(Some(Instant::now()));
+        if self.holds_read_lease() {
+            return true;
+        }
+        if !self.is_leader() {
+            return false;
+        }
+        self.wake.notify_all();
+        let deadline = Instant::now() + wait;
+        loop {
+            let seen = self.changed.generation();
+            if self.holds_read_lease() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.is_leader() || self.stopping.get() {
+                return false;
+            }
+            let _ = timeout(left, self.changed.wait(seen)).await;
+        }
+    }
+
+    /// Starts a lease renewal if a read wanted the lease lately and none started this
+    /// tick.
+    fn renew_lease(&self) {
+        let now = Instant::now();
+        let wanted = self
+            .lease_wanted
+            .get()
+            .is_some_and(|at| now.duration_since(at) < LEASE_WANTED_FOR);
+        let due = self
+            .last_renewal
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= self.clock.tick);
+        if !wanted || !due {
+            return;
+        }
+        let mut replica = self.replica.borrow_mut();
+        if !replica.is_leader() || replica.voter_count() <= 1 {
+            return;
+        }
+        self.last_renewal.set(Some(now));
+        if let Err(err) = replica.renew_lease() {
+            tracing::warn!(group = self.id, %err, "cannot renew the read lease");
+        }
     }
 
     /// Raft messages from a peer, stepped by the driver.
@@ -271,7 +356,14 @@ impl RaftGroup {
             } else {
                 None
             };
+            let lease_before = self.replica.borrow().lease();
             self.step_all(ticks);
+            self.renew_lease();
+            self.send();
+            if self.replica.borrow().lease() != lease_before {
+                // Reads waiting for the lease.
+                self.changed.notify_all();
+            }
             if let Err(err) = self.persist().await {
                 // The disk refused the log: nothing more is acknowledged from here until
                 // it accepts writes again.
@@ -401,22 +493,32 @@ impl RaftGroup {
         }
         let transport = self.transport.borrow().clone();
         let mut lost = Vec::new();
+        let mut snapshots = Vec::new();
         for message in outbox {
             let to = message.to;
             if to == self.node {
                 continue;
             }
+            let snapshot = message.msg_type == raft::eraftpb::MessageType::MsgSnapshot;
             let sent = transport
                 .as_ref()
                 .is_some_and(|t| t.send_raft(to, self.id, message));
             if !sent {
                 lost.push(to);
             }
+            if snapshot {
+                snapshots.push((to, sent));
+            }
         }
-        if !lost.is_empty() {
+        if !lost.is_empty() || !snapshots.is_empty() {
             let mut replica = self.replica.borrow_mut();
             for peer in lost {
                 replica.report_unreachable(peer);
+            }
+            // A snapshot is a few bytes (where the log starts): it is reported done once
+            // sent, and the follower's answer, or its silence, decides what follows.
+            for (peer, sent) in snapshots {
+                replica.report_snapshot(peer, sent);
             }
         }
     }

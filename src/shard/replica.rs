@@ -26,7 +26,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use crate::protocol::batch::leader_change_batch;
-use crate::storage::log::{LogConfig, PartitionLog, ReadPlan};
+use crate::storage::log::{InstallJob, LogConfig, PartitionLog, RaftStart, ReadPlan};
 use crate::storage::raft_state::{HardState, RaftStateFile};
 use crate::storage::raft_store::{LogStore, StoreState};
 
@@ -81,6 +81,16 @@ pub struct Replica {
     /// The hard state changed since it was last written.
     hard_state_dirty: bool,
     outbox: Vec<Message>,
+    /// A snapshot installed in memory, to make durable first in the next persist round.
+    install: Option<InstallJob>,
+    /// The Ready number and index of the last snapshot installed: once that Ready is
+    /// persisted, raft-rs is told the snapshot is applied.
+    snapshot_applied: Option<(u64, u64)>,
+    /// The read lease: the term and send time of the latest heartbeat a majority
+    /// answered (raft-rs's ReadIndex, its context being the term and the time).
+    lease: Option<(u64, std::time::Instant)>,
+    /// What lease contexts count time from.
+    clock_base: std::time::Instant,
 }
 
 impl Replica {
@@ -96,7 +106,8 @@ impl Replica {
         config.replicated = true;
         let log = Rc::new(RefCell::new(PartitionLog::open(dir, config).await?));
         let (state_file, hard) = RaftStateFile::open_or_create(dir).await?;
-        let hard = hard.unwrap_or_default();
+        let start = log.borrow().raft().map(|t| t.start()).unwrap_or_default();
+        let hard = hard.unwrap_or_default().at_least(start.index, start.offset);
         let store = Rc::new(RefCell::new(StoreState {
             hard_state: raft::eraftpb::HardState {
                 term: hard.term,
@@ -147,6 +158,10 @@ impl Replica {
             dirty: false,
             hard_state_dirty: false,
             outbox: Vec::new(),
+            install: None,
+            snapshot_applied: None,
+            lease: None,
+            clock_base: std::time::Instant::now(),
         };
         log.borrow_mut().set_epoch(epoch(replica.raw.raft.term));
         replica.drive()?;
@@ -343,6 +358,11 @@ impl Replica {
         self.raw.raft.prs().iter().map(|(id, _)| *id).collect()
     }
 
+    /// How many voters the group has (without collecting them).
+    pub fn voter_count(&self) -> usize {
+        self.raw.raft.prs().iter().count()
+    }
+
     /// Messages to `peer` were lost (its link went down): raft-rs probes it again.
     pub fn report_unreachable(&mut self, peer: u64) {
         self.raw.report_unreachable(peer);
@@ -368,10 +388,20 @@ impl Replica {
                 }
             }
             if !rd.snapshot().is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "a Raft snapshot reached a partition replica",
-                ));
+                let meta = rd.snapshot().get_metadata();
+                let start = RaftStart::decode(rd.snapshot().get_data(), meta.index, meta.term)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let job = self
+                    .log
+                    .borrow_mut()
+                    .install_snapshot(start)
+                    .map_err(|e| io::Error::other(format!("cannot install a snapshot: {e}")))?;
+                if let Some(earlier) = self.install.replace(job) {
+                    // Never run: this one deletes everything that one would have.
+                    tracing::debug!(start = ?earlier.start(), "a later snapshot replaces one not yet durable");
+                }
+                self.snapshot_applied = Some((rd.number(), start.index));
+                self.dirty = true;
             }
             let entries = rd.take_entries();
             if !entries.is_empty() {
@@ -383,16 +413,26 @@ impl Replica {
                 self.hard_state_dirty = true;
                 self.dirty = true;
             }
+            for state in rd.take_read_states() {
+                self.lease_confirmed(&state.request_ctx);
+            }
             self.outbox.extend(rd.take_messages());
             let persisted = rd.take_persisted_messages();
-            if let Some(last) = rd.take_committed_entries().last() {
-                if self.log.borrow_mut().commit_to(last.index) {
+            let applied = rd.take_committed_entries().last().map(|e| e.index);
+            if let Some(last) = applied {
+                if self.log.borrow_mut().commit_to(last) {
                     // A rolled segment became sealable.
                     self.dirty = true;
                 }
             }
             let number = rd.number();
             self.raw.advance_append_async(rd);
+            if let Some(applied) = applied.filter(|&a| a > self.raw.raft.raft_log.applied()) {
+                // The log is the state machine: committed is applied. raft-rs reads the
+                // entries after `applied` when it campaigns, so it must follow the log's
+                // start up.
+                self.raw.advance_apply_to(applied);
+            }
             if self.dirty || !self.unpersisted.is_empty() {
                 self.unpersisted.push_back((number, persisted));
             } else {
@@ -469,6 +509,7 @@ impl Replica {
         };
         Some(PersistRound {
             number,
+            install: RefCell::new(self.install.take()),
             hard_state,
             log: self.log.clone(),
             state_file: self.state_file.clone(),
@@ -483,7 +524,62 @@ impl Replica {
             self.outbox.extend(messages);
         }
         self.raw.on_persist_ready(number);
+        if let Some((ready, index)) = self.snapshot_applied {
+            if ready <= number {
+                self.snapshot_applied = None;
+                if index > self.raw.raft.raft_log.applied() {
+                    self.raw.advance_apply_to(index);
+                }
+            }
+        }
         self.drive()
+    }
+
+    /// Asks a majority to confirm this leader now (a heartbeat carrying the term and the
+    /// time it left); once they have, [`Self::lease`] is that time.
+    pub fn renew_lease(&mut self) -> io::Result<()> {
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.raw.raft.term.to_be_bytes());
+        let nanos = self.clock_base.elapsed().as_nanos() as u64;
+        context.extend_from_slice(&nanos.to_be_bytes());
+        self.raw.read_index(context);
+        self.drive()
+    }
+
+    /// The term and send time of the latest heartbeat a majority answered.
+    pub fn lease(&self) -> Option<(u64, std::time::Instant)> {
+        self.lease
+    }
+
+    fn lease_confirmed(&mut self, context: &[u8]) {
+        let (Some(term), Some(nanos)) = (
+            context
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))),
+            context
+                .get(8..16)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))),
+        ) else {
+            return;
+        };
+        if term != self.raw.raft.term || !self.is_leader() {
+            return;
+        }
+        let sent = self.clock_base + std::time::Duration::from_nanos(nanos);
+        if self.lease.is_none_or(|(t, at)| t != term || at < sent) {
+            self.lease = Some((term, sent));
+        }
+    }
+
+    /// Tells raft-rs whether a snapshot it queued for `peer` went out: either way the
+    /// follower is probed again (a lost one is sent again).
+    pub fn report_snapshot(&mut self, peer: u64, sent: bool) {
+        let status = if sent {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer, status);
     }
 
     /// Reads from disk the entries a send missed in the cache, then lets raft-rs send.
@@ -524,6 +620,8 @@ impl Replica {
 /// placed meanwhile; [`Replica::end_persist`] then releases what waited for it.
 pub struct PersistRound {
     pub number: u64,
+    /// A snapshot installed since the last round: made durable before anything else.
+    install: RefCell<Option<InstallJob>>,
     hard_state: Option<HardState>,
     log: Rc<RefCell<PartitionLog>>,
     state_file: Rc<RaftStateFile>,
@@ -531,6 +629,12 @@ pub struct PersistRound {
 
 impl PersistRound {
     pub async fn run(&self) -> io::Result<()> {
+        let install = self.install.borrow_mut().take();
+        if let Some(job) = install {
+            let start = job.start();
+            job.run().await?;
+            tracing::info!(?start, "installed the leader's snapshot");
+        }
         loop {
             let job = self.log.borrow_mut().take_flush(crate::util::now_ms());
             let Some(job) = job else { break };

@@ -496,3 +496,81 @@ fn replicas_agree_and_keep_every_acknowledged_entry_under_faults() {
     let retries = PRODUCER_RETRIES.load(Ordering::Relaxed);
     assert!(retries > 0, "the producer never had to retry");
 }
+
+#[test]
+fn the_read_lease_needs_a_majority_to_answer_the_leaders_heartbeat() {
+    run(|root| async move {
+        let mut sim = Sim {
+            root: root.clone(),
+            timing: ReplicaTiming::default(),
+            nodes: (0..NODES).map(|_| None).collect(),
+            net: VecDeque::new(),
+            rng: Rng(7),
+            isolated: None,
+            drop_percent: 0,
+            next_tag: 0,
+            pending: Vec::new(),
+            acked: BTreeSet::new(),
+            producer: Producer::default(),
+        };
+        for id in 1..=NODES {
+            std::fs::create_dir_all(Sim::dir(&root, id)).unwrap();
+            sim.open(id).await;
+        }
+        // Rounds of: tick, exchange every message, persist every node.
+        async fn rounds(sim: &mut Sim, n: usize, tick: bool) {
+            for _ in 0..n {
+                if tick {
+                    for node in sim.live() {
+                        node.tick().unwrap();
+                    }
+                }
+                for _ in 0..4 {
+                    sim.collect();
+                    sim.deliver(1000, false);
+                    for id in 1..=NODES {
+                        sim.persist(id).await;
+                    }
+                }
+            }
+        }
+        let mut leader = None;
+        for _ in 0..100 {
+            rounds(&mut sim, 1, true).await;
+            leader = sim.live().find(|n| n.is_leader()).map(|n| n.id());
+            if leader.is_some() {
+                break;
+            }
+        }
+        let leader = leader.expect("a leader elected");
+        // Its first entry committed, a renewal answered by the followers is the lease.
+        rounds(&mut sim, 2, false).await;
+        fn node(sim: &mut Sim, id: u64) -> &mut Replica {
+            sim.nodes[(id - 1) as usize].as_mut().unwrap()
+        }
+        assert_eq!(node(&mut sim, leader).lease(), None);
+        let before = std::time::Instant::now();
+        node(&mut sim, leader).renew_lease().unwrap();
+        rounds(&mut sim, 1, false).await;
+        let (term, sent) = node(&mut sim, leader).lease().expect("lease confirmed");
+        assert_eq!(term, node(&mut sim, leader).term());
+        assert!(sent >= before);
+        // A follower asking gets nothing: only a leader holds a lease.
+        let follower = (1..=NODES).find(|&id| id != leader).unwrap();
+        node(&mut sim, follower).renew_lease().unwrap();
+        rounds(&mut sim, 1, false).await;
+        assert_eq!(node(&mut sim, follower).lease(), None);
+        // Cut off, the leader's renewals go unanswered: the lease stays as it was.
+        sim.isolated = Some(leader);
+        node(&mut sim, leader).renew_lease().unwrap();
+        rounds(&mut sim, 1, false).await;
+        assert_eq!(node(&mut sim, leader).lease(), Some((term, sent)));
+        // Healed, the next renewal is answered.
+        sim.isolated = None;
+        let healed = std::time::Instant::now();
+        node(&mut sim, leader).renew_lease().unwrap();
+        rounds(&mut sim, 1, false).await;
+        let (_, renewed) = node(&mut sim, leader).lease().expect("lease");
+        assert!(renewed >= healed);
+    });
+}

@@ -275,6 +275,13 @@ impl EpochCache {
         changed
     }
 
+    /// Whether the entry at `index` starting at `offset` is consistent with the rows: as
+    /// many rows start at or before the one as the other.
+    pub fn agrees(&self, offset: i64, index: u64) -> bool {
+        self.entries.partition_point(|e| e.start_offset <= offset)
+            == self.entries.partition_point(|e| e.first_index <= index)
+    }
+
     /// The term of the entry at `index`: the row with the greatest `first_index` ≤ `index`.
     /// `None` below the first row. The cache does not know where the log ends: above it,
     /// the latest term is returned, and the caller checks the range first.

@@ -67,6 +67,24 @@ impl HardState {
     }
 }
 
+impl HardState {
+    /// This state with the commit no lower than a log start: the entry before the first
+    /// one in the log is committed (retention removes only committed entries, a snapshot
+    /// is of committed ones), though the commit written last may be older.
+    /// `index` and `offset`: the log's start (the entry before its first one, and where
+    /// the first one starts).
+    pub fn at_least(self, index: u64, offset: i64) -> HardState {
+        if self.commit >= index {
+            return self;
+        }
+        HardState {
+            commit: index,
+            commit_offset: offset,
+            ..self
+        }
+    }
+}
+
 /// An open `raft.state`; writes alternate between its slots.
 pub struct RaftStateFile {
     path: PathBuf,

@@ -9,8 +9,9 @@
 //! building a Ready's committed entries, elections) it gets the entries without their data,
 //! which it never looks at there — the log itself is the state machine.
 //!
-//! The partition has no Raft snapshots yet: a follower behind what the tail can give gets
-//! `SnapshotTemporarilyUnavailable` (see [`COMMITTED_ROWS_KEPT`]).
+//! A follower whose next entry retention removed gets a snapshot that only says where the
+//! log starts (see [`crate::storage::log::RaftStart`]); it drops its log and takes entries
+//! from there.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use crate::storage::log::{PartitionLog, COMMITTED_ROWS_KEPT};
+use crate::storage::log::PartitionLog;
 
 /// What the store keeps beside the log: the Raft state raft-rs starts from, and entries
 /// read from disk for a send that missed the cache.
@@ -133,14 +134,33 @@ impl raft::Storage for LogStore {
         Ok(log.raft().ok_or_else(unavailable)?.last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        tracing::debug!(
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let log = self.log.borrow();
+        let tail = log.raft().ok_or_else(unavailable)?;
+        let start = tail.start();
+        if start.index == 0 || start.index < request_index {
+            tracing::warn!(
+                follower = to,
+                first = tail.log_first_index(),
+                "a follower is behind the entries this replica can send, and the log has no start to send it"
+            );
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        tracing::info!(
             follower = to,
-            kept = COMMITTED_ROWS_KEPT,
-            "a follower is behind the entries this replica can send"
+            ?start,
+            "a follower needs entries retention removed: sending where the log starts"
         );
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let mut snapshot = Snapshot {
+            data: start.encode().into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = start.index;
+        meta.term = start.term;
+        meta.set_conf_state(self.state.borrow().conf_state.clone());
+        Ok(snapshot)
     }
 }

@@ -479,3 +479,177 @@ fn a_replicated_log_is_not_compacted_yet() {
         assert!(log.borrow_mut().compaction_plan(i64::MAX).is_some());
     });
 }
+
+/// Places `terms.len()` entries of 2 records (term of each from `terms`), commits them
+/// and flushes them.
+async fn committed_entries(log: &RefCell<PartitionLog>, terms: &[u64]) {
+    for (i, &term) in terms.iter().enumerate() {
+        let batch = make_batch(i as u64, 2, 100, 0);
+        log.borrow_mut().place(Bytes::from(batch), term, 0).unwrap();
+    }
+    log.borrow_mut().commit_to(terms.len() as u64);
+    drain(log, &mut VecDeque::new()).await;
+}
+
+async fn run_retention(log: &RefCell<PartitionLog>, now_ms: i64) -> bool {
+    let Some(scan) = log.borrow().plan_raft_retention(now_ms) else {
+        return false;
+    };
+    let counted = scan.run().await;
+    let job = log.borrow_mut().complete_raft_retention(scan, counted);
+    match job {
+        Some(job) => {
+            job.run().await.unwrap();
+            true
+        }
+        None => false,
+    }
+}
+
+#[test]
+fn retention_moves_the_raft_start_past_the_entries_it_removes() {
+    use crate::storage::log::RaftStart;
+    run(|dir| async move {
+        let mut config = replicated(512);
+        config.retention_bytes = 1200;
+        let log = RefCell::new(PartitionLog::open(&dir, config.clone()).await.unwrap());
+        let terms = [1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3];
+        committed_entries(&log, &terms).await;
+        let segments = log.borrow().segment_count();
+        assert!(segments > 3, "{segments} segments");
+        assert!(run_retention(&log, 0).await);
+        let start = log.borrow().raft().unwrap().start();
+        assert!(
+            start.index > 0 && start.index < terms.len() as u64,
+            "{start:?}"
+        );
+        // Every entry is 2 records, the term is the removed last entry's.
+        assert_eq!(
+            start,
+            RaftStart {
+                offset: 2 * start.index as i64,
+                index: start.index,
+                term: terms[start.index as usize - 1],
+            }
+        );
+        let check = |log: &PartitionLog| {
+            let raft = log.raft().unwrap();
+            assert_eq!(raft.start(), start);
+            assert_eq!(raft.log_first_index(), start.index + 1);
+            assert_eq!(raft.term_any(start.index), Some(start.term));
+            assert_eq!(
+                raft.term_any(start.index + 1),
+                Some(terms[start.index as usize])
+            );
+            assert_eq!(raft.last_index(), terms.len() as u64);
+            assert_eq!(raft.committed(), terms.len() as u64);
+            let first = raft.epochs().earliest().unwrap();
+            assert_eq!(
+                (first.first_index, first.start_offset),
+                (start.index + 1, start.offset)
+            );
+            assert_eq!(log.log_start_offset(), start.offset);
+            assert!(log.read_plan(start.offset - 1, 1024).is_err());
+        };
+        check(&log.borrow());
+        let read = read_all(&log, start.offset, 1 << 20).await;
+        assert_eq!(read.first().map(|r| r.0), Some(start.offset));
+        assert_eq!(read.len(), terms.len() - start.index as usize);
+        // Nothing is due until more is written.
+        assert!(!run_retention(&log, 0).await);
+        close(log).await;
+        let mut model = Model::default();
+        for &term in &terms {
+            model.entries.push(Entry {
+                term,
+                batch: make_batch(0, 2, 100, 0),
+                sequence: None,
+            });
+        }
+        model.committed = terms.len() as u64;
+        write_hard_state(&dir, &model).await;
+        let log = RefCell::new(PartitionLog::open(&dir, config).await.unwrap());
+        check(&log.borrow());
+        // The log goes on from its end, from the store raft-rs reads.
+        let store = crate::storage::raft_store::LogStore {
+            log: std::rc::Rc::new(log),
+            state: Default::default(),
+        };
+        use raft::Storage;
+        assert_eq!(store.first_index().unwrap(), start.index + 1);
+        assert_eq!(store.term(start.index).unwrap(), start.term);
+        assert!(store.term(start.index - 1).is_err());
+        let snapshot = store.snapshot(0, 2).unwrap();
+        let meta = snapshot.get_metadata();
+        assert_eq!((meta.index, meta.term), (start.index, start.term));
+        assert_eq!(
+            RaftStart::decode(snapshot.get_data(), meta.index, meta.term),
+            Ok(start)
+        );
+    });
+}
+
+#[test]
+fn an_installed_snapshot_replaces_the_log_and_survives_a_crash_mid_install() {
+    use crate::storage::log::{raft_start, RaftStart};
+    run(|dir| async move {
+        let config = replicated(512);
+        let log = RefCell::new(PartitionLog::open(&dir, config.clone()).await.unwrap());
+        committed_entries(&log, &[1, 1, 2]).await;
+        // An uncommitted entry of a stale term, which the install must drop too.
+        log.borrow_mut()
+            .place(Bytes::from(make_batch(9, 2, 100, 0)), 2, 0)
+            .unwrap();
+        let start = RaftStart {
+            offset: 40,
+            index: 20,
+            term: 4,
+        };
+        let job = log.borrow_mut().install_snapshot(start).unwrap();
+        let check_empty = |log: &PartitionLog| {
+            let raft = log.raft().unwrap();
+            assert_eq!(raft.last_index(), 20);
+            assert_eq!(raft.committed(), 20);
+            assert_eq!(raft.term(20), Some(4));
+            assert_eq!(raft.log_first_index(), 21);
+            assert_eq!(log.next_offset(), 40);
+            assert_eq!(log.high_watermark(), 40);
+            assert_eq!(log.log_start_offset(), 40);
+        };
+        check_empty(&log.borrow());
+        job.run().await.unwrap();
+        // The next entry lands at the start.
+        let index = log
+            .borrow_mut()
+            .place(Bytes::from(make_batch(21, 2, 100, 0)), 4, 0)
+            .unwrap();
+        assert_eq!(index, 21);
+        log.borrow_mut().commit_to(21);
+        drain(&log, &mut VecDeque::new()).await;
+        let found = read_all(&log, 40, 1 << 20).await;
+        assert_eq!(found.iter().map(|r| r.0).collect::<Vec<_>>(), vec![40]);
+        close(log).await;
+        let mut reopened = PartitionLog::open(&dir, config.clone()).await.unwrap();
+        let raft = reopened.raft().unwrap();
+        assert_eq!((raft.last_index(), raft.term(21)), (21, Some(4)));
+        assert_eq!(raft.term_any(20), Some(4));
+        assert_eq!(reopened.log_start_offset(), 40);
+        assert_eq!(reopened.next_offset(), 42);
+        let job = reopened.close_job();
+        job.unwrap().run().await.unwrap();
+
+        // A crash after the install was recorded and before its files went: reopening
+        // finishes it, and none of the old entries survives.
+        let other = dir.join("other");
+        std::fs::create_dir(&other).unwrap();
+        let log = RefCell::new(PartitionLog::open(&other, config.clone()).await.unwrap());
+        committed_entries(&log, &[1, 1, 1, 1]).await;
+        close(log).await;
+        raft_start::write(&other, &start, true).unwrap();
+        let log = RefCell::new(PartitionLog::open(&other, config).await.unwrap());
+        check_empty(&log.borrow());
+        assert!(read_all(&log, 40, 1 << 20).await.is_empty());
+        assert_eq!(raft_start::read(&other).unwrap(), Some((start, false)));
+        close(log).await;
+    });
+}

@@ -365,7 +365,8 @@ def test_isolated_partition_leader(make_cluster, mode):
     The partition's leader is cut off from both other nodes and from that producer; its
     own port still answers clients on its side. The majority elects a new leader and acks
     go on; the isolated node acknowledges none of the records sent straight to it after
-    the cut (raw acks=all Produce) and what it serves to Fetch was committed. Healed:
+    the cut (raw acks=all Produce), what it serves to Fetch was committed, and it serves
+    none once its read lease ran out (about a second after the cut). Healed:
     every replica byte-identical up to the high watermark, every acknowledged record
     there exactly once, in order, nothing sent to the isolated node."""
     cluster = make_cluster(proxied=True)
@@ -417,6 +418,11 @@ def test_isolated_partition_leader(make_cluster, mode):
     # What the isolated node served was committed: each record it returned is at the
     # same offset in the healed log, and it reported no high watermark past the end.
     final = dict(log[0])
+    # The read lease: half an election timeout (0.5 s here) after the last heartbeat a
+    # majority answered, plus one renewal's wait (0.3 s), the isolated node serves no
+    # Fetch any more; it answers NOT_LEADER_OR_FOLLOWER until it learns the new leader.
+    late = [round(t - cut_at, 2) for t, code, _, _ in side.fetched if code == OK and t - cut_at > 1.2]
+    assert not late, f"the isolated node served Fetch requests sent this long after the cut: {late}"
     served = 0
     for t, code, hw, records in side.fetched:
         if code != OK:

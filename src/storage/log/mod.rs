@@ -17,6 +17,7 @@
 
 mod files;
 mod flush;
+pub mod raft_start;
 mod readahead;
 mod reader;
 mod replica;
@@ -27,12 +28,15 @@ pub use files::{SegmentFiles, SEGMENT_FILES_DEFAULT};
 pub use flush::{
     CloseJob, FlushDone, FlushJob, FlushLink, FlushResult, FlushedSegment, FLUSHES_IN_FLIGHT_MAX,
 };
+pub use raft_start::{RaftStart, RAFT_START_FILE};
 pub use readahead::{
     held_bytes as read_ahead_held_bytes, ReadAhead, READ_AHEAD_BYTES_PER_SHARD_MAX,
     READ_AHEAD_EXPIRY,
 };
 pub use reader::{DiskRead, ReadData, ReadPlan, TimestampPlan};
-pub use replica::{EntryKind, RaftTail, TruncateError, COMMITTED_ROWS_KEPT};
+pub use replica::{
+    EntryKind, InstallJob, RaftTail, RetentionScan, TruncateError, COMMITTED_ROWS_KEPT,
+};
 pub use retention::{RemovalJob, Retention, LOG_START_FILE};
 
 use std::io;
@@ -317,12 +321,27 @@ impl PartitionLog {
         } else {
             None
         };
-        let producers_at = config
-            .replicated
-            .then(|| hard_state.map(|s| s.commit_offset).unwrap_or(0));
-        let recovered = glommio::executor()
-            .spawn_blocking(move || recover(&scan_dir, interval, producers_at))
+        let replicated = config.replicated;
+        let (raft_start, recovered) = glommio::executor()
+            .spawn_blocking(move || {
+                // Segments a removal or an install left behind go before the scan.
+                let start = if replicated {
+                    raft_start::settle(&scan_dir)?
+                } else {
+                    None
+                };
+                let hard_state = hard_state
+                    .map(|s| start.map_or(s, |start| s.at_least(start.index, start.offset)));
+                let producers_at = replicated.then(|| {
+                    hard_state
+                        .map(|s| s.commit_offset)
+                        .unwrap_or(start.map_or(0, |s| s.offset))
+                });
+                Ok::<_, io::Error>((start, recover(&scan_dir, interval, producers_at)?))
+            })
             .await?;
+        let hard_state =
+            hard_state.map(|s| raft_start.map_or(s, |start| s.at_least(start.index, start.offset)));
         if recovered.truncated_bytes > 0 {
             tracing::warn!(
                 dir = %dir.display(),
@@ -379,7 +398,9 @@ impl PartitionLog {
             Some(active) => active.tail_block = recovered.tail_block,
             None => {
                 next_segment_id += 1;
-                segments.push(Segment::new(next_segment_id, dir, 0, interval));
+                // An empty replicated log starts where its snapshot put it.
+                let base = raft_start.map_or(0, |s| s.offset);
+                segments.push(Segment::new(next_segment_id, dir, base, interval));
             }
         }
         let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
@@ -387,14 +408,22 @@ impl PartitionLog {
         let log_start_offset = match read_log_start(dir) {
             Some(start) => start.clamp(0, next_offset),
             None => first_base,
-        };
+        }
+        .max(raft_start.map_or(0, |s| s.offset).min(next_offset));
         let mut producers = recovered.producers;
         producers.trim_aborted(log_start_offset);
         let mut unstable_markers = Vec::new();
         let mut seals_pending = 0;
         let raft = if config.replicated {
-            let tail =
-                RaftTail::open(dir, &segments, hard_state, interval, producers.clone()).await?;
+            let tail = RaftTail::open(
+                dir,
+                &segments,
+                hard_state,
+                raft_start.unwrap_or_default(),
+                interval,
+                producers.clone(),
+            )
+            .await?;
             tail.replay_uncommitted(&mut producers, &mut unstable_markers);
             // Rolled segments not wholly committed are sealed once they are, and until
             // then a truncation may cut into them: they keep their files open.

@@ -23,6 +23,7 @@ use std::io;
 
 use bytes::Bytes;
 
+use super::raft_start::RaftStart;
 use super::segment::Segment;
 use super::*;
 use crate::protocol::batch::{control_marker, parse_batch, BatchInfo, Marker};
@@ -86,6 +87,9 @@ pub struct RaftTail {
     /// Index and term of the entry before `rows[0]` ((0, Some(0)): the log's first entry
     /// is 1); the term is unknown after a reopen (rows then start at the committed entry).
     before: (u64, Option<u64>),
+    /// Where the log starts: the entries up to `start.index` are gone (retention, or a
+    /// snapshot installed); (0, 0) if none ever went.
+    start: RaftStart,
     committed: u64,
     /// Offset after the committed entry.
     committed_offset: i64,
@@ -137,6 +141,7 @@ impl RaftTail {
         dir: &std::path::Path,
         segments: &[Segment],
         state: Option<crate::storage::raft_state::HardState>,
+        log_start: RaftStart,
         interval: u64,
         producers: ProducerState,
     ) -> io::Result<RaftTail> {
@@ -144,6 +149,7 @@ impl RaftTail {
         let end = segments.last().map(|s| s.next_offset).unwrap_or(0);
         let (commit, commit_offset) = match state {
             Some(s) => (s.commit, s.commit_offset),
+            None if log_start.index > 0 => (log_start.index, log_start.offset),
             None if end == start => (0, start),
             None => {
                 return Err(io::Error::new(
@@ -156,7 +162,7 @@ impl RaftTail {
                 ))
             }
         };
-        if commit_offset > end || commit_offset < start && commit > 0 {
+        if commit_offset > end || commit_offset < start && commit > log_start.index {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -180,7 +186,7 @@ impl RaftTail {
         let epochs_dir = dir.to_path_buf();
         let (rows, read) = glommio::executor()
             .spawn_blocking(move || {
-                let rows = scan_rows(&dir_name, scan, commit, commit_offset, interval)?;
+                let rows = scan_rows(&dir_name, scan, commit, commit_offset, log_start, interval)?;
                 Ok::<_, io::Error>((rows, EpochCache::read(&epochs_dir)))
             })
             .await?;
@@ -192,13 +198,18 @@ impl RaftTail {
         });
         let before_fix = epochs.clone();
         epochs.truncate_from_end(end);
+        if log_start.index > 0 {
+            // Retention may have removed entries after the checkpoint was last written.
+            epochs.truncate_from_start(log_start.offset, log_start.index + 1);
+        }
         for row in &rows {
             epochs.assign(row.term, row.index, row.base_offset);
         }
         let epochs_dirty = epochs != before_fix;
         let mut tail = RaftTail {
             rows,
-            before: (0, Some(0)),
+            before: (log_start.index, Some(log_start.term)),
+            start: log_start,
             noted: std::cell::Cell::new(None),
             committed: commit,
             committed_offset: commit_offset,
@@ -207,6 +218,9 @@ impl RaftTail {
             epochs_dirty,
         };
         tail.before = match tail.rows.front() {
+            Some(first) if first.index == log_start.index + 1 => {
+                (log_start.index, Some(log_start.term))
+            }
             Some(first) if first.index > 1 => {
                 let index = first.index - 1;
                 let known = tail
@@ -218,7 +232,8 @@ impl RaftTail {
                     known.then(|| tail.epochs.term_of_index(index)).flatten(),
                 )
             }
-            _ => (0, Some(0)),
+            Some(_) => (0, Some(0)),
+            None => (log_start.index, Some(log_start.term)),
         };
         if commit > 0 && tail.term(commit).is_none() {
             return Err(io::Error::new(
@@ -264,10 +279,20 @@ impl RaftTail {
             Some(e) if e.first_index >= 1 && e.first_index < rows_first => e.first_index,
             _ => rows_first,
         }
+        .max(self.start.index + 1)
+    }
+
+    /// Where the log starts (the entries retention removed or a snapshot replaced end at
+    /// `start().index`).
+    pub fn start(&self) -> RaftStart {
+        self.start
     }
 
     /// The term of entry `index` from the rows, or below them from the epoch cache.
     pub fn term_any(&self, index: u64) -> Option<u64> {
+        if index == self.start.index {
+            return Some(self.start.term);
+        }
         match self.term(index) {
             Some(term) => Some(term),
             None if index >= self.log_first_index() && index < self.first_index() => {
@@ -627,6 +652,7 @@ fn scan_rows(
     segments: Vec<ScanSegment>,
     commit: u64,
     commit_offset: i64,
+    log_start: RaftStart,
     interval: u64,
 ) -> io::Result<VecDeque<EntryRow>> {
     use crate::storage::recovery::BATCH_BYTES_MAX_ON_DISK;
@@ -637,7 +663,9 @@ fn scan_rows(
     }
     // Where to start: a batch boundary (an index entry, or a segment start) far enough
     // back, or the log start when nothing is committed.
-    let (first_segment, first_position) = if commit == 0 {
+    // Nothing committed in the log: the committed entry is the one before its start.
+    let from_start = commit == log_start.index;
+    let (first_segment, first_position) = if from_start {
         (0, 0)
     } else {
         let c = segments
@@ -683,7 +711,7 @@ fn scan_rows(
 
     let mut rows: Vec<EntryRow> = Vec::new();
     // Position in `rows` of the committed entry, once found.
-    let mut committed_at: Option<usize> = if commit == 0 { Some(usize::MAX) } else { None };
+    let mut committed_at: Option<usize> = if from_start { Some(usize::MAX) } else { None };
     for (i, segment) in segments.iter().enumerate().skip(first_segment) {
         let from = if i == first_segment {
             first_position
@@ -763,11 +791,11 @@ fn scan_rows(
     // Number the rows: the committed one is `commit` (with nothing committed, the first
     // is 1), and keep no more than the rows Raft may ask about.
     let (first_index, keep_from) = match committed_at {
-        Some(usize::MAX) => (1, 0),
+        Some(usize::MAX) => (log_start.index + 1, 0),
         Some(at) => {
             let first = commit
                 .checked_sub(at as u64)
-                .filter(|&f| f >= 1)
+                .filter(|&f| f > log_start.index)
                 .ok_or_else(|| invalid(format!("entry {commit} is preceded by {at} batches")))?;
             (first, at.saturating_sub(COMMITTED_ROWS_KEPT))
         }
@@ -811,5 +839,246 @@ fn apply_entry(
             }
         }
         EntryKind::Control => {}
+    }
+}
+
+/// A retention run on a replicated log, planned by [`PartitionLog::plan_raft_retention`]:
+/// the segments to remove. Their entries' indexes are not kept (a row exists only for the
+/// latest entries), so [`Self::run`] counts their batches on a blocking thread before
+/// [`PartitionLog::complete_raft_retention`] removes them and moves the Raft start.
+pub struct RetentionScan {
+    start: RaftStart,
+    /// (id, path, length) of each segment to remove, in order.
+    segments: Vec<(u64, std::path::PathBuf, u64)>,
+}
+
+/// What [`RetentionScan::run`] found: batches at or after the old start, the term of
+/// the last one and the offset after it.
+pub struct RetentionCount {
+    batches: u64,
+    last_term: u64,
+    end: i64,
+}
+
+impl RetentionScan {
+    pub async fn run(&self) -> io::Result<RetentionCount> {
+        let from = self.start.offset;
+        let segments = self.segments.clone();
+        glommio::executor()
+            .spawn_blocking(move || count_batches(&segments, from))
+            .await
+    }
+}
+
+fn count_batches(
+    segments: &[(u64, std::path::PathBuf, u64)],
+    from: i64,
+) -> io::Result<RetentionCount> {
+    use crate::storage::recovery::BATCH_BYTES_MAX_ON_DISK;
+    use crate::storage::segment_walk::SegmentWalker;
+    let mut count = RetentionCount {
+        batches: 0,
+        last_term: 0,
+        end: from,
+    };
+    for (_, path, len) in segments {
+        let mut walker = SegmentWalker::open_at(path, 0, *len, BATCH_BYTES_MAX_ON_DISK)?;
+        loop {
+            let info = match walker.next_batch() {
+                Ok(Some((_, info))) => info,
+                Ok(None) => break,
+                Err(stop) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {}", path.display(), io::Error::from(stop)),
+                    ))
+                }
+            };
+            if info.base_offset < from {
+                continue;
+            }
+            let bytes = walker.batch();
+            let term = i32::from_be_bytes(bytes[12..16].try_into().expect("a batch header"));
+            count.batches += 1;
+            count.last_term = u64::try_from(term).unwrap_or(0);
+            count.end = info.last_offset() + 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Makes an installed snapshot durable (see [`super::raft_start`]): the log's files
+/// closed, every segment deleted, the new start recorded.
+pub struct InstallJob {
+    dir: std::path::PathBuf,
+    start: RaftStart,
+    files: Vec<std::rc::Rc<glommio::io::DmaFile>>,
+}
+
+impl InstallJob {
+    pub fn start(&self) -> RaftStart {
+        self.start
+    }
+
+    pub async fn run(self) -> io::Result<()> {
+        for file in self.files {
+            let _ = file.close_rc().await;
+        }
+        let (dir, start) = (self.dir, self.start);
+        glommio::executor()
+            .spawn_blocking(move || super::raft_start::install(&dir, &start))
+            .await
+    }
+}
+
+impl PartitionLog {
+    /// Plans retention (`retention.ms`, `retention.bytes`, segments below the log start)
+    /// on a replicated log: whole committed segments only; the active segment is not
+    /// rolled for it. `None` if nothing is due.
+    pub fn plan_raft_retention(&self, now_ms: i64) -> Option<RetentionScan> {
+        let raft = self.raft.as_ref()?;
+        if self.closed || self.offline.is_some() || !self.links.is_empty() {
+            return None;
+        }
+        let remove = self.expired_prefix(now_ms);
+        if remove == 0 {
+            return None;
+        }
+        Some(RetentionScan {
+            start: raft.start,
+            segments: self.segments[..remove]
+                .iter()
+                .map(|s| (s.id, s.path.clone(), s.durable_len))
+                .collect(),
+        })
+    }
+
+    /// Removes the segments a [`RetentionScan`] counted, if the log still starts with
+    /// them, and moves the Raft start past their last entry. Returns the job that records
+    /// the new start and deletes their files.
+    pub fn complete_raft_retention(
+        &mut self,
+        scan: RetentionScan,
+        counted: io::Result<RetentionCount>,
+    ) -> Option<RemovalJob> {
+        let counted = match counted {
+            Ok(counted) => counted,
+            Err(err) => {
+                tracing::error!(dir = %self.dir.display(), %err, "cannot count the batches retention would remove; nothing removed");
+                return None;
+            }
+        };
+        let raft = self.raft.as_ref()?;
+        let n = scan.segments.len();
+        let unchanged = raft.start == scan.start
+            && self.segments.len() > n
+            && self.links.is_empty()
+            && self.segments[..n]
+                .iter()
+                .zip(&scan.segments)
+                .all(|(s, (id, _, len))| s.id == *id && s.settled && s.durable_len == *len);
+        if !unchanged || counted.batches == 0 {
+            return None;
+        }
+        let new_offset = self.segments[n].base_offset;
+        let start = RaftStart {
+            offset: new_offset,
+            index: scan.start.index + counted.batches,
+            term: counted.last_term,
+        };
+        let rows_agree = raft
+            .entry_at(new_offset)
+            .is_none_or(|(index, _)| index == start.index + 1);
+        if counted.end != new_offset
+            || start.index >= raft.committed
+            || !rows_agree
+            || !raft.epochs.agrees(new_offset, start.index + 1)
+        {
+            tracing::error!(
+                dir = %self.dir.display(),
+                ?start,
+                end = counted.end,
+                committed = raft.committed,
+                "retention's count of entries disagrees with the log; nothing removed"
+            );
+            return None;
+        }
+        let mut job = self.remove_prefix(n)?;
+        job.raft_start = Some(start);
+        let raft = self.raft.as_mut().expect("checked");
+        raft.start = start;
+        while raft.rows.front().is_some_and(|r| r.index <= start.index) {
+            raft.rows.pop_front();
+        }
+        if raft.rows.front().is_none_or(|r| r.index == start.index + 1) {
+            raft.before = (start.index, Some(start.term));
+        }
+        if raft.noted.get().is_some_and(|(i, _)| i <= start.index) {
+            raft.noted.set(None);
+        }
+        if raft.epochs.truncate_from_start(new_offset, start.index + 1) {
+            raft.epochs_dirty = true;
+        }
+        Some(job)
+    }
+
+    /// Installs a snapshot the leader sent (its log no longer has the entries this one
+    /// needs next): the whole log goes, and it starts empty at `start`, its entries up to
+    /// `start.index` committed. Returns the job that makes it durable, which must run
+    /// before anything else is written. Refused while flush jobs are in flight.
+    pub fn install_snapshot(&mut self, start: RaftStart) -> Result<InstallJob, String> {
+        if self.raft.is_none() {
+            return Err("the log is not replicated".into());
+        }
+        if !self.links.is_empty() {
+            return Err("flush jobs are in flight".into());
+        }
+        if let Some(why) = &self.offline {
+            return Err(why.clone());
+        }
+        let mut removed: Vec<Segment> = self.segments.drain(..).collect();
+        let files = removed
+            .iter_mut()
+            .filter_map(|s| self.take_file(s))
+            .collect();
+        self.next_segment_id += 1;
+        self.segments.push(Segment::new(
+            self.next_segment_id,
+            &self.dir,
+            start.offset,
+            self.config.index_interval_bytes,
+        ));
+        self.pending_bytes = 0;
+        self.seals_pending = 0;
+        self.cuts.clear();
+        // The install deletes every segment file.
+        self.doomed.clear();
+        self.next_offset = start.offset;
+        self.durable_end = start.offset;
+        self.high_watermark = start.offset;
+        self.log_start_offset = start.offset;
+        self.unsynced_messages = 0;
+        self.unsynced_since_ms = None;
+        self.cache.clear();
+        self.read_ahead.invalidate();
+        self.producers = ProducerState::default();
+        self.unstable_markers.clear();
+        self.compacted_through = start.offset;
+        let raft = self.raft.as_mut().expect("checked");
+        raft.rows.clear();
+        raft.before = (start.index, Some(start.term));
+        raft.start = start;
+        raft.noted.set(None);
+        raft.committed = start.index;
+        raft.committed_offset = start.offset;
+        raft.committed_producers = ProducerState::default();
+        raft.epochs = EpochCache::new();
+        raft.epochs_dirty = true;
+        tracing::info!(dir = %self.dir.display(), ?start, segments = removed.len(), "installing the leader's snapshot: the log starts again there");
+        Ok(InstallJob {
+            dir: self.dir.clone(),
+            start,
+            files,
+        })
     }
 }

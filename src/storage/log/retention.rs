@@ -31,24 +31,8 @@ impl PartitionLog {
     /// the next run can delete it (`rolled`: the caller queues the log for a flush).
     pub fn enforce_retention(&mut self, now_ms: i64) -> Retention {
         let settled = self.settled_prefix();
-        let mut total: u64 = self.size_bytes();
-        let mut remove = 0usize;
+        let remove = self.expired_prefix(now_ms);
         let mut rolled = false;
-        for segment in &self.segments[..settled] {
-            let below_start = segment.next_offset <= self.log_start_offset;
-            let expired = self.config.delete
-                && self.config.retention_ms >= 0
-                && segment.index_builder.max_timestamp
-                    < now_ms.saturating_sub(self.config.retention_ms);
-            let oversized = self.config.delete
-                && self.config.retention_bytes >= 0
-                && total.saturating_sub(segment.len) >= self.config.retention_bytes as u64;
-            if !(below_start || expired || oversized) {
-                break;
-            }
-            total -= segment.len;
-            remove += 1;
-        }
         if remove == settled && self.config.delete && self.config.retention_ms >= 0 {
             let active = self.segments.last().expect("active segment");
             let expired = active.index_builder.max_timestamp
@@ -64,9 +48,33 @@ impl PartitionLog {
         }
     }
 
+    /// How many of the first settled segments retention removes: those below the log
+    /// start offset, expired (`retention.ms`) or beyond `retention.bytes`.
+    pub(super) fn expired_prefix(&self, now_ms: i64) -> usize {
+        let settled = self.settled_prefix();
+        let mut total: u64 = self.size_bytes();
+        let mut remove = 0usize;
+        for segment in &self.segments[..settled] {
+            let below_start = segment.next_offset <= self.log_start_offset;
+            let expired = self.config.delete
+                && self.config.retention_ms >= 0
+                && segment.index_builder.max_timestamp
+                    < now_ms.saturating_sub(self.config.retention_ms);
+            let oversized = self.config.delete
+                && self.config.retention_bytes >= 0
+                && total.saturating_sub(segment.len) >= self.config.retention_bytes as u64;
+            if !(below_start || expired || oversized) {
+                break;
+            }
+            total -= segment.len;
+            remove += 1;
+        }
+        remove
+    }
+
     /// Takes the first `count` segments out of the log and returns the job that deletes
     /// their files (after making the new log start offset durable).
-    fn remove_prefix(&mut self, count: usize) -> Option<RemovalJob> {
+    pub(super) fn remove_prefix(&mut self, count: usize) -> Option<RemovalJob> {
         if count == 0 {
             return None;
         }
@@ -90,6 +98,7 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             bases: removed.iter().map(|s| s.base_offset).collect(),
             files,
+            raft_start: None,
         })
     }
 
@@ -218,6 +227,7 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             bases: emptied.iter().map(|(b, _)| *b).collect(),
             files: emptied.into_iter().filter_map(|(_, f)| f).collect(),
+            raft_start: None,
         })
     }
 
@@ -243,15 +253,21 @@ impl PartitionLog {
         }
         self.read_ahead.invalidate();
         let settled = self.settled_prefix();
-        let below = self.segments[..settled]
-            .iter()
-            .take_while(|s| s.next_offset <= self.log_start_offset)
-            .count();
+        // A replicated log's segments go by retention, which moves its Raft start too.
+        let below = if self.raft.is_some() {
+            0
+        } else {
+            self.segments[..settled]
+                .iter()
+                .take_while(|s| s.next_offset <= self.log_start_offset)
+                .count()
+        };
         let job = self.remove_prefix(below).unwrap_or_else(|| RemovalJob {
             dir: self.dir.clone(),
             log_start_offset: self.log_start_offset,
             bases: Vec::new(),
             files: Vec::new(),
+            raft_start: None,
         });
         Ok((self.log_start_offset, job))
     }
@@ -271,6 +287,8 @@ pub struct RemovalJob {
     pub(super) log_start_offset: i64,
     pub(super) bases: Vec<i64>,
     pub(super) files: Vec<Rc<DmaFile>>,
+    /// A replicated log's new start, recorded before the files go.
+    pub(super) raft_start: Option<super::RaftStart>,
 }
 
 /// The file recording a partition's log start offset when it is above the first
@@ -286,8 +304,12 @@ impl RemovalJob {
         let dir = self.dir;
         let start = self.log_start_offset;
         let bases = self.bases;
+        let raft_start = self.raft_start;
         glommio::executor()
             .spawn_blocking(move || {
+                if let Some(raft_start) = raft_start {
+                    super::raft_start::write(&dir, &raft_start, false)?;
+                }
                 crate::storage::record_file::write_atomically(
                     &dir.join(LOG_START_FILE),
                     format!("{start}\n").as_bytes(),
