@@ -509,6 +509,8 @@ class Bench:
         with open(f"{out_base}.log", "wb") as log:
             proc = PROCS.add(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
+            self.client_pid = proc.pid
+            window_start = time.monotonic()
             timed_out = False
             deadline = time.time() + timeout
             while True:
@@ -519,6 +521,7 @@ class Bench:
                     timed_out = True
                     proc.kill()
                 time.sleep(0.05)
+            self.client_window = (window_start, time.monotonic())
             proc.returncode = os.waitstatus_to_exitcode(status)
             PROCS.live.remove(proc)
         return proc.returncode, timed_out, usage.ru_utime + usage.ru_stime, cmd
@@ -529,17 +532,19 @@ class Bench:
         json_path = Path(f"{out_base}.json")
         before_cpu = {n.node_id: cpu_seconds(n.proc.pid) for n in nodes}
         before_m = {n.node_id: scrape(n.metrics_port) for n in nodes}
+        tracer = self.start_trace(key, rep, workload) if self.args.trace else None
         before_t = machine_ticks()
         started = time.time()
         code, timed_out, client_cpu, cmd = self.sb(
             nodes, [*args, "--json", str(json_path)], out_base, self.args.run_timeout)
         wall = time.time() - started
         after_t = machine_ticks()
+        trace = self.end_trace(tracer, nodes, self.client_window) if tracer else None
         after_cpu = {n.node_id: cpu_seconds(n.proc.pid) for n in nodes}
         after_m = {n.node_id: scrape(n.metrics_port) for n in nodes}
         rec = {"setup": key, "run": rep, "workload": workload, "command": cmd,
                "exit": code, "timed_out": timed_out, "wall_s": wall, "client_cpu_s": client_cpu,
-               "node_cpu_s": {}, "node_metrics": {}, "ok": False}
+               "node_cpu_s": {}, "node_metrics": {}, "ok": False, "trace": trace}
         for n in nodes:
             b, a = before_cpu[n.node_id], after_cpu[n.node_id]
             rec["node_cpu_s"][n.node_id] = None if a is None or b is None else a - b
@@ -585,6 +590,117 @@ class Bench:
                  f"nodes CPU {sum(v or 0 for v in rec['node_cpu_s'].values()):.1f} s, "
                  f"client CPU {client_cpu:.1f} s, {wall:.1f} s)")
         return rec
+
+    # -------------------------------------------------------------- --trace
+
+    def start_trace(self, key, rep, workload):
+        """perf record, system-wide, of the scheduler's switches and wake-ups and of ext4's
+        fsync entries, for the length of one client run."""
+        path = self.scratch / f"perf-{key}-{rep}-{workload}.data"
+        proc = PROCS.add(subprocess.Popen(
+            ["perf", "record", "-a", "-q", "-k", "CLOCK_MONOTONIC", "-o", str(path),
+             "-e", "sched:sched_switch",
+             "-e", "sched:sched_waking", "-e", "ext4:ext4_sync_file_enter"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        time.sleep(1.0)  # perf has its events enabled by then
+        return proc, path
+
+    def end_trace(self, tracer, nodes, window):
+        """{"syncs": {node: {file kind: count}}, "wait": {who: {...}}} from the trace:
+        fdatasync/fsync calls on each node's files, and for each node and the client the
+        time its threads were runnable but not running (waiting for a CPU)."""
+        proc, path = tracer
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        PROCS.live.remove(proc)
+        files = {}  # inode -> (node id, kind)
+        for n in nodes:
+            for f in n.data_dir.rglob("*"):
+                try:
+                    ino = f.stat().st_ino
+                except OSError:
+                    continue
+                name = f.name
+                kind = ("raft.state" if name == "raft.state" else "segment" if name.endswith(".log")
+                        else "index" if name.endswith((".index", ".timeindex")) else "other")
+                files[ino] = (n.node_id, kind)
+        owners = {n.proc.pid: f"node{n.node_id}" for n in nodes}
+        owners[self.client_pid] = "client"
+        try:
+            out = subprocess.run(["perf", "script", "-i", str(path), "-F", "pid,tid,time,event,trace"],
+                                 capture_output=True, text=True, timeout=600).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            return {"error": str(e)}
+        finally:
+            path.unlink(missing_ok=True)
+        tgid = {}
+        events = []
+        for line in out.splitlines():
+            parts = line.split(None, 3)
+            if len(parts) < 4 or "/" not in parts[0]:
+                continue
+            pid, tid = (int(x) for x in parts[0].split("/"))
+            tgid[tid] = pid
+            t = float(parts[1].rstrip(":"))
+            if window[0] <= t <= window[1]:
+                events.append((tid, t, parts[2].rstrip(":"), parts[3]))
+
+        def field(text, name):
+            at = text.find(name + "=")
+            if at < 0:
+                return None
+            return text[at + len(name) + 1:].split(None, 1)[0]
+
+        syncs = {}
+        runnable_since = {}
+        wait = {}
+        for tid, t, event, text in events:
+            if event == "ext4:ext4_sync_file_enter":
+                # "dev 254,0 ino 1234 parent 1233 datasync 1"
+                words = text.split()
+                try:
+                    ino = int(words[words.index("ino") + 1])
+                except (ValueError, IndexError):
+                    continue
+                if ino in files:
+                    node, kind = files[ino]
+                    per = syncs.setdefault(f"node{node}", {})
+                    per[kind] = per.get(kind, 0) + 1
+            elif event == "sched:sched_waking":
+                woken = field(text, "pid")
+                if woken is not None:
+                    runnable_since.setdefault(int(woken), t)
+            elif event == "sched:sched_switch":
+                prev, state, nxt = field(text, "prev_pid"), field(text, "prev_state"), \
+                    field(text, "next_pid")
+                if prev is not None and state is not None:
+                    if state.startswith("R"):
+                        runnable_since[int(prev)] = t  # preempted: runnable from now
+                    else:
+                        runnable_since.pop(int(prev), None)  # asleep
+                if nxt is not None:
+                    nxt = int(nxt)
+                    since = runnable_since.pop(nxt, None)
+                    who = owners.get(tgid.get(nxt))
+                    if since is not None and who is not None:
+                        # The thread: a shard's executor, an io_uring worker (io-wq runs
+                        # the fdatasyncs), or another.
+                        comm = text.split("next_comm=", 1)[1].rsplit(" next_pid=", 1)[0]
+                        kind = ("shard" if comm.startswith("shard-") else
+                                "io-wq" if comm.startswith("iou-") else "other")
+                        w = wait.setdefault(f"{who}:{kind}", {"waits": 0, "wait_s": 0.0,
+                                                             "max_ms": 0.0, "over_1ms": 0})
+                        d = t - since
+                        w["waits"] += 1
+                        w["wait_s"] += d
+                        w["max_ms"] = max(w["max_ms"], d * 1000)
+                        w["over_1ms"] += d > 0.001
+        return {"syncs": syncs, "wait": wait, "window_s": window[1] - window[0]}
 
     def fio_fdatasync(self, key, rep):
         if not shutil.which("fio") or self.args.no_fio:
@@ -876,6 +992,67 @@ def make_report(bench):
                  "the flush metrics do not count (– or 0 with rf=3).")
     lines.append("")
 
+    traced = [r for r in recs if r.get("trace") and "syncs" in r["trace"]]
+    if traced:
+        lines.append("Traced (--trace: perf recorded every run, which adds load; medians):")
+        lines.append("")
+        lines.append("| workload | measure | " + " | ".join(cols) + " |")
+        lines.append("|---|---|" + "---:|" * len(cols))
+
+        def syncs_per_s(kind):
+            def get(r):
+                total = sum(v.get(kind, 0) if kind else sum(v.values())
+                            for v in r["trace"]["syncs"].values())
+                return total / r["trace"]["window_s"]
+            return get
+
+        def syncs_per_request(r):
+            total = sum(sum(v.values()) for v in r["trace"]["syncs"].values())
+            reqs = node_sum(r, "produce_count")
+            return total / reqs if reqs else None
+
+        def wait_of(who_prefix, what, kind=None):
+            def get(r):
+                ws = [w for who, w in r["trace"]["wait"].items() if who.startswith(who_prefix)
+                      and (kind is None or who.endswith(":" + kind))]
+                if not ws:
+                    return None
+                waits = sum(w["waits"] for w in ws)
+                wait_s = sum(w["wait_s"] for w in ws)
+                span = r["trace"]["window_s"]
+                if what == "share":
+                    return wait_s / span
+                if what == "mean_ms":
+                    return 1000 * wait_s / waits if waits else None
+                return sum(w["over_1ms"] for w in ws) / span
+            return get
+
+        trows = [
+            ("fsync/fdatasync calls per s, all nodes", syncs_per_s(None), 0),
+            ("… on segment files", syncs_per_s("segment"), 0),
+            ("… on raft.state", syncs_per_s("raft.state"), 0),
+            ("fsync/fdatasync calls per produce request", syncs_per_request, 2),
+            ("nodes: runnable, waiting for a CPU (cores)", wait_of("node", "share"), 2),
+            ("nodes: mean wait for a CPU after a wake-up or preemption, ms", wait_of("node", "mean_ms"), "ms"),
+            ("nodes: waits over 1 ms per s", wait_of("node", "over"), 0),
+            ("nodes' shard threads: mean wait for a CPU, ms", wait_of("node", "mean_ms", "shard"),
+             "ms"),
+            ("nodes' shard threads: waits over 1 ms per s", wait_of("node", "over", "shard"), 0),
+            ("nodes' io_uring workers (fdatasync): runnable (cores)",
+             wait_of("node", "share", "io-wq"), 2),
+            ("client: runnable, waiting for a CPU (cores)", wait_of("client", "share"), 2),
+            ("client: mean wait for a CPU, ms", wait_of("client", "mean_ms"), "ms"),
+        ]
+        for workload in WORKLOADS:
+            first = True
+            for name, get, kind in trows:
+                vals = [med([get(r) for r in traced if r["setup"] == k and r["workload"] == workload])
+                        for k in keys]
+                cells = [fmt_ms(v) if kind == "ms" else fmt_num(v, kind) for v in vals]
+                lines.append(f"| {workload if first else ''} | {name} | " + " | ".join(cells) + " |")
+                first = False
+        lines.append("")
+
     lines.append("Every run:")
     lines.append("")
     lines.append("| setup | run | 100 B msg/s | 1 KiB MB/s | ack p50 / p99 / p99.9 ms | load (1 min) |")
@@ -933,6 +1110,11 @@ def main():
     p.add_argument("--base-port", type=int)
     p.add_argument("--run-timeout", type=float, default=300)
     p.add_argument("--no-fio", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="record every client run with perf (scheduler switches and wake-ups, "
+                        "ext4 fsyncs): fdatasyncs per node and file, and how long each node's "
+                        "and the client's threads waited for a CPU. perf adds load: keep the "
+                        "measured runs untraced")
     p.add_argument("--settle", type=float, default=30,
                    help="before each setup, wait up to this long for the CPUs to be under "
                         "half busy (other work on the machine)")
@@ -949,6 +1131,8 @@ def main():
         p.error(f"--setups: unknown {unknown}; known: {', '.join(SETUPS)}")
     if not 1 <= args.shards <= RPC_OFFSET - 1:
         p.error(f"--shards must be 1 to {RPC_OFFSET - 1}")
+    if args.trace and not shutil.which("perf"):
+        p.error("--trace needs perf")
     if args.placement == "spread" and not shutil.which("taskset"):
         p.error("--placement spread needs taskset (util-linux)")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
