@@ -554,6 +554,11 @@ class Bench:
         busy = after_t[0] - before_t[0]
         total = after_t[1] - before_t[1]
         rec["machine_busy"] = busy / total if total else None
+        # CPU the rest of the machine used meanwhile (other work, perf with --trace): busy
+        # cores less this run's brokers and client.
+        ours = sum(v or 0 for v in rec["node_cpu_s"].values()) + client_cpu
+        rec["others_cores"] = (max(0.0, rec["machine_busy"] * len(self.cpus) - ours / wall)
+                               if rec["machine_busy"] is not None and wall else None)
         rec["machine_steal"] = (after_t[2] - before_t[2]) / total if total else None
         rec["load1"] = os.getloadavg()[0]
         doc = None
@@ -586,8 +591,9 @@ class Bench:
                      f"p99.9 {fmt_ms(lat.get('p99_9'))} ms")
         else:
             shown = f"{fmt_num(rec.get('msgs_s'))} msg/s {fmt_num(rec.get('mb_s'), 1)} MB/s"
-        self.say(f"  {workload:13} {shown}  (machine busy {pct(rec['machine_busy'])}, "
-                 f"nodes CPU {sum(v or 0 for v in rec['node_cpu_s'].values()):.1f} s, "
+        others = rec["others_cores"]
+        self.say(f"  {workload:13} {shown}  (machine busy {pct(rec['machine_busy'])}, other "
+                 f"work {'–' if others is None else f'{others:.2f}'} cores, nodes CPU {sum(v or 0 for v in rec['node_cpu_s'].values()):.1f} s, "
                  f"client CPU {client_cpu:.1f} s, {wall:.1f} s)")
         return rec
 
@@ -722,25 +728,30 @@ class Bench:
             path.unlink(missing_ok=True)
 
     def settle(self):
-        """Waits (at most --settle seconds) for a second in which the machine's CPUs were
-        less than half busy: the other work on a shared machine; returns the busy share of
-        the last second."""
+        """Between setups nothing of ours runs: waits (at most --settle seconds) until the
+        other work on the machine has used under a quarter of its CPUs for 3 seconds in a
+        row. Returns the busy share of the last second and whether it settled."""
         deadline = time.time() + self.args.settle
+        quiet = 0
         while True:
             before = machine_ticks()
             time.sleep(1)
             after = machine_ticks()
             total = after[1] - before[1]
             busy = (after[0] - before[0]) / total if total else 0.0
-            if busy < 0.5 or time.time() >= deadline:
-                return busy
+            quiet = quiet + 1 if busy < 0.25 else 0
+            if quiet >= 3:
+                return busy, True
+            if time.time() >= deadline:
+                return busy, False
 
     def session(self, key, rep):
         a = self.args
         setup = SETUPS[key]
-        busy = self.settle()
+        busy, settled = self.settle()
         self.say(f"\n== run {rep}/{a.runs}: {setup['name']} (load {os.getloadavg()[0]:.2f}, "
-                 f"machine busy {pct(busy)} before)")
+                 f"machine busy {pct(busy)} before"
+                 + ("" if settled else f", not quiet after waiting {a.settle:.0f} s") + ")")
         nodes = self.make_nodes(key, rep)
         try:
             self.start_setup(key, nodes)
@@ -964,6 +975,7 @@ def make_report(bench):
         ("client CPU, cores", lambda r: r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else None,
          2, True),
         ("machine busy (all CPUs, anyone's work)", lambda r: r.get("machine_busy"), "pct", True),
+        ("other work on the machine meanwhile, cores", lambda r: r.get("others_cores"), 2, True),
     ]
     for workload in WORKLOADS:
         first = True
@@ -1055,8 +1067,9 @@ def make_report(bench):
 
     lines.append("Every run:")
     lines.append("")
-    lines.append("| setup | run | 100 B msg/s | 1 KiB MB/s | ack p50 / p99 / p99.9 ms | load (1 min) |")
-    lines.append("|---|---:|---:|---:|---|---:|")
+    lines.append("| setup | run | 100 B msg/s | 1 KiB MB/s | ack p50 / p99 / p99.9 ms | "
+                 "other work, cores (100 B / 1 KiB / latency) |")
+    lines.append("|---|---:|---:|---:|---|---|")
     for key in keys:
         for rep in range(1, a.runs + 1):
             got = {r["workload"]: r for r in bench.records if r["setup"] == key and r["run"] == rep}
@@ -1071,9 +1084,10 @@ def make_report(bench):
             lat = (lr.get("lat") or {}) if lr and lr["ok"] else {}
             lat_s = (f"{fmt_ms(lat.get('p50'))} / {fmt_ms(lat.get('p99'))} / "
                      f"{fmt_ms(lat.get('p99_9'))}") if lat else "–"
-            load = lr["load1"] if lr else next(iter(got.values()))["load1"]
+            others = " / ".join(
+                fmt_num(got[w].get("others_cores"), 2) if w in got else "–" for w in WORKLOADS)
             lines.append(f"| {SETUPS[key]['name']} | {rep} | {val('produce-100B', 'msgs_s', 0)} | "
-                         f"{val('produce-1KiB', 'mb_s', 1)} | {lat_s} | {load:.2f} |")
+                         f"{val('produce-1KiB', 'mb_s', 1)} | {lat_s} | {others} |")
     lines.append("")
     if bench.problems:
         lines.append("Problems:")
@@ -1115,9 +1129,9 @@ def main():
                         "ext4 fsyncs): fdatasyncs per node and file, and how long each node's "
                         "and the client's threads waited for a CPU. perf adds load: keep the "
                         "measured runs untraced")
-    p.add_argument("--settle", type=float, default=30,
-                   help="before each setup, wait up to this long for the CPUs to be under "
-                        "half busy (other work on the machine)")
+    p.add_argument("--settle", type=float, default=120,
+                   help="before each setup, wait up to this long for the machine's CPUs to be "
+                        "under a quarter busy for 3 s (other work on a shared machine)")
     args = p.parse_args()
     if args.quick:
         defaults = {"runs": 1, "produce_100b": 200_000, "produce_1kib": 50_000,
