@@ -26,7 +26,9 @@ script waits for every partition to have a leader and a full ISR on every node's
 before the client starts.
 
 Around every client run the script samples each node's CPU seconds (utime + stime from
-/proc/PID/stat), the client's (rusage), the machine's busy share (/proc/stat), and each
+/proc/PID/stat), the client's (rusage), the machine's busy share (/proc/stat), the CPU
+every other process used meanwhile (kernel threads and interrupts, which partly work for
+the run, apart from other processes, which are other work on the machine), and each
 node's Prometheus counters (--metrics-listen): the broker's own produce-request time and
 its flush jobs (direct-I/O write + fdatasync) and their size. Right before each latency run
 fio measures 4 KiB write + fdatasync latency for 3 s (if fio is installed), as compare.sh
@@ -246,7 +248,9 @@ def machine_ticks():
 
 
 def processes_cpu():
-    """{pid: (CPU seconds so far, is a kernel thread)} of every process."""
+    """{pid: (CPU seconds so far, is a kernel thread)} of every process. ksoftirqd is left
+    out: the kernel books its time as softirq in /proc/stat too, which machine_ticks
+    already counts."""
     hz = os.sysconf("SC_CLK_TCK")
     out = {}
     for entry in os.scandir("/proc"):
@@ -256,7 +260,10 @@ def processes_cpu():
             text = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()
+        comm, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if comm.startswith("ksoftirqd/"):
+            continue
+        fields = rest.split()
         pid = int(entry.name)
         out[pid] = ((int(fields[11]) + int(fields[12])) / hz, pid == 2 or fields[1] == "2")
     return out
