@@ -248,7 +248,7 @@ def machine_ticks():
 
 
 def processes_cpu():
-    """{pid: (CPU seconds so far, is a kernel thread)} of every process. ksoftirqd is left
+    """{pid: (CPU seconds so far, is a kernel thread, name)} of every process. ksoftirqd is left
     out: the kernel books its time as softirq in /proc/stat too, which machine_ticks
     already counts."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -265,7 +265,7 @@ def processes_cpu():
             continue
         fields = rest.split()
         pid = int(entry.name)
-        out[pid] = ((int(fields[11]) + int(fields[12])) / hz, pid == 2 or fields[1] == "2")
+        out[pid] = ((int(fields[11]) + int(fields[12])) / hz, pid == 2 or fields[1] == "2", comm)
     return out
 
 
@@ -586,17 +586,23 @@ class Bench:
         # during the run is missed.
         ours = {n.proc.pid for n in nodes} | {self.client_pid, os.getpid()}
         others = kernel = 0.0
-        for pid, (cpu, kthread) in after_p.items():
+        by_name = {}
+        for pid, (cpu, kthread, comm) in after_p.items():
             if pid in ours:
                 continue
-            used = cpu - before_p.get(pid, (0.0, kthread))[0]
+            used = cpu - before_p.get(pid, (0.0,))[0]
             if kthread:
                 kernel += used
             else:
                 others += used
+                by_name[comm] = by_name.get(comm, 0.0) + used
         irq_s = (after_t[3] - before_t[3]) / os.sysconf("SC_CLK_TCK")
         rec["others_cores"] = others / wall if wall else None
         rec["kernel_cores"] = (kernel + irq_s) / wall if wall else None
+        # Which other processes, by name: the three busiest above 0.02 cores.
+        rec["others_top"] = [[comm, used / wall] for comm, used in
+                             sorted(by_name.items(), key=lambda kv: -kv[1])[:3]
+                             if wall and used / wall >= 0.02]
         rec["machine_steal"] = (after_t[2] - before_t[2]) / total if total else None
         rec["load1"] = os.getloadavg()[0]
         doc = None
@@ -632,7 +638,8 @@ class Bench:
         others = rec["others_cores"]
         self.say(f"  {workload:13} {shown}  (machine busy {pct(rec['machine_busy'])}, other "
                  f"processes {'–' if others is None else f'{others:.2f}'} cores, nodes CPU {sum(v or 0 for v in rec['node_cpu_s'].values()):.1f} s, "
-                 f"client CPU {client_cpu:.1f} s, {wall:.1f} s)")
+                 f"client CPU {client_cpu:.1f} s, {wall:.1f} s)"
+                 + "".join(f"\n    other: {comm} {cores:.2f} cores" for comm, cores in rec["others_top"]))
         return rec
 
     # -------------------------------------------------------------- --trace
