@@ -25,6 +25,7 @@
 //! - [`server`]: listeners, the per-connection request loop, and the metrics listener.
 //! - [`broker`]: process start-up and shutdown, from `strand serve` to running shards.
 
+pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `strand` command line: `strand serve` runs the broker.
+//! The `strand` command line: `strand serve` runs the broker; `strand topic …` and
+//! `strand cluster …` administer a running cluster over the Kafka protocol.
 
 use std::io::IsTerminal;
 
@@ -21,12 +22,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker: one shard per core, shard k listening on the --listen port + k.
-    Serve(Config),
+    Serve(Box<Config>),
+    /// Topics of a running cluster: list, describe, create, delete.
+    #[command(subcommand)]
+    Topic(strand::admin::TopicCommand),
+    /// A running cluster: info, health.
+    #[command(subcommand)]
+    Cluster(strand::admin::ClusterCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Topic(command) => std::process::exit(strand::admin::topic(command)),
+        Command::Cluster(command) => std::process::exit(strand::admin::cluster(command)),
         Command::Serve(config) => {
             let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|err| {
                 eprintln!("invalid --log-level {:?}: {err}", config.log_level);
@@ -37,7 +46,7 @@ fn main() {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
-            if let Err(err) = strand::broker::serve(config) {
+            if let Err(err) = strand::broker::serve(*config) {
                 tracing::error!("{err}");
                 eprintln!("strand: {err}");
                 std::process::exit(1);

@@ -21,7 +21,7 @@ LAYERS = [
     {"shard"},
     {"handlers"},
     {"server"},
-    {"broker"},
+    {"broker", "admin"},
     {"crate"},  # lib.rs / main.rs
 ]
 

@@ -1312,3 +1312,44 @@ def test_a_follower_behind_the_leaders_log_start_catches_up_from_a_snapshot(make
     gaps = [b - a for a, b in zip(offsets, offsets[1:]) if b - a != 1]
     assert all(g == 2 for g in gaps) and len(gaps) <= 3, f"gaps in the log: {gaps}"
     assert offsets[0] > 0
+
+
+def test_cluster_health_names_leaderless_and_under_replicated_partitions(cluster):
+    """`strand cluster health` on a 3-node cluster: exit 0 with every node up; node 3
+    killed, exit 1 listing the rf-3 partitions as under-replicated and the rf-1 partitions
+    node 3 held as leaderless; restarted, exit 0 again. `strand topic describe` through a
+    survivor shows node 3's replica offline meanwhile."""
+    import json as _json
+    from test_admin_cli import strand
+    r3, r1 = topic_name("h3"), topic_name("h1")
+    b = ["-b", cluster.bootstrap_all()]
+    strand("topic", "create", r3, *b, "-p", "2", "-r", "3")
+    strand("topic", "create", r1, *b, "-p", "6", "-r", "1")
+    wait_replicated(cluster, r3, 2, 3)
+    wait_topic(cluster, r1, 6)
+    held = [p for p, (leader, _, _) in replicated_view(cluster.node(1), r1).items()
+            if node_of(leader) == 3]
+    assert held, "node 3 leads none of the rf-1 partitions"
+    wait_for("a healthy cluster", lambda: strand("cluster", "health", *b, check=False)[0] == 0,
+             TAKEOVER_TIMEOUT_S)
+
+    cluster.node(3).kill9()
+    survivors = ["-b", cluster.bootstrap_all(cluster.live())]
+
+    def unhealthy():
+        code, out, _ = strand("cluster", "health", *survivors, "--format", "json", check=False)
+        report = _json.loads(out)
+        problems = {(p["topic"], p["partition"]): p["problem"] for p in report["problems"]}
+        wanted = {(r3, 0): "under-replicated", (r3, 1): "under-replicated",
+                  **{(r1, p): "leaderless" for p in held}}
+        return code == 1 and all(problems.get(k) == v for k, v in wanted.items()) and report
+    report = wait_for("health to report node 3's partitions", unhealthy, TAKEOVER_TIMEOUT_S)
+    assert report["healthy"] is False
+    described = _json.loads(strand("topic", "describe", r3, *survivors, "--format", "json")[1])
+    for p in described["partitions"]:
+        assert broker_id(3, 0) in p["replicas"] and broker_id(3, 0) not in p["isr"], p
+        assert p["leader"] >= 0 and node_of(p["leader"]) != 3
+
+    cluster.node(3).start()
+    wait_for("a healthy cluster again",
+             lambda: strand("cluster", "health", *b, check=False)[0] == 0, TAKEOVER_TIMEOUT_S)

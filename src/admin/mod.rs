@@ -1,0 +1,768 @@
+//! The admin commands of the `strand` binary (`strand topic …`, `strand cluster …`): they
+//! talk the Kafka protocol to any broker of a cluster, Strand or not, like Kafka's
+//! `kafka-topics.sh`. Human tables by default, `--format json` for scripts; a failure is
+//! one line naming Kafka's error, and a non-zero exit.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use serde_json::json;
+
+use client::{describe_error, Conn, Failure};
+
+/// Where the commands connect, and how they print.
+#[derive(Args, Clone, Debug)]
+pub struct Connection {
+    /// Brokers to start from (`host:port`, comma-separated; any one that answers will do).
+    #[arg(
+        short = 'b',
+        long = "brokers",
+        default_value = "127.0.0.1:9092",
+        env = "STRAND_BROKERS"
+    )]
+    pub brokers: String,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// How long a connection or a request may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// List the topics: partitions, replication factor.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// A topic's partitions (leader, replicas, ISR, offline replicas, log start and end
+    /// offsets, size on its leader) and the configs set on it.
+    Describe {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+    },
+    /// Create a topic (CreateTopics, sent to the controller).
+    Create {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        /// Partitions; -1: the broker's `num.partitions`.
+        #[arg(short = 'p', long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        /// Replicas per partition; -1: the broker's `default.replication.factor`.
+        #[arg(short = 'r', long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
+        /// A topic config, `name=value` (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "NAME=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Delete a topic (DeleteTopics, sent to the controller).
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers, controller, cluster id, topic and partition counts.
+    Info {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Exit 1 if a partition has no leader or fewer in-sync replicas than replicas
+    /// (listing them), else 0: for scripts and probes.
+    Health {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Runs a topic command; returns the process exit code.
+pub fn topic(command: TopicCommand) -> i32 {
+    finish(match command {
+        TopicCommand::List { connection } => topic_list(&connection),
+        TopicCommand::Describe { connection, name } => topic_describe(&connection, &name),
+        TopicCommand::Create {
+            connection,
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => topic_create(&connection, &name, partitions, replication_factor, &configs),
+        TopicCommand::Delete { connection, name } => topic_delete(&connection, &name),
+    })
+}
+
+/// Runs a cluster command; returns the process exit code.
+pub fn cluster(command: ClusterCommand) -> i32 {
+    finish(match command {
+        ClusterCommand::Info { connection } => cluster_info(&connection),
+        ClusterCommand::Health { connection } => cluster_health(&connection),
+    })
+}
+
+fn finish(result: Result<i32, Failure>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("strand: {failure}");
+            1
+        }
+    }
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A session with a cluster: the bootstrap connection and one per broker as needed.
+struct Session {
+    timeout: Duration,
+    bootstrap: Conn,
+    /// Broker id → `host:port`, from the last Metadata.
+    brokers: BTreeMap<i32, String>,
+    conns: BTreeMap<i32, Conn>,
+}
+
+impl Session {
+    fn open(connection: &Connection) -> Result<Session, Failure> {
+        let timeout = Duration::from_millis(connection.timeout_ms.max(1));
+        let mut failures = Vec::new();
+        for address in connection
+            .brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Conn::connect(address, timeout) {
+                Ok(bootstrap) => {
+                    return Ok(Session {
+                        timeout,
+                        bootstrap,
+                        brokers: BTreeMap::new(),
+                        conns: BTreeMap::new(),
+                    })
+                }
+                Err(failure) => failures.push(failure.message),
+            }
+        }
+        Err(Failure::new(if failures.is_empty() {
+            "no broker given (-b host:port)".to_string()
+        } else {
+            format!(
+                "{} (is a broker running there? -b names others)",
+                failures.join("; ")
+            )
+        }))
+    }
+
+    /// Metadata of the given topics (all if `None`); remembers the brokers.
+    fn metadata(&mut self, topics: Option<&[&str]>) -> Result<MetadataResponse, Failure> {
+        let version = self.bootstrap.version(ApiKey::Metadata, 1, 12)?;
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names
+                    .iter()
+                    .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(text(n)))))
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        let response: MetadataResponse =
+            self.bootstrap.call(ApiKey::Metadata, version, &request)?;
+        self.brokers = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        Ok(response)
+    }
+
+    /// The connection to broker `id` (opened on first use).
+    fn broker(&mut self, id: i32) -> Result<&mut Conn, Failure> {
+        if !self.conns.contains_key(&id) {
+            let address = self
+                .brokers
+                .get(&id)
+                .ok_or_else(|| Failure::new(format!("broker {id} is not in the metadata")))?
+                .clone();
+            let conn = Conn::connect(&address, self.timeout)?;
+            self.conns.insert(id, conn);
+        }
+        Ok(self.conns.get_mut(&id).expect("inserted"))
+    }
+
+    /// The controller's connection (CreateTopics and DeleteTopics go there).
+    fn controller(&mut self) -> Result<&mut Conn, Failure> {
+        let metadata = self.metadata(Some(&[]))?;
+        let id = metadata.controller_id.0;
+        if id < 0 {
+            return Err(Failure::new(
+                "the cluster has no controller now (no metadata leader); try again",
+            ));
+        }
+        self.broker(id)
+    }
+}
+
+fn topic_list(connection: &Connection) -> Result<i32, Failure> {
+    let mut session = Session::open(connection)?;
+    let metadata = session.metadata(None)?;
+    let mut rows: Vec<(String, usize, usize, bool)> = metadata
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| {
+            let rf = t
+                .partitions
+                .iter()
+                .map(|p| p.replica_nodes.len())
+                .max()
+                .unwrap_or(0);
+            (
+                t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
+                t.partitions.len(),
+                rf,
+                t.is_internal,
+            )
+        })
+        .collect();
+    rows.sort();
+    match connection.format {
+        Format::Json => print_json(&json!(rows
+            .iter()
+            .map(|(name, partitions, rf, internal)| json!({
+                "name": name, "partitions": partitions, "replication_factor": rf,
+                "internal": internal,
+            }))
+            .collect::<Vec<_>>())),
+        Format::Table => print_table(
+            &["TOPIC", "PARTITIONS", "REPLICATION"],
+            rows.iter()
+                .map(|(name, partitions, rf, _)| {
+                    vec![name.clone(), partitions.to_string(), rf.to_string()]
+                })
+                .collect(),
+        ),
+    }
+    Ok(0)
+}
+
+/// One partition as `topic describe` shows it.
+struct PartitionView {
+    index: i32,
+    leader: i32,
+    epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline: Vec<i32>,
+    start: Option<i64>,
+    end: Option<i64>,
+    size: Option<i64>,
+}
+
+fn topic_describe(connection: &Connection, name: &str) -> Result<i32, Failure> {
+    let mut session = Session::open(connection)?;
+    let metadata = session.metadata(Some(&[name]))?;
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+        .ok_or_else(|| Failure::new(format!("topic {name}: not in the metadata answer")))?;
+    if topic.error_code != 0 {
+        return Err(Failure::new(format!(
+            "topic {name}: {}",
+            describe_error(topic.error_code, None)
+        )));
+    }
+    let mut partitions: Vec<PartitionView> = topic
+        .partitions
+        .iter()
+        .map(|p| PartitionView {
+            index: p.partition_index,
+            leader: p.leader_id.0,
+            epoch: p.leader_epoch,
+            replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+            start: None,
+            end: None,
+            size: None,
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.index);
+    let topic_id = topic.topic_id.to_string();
+    let internal = topic.is_internal;
+
+    // Offsets and sizes, from each partition's leader (a leader that cannot be reached
+    // leaves them blank).
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in partitions.iter().filter(|p| p.leader >= 0) {
+        by_leader.entry(p.leader).or_default().push(p.index);
+    }
+    for (leader, indexes) in &by_leader {
+        let Ok(conn) = session.broker(*leader) else {
+            continue;
+        };
+        for (timestamp, is_start) in [(-2i64, true), (-1i64, false)] {
+            let Ok(version) = conn.version(ApiKey::ListOffsets, 1, 7) else {
+                break;
+            };
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(TopicName(text(name)))
+                    .with_partitions(
+                        indexes
+                            .iter()
+                            .map(|&i| {
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(i)
+                                    .with_timestamp(timestamp)
+                            })
+                            .collect(),
+                    )]);
+            let Ok(response) =
+                conn.call::<_, ListOffsetsResponse>(ApiKey::ListOffsets, version, &request)
+            else {
+                continue;
+            };
+            for t in &response.topics {
+                for answer in t.partitions.iter().filter(|a| a.error_code == 0) {
+                    if let Some(p) = partitions
+                        .iter_mut()
+                        .find(|p| p.index == answer.partition_index)
+                    {
+                        if is_start {
+                            p.start = Some(answer.offset);
+                        } else {
+                            p.end = Some(answer.offset);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(version) = conn.version(ApiKey::DescribeLogDirs, 1, 4) {
+            let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(TopicName(text(name)))
+                    .with_partitions(indexes.clone()),
+            ]));
+            if let Ok(response) =
+                conn.call::<_, DescribeLogDirsResponse>(ApiKey::DescribeLogDirs, version, &request)
+            {
+                for dir in response.results.iter().filter(|d| d.error_code == 0) {
+                    for t in dir.topics.iter().filter(|t| t.name.0.as_str() == name) {
+                        for answer in &t.partitions {
+                            if let Some(p) = partitions
+                                .iter_mut()
+                                .find(|p| p.index == answer.partition_index)
+                            {
+                                *p.size.get_or_insert(0) += answer.partition_size;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // The configs set on the topic (not defaults).
+    let mut configs: Vec<(String, String)> = Vec::new();
+    let version = session.bootstrap.version(ApiKey::DescribeConfigs, 1, 4)?;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text(name))]);
+    let response: DescribeConfigsResponse =
+        session
+            .bootstrap
+            .call(ApiKey::DescribeConfigs, version, &request)?;
+    for result in &response.results {
+        if result.error_code != 0 {
+            return Err(Failure::new(format!(
+                "configs of {name}: {}",
+                describe_error(
+                    result.error_code,
+                    result.error_message.as_ref().map(|m| m.as_str())
+                )
+            )));
+        }
+        for config in result.configs.iter().filter(|c| c.config_source == 1) {
+            configs.push((
+                config.name.to_string(),
+                if config.is_sensitive {
+                    "(sensitive)".to_string()
+                } else {
+                    config
+                        .value
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                },
+            ));
+        }
+    }
+    configs.sort();
+
+    let blank = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let ids = |v: &[i32]| {
+        v.iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match connection.format {
+        Format::Json => print_json(&json!({
+            "name": name,
+            "topic_id": topic_id,
+            "internal": internal,
+            "partitions": partitions.iter().map(|p| json!({
+                "partition": p.index, "leader": p.leader, "leader_epoch": p.epoch,
+                "replicas": p.replicas, "isr": p.isr, "offline_replicas": p.offline,
+                "log_start_offset": p.start, "log_end_offset": p.end, "size_bytes": p.size,
+            })).collect::<Vec<_>>(),
+            "configs": configs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })),
+        Format::Table => {
+            println!(
+                "Topic: {name}  Id: {topic_id}  Partitions: {}  Replication: {}",
+                partitions.len(),
+                partitions
+                    .iter()
+                    .map(|p| p.replicas.len())
+                    .max()
+                    .unwrap_or(0)
+            );
+            if configs.is_empty() {
+                println!("Configs: (defaults)");
+            } else {
+                let set: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("Configs: {}", set.join(", "));
+            }
+            print_table(
+                &[
+                    "PARTITION",
+                    "LEADER",
+                    "EPOCH",
+                    "REPLICAS",
+                    "ISR",
+                    "OFFLINE",
+                    "START",
+                    "END",
+                    "SIZE",
+                ],
+                partitions
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.index.to_string(),
+                            if p.leader >= 0 {
+                                p.leader.to_string()
+                            } else {
+                                "none".into()
+                            },
+                            p.epoch.to_string(),
+                            ids(&p.replicas),
+                            ids(&p.isr),
+                            ids(&p.offline),
+                            blank(p.start),
+                            blank(p.end),
+                            blank(p.size),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn topic_create(
+    connection: &Connection,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[String],
+) -> Result<i32, Failure> {
+    let mut parsed = Vec::with_capacity(configs.len());
+    for config in configs {
+        let (key, value) = config
+            .split_once('=')
+            .ok_or_else(|| Failure::new(format!("--config {config:?}: expected NAME=VALUE")))?;
+        parsed.push(
+            CreatableTopicConfig::default()
+                .with_name(text(key.trim()))
+                .with_value(Some(text(value.trim()))),
+        );
+    }
+    let mut session = Session::open(connection)?;
+    let timeout_ms = connection.timeout_ms.min(i32::MAX as u64) as i32;
+    let conn = session.controller()?;
+    let version = conn.version(ApiKey::CreateTopics, 2, 7)?;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(text(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(parsed)]);
+    let response: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, version, &request)?;
+    let result = response
+        .topics
+        .first()
+        .ok_or_else(|| Failure::new("CreateTopics answered no topic"))?;
+    if result.error_code != 0 {
+        let hint = match result.error_code {
+            36 => " (delete it first, or pick another name)",
+            38 => " (at most one replica per live node; -r -1 takes the broker's default)",
+            41 => " (the controller moved; try again)",
+            _ => "",
+        };
+        return Err(Failure::new(format!(
+            "cannot create {name}: {}{hint}",
+            describe_error(
+                result.error_code,
+                result.error_message.as_ref().map(|m| m.as_str())
+            )
+        )));
+    }
+    match connection.format {
+        Format::Json => print_json(&json!({
+            "created": name,
+            "topic_id": result.topic_id.to_string(),
+            "partitions": result.num_partitions,
+            "replication_factor": result.replication_factor,
+        })),
+        Format::Table => println!(
+            "created {name}: {} partitions, replication factor {}",
+            result.num_partitions, result.replication_factor
+        ),
+    }
+    Ok(0)
+}
+
+fn topic_delete(connection: &Connection, name: &str) -> Result<i32, Failure> {
+    let mut session = Session::open(connection)?;
+    let timeout_ms = connection.timeout_ms.min(i32::MAX as u64) as i32;
+    let conn = session.controller()?;
+    let version = conn.version(ApiKey::DeleteTopics, 1, 6)?;
+    let mut request = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
+    if version >= 6 {
+        request.topics = vec![DeleteTopicState::default().with_name(Some(TopicName(text(name))))];
+    } else {
+        request.topic_names = vec![TopicName(text(name))];
+    }
+    let response: DeleteTopicsResponse = conn.call(ApiKey::DeleteTopics, version, &request)?;
+    let result = response
+        .responses
+        .first()
+        .ok_or_else(|| Failure::new("DeleteTopics answered no topic"))?;
+    if result.error_code != 0 {
+        return Err(Failure::new(format!(
+            "cannot delete {name}: {}",
+            describe_error(
+                result.error_code,
+                result.error_message.as_ref().map(|m| m.as_str())
+            )
+        )));
+    }
+    match connection.format {
+        Format::Json => print_json(&json!({ "deleted": name })),
+        Format::Table => println!("deleted {name}"),
+    }
+    Ok(0)
+}
+
+fn cluster_info(connection: &Connection) -> Result<i32, Failure> {
+    let mut session = Session::open(connection)?;
+    let metadata = session.metadata(None)?;
+    let topics = metadata.topics.iter().filter(|t| t.error_code == 0).count();
+    let partitions: usize = metadata
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| t.partitions.len())
+        .sum();
+    let mut brokers: Vec<_> = metadata
+        .brokers
+        .iter()
+        .map(|b| {
+            (
+                b.node_id.0,
+                format!("{}:{}", b.host, b.port),
+                b.rack.as_ref().map(|r| r.to_string()),
+            )
+        })
+        .collect();
+    brokers.sort();
+    let cluster_id = metadata
+        .cluster_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    match connection.format {
+        Format::Json => print_json(&json!({
+            "cluster_id": cluster_id,
+            "controller": metadata.controller_id.0,
+            "brokers": brokers.iter().map(|(id, address, rack)| json!({
+                "id": id, "address": address, "rack": rack,
+            })).collect::<Vec<_>>(),
+            "topics": topics,
+            "partitions": partitions,
+        })),
+        Format::Table => {
+            println!("Cluster: {cluster_id}");
+            println!(
+                "Controller: {}",
+                if metadata.controller_id.0 >= 0 {
+                    metadata.controller_id.0.to_string()
+                } else {
+                    "none".into()
+                }
+            );
+            println!("Topics: {topics}  Partitions: {partitions}");
+            print_table(
+                &["BROKER", "ADDRESS", "RACK"],
+                brokers
+                    .iter()
+                    .map(|(id, address, rack)| {
+                        vec![
+                            id.to_string(),
+                            address.clone(),
+                            rack.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn cluster_health(connection: &Connection) -> Result<i32, Failure> {
+    let started = Instant::now();
+    let mut session = Session::open(connection)?;
+    let metadata = session.metadata(None)?;
+    let mut problems: Vec<(String, i32, &'static str, String)> = Vec::new();
+    let mut partitions = 0usize;
+    for topic in metadata.topics.iter().filter(|t| t.error_code == 0) {
+        let name = topic
+            .name
+            .as_ref()
+            .map(|n| n.0.to_string())
+            .unwrap_or_default();
+        for p in &topic.partitions {
+            partitions += 1;
+            if p.leader_id.0 < 0 {
+                problems.push((
+                    name.clone(),
+                    p.partition_index,
+                    "leaderless",
+                    format!(
+                        "replicas {:?}",
+                        p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>()
+                    ),
+                ));
+            } else if p.isr_nodes.len() < p.replica_nodes.len() {
+                problems.push((
+                    name.clone(),
+                    p.partition_index,
+                    "under-replicated",
+                    format!(
+                        "isr {:?} of replicas {:?}",
+                        p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+                        p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+        }
+    }
+    problems.sort();
+    let healthy = problems.is_empty() && metadata.controller_id.0 >= 0;
+    match connection.format {
+        Format::Json => print_json(&json!({
+            "healthy": healthy,
+            "controller": metadata.controller_id.0,
+            "brokers": metadata.brokers.len(),
+            "partitions": partitions,
+            "problems": problems.iter().map(|(t, p, what, detail)| json!({
+                "topic": t, "partition": p, "problem": what, "detail": detail,
+            })).collect::<Vec<_>>(),
+            "took_ms": started.elapsed().as_millis() as u64,
+        })),
+        Format::Table => {
+            if metadata.controller_id.0 < 0 {
+                println!("no controller");
+            }
+            for (topic, partition, what, detail) in &problems {
+                println!("{topic}/{partition}: {what} ({detail})");
+            }
+            println!(
+                "{}: {} brokers, {partitions} partitions, {} leaderless, {} under-replicated",
+                if healthy { "healthy" } else { "unhealthy" },
+                metadata.brokers.len(),
+                problems.iter().filter(|p| p.2 == "leaderless").count(),
+                problems
+                    .iter()
+                    .filter(|p| p.2 == "under-replicated")
+                    .count(),
+            );
+        }
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values print")
+    );
+}
+
+/// Left-aligned columns, two spaces apart.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
