@@ -250,6 +250,10 @@ pub struct Controller {
     members: Vec<NodeId>,
     /// The node leading the metadata group, as last heard (published to the shards).
     leader: Cell<Option<NodeId>>,
+    /// This node became the metadata leader and has handed out no producer id since: its
+    /// first allocation (which runs once everything committed before its term is
+    /// applied) starts past the last block any leader reserved.
+    fresh_leader: Cell<bool>,
     /// The nodes this node reaches now (itself included), as last heard.
     live: RefCell<BTreeSet<NodeId>>,
     shard_count: usize,
@@ -318,6 +322,7 @@ impl Controller {
             node: NodeId(0),
             members: Vec::new(),
             leader: Cell::new(None),
+            fresh_leader: Cell::new(false),
             live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
@@ -344,6 +349,7 @@ impl Controller {
             node,
             members,
             leader: Cell::new(None),
+            fresh_leader: Cell::new(false),
             live: RefCell::new(BTreeSet::new()),
             shard_count,
             default_partitions,
@@ -392,7 +398,10 @@ impl Controller {
         let mut state = self.state.borrow_mut();
         state.version += 1;
         if leader == Some(self.node) {
+            // The blocks reserved before this term may not all be applied yet: the
+            // first allocation moves past them (see `allocate_producer_id`).
             state.next_producer_id = state.producer_id_block_end;
+            self.fresh_leader.set(true);
         }
         true
     }
@@ -830,6 +839,10 @@ impl Controller {
     }
 
     async fn allocate_producer_id(&self) -> Result<i64, i16> {
+        if self.fresh_leader.replace(false) {
+            let mut state = self.state.borrow_mut();
+            state.next_producer_id = state.next_producer_id.max(state.producer_id_block_end);
+        }
         let need_block = {
             let state = self.state.borrow();
             state.next_producer_id >= state.producer_id_block_end

@@ -405,13 +405,6 @@ impl RaftGroup {
                 self.changed.notify_all();
             }
         }
-        // A clean stop records the latest commit, so reopening starts from it.
-        let unwritten = self.replica.borrow_mut().unwritten_commit();
-        if let Some((file, state)) = unwritten {
-            if let Err(err) = file.write(&state).await {
-                tracing::warn!(group = self.id, %err, "cannot record the commit at stop");
-            }
-        }
         self.running.set(false);
         self.stopped.notify_all();
     }

@@ -78,16 +78,8 @@ pub struct Replica {
     unpersisted: VecDeque<(u64, Vec<Message>)>,
     /// Something placed or changed since the last persist started.
     dirty: bool,
-    /// The term or vote changed since the hard state was last written: it must be durable
-    /// before the messages that depend on it leave.
+    /// The hard state changed since it was last written.
     hard_state_dirty: bool,
-    /// Term and vote as last written.
-    written_term_vote: (u64, u64),
-    /// Since when only the commit changed without being written. The commit is a hint
-    /// (reopening clamps it, and entries after it are committed again by the leader), so
-    /// it is written with the next round at least [`COMMIT_WRITE_EVERY`] later, not in
-    /// every round: one `raft.state` sync per round would double a replica's syncs.
-    commit_unwritten_since: Option<std::time::Instant>,
     outbox: Vec<Message>,
     /// A snapshot installed in memory, to make durable first in the next persist round.
     install: Option<InstallJob>,
@@ -165,8 +157,6 @@ impl Replica {
             unpersisted: VecDeque::new(),
             dirty: false,
             hard_state_dirty: false,
-            written_term_vote: (hard.term, hard.vote),
-            commit_unwritten_since: None,
             outbox: Vec::new(),
             install: None,
             snapshot_applied: None,
@@ -420,13 +410,8 @@ impl Replica {
             }
             if let Some(hs) = rd.hs() {
                 self.store.borrow_mut().hard_state = hs.clone();
-                if (hs.term, hs.vote) != self.written_term_vote {
-                    self.hard_state_dirty = true;
-                    self.dirty = true;
-                } else {
-                    self.commit_unwritten_since
-                        .get_or_insert_with(std::time::Instant::now);
-                }
+                self.hard_state_dirty = true;
+                self.dirty = true;
             }
             for state in rd.take_read_states() {
                 self.lease_confirmed(&state.request_ctx);
@@ -502,12 +487,23 @@ impl Replica {
     pub fn begin_persist(&mut self) -> Option<PersistRound> {
         let &(number, _) = self.unpersisted.back()?;
         self.dirty = false;
-        let commit_due = self
-            .commit_unwritten_since
-            .is_some_and(|since| since.elapsed() >= COMMIT_WRITE_EVERY);
-        let hard_state = if std::mem::take(&mut self.hard_state_dirty) || commit_due {
-            // The round makes the log durable before it writes this.
-            Some(self.hard_state())
+        let hard_state = if std::mem::take(&mut self.hard_state_dirty) {
+            let hs = self.store.borrow().hard_state.clone();
+            // The commit is written as far as this replica's log goes, with its end
+            // (reopening finds the committed entry by it).
+            let log = self.log.borrow();
+            let tail = log.raft().expect("a replica's log is replicated");
+            let commit = hs.commit.min(tail.last_index());
+            let (commit, commit_offset) = match tail.offsets(commit) {
+                Some((_, next)) => (commit, next),
+                None => (tail.committed(), tail.committed_offset()),
+            };
+            Some(HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit,
+                commit_offset,
+            })
         } else {
             None
         };
@@ -518,41 +514,6 @@ impl Replica {
             log: self.log.clone(),
             state_file: self.state_file.clone(),
         })
-    }
-
-    /// The hard state to write now (marked written).
-    fn hard_state(&mut self) -> HardState {
-        self.commit_unwritten_since = None;
-        {
-            let hs = self.store.borrow().hard_state.clone();
-            self.written_term_vote = (hs.term, hs.vote);
-            // The commit is written as far as this replica's log goes, with its end
-            // (reopening finds the committed entry by it).
-            let log = self.log.borrow();
-            let tail = log.raft().expect("a replica's log is replicated");
-            let commit = hs.commit.min(tail.last_index());
-            let (commit, commit_offset) = match tail.offsets(commit) {
-                Some((_, next)) => (commit, next),
-                None => (tail.committed(), tail.committed_offset()),
-            };
-            HardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit,
-                commit_offset,
-            }
-        }
-    }
-
-    /// The commit not written yet, if any, to write at a clean stop (so reopening finds
-    /// it): the state file and what to write.
-    pub fn unwritten_commit(&mut self) -> Option<(Rc<RaftStateFile>, HardState)> {
-        self.commit_unwritten_since?;
-        // Only entries already durable here may be named; an older commit is safe.
-        if self.raw.raft.raft_log.persisted < self.store.borrow().hard_state.commit {
-            return None;
-        }
-        Some((self.state_file.clone(), self.hard_state()))
     }
 
     /// Ends a persist round that succeeded: the messages of Readies up to its number
@@ -691,9 +652,6 @@ impl PersistRound {
         Ok(())
     }
 }
-
-/// How long a commit-only change of the hard state may wait to be written.
-const COMMIT_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bytes of entries one disk read for a follower gathers at most (one message's worth).
 const READ_ENTRIES_BYTES_MAX: usize = 1 << 20;

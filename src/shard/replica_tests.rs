@@ -450,10 +450,10 @@ fn simulate(seed: u64, steps: usize) {
         }
         PRODUCER_RETRIES.fetch_add(sim.producer.retries, Ordering::Relaxed);
         ACKNOWLEDGED.fetch_add(sim.acked.len() as u64, Ordering::Relaxed);
-        // Closing and reopening every replica keeps the same log. The commit each
-        // recorded may be older than the last (it is written at most once a second), so
-        // the entries after it are committed again once a leader is elected, behind the
-        // new leader's control batch.
+        // Closing and reopening every replica keeps the same log. The commit a replica
+        // recorded may be older than the last it knew (a crash between a round's log
+        // sync and its hard-state write), so the entries after it are committed again
+        // once a leader is elected, behind the new leader's control batch.
         sim.isolated = None;
         for id in 1..=NODES {
             sim.nodes[(id - 1) as usize] = None;
