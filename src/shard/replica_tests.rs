@@ -94,6 +94,28 @@ struct Sim {
 }
 
 impl Sim {
+    /// Three replicas opened in `root`, messages dropped at `drop_percent`.
+    async fn start(root: &Path, seed: u64, drop_percent: u64) -> Sim {
+        let mut sim = Sim {
+            root: root.to_path_buf(),
+            timing: ReplicaTiming::default(),
+            nodes: (0..NODES).map(|_| None).collect(),
+            net: VecDeque::new(),
+            rng: Rng(seed),
+            isolated: None,
+            drop_percent,
+            next_tag: 0,
+            pending: Vec::new(),
+            acked: BTreeSet::new(),
+            producer: Producer::default(),
+        };
+        for id in 1..=NODES {
+            std::fs::create_dir_all(Sim::dir(root, id)).unwrap();
+            sim.open(id).await;
+        }
+        sim
+    }
+
     fn dir(root: &Path, id: u64) -> PathBuf {
         root.join(format!("node-{id}"))
     }
@@ -296,23 +318,7 @@ fn simulate(seed: u64, steps: usize) {
     // replays it; raft-rs randomises election timeouts, so a replay may need a few runs).
     println!("simulation seed {seed}");
     run(move |root| async move {
-        let mut sim = Sim {
-            root: root.clone(),
-            timing: ReplicaTiming::default(),
-            nodes: (0..NODES).map(|_| None).collect(),
-            net: VecDeque::new(),
-            rng: Rng(seed),
-            isolated: None,
-            drop_percent: 5,
-            next_tag: 0,
-            pending: Vec::new(),
-            acked: BTreeSet::new(),
-            producer: Producer::default(),
-        };
-        for id in 1..=NODES {
-            std::fs::create_dir_all(Sim::dir(&root, id)).unwrap();
-            sim.open(id).await;
-        }
+        let mut sim = Sim::start(&root, seed, 5).await;
         let mut crashes = 0;
         for _ in 0..steps {
             match sim.rng.below(200) {
@@ -537,23 +543,7 @@ fn replicas_agree_and_keep_every_acknowledged_entry_under_faults() {
 #[test]
 fn the_read_lease_needs_a_majority_to_answer_the_leaders_heartbeat() {
     run(|root| async move {
-        let mut sim = Sim {
-            root: root.clone(),
-            timing: ReplicaTiming::default(),
-            nodes: (0..NODES).map(|_| None).collect(),
-            net: VecDeque::new(),
-            rng: Rng(7),
-            isolated: None,
-            drop_percent: 0,
-            next_tag: 0,
-            pending: Vec::new(),
-            acked: BTreeSet::new(),
-            producer: Producer::default(),
-        };
-        for id in 1..=NODES {
-            std::fs::create_dir_all(Sim::dir(&root, id)).unwrap();
-            sim.open(id).await;
-        }
+        let mut sim = Sim::start(&root, 7, 0).await;
         // Rounds of: tick, exchange every message, persist every node.
         async fn rounds(sim: &mut Sim, n: usize, tick: bool) {
             for _ in 0..n {
