@@ -110,7 +110,12 @@ PROPS
     local cluster_id
     cluster_id="$(cat "$data/cluster.id" 2>/dev/null || true)"
     if [ -z "$cluster_id" ]; then
-        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        # Base64url of 16 random bytes, as Kafka's own ids; one starting with '-' would
+        # be read by the storage tool as an option (about 1 run in 64), so it starts over.
+        while :; do
+            cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+            case "$cluster_id" in -*) ;; *) break ;; esac
+        done
         echo "$cluster_id" > "$data/cluster.id"
     fi
     java "${TOOL_JVM_OPTS[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
