@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// Run the broker: one shard per core, shard k listening on the --listen port + k.
     Serve(Box<Config>),
-    /// Topics of a running cluster: list, describe, create, delete.
+    /// Topics of a running cluster: list, describe, create, delete, alter-config,
+    /// add-partitions.
     #[command(subcommand)]
     Topic(strand::admin::TopicCommand),
     /// A running cluster: info, health.

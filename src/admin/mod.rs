@@ -86,6 +86,27 @@ pub enum TopicCommand {
         connection: Connection,
         name: String,
     },
+    /// Set or remove topic configs (IncrementalAlterConfigs): the others stay as they are.
+    AlterConfig {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        /// A config to set, `name=value` (repeatable).
+        #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// A config to remove, back to the broker default (repeatable).
+        #[arg(short = 'd', long = "delete", value_name = "NAME")]
+        delete: Vec<String>,
+    },
+    /// Grow a topic to `--total` partitions (CreatePartitions, sent to the controller).
+    AddPartitions {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        /// The partition count wanted (more than the topic has).
+        #[arg(long)]
+        total: i32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +137,17 @@ pub fn topic(command: TopicCommand) -> i32 {
             configs,
         } => topic_create(&connection, &name, partitions, replication_factor, &configs),
         TopicCommand::Delete { connection, name } => topic_delete(&connection, &name),
+        TopicCommand::AlterConfig {
+            connection,
+            name,
+            set,
+            delete,
+        } => topic_alter_config(&connection, &name, &set, &delete),
+        TopicCommand::AddPartitions {
+            connection,
+            name,
+            total,
+        } => topic_add_partitions(&connection, &name, total),
     })
 }
 
@@ -595,6 +627,117 @@ fn topic_delete(connection: &Connection, name: &str) -> Result<i32, Failure> {
     match connection.format {
         Format::Json => print_json(&json!({ "deleted": name })),
         Format::Table => println!("deleted {name}"),
+    }
+    Ok(0)
+}
+
+fn topic_alter_config(
+    connection: &Connection,
+    name: &str,
+    set: &[String],
+    delete: &[String],
+) -> Result<i32, Failure> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    if set.is_empty() && delete.is_empty() {
+        return Err(Failure::new(
+            "nothing to change: give --set NAME=VALUE or --delete NAME",
+        ));
+    }
+    let mut configs = Vec::with_capacity(set.len() + delete.len());
+    for config in set {
+        let (key, value) = config
+            .split_once('=')
+            .ok_or_else(|| Failure::new(format!("--set {config:?}: expected NAME=VALUE")))?;
+        configs.push(
+            AlterableConfig::default()
+                .with_name(text(key.trim()))
+                .with_config_operation(0)
+                .with_value(Some(text(value.trim()))),
+        );
+    }
+    for key in delete {
+        configs.push(
+            AlterableConfig::default()
+                .with_name(text(key.trim()))
+                .with_config_operation(1),
+        );
+    }
+    let mut session = Session::open(connection)?;
+    let conn = &mut session.bootstrap;
+    let version = conn.version(ApiKey::IncrementalAlterConfigs, 0, 1)?;
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text(name))
+            .with_configs(configs),
+    ]);
+    let response: IncrementalAlterConfigsResponse =
+        conn.call(ApiKey::IncrementalAlterConfigs, version, &request)?;
+    let result = response
+        .responses
+        .first()
+        .ok_or_else(|| Failure::new("IncrementalAlterConfigs answered no resource"))?;
+    if result.error_code != 0 {
+        return Err(Failure::new(format!(
+            "cannot change the configs of {name}: {}",
+            describe_error(
+                result.error_code,
+                result.error_message.as_ref().map(|m| m.as_str())
+            )
+        )));
+    }
+    match connection.format {
+        Format::Json => print_json(&json!({ "altered": name, "set": set, "deleted": delete })),
+        Format::Table => println!(
+            "altered {name}: {} set, {} removed",
+            set.len(),
+            delete.len()
+        ),
+    }
+    Ok(0)
+}
+
+fn topic_add_partitions(connection: &Connection, name: &str, total: i32) -> Result<i32, Failure> {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let mut session = Session::open(connection)?;
+    let timeout_ms = connection.timeout_ms.min(i32::MAX as u64) as i32;
+    let conn = session.controller()?;
+    let version = conn.version(ApiKey::CreatePartitions, 0, 3)?;
+    let request = CreatePartitionsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(text(name)))
+            .with_count(total)
+            .with_assignments(None)]);
+    let response: CreatePartitionsResponse =
+        conn.call(ApiKey::CreatePartitions, version, &request)?;
+    let result = response
+        .results
+        .first()
+        .ok_or_else(|| Failure::new("CreatePartitions answered no topic"))?;
+    if result.error_code != 0 {
+        let hint = if result.error_code == 37 {
+            " (--total is the new partition count, above the current one)"
+        } else {
+            ""
+        };
+        return Err(Failure::new(format!(
+            "cannot add partitions to {name}: {}{hint}",
+            describe_error(
+                result.error_code,
+                result.error_message.as_ref().map(|m| m.as_str())
+            )
+        )));
+    }
+    match connection.format {
+        Format::Json => print_json(&json!({ "topic": name, "partitions": total })),
+        Format::Table => println!("{name} now has {total} partitions"),
     }
     Ok(0)
 }

@@ -97,3 +97,24 @@ def test_no_broker_is_one_line_and_exit_1(tmp_path):
     result = subprocess.run([STRAND_BIN, "cluster", "info"], capture_output=True, text=True,
                             timeout=30, env={"STRAND_BROKERS": f"127.0.0.1:{port}"})
     assert result.returncode == 1 and f"127.0.0.1:{port}" in result.stderr
+
+
+def test_alter_config_and_add_partitions(broker, topic):
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "2", "-c", "retention.ms=3600000")
+    out = strand("topic", "alter-config", topic, *b, "--set", "segment.bytes=1048576",
+                 "-s", "cleanup.policy=compact", "--delete", "retention.ms")[1]
+    assert out.strip() == f"altered {topic}: 2 set, 1 removed"
+    described = as_json("topic", "describe", topic, *b)
+    assert described["configs"] == {"segment.bytes": "1048576", "cleanup.policy": "compact"}
+    code, _, err = strand("topic", "alter-config", topic, *b, "-s", "segment.bytes=x", check=False)
+    assert code == 1 and "INVALID_CONFIG (40)" in err, err
+    code, _, err = strand("topic", "alter-config", topic, *b, check=False)
+    assert code == 1 and "nothing to change" in err, err
+
+    assert strand("topic", "add-partitions", topic, *b, "--total", "5")[1].strip() == \
+        f"{topic} now has 5 partitions"
+    md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(topic, timeout=10)
+    assert len(md.topics[topic].partitions) == 5
+    code, _, err = strand("topic", "add-partitions", topic, *b, "--total", "3", check=False)
+    assert code == 1 and "INVALID_PARTITIONS (37)" in err and "--total" in err, err
