@@ -169,6 +169,11 @@ fn finish(result: Result<i32, Failure>) -> i32 {
     }
 }
 
+/// An error code and the broker's message, as [`describe_error`] prints them.
+fn result_error(code: i16, message: &Option<StrBytes>) -> String {
+    describe_error(code, message.as_ref().map(|m| m.as_str()))
+}
+
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -439,10 +444,7 @@ fn topic_describe(connection: &Connection, name: &str) -> Result<i32, Failure> {
         if result.error_code != 0 {
             return Err(Failure::new(format!(
                 "configs of {name}: {}",
-                describe_error(
-                    result.error_code,
-                    result.error_message.as_ref().map(|m| m.as_str())
-                )
+                result_error(result.error_code, &result.error_message)
             )));
         }
         for config in result.configs.iter().filter(|c| c.config_source == 1) {
@@ -578,10 +580,7 @@ fn topic_create(
         };
         return Err(Failure::new(format!(
             "cannot create {name}: {}{hint}",
-            describe_error(
-                result.error_code,
-                result.error_message.as_ref().map(|m| m.as_str())
-            )
+            result_error(result.error_code, &result.error_message)
         )));
     }
     match connection.format {
@@ -618,10 +617,7 @@ fn topic_delete(connection: &Connection, name: &str) -> Result<i32, Failure> {
     if result.error_code != 0 {
         return Err(Failure::new(format!(
             "cannot delete {name}: {}",
-            describe_error(
-                result.error_code,
-                result.error_message.as_ref().map(|m| m.as_str())
-            )
+            result_error(result.error_code, &result.error_message)
         )));
     }
     match connection.format {
@@ -685,10 +681,7 @@ fn topic_alter_config(
     if result.error_code != 0 {
         return Err(Failure::new(format!(
             "cannot change the configs of {name}: {}",
-            describe_error(
-                result.error_code,
-                result.error_message.as_ref().map(|m| m.as_str())
-            )
+            result_error(result.error_code, &result.error_message)
         )));
     }
     match connection.format {
@@ -729,10 +722,7 @@ fn topic_add_partitions(connection: &Connection, name: &str, total: i32) -> Resu
         };
         return Err(Failure::new(format!(
             "cannot add partitions to {name}: {}{hint}",
-            describe_error(
-                result.error_code,
-                result.error_message.as_ref().map(|m| m.as_str())
-            )
+            result_error(result.error_code, &result.error_message)
         )));
     }
     match connection.format {

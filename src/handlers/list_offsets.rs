@@ -38,12 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                     p.check_leader_epoch(wanted.current_leader_epoch)
                         .map(|()| p)
                 });
-            // A replicated partition's leader answers only under its read lease.
             let owned = match owned {
-                Ok(p) => match &p.group {
-                    Some(group) if !group.read_lease().await => Err(NOT_LEADER_OR_FOLLOWER),
-                    _ => Ok(p),
-                },
+                Ok(p) => Shard::readable(p).await,
                 Err(code) => Err(code),
             };
             let partition = match owned {

@@ -357,6 +357,17 @@ impl Shard {
         }
     }
 
+    /// `partition` if this shard may serve a read of it now: a replicated partition's
+    /// leader only under its read lease (NOT_LEADER_OR_FOLLOWER otherwise).
+    pub async fn readable(partition: Rc<Partition>) -> Result<Rc<Partition>, i16> {
+        match &partition.group {
+            Some(group) if !group.read_lease().await => {
+                Err(crate::protocol::errors::NOT_LEADER_OR_FOLLOWER)
+            }
+            _ => Ok(partition),
+        }
+    }
+
     /// Whether this shard coordinates the consumer group or transactional id `key`
     /// (FindCoordinator names the shard its hash picks).
     pub fn coordinates(&self, key: &str) -> bool {

@@ -116,33 +116,17 @@ pub fn write(dir: &Path, start: &RaftStart, installing: bool) -> io::Result<()> 
     crate::storage::record_file::write_atomically(&dir.join(RAFT_START_FILE), line.as_bytes())
 }
 
-/// Base offsets of `dir`'s segments, sorted. Blocking.
-fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(base) = parse_segment_name(&name, LOG_SUFFIX) {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
-}
-
 /// Removes every segment of `dir` (and its producer snapshots) whose base is below
-/// `below`, then syncs `dir`. Blocking.
+/// `below`, then syncs `dir`. Returns how many segments went. Blocking.
 fn remove_segments_below(dir: &Path, below: i64) -> io::Result<usize> {
     let mut removed = 0;
-    for base in segment_bases(dir)? {
-        if base < below {
-            crate::storage::recovery::remove_segment_files(dir, base)?;
-            removed += 1;
-        }
-    }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if parse_segment_name(&name, SNAPSHOT_SUFFIX).is_some_and(|offset| offset < below) {
+        if let Some(base) = parse_segment_name(&name, LOG_SUFFIX).filter(|&b| b < below) {
+            crate::storage::recovery::remove_segment_files(dir, base)?;
+            removed += 1;
+        } else if parse_segment_name(&name, SNAPSHOT_SUFFIX).is_some_and(|o| o < below) {
             std::fs::remove_file(entry.path())?;
         }
     }
