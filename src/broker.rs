@@ -284,6 +284,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     }
     shard.spawn_flusher();
     shard.spawn_maintenance();
+    shard.spawn_leader_balancing();
     if let Some(listener) = rpc_listener {
         start_links(&shard, listener)?;
     }
@@ -383,23 +384,15 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     crate::server::accept_loop(&shard, listener).await;
 
     // Drain: connections finish their in-flight requests (bounded by the grace period).
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let drained = crate::util::timeout(grace, async {
-        while shard.connections.get() > 0 {
-            let seen = shard.connections_changed.generation();
-            if shard.connections.get() == 0 {
-                break;
-            }
-            shard.connections_changed.wait(seen).await;
-        }
-    })
-    .await;
-    if drained.is_none() {
+    if !shard.wait_connections_drained().await {
         tracing::warn!(
             shard = shard.id.0,
             open = shard.connections.get(),
             "connections still open after the grace period"
         );
+    }
+    if config.clustered() {
+        shard.wait_cluster_stopped().await;
     }
     shard.close_partitions().await;
     tracing::info!(shard = shard.id.0, "shard stopped");
@@ -500,11 +493,19 @@ fn start_links(shard: &Rc<Shard>, listener: StdListener) -> Result<(), String> {
             }
             watched.shutdown.wait(seen).await;
         }
+        if watched.config.controlled_shutdown_enable {
+            watched.hand_over_leadership().await;
+        }
+        // Produces and fetches in flight finish while the groups still run (a produce
+        // waiting here hears its entry's fate from the new leader).
+        watched.wait_connections_drained().await;
         let groups: Vec<_> = watched.raft_groups.borrow().values().cloned().collect();
         for group in groups {
             group.stop().await;
         }
         links.shutdown().await;
+        watched.cluster_stopped.set(true);
+        watched.connections_changed.notify_all();
     })
     .detach();
     Ok(())

@@ -72,6 +72,27 @@ pub struct Config {
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub replica_lag_time_max_ms: u64,
 
+    /// Move partition leadership back to the preferred replica (the first of a
+    /// partition's replicas) when too many of a broker's preferred partitions are led
+    /// elsewhere (Kafka's `auto.leader.rebalance.enable`).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub auto_leader_rebalance_enable: bool,
+
+    /// On SIGTERM, hand the leadership of every partition this node leads to an in-sync
+    /// follower before stopping (Kafka's `controlled.shutdown.enable`).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub controlled_shutdown_enable: bool,
+
+    /// How often each broker (shard) checks its leader imbalance (Kafka's
+    /// `leader.imbalance.check.interval.seconds`).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub leader_imbalance_check_interval_seconds: u64,
+
+    /// The share of a broker's preferred partitions that may be led elsewhere before it
+    /// claims them back (Kafka's `leader.imbalance.per.broker.percentage`).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub leader_imbalance_per_broker_percentage: u64,
+
     /// Number of shards (one pinned executor per shard). Default: all online cores.
     #[arg(long)]
     pub shards: Option<usize>,

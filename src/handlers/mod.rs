@@ -9,6 +9,7 @@
 mod admin;
 mod api_versions;
 mod create_topics;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -229,6 +230,7 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::DescribeLogDirs => call!(admin::describe_log_dirs),
         ApiKey::DescribeCluster => call!(admin::describe_cluster),
         ApiKey::OffsetForLeaderEpoch => call!(admin::offset_for_leader_epoch),
+        ApiKey::ElectLeaders => call!(elect_leaders::handle),
         ApiKey::AddPartitionsToTxn => call!(txn::add_partitions_to_txn),
         ApiKey::AddOffsetsToTxn => call!(txn::add_offsets_to_txn),
         ApiKey::EndTxn => call!(txn::end_txn),

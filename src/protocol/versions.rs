@@ -36,6 +36,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
     // Transactions. AddPartitionsToTxn v4+ is broker-to-broker (KIP-890); EndTxn v5 and
     // Produce v12 belong to transaction protocol version 2, which is not advertised.
     (ApiKey::AddPartitionsToTxn, 0, 3),
@@ -104,6 +105,7 @@ mod tests {
                 ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
                 ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
                 ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
+                ApiKey::ElectLeaders => ElectLeadersRequest::VERSIONS,
                 ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::VERSIONS,
                 ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::VERSIONS,
                 ApiKey::EndTxn => EndTxnRequest::VERSIONS,

@@ -1,7 +1,8 @@
 //! A cluster member's inter-node links, on every shard: Raft messages go to the shard's
 //! groups by group id (the metadata group on shard 0, replicated partitions on the shard
 //! that holds them); forwarded metadata changes and their replies, and the liveness of
-//! peers, go to shard 0's metadata group.
+//! peers, go to shard 0's metadata group; leadership claims go to the shards holding the
+//! replicas.
 
 use std::rc::Rc;
 
@@ -10,6 +11,7 @@ use raft::eraftpb::Message;
 
 use super::rpc::{LinkHandler, PeerLinks, ReplyFuture};
 use crate::cluster::controller::ControlRequest;
+use crate::shard::leaders::OP_CLAIM_LEADERSHIP;
 use crate::shard::meta::{ForwardReply, OP_CONTROL_FORWARD};
 use crate::shard::raft_group::PeerTransport;
 use crate::shard::Shard;
@@ -43,6 +45,10 @@ impl LinkHandler for ShardLinks {
     fn on_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> ReplyFuture {
         let shard = self.shard.clone();
         Box::pin(async move {
+            if op == OP_CLAIM_LEADERSHIP {
+                shard.claim_leadership_asked(peer, &payload).await;
+                return Bytes::new();
+            }
             let group = shard.meta.borrow().clone();
             let Some(group) = group.filter(|_| op == OP_CONTROL_FORWARD) else {
                 tracing::warn!(

@@ -16,6 +16,7 @@
 //! | `WriteTxnMarkers` | a transaction coordinator ending a transaction | the shard owning the partitions: [`Shard::write_txn_markers`] | `TxnMarkers` |
 //! | `VerifyTxnPartition` | a partition leader appending the first transactional batch of a producer's transaction (KIP-890) | the transactional id's coordinator: [`Shard::check_partition_in_txn`](super::Shard::check_partition_in_txn) | `TxnPartitionVerified` |
 //! | `EndTxnOffsets` | a transaction coordinator ending a transaction | the group's coordinator: [`GroupCoordinator::end_txn_offsets`](crate::coordinator::GroupCoordinator::end_txn_offsets) | `TxnOffsetsEnded` |
+//! | `ClaimLeadership` | a preferred leader election (ElectLeaders, a peer's claim) | the shard holding the replicas: [`Shard::claim_leadership`](super::Shard::claim_leadership) | `Applied` |
 //!
 //! [`Shard::spawn_mesh_receiver`]: super::Shard::spawn_mesh_receiver
 //! [`Shard::apply_snapshot`]: super::Shard::apply_snapshot
@@ -63,6 +64,9 @@ pub enum MeshRequest {
         producer_id: i64,
         commit: bool,
     },
+    /// This shard's replicas of these Raft groups claim their leadership (preferred
+    /// leader elections); reply `Applied` once asked.
+    ClaimLeadership(Vec<u64>),
 }
 
 /// Transaction markers for one producer, to partitions of one shard.
@@ -288,6 +292,10 @@ impl super::Shard {
                                         .end_txn_offsets(&group, producer_id, commit)
                                         .await,
                                 ),
+                                MeshRequest::ClaimLeadership(groups) => {
+                                    shard.claim_here(&groups);
+                                    MeshReply::Applied
+                                }
                                 MeshRequest::Control(request) => match shard.control(request).await
                                 {
                                     Ok(reply) => MeshReply::Control(reply),

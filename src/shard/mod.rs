@@ -16,6 +16,7 @@
 
 pub mod append_gate;
 mod flusher;
+pub mod leaders;
 mod maintenance;
 pub mod mesh;
 pub mod meta;
@@ -206,6 +207,9 @@ pub struct Shard {
     pub raft_groups: RefCell<HashMap<u64, Rc<raft_group::RaftGroup>>>,
     /// Shard 0 of a cluster member: the metadata group.
     pub meta: RefCell<Option<Rc<meta::MetaGroup>>>,
+    /// A cluster member stopping: its Raft groups and links stopped (signals
+    /// `connections_changed`).
+    pub cluster_stopped: Cell<bool>,
 }
 
 impl Shard {
@@ -240,7 +244,35 @@ impl Shard {
             peers: RefCell::new(None),
             raft_groups: RefCell::new(HashMap::new()),
             meta: RefCell::new(None),
+            cluster_stopped: Cell::new(false),
         })
+    }
+
+    /// Waits until every client connection closed, at most `--shutdown-grace-ms`; false
+    /// if some are still open.
+    pub async fn wait_connections_drained(&self) -> bool {
+        self.wait_stopping_until(|s| s.connections.get() == 0).await
+    }
+
+    /// Waits until a stopping cluster member's Raft groups and links stopped, at most
+    /// `--shutdown-grace-ms`.
+    pub async fn wait_cluster_stopped(&self) -> bool {
+        self.wait_stopping_until(|s| s.cluster_stopped.get()).await
+    }
+
+    async fn wait_stopping_until(&self, done: impl Fn(&Self) -> bool) -> bool {
+        let grace = std::time::Duration::from_millis(self.config.shutdown_grace_ms);
+        crate::util::timeout(grace, async {
+            loop {
+                let seen = self.connections_changed.generation();
+                if done(self) {
+                    return;
+                }
+                self.connections_changed.wait(seen).await;
+            }
+        })
+        .await
+        .is_some()
     }
 
     /// This shard's copy of the cluster metadata; cloning it touches only this core's memory.

@@ -150,7 +150,7 @@ impl RaftGroup {
     /// so no other leader can be elected, nor anything committed without this replica,
     /// until then.
     fn lease_duration(&self) -> Duration {
-        self.clock.tick * (self.clock.election_ticks as u32) / 2
+        self.election_timeout() / 2
     }
 
     /// Whether this replica leads and holds the read lease: a majority of the voters
@@ -238,6 +238,81 @@ impl RaftGroup {
             tracing::warn!(group = self.id, %err, "cannot start an election");
         }
         self.wake.notify_all();
+    }
+
+    /// Asks for the leadership to move to this replica (see
+    /// [`Replica::transfer_leadership`]); see [`Self::leader`] for the outcome.
+    pub fn request_leadership(&self) {
+        let mut replica = self.replica.borrow_mut();
+        if replica.is_leader() {
+            return;
+        }
+        if let Err(err) = replica.transfer_leadership(self.node) {
+            tracing::warn!(group = self.id, %err, "cannot ask for the leadership");
+        }
+        drop(replica);
+        self.wake.notify_all();
+    }
+
+    /// A leader hands its leadership to the in-sync follower furthest along; false if
+    /// this replica does not lead or has no such follower.
+    pub fn hand_over(&self) -> bool {
+        let in_sync = self.in_sync();
+        let mut replica = self.replica.borrow_mut();
+        if !replica.is_leader() {
+            return false;
+        }
+        let to = replica
+            .progress()
+            .into_iter()
+            .filter(|(id, _)| *id != self.node && in_sync.contains(id))
+            .max_by_key(|(_, matched)| *matched)
+            .map(|(id, _)| id);
+        let Some(to) = to else { return false };
+        if let Err(err) = replica.transfer_leadership(to) {
+            tracing::warn!(group = self.id, %err, "cannot hand the leadership over");
+            return false;
+        }
+        drop(replica);
+        self.wake.notify_all();
+        true
+    }
+
+    /// Waits until this replica leads (true) or `within` passed.
+    pub async fn wait_leading(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.changed.generation();
+            if self.leader.get() == self.node {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopping.get() {
+                return false;
+            }
+            let _ = timeout(left, self.changed.wait(seen)).await;
+        }
+    }
+
+    /// Waits until some leader is known (its node id) or `within` passed (0).
+    pub async fn wait_for_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.changed.generation();
+            if self.leader.get() != 0 {
+                return self.leader.get();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopping.get() {
+                return 0;
+            }
+            let _ = timeout(left, self.changed.wait(seen)).await;
+        }
+    }
+
+    /// One election timeout of this group's clock.
+    pub fn election_timeout(&self) -> Duration {
+        self.clock.tick * (self.clock.election_ticks as u32)
     }
 
     /// Proposes a batch, placed in the log at once (see [`Replica::propose`]).

@@ -202,6 +202,14 @@ impl Replica {
         self.drive()
     }
 
+    /// Raft's leader transfer to `to`: the leader hands over (MsgTimeoutNow) once `to`'s
+    /// log has caught up with its own. On a follower `to` must be this replica (the
+    /// request goes to the leader from here); nothing happens without a leader.
+    pub fn transfer_leadership(&mut self, to: u64) -> io::Result<()> {
+        self.raw.transfer_leader(to);
+        self.drive()
+    }
+
     /// One tick of the Raft clock.
     pub fn tick(&mut self) -> io::Result<()> {
         self.raw.tick();

@@ -50,6 +50,7 @@ impl Shard {
         // would after an election timeout.
         if fresh && voters.first() == Some(&node) {
             group.campaign();
+            glommio::spawn_local(super::leaders::stand_as_preferred(group.clone())).detach();
         }
         let partition = Rc::new(Partition::replicated(topic.clone(), index, group));
         glommio::spawn_local(watch_replica(self.clone(), partition.clone())).detach();

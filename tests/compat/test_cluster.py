@@ -1353,3 +1353,215 @@ def test_cluster_health_names_leaderless_and_under_replicated_partitions(cluster
     cluster.node(3).start()
     wait_for("a healthy cluster again",
              lambda: strand("cluster", "health", *b, check=False)[0] == 0, TAKEOVER_TIMEOUT_S)
+
+
+def add(acked, more):
+    """Adds produce()'s answer `more` to `acked` (both {(topic, partition): [(offset, value)]})."""
+    for key, records in more.items():
+        acked.setdefault(key, []).extend(records)
+        acked[key].sort()
+
+
+def count(acked):
+    return sum(len(v) for v in acked.values())
+
+
+def leaders_of(node, topic):
+    """{partition: leader broker} in `node`'s metadata."""
+    return {p: leader for p, (leader, _, _) in replicated_view(node, topic).items()}
+
+
+def move_leadership_off(cluster, topic, partition, node_id):
+    """Kills node `node_id` until another node leads `topic`'s `partition`, then restarts
+    it and waits until its replica is back in sync everywhere."""
+    cluster.node(node_id).kill9()
+    survivor = next(n for n in cluster.live())
+    wait_for(f"a leader of {topic}[{partition}] other than node {node_id}",
+             lambda: (leaders_of(survivor, topic).get(partition, -1) >= 0
+                      and node_of(leaders_of(survivor, topic)[partition]) != node_id),
+             TAKEOVER_TIMEOUT_S)
+    cluster.node(node_id).start()
+    wait_for(f"node {node_id} back in sync",
+             lambda: all(broker_id(node_id, 0) in replicated_view(n, topic)[partition][2]
+                         for n in cluster.nodes),
+             TAKEOVER_TIMEOUT_S)
+
+
+def test_elect_leaders_moves_leadership_to_the_preferred_replica(make_cluster):
+    """With automatic balancing off, a partition whose preferred replica (node 1) was
+    killed keeps its new leader after node 1 is back; ElectLeaders (confluent-kafka's
+    elect_leaders, PREFERRED) moves it back to node 1 with no acknowledged record lost,
+    says ELECTION_NOT_NEEDED for a partition already led by its preferred replica and for
+    an unclean election while a leader exists, UNKNOWN_TOPIC_OR_PARTITION for a partition
+    that does not exist, and leaves partitions needing nothing out when asked for all."""
+    from confluent_kafka import ElectionType
+    cluster = make_cluster(extra=["--auto-leader-rebalance-enable", "false"])
+    b = [broker_id(n, 0) for n in (1, 2, 3)]
+    name = topic_name("el")
+    admin = cluster.node(2).admin()
+    assignment = [[b[0], b[1], b[2]], [b[1], b[2], b[0]]]
+    admin.create_topics([NewTopic(name, num_partitions=2, replica_assignment=assignment)])[name].result(timeout=20)
+    wait_replicated(cluster, name, 2, 3)
+    wait_for("preferred leaders", lambda: leaders_of(cluster.node(2), name) == {0: b[0], 1: b[1]},
+             TAKEOVER_TIMEOUT_S)
+    acked = produce(cluster.bootstrap_all(), [(name, i % 2, f"a{i}".encode()) for i in range(40)])
+
+    move_leadership_off(cluster, name, 0, 1)
+    add(acked, produce(cluster.bootstrap_all(), [(name, i % 2, f"b{i}".encode()) for i in range(40)]))
+    # Nothing moves it back by itself.
+    time.sleep(3)
+    assert node_of(leaders_of(cluster.node(2), name)[0]) != 1
+
+    tp = [TopicPartition(name, 0), TopicPartition(name, 1), TopicPartition(name, 7)]
+    result = admin.elect_leaders(ElectionType.PREFERRED, tp).result(timeout=40)
+    codes = {(t.topic, t.partition): (e.code() if e is not None else None) for t, e in result.items()}
+    assert codes == {(name, 0): None, (name, 1): KafkaError.ELECTION_NOT_NEEDED,
+                     (name, 7): KafkaError.UNKNOWN_TOPIC_OR_PART}, codes
+    for n in cluster.nodes:
+        wait_for(f"node 1 leading {name}[0] on {n}", lambda: leaders_of(n, name)[0] == b[0],
+                 SPREAD_TIMEOUT_S)
+    add(acked, produce(cluster.bootstrap_all(), [(name, i % 2, f"c{i}".encode()) for i in range(40)]))
+    assert read_back(cluster.bootstrap_all(), name, [0, 1], count(acked)) == acked
+
+    result = admin.elect_leaders(ElectionType.UNCLEAN, [TopicPartition(name, 0)]).result(timeout=40)
+    assert [e.code() for e in result.values()] == [KafkaError.ELECTION_NOT_NEEDED]
+    # Every partition led by its preferred replica: nothing to report.
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=40) == {}
+
+
+def test_leadership_returns_to_preferred_replicas_by_itself(make_cluster):
+    """Automatic leader balancing (Kafka's auto.leader.rebalance.enable): after node 1,
+    preferred leader of a partition, is killed and restarted, it takes the leadership back
+    by itself at its next imbalance check, while a producer keeps writing; every
+    acknowledged record is read back."""
+    cluster = make_cluster(extra=["--leader-imbalance-check-interval-seconds", "2"])
+    b = [broker_id(n, 0) for n in (1, 2, 3)]
+    name = topic_name("bal")
+    admin = cluster.node(2).admin()
+    admin.create_topics([NewTopic(name, num_partitions=1, replica_assignment=[[b[0], b[1], b[2]]])])[name].result(timeout=20)
+    wait_replicated(cluster, name, 1, 3)
+    acked = produce(cluster.bootstrap_all(), [(name, 0, f"a{i}".encode()) for i in range(50)])
+    move_leadership_off(cluster, name, 0, 1)
+    add(acked, produce(cluster.bootstrap_all(), [(name, 0, f"b{i}".encode()) for i in range(50)]))
+    for n in cluster.nodes:
+        wait_for(f"node 1 leading {name}[0] again on {n}", lambda: leaders_of(n, name)[0] == b[0],
+                 TAKEOVER_TIMEOUT_S)
+    assert "moving leadership back to the preferred replicas" in cluster.node(1).log()
+    add(acked, produce(cluster.bootstrap_all(), [(name, 0, f"c{i}".encode()) for i in range(50)]))
+    assert read_back(cluster.bootstrap_all(), name, [0], count(acked)) == acked
+
+
+def test_rolling_restart_fails_no_produce(make_cluster):
+    """A rolling restart: each node in turn gets SIGTERM (a controlled shutdown hands every
+    leadership it holds to an in-sync follower first), is started again and caught up,
+    while an idempotent acks=all producer writes and a consumer group reads. No delivery
+    fails, the consumer sees no fatal error and receives every acknowledged record, every
+    acknowledged record is read back once at its offset, and afterwards the leadership is
+    back on the preferred replicas."""
+    import threading
+    cluster = make_cluster(extra=["--leader-imbalance-check-interval-seconds", "2"])
+    name = topic_name("roll")
+    assert admin_create(cluster.node(1), name, 3, replication_factor=3) is None
+    preferred = wait_replicated(cluster, name, 3, 3)
+    assert len({node_of(b) for b in preferred.values()}) == 3, preferred
+
+    acked, errors, stop = {}, [], threading.Event()
+    ack_times = {p: [] for p in range(3)}
+    producer = Producer({"bootstrap.servers": cluster.bootstrap_all(), "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 60_000})
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+            ack_times[msg.partition()].append(time.time())
+
+    def produce_loop():
+        i = 0
+        while not stop.is_set():
+            try:
+                producer.produce(name, value=f"v-{i}".encode(), partition=i % 3,
+                                 on_delivery=on_delivery)
+                i += 1
+            except BufferError:
+                pass
+            producer.poll(0.002)
+        producer.flush(60)
+
+    consumed, consumer_errors = set(), []
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": f"g-{name}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    consumer.subscribe([name])
+    consumer_done = threading.Event()
+
+    def consume_loop():
+        while not consumer_done.is_set():
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                consumer_errors.append(msg.error())
+            else:
+                consumed.add(msg.value())
+        consumer.close()
+
+    threads = [threading.Thread(target=produce_loop), threading.Thread(target=consume_loop)]
+    for t in threads:
+        t.start()
+    try:
+        rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, stop, threads,
+                               consumed, consumer_errors)
+    finally:
+        stop.set()
+        consumer_done.set()
+        for t in threads:
+            t.join(90)
+
+
+def all_in_sync(node, topic, replicas):
+    """Whether `node`'s metadata shows every partition of `topic` with `replicas` in sync."""
+    v = replicated_view(node, topic)
+    return v is not None and all(len(isr) == replicas for _, _, isr in v.values())
+
+
+def rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, stop, threads,
+                           consumed, consumer_errors):
+    restarts = []
+    try:
+        wait_for("records acknowledged", lambda: len(acked) > 300, 20)
+        for node in cluster.nodes:
+            started = time.time()
+            assert node.terminate() == 0
+            node.start()
+            wait_for(f"{node} back in sync", lambda: all_in_sync(cluster.node(1), name, 3),
+                     TAKEOVER_TIMEOUT_S)
+            restarts.append((node, started, time.time()))
+            count = len(acked)
+            wait_for("acks going on", lambda: len(acked) > count + 100, 20)
+    finally:
+        stop.set()
+        threads[0].join(90)
+    assert errors == [], errors[:5]
+    # The longest wait between two acks of a partition across each restart (printed).
+    for node, started, ended in restarts:
+        gaps = [max((b - a for a, b in zip(ts, ts[1:]) if started <= b <= ended + 1), default=0)
+                for ts in ack_times.values()]
+        print(f"{node}: longest gap between acks of a partition {max(gaps):.2f}s")
+    for node, started, _ in restarts:
+        log = node.log()
+        assert "controlled shutdown: leadership handed over" in log, node
+        assert "still_leading=0" in log, f"{node} stopped while leading"
+
+    wait_for("the consumer to receive every acknowledged record",
+             lambda: set(acked) <= consumed, 60)
+    assert not [e for e in consumer_errors if e.fatal()], consumer_errors[:5]
+    per_partition = {p: sorted((o, v) for v, (q, o) in acked.items() if q == p) for p in range(3)}
+    got = read_back(cluster.bootstrap_all(), name, [0, 1, 2], len(acked), timeout=60)
+    for p in range(3):
+        records = got.get((name, p), [])
+        values = [v for _, v in records]
+        assert len(values) == len(set(values)), f"partition {p}: duplicates"
+        assert set(per_partition[p]) <= set(records), f"partition {p}: acked records missing or moved"
+    wait_for("leadership back on the preferred replicas",
+             lambda: leaders_of(cluster.node(2), name) == preferred, TAKEOVER_TIMEOUT_S)
