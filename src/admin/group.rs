@@ -287,12 +287,20 @@ fn committed_offsets(
         .collect())
 }
 
+/// A partition in `group describe`.
+#[derive(Clone, Copy, Default)]
+struct PartitionLag {
+    committed: Option<i64>,
+    log_end: Option<i64>,
+    /// Index of the member it is assigned to.
+    owner: Option<usize>,
+}
+
 /// `group describe` of one group: its partitions with their owners and lag.
 struct Described {
     group: String,
     state: GroupState,
-    /// (topic, partition) → (committed, log end, index of the owning member).
-    partitions: BTreeMap<(String, i32), (Option<i64>, Option<i64>, Option<usize>)>,
+    partitions: BTreeMap<(String, i32), PartitionLag>,
 }
 
 impl Described {
@@ -303,7 +311,7 @@ impl Described {
     fn total_lag(&self) -> i64 {
         self.partitions
             .values()
-            .filter_map(|&(c, e, _)| Self::lag(c, e))
+            .filter_map(|p| Self::lag(p.committed, p.log_end))
             .sum()
     }
 }
@@ -315,14 +323,22 @@ fn describe_one(session: &mut Session, group: &str) -> Result<Described, Failure
             "group {group} does not exist (strand group list shows the groups)"
         )));
     }
-    let mut partitions: BTreeMap<(String, i32), (Option<i64>, Option<i64>, Option<usize>)> = state
+    let mut partitions: BTreeMap<(String, i32), PartitionLag> = state
         .committed
         .iter()
-        .map(|(key, &offset)| (key.clone(), (Some(offset), None, None)))
+        .map(|(key, &offset)| {
+            (
+                key.clone(),
+                PartitionLag {
+                    committed: Some(offset),
+                    ..PartitionLag::default()
+                },
+            )
+        })
         .collect();
     for (index, member) in state.members.iter().enumerate() {
         for key in &member.partitions {
-            partitions.entry(key.clone()).or_default().2 = Some(index);
+            partitions.entry(key.clone()).or_default().owner = Some(index);
         }
     }
     let topics: BTreeSet<&str> = partitions.keys().map(|(t, _)| t.as_str()).collect();
@@ -334,7 +350,7 @@ fn describe_one(session: &mut Session, group: &str) -> Result<Described, Failure
             .collect();
         for (key, end) in session.list_offsets(&leaders, -1) {
             if let (Some(p), Ok(end)) = (partitions.get_mut(&key), end) {
-                p.1 = Some(end);
+                p.log_end = Some(end);
             }
         }
     }
@@ -376,7 +392,7 @@ fn group_describe(connection: &Connection, groups: &[String]) -> Result<i32, Fai
                             "topic": t, "partition": p,
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
-                    "partitions": d.partitions.iter().map(|((t, p), &(committed, end, owner))| {
+                    "partitions": d.partitions.iter().map(|((t, p), &PartitionLag { committed, log_end: end, owner })| {
                         let owner = owner.map(|i| &members[i]);
                         json!({
                             "topic": t, "partition": p, "committed_offset": committed,
@@ -406,7 +422,7 @@ fn group_describe(connection: &Connection, groups: &[String]) -> Result<i32, Fai
                 let mut rows: Vec<Vec<String>> = d
                     .partitions
                     .iter()
-                    .map(|((t, p), &(committed, end, owner))| {
+                    .map(|((t, p), &PartitionLag { committed, log_end: end, owner })| {
                         let owner = owner.map(|i| &members[i]);
                         let field = |f: fn(&Member) -> &String| {
                             owner.map(|m| f(m).clone()).unwrap_or_else(|| "-".into())
