@@ -1,5 +1,6 @@
-//! The `strand` command line: `strand serve` runs the broker; `strand topic …` and
-//! `strand cluster …` administer a running cluster over the Kafka protocol.
+//! The `strand` command line: `strand serve` runs the broker; `strand topic …`,
+//! `strand cluster …` and `strand group …` administer a running cluster over the Kafka
+//! protocol.
 
 use std::io::IsTerminal;
 
@@ -30,6 +31,9 @@ enum Command {
     /// A running cluster: info, health.
     #[command(subcommand)]
     Cluster(strand::admin::ClusterCommand),
+    /// Consumer groups of a running cluster: list, describe, delete, reset-offsets.
+    #[command(subcommand)]
+    Group(strand::admin::GroupCommand),
 }
 
 fn main() {
@@ -37,6 +41,7 @@ fn main() {
     match cli.command {
         Command::Topic(command) => std::process::exit(strand::admin::topic(command)),
         Command::Cluster(command) => std::process::exit(strand::admin::cluster(command)),
+        Command::Group(command) => std::process::exit(strand::admin::group(command)),
         Command::Serve(config) => {
             let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|err| {
                 eprintln!("invalid --log-level {:?}: {err}", config.log_level);

@@ -1,9 +1,12 @@
-//! The admin commands of the `strand` binary (`strand topic …`, `strand cluster …`): they
-//! talk the Kafka protocol to any broker of a cluster, Strand or not, like Kafka's
-//! `kafka-topics.sh`. Human tables by default, `--format json` for scripts; a failure is
+//! The admin commands of the `strand` binary (`strand topic …`, `strand cluster …`,
+//! `strand group …`): they talk the Kafka protocol to any broker of a cluster, Strand or
+//! not, like Kafka's `kafka-topics.sh` and `kafka-consumer-groups.sh`. Human tables by default, `--format json` for scripts; a failure is
 //! one line naming Kafka's error, and a non-zero exit.
 
 pub mod client;
+mod group;
+
+pub use group::{group, GroupCommand, ResetOffsets};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -163,10 +166,15 @@ fn finish(result: Result<i32, Failure>) -> i32 {
     match result {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("strand: {failure}");
+            report(&failure);
             1
         }
     }
+}
+
+/// Prints a failure: one line on stderr.
+fn report(failure: &Failure) {
+    eprintln!("strand: {failure}");
 }
 
 /// An error code and the broker's message, as [`describe_error`] prints them.
@@ -265,7 +273,163 @@ impl Session {
         }
         self.broker(id)
     }
+
+    /// Each partition's leader (-1: none) of the given topics, from Metadata, and the
+    /// error of each topic the metadata could not give.
+    fn leaders(&mut self, topics: &[&str]) -> Result<(Leaders, BTreeMap<String, i16>), Failure> {
+        let metadata = self.metadata(Some(topics))?;
+        let mut leaders = Leaders::new();
+        let mut errors = BTreeMap::new();
+        for t in &metadata.topics {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            if t.error_code != 0 {
+                errors.insert(name, t.error_code);
+                continue;
+            }
+            for p in &t.partitions {
+                leaders.insert((name.clone(), p.partition_index), p.leader_id.0);
+            }
+        }
+        Ok((leaders, errors))
+    }
+
+    /// The offsets at `timestamp` of the partitions in `leaders`, asked of each one's
+    /// leader (ListOffsets): -2 the log start offset, -1 the log end offset, else the
+    /// first offset whose record's timestamp is at or after it (-1 if there is none). A
+    /// partition the leader could not answer gets the reason instead.
+    fn list_offsets(
+        &mut self,
+        leaders: &Leaders,
+        timestamp: i64,
+    ) -> BTreeMap<(String, i32), Result<i64, String>> {
+        let mut out = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, BTreeMap<&str, Vec<i32>>> = BTreeMap::new();
+        for ((topic, partition), &leader) in leaders {
+            if leader < 0 {
+                out.insert((topic.clone(), *partition), Err("no leader".to_string()));
+            } else {
+                by_leader
+                    .entry(leader)
+                    .or_default()
+                    .entry(topic)
+                    .or_default()
+                    .push(*partition);
+            }
+        }
+        for (leader, topics) in &by_leader {
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|(topic, partitions)| {
+                            ListOffsetsTopic::default()
+                                .with_name(TopicName(text(topic)))
+                                .with_partitions(
+                                    partitions
+                                        .iter()
+                                        .map(|&i| {
+                                            ListOffsetsPartition::default()
+                                                .with_partition_index(i)
+                                                .with_timestamp(timestamp)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+            let answer = self.broker(*leader).and_then(|conn| {
+                let version = conn.version(ApiKey::ListOffsets, 1, 7)?;
+                conn.call::<_, ListOffsetsResponse>(ApiKey::ListOffsets, version, &request)
+            });
+            match answer {
+                Ok(response) => {
+                    for t in &response.topics {
+                        for p in &t.partitions {
+                            out.insert(
+                                (t.name.0.to_string(), p.partition_index),
+                                if p.error_code == 0 {
+                                    Ok(p.offset)
+                                } else {
+                                    Err(describe_error(p.error_code, None))
+                                },
+                            );
+                        }
+                    }
+                }
+                Err(failure) => {
+                    for (topic, partitions) in topics {
+                        for &p in partitions {
+                            out.insert((topic.to_string(), p), Err(failure.message.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for key in leaders.keys() {
+            out.entry(key.clone())
+                .or_insert_with(|| Err("the leader did not answer for it".to_string()));
+        }
+        out
+    }
+
+    /// The connection to the coordinator of `group` (FindCoordinator), asked again while
+    /// the cluster answers that it is loading or moving, until the timeout.
+    fn coordinator(&mut self, group: &str) -> Result<&mut Conn, Failure> {
+        use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let conn = &mut self.bootstrap;
+            let version = conn.version(ApiKey::FindCoordinator, 1, 4)?;
+            let mut request = FindCoordinatorRequest::default().with_key_type(0);
+            if version >= 4 {
+                request.coordinator_keys = vec![text(group)];
+            } else {
+                request.key = text(group);
+            }
+            let response: FindCoordinatorResponse =
+                conn.call(ApiKey::FindCoordinator, version, &request)?;
+            let (code, message, id, host, port) = match response.coordinators.first() {
+                Some(c) if version >= 4 => (
+                    c.error_code,
+                    c.error_message.clone(),
+                    c.node_id.0,
+                    c.host.to_string(),
+                    c.port,
+                ),
+                None if version >= 4 => {
+                    return Err(Failure::new("FindCoordinator answered no coordinator"))
+                }
+                _ => (
+                    response.error_code,
+                    response.error_message.clone(),
+                    response.node_id.0,
+                    response.host.to_string(),
+                    response.port,
+                ),
+            };
+            match code {
+                0 => {
+                    self.brokers.insert(id, format!("{host}:{port}"));
+                    return self.broker(id);
+                }
+                // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+                14..=16 if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                _ => {
+                    return Err(Failure::new(format!(
+                        "no coordinator for group {group}: {}",
+                        result_error(code, &message)
+                    )))
+                }
+            }
+        }
+    }
 }
+
+/// (topic, partition) → its leader's broker id (-1: none).
+type Leaders = BTreeMap<(String, i32), i32>;
 
 fn topic_list(connection: &Connection) -> Result<i32, Failure> {
     let mut session = Session::open(connection)?;
@@ -362,48 +526,21 @@ fn topic_describe(connection: &Connection, name: &str) -> Result<i32, Failure> {
     for p in partitions.iter().filter(|p| p.leader >= 0) {
         by_leader.entry(p.leader).or_default().push(p.index);
     }
+    let leaders: Leaders = partitions
+        .iter()
+        .map(|p| ((name.to_string(), p.index), p.leader))
+        .collect();
+    let starts = session.list_offsets(&leaders, -2);
+    let ends = session.list_offsets(&leaders, -1);
+    for p in &mut partitions {
+        let key = (name.to_string(), p.index);
+        p.start = starts.get(&key).and_then(|o| o.as_ref().ok().copied());
+        p.end = ends.get(&key).and_then(|o| o.as_ref().ok().copied());
+    }
     for (leader, indexes) in &by_leader {
         let Ok(conn) = session.broker(*leader) else {
             continue;
         };
-        for (timestamp, is_start) in [(-2i64, true), (-1i64, false)] {
-            let Ok(version) = conn.version(ApiKey::ListOffsets, 1, 7) else {
-                break;
-            };
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(TopicName(text(name)))
-                    .with_partitions(
-                        indexes
-                            .iter()
-                            .map(|&i| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(i)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    )]);
-            let Ok(response) =
-                conn.call::<_, ListOffsetsResponse>(ApiKey::ListOffsets, version, &request)
-            else {
-                continue;
-            };
-            for t in &response.topics {
-                for answer in t.partitions.iter().filter(|a| a.error_code == 0) {
-                    if let Some(p) = partitions
-                        .iter_mut()
-                        .find(|p| p.index == answer.partition_index)
-                    {
-                        if is_start {
-                            p.start = Some(answer.offset);
-                        } else {
-                            p.end = Some(answer.offset);
-                        }
-                    }
-                }
-            }
-        }
         if let Ok(version) = conn.version(ApiKey::DescribeLogDirs, 1, 4) {
             let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
                 DescribableLogDirTopic::default()

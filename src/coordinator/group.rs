@@ -578,8 +578,8 @@ impl Group {
 }
 
 fn subscribed_topics(inner: &Inner) -> Option<std::collections::HashSet<String>> {
+    use crate::protocol::codec::decode_consumer_protocol;
     use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
     if inner.protocol_type.as_deref() != Some("consumer") {
         return None;
     }
@@ -587,15 +587,7 @@ fn subscribed_topics(inner: &Inner) -> Option<std::collections::HashSet<String>>
     let mut topics = std::collections::HashSet::new();
     for member in inner.members.values() {
         let (_, metadata) = member.protocols.iter().find(|(n, _)| *n == protocol)?;
-        let mut buf = metadata.clone();
-        if buf.len() < 2 {
-            return None;
-        }
-        let version = i16::from_be_bytes([buf[0], buf[1]]);
-        let _ = bytes::Buf::get_i16(&mut buf);
-        // Newer versions only add fields: decode at the highest version this crate knows.
-        let version = version.clamp(0, 3);
-        let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+        let subscription: ConsumerProtocolSubscription = decode_consumer_protocol(metadata)?;
         topics.extend(subscription.topics.iter().map(|t| t.to_string()));
     }
     Some(topics)

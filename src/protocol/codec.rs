@@ -77,6 +77,21 @@ pub fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, St
     T::decode(body, version).map_err(|e| one_line(&e.to_string()).into_owned())
 }
 
+/// Decodes a consumer-protocol message embedded in a group message (a member's
+/// subscription in JoinGroup, its assignment in SyncGroup and DescribeGroups): an i16
+/// version, then the body. Newer versions only add fields, so a version past the newest
+/// this crate knows (3) is decoded as that one. `None` if it does not decode.
+pub fn decode_consumer_protocol<T: Decodable>(bytes: &Bytes) -> Option<T> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    if version < 0 {
+        return None;
+    }
+    T::decode(&mut bytes.slice(2..), version.min(3)).ok()
+}
+
 /// Encodes `[size][response header][body]` for `api` at `version`.
 pub fn encode_response<R: Encodable>(
     correlation_id: i32,

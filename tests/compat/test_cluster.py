@@ -1565,3 +1565,39 @@ def rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, s
         assert set(per_partition[p]) <= set(records), f"partition {p}: acked records missing or moved"
     wait_for("leadership back on the preferred replicas",
              lambda: leaders_of(cluster.node(2), name) == preferred, TAKEOVER_TIMEOUT_S)
+
+
+def test_group_commands_reach_each_groups_coordinator(cluster):
+    """`strand group …` through node 1 only, for groups coordinated all over the cluster:
+    list gathers every node's groups, describe, reset-offsets and delete go to each
+    group's own coordinator."""
+    from confluent_kafka.admin import AdminClient
+    from test_admin_cli import as_json, strand
+    name = topic_name("grp")
+    assert admin_create(cluster.node(1), name, 3) is None
+    wait_topic(cluster, name, 3)
+    produce(cluster.node(1).bootstrap, [(name, p, b"v") for p in range(3) for _ in range(4)])
+    groups = [f"g{i}-" + uuid.uuid4().hex[:8] for i in range(6)]
+    for i, group in enumerate(groups):
+        c = Consumer({"bootstrap.servers": cluster.node(2).bootstrap, "group.id": group})
+        c.commit(offsets=[TopicPartition(name, p, i % 4) for p in range(3)], asynchronous=False)
+        c.close()
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_all()})
+    coordinators = {g: f.result(15).coordinator.id
+                    for g, f in admin.describe_consumer_groups(groups).items()}
+    assert len({node_of(b) for b in coordinators.values()}) >= 2, coordinators
+
+    b = ["-b", cluster.node(1).bootstrap]
+    listed = {g["group"]: g["state"] for g in as_json("group", "list", *b)}
+    assert {g: listed.get(g) for g in groups} == {g: "Empty" for g in groups}
+    described = {d["group"]: d for d in as_json("group", "describe", *groups, *b)}
+    for i, group in enumerate(groups):
+        lags = [(p["committed_offset"], p["log_end_offset"], p["lag"])
+                for p in described[group]["partitions"]]
+        assert lags == [(i % 4, 4, 4 - i % 4)] * 3, (group, lags)
+        strand("group", "reset-offsets", group, *b, "--all-topics", "--to-latest", "--execute")
+    for group in groups:
+        assert as_json("group", "describe", group, *b)[0]["total_lag"] == 0
+    assert strand("group", "delete", *groups, *b)[1].split("\n")[:-1] == \
+        [f"deleted group {g}" for g in groups]
+    assert not set(groups) & {g["group"] for g in as_json("group", "list", *b)}
