@@ -73,7 +73,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Default => write!(f, "default"),
-            Origin::File { path, line, key } => write!(f, "file {path}:{line} ({key})"),
+            Origin::File { path, line, .. } => write!(f, "file {path}:{line}"),
             Origin::Flag { long } => write!(f, "flag --{long}"),
             Origin::Env { var } => write!(f, "env {var}"),
         }
@@ -465,7 +465,15 @@ impl Effective {
         );
         for (key, value, origin) in &self.settings {
             match value {
-                Some(v) => out.push_str(&format!("# {origin}\n{}={}\n", key.key, escape_value(v))),
+                Some(v) => {
+                    // A file line under another name (Kafka's) says which.
+                    let name = match origin {
+                        Origin::File { key: name, .. } if *name != key.key => format!(" ({name})"),
+                        _ => String::new(),
+                    };
+                    let value = escape_value(v);
+                    out.push_str(&format!("# {origin}{name}\n{}={value}\n", key.key))
+                }
                 None => out.push_str(&format!("# {origin}: unset\n#{}=\n", key.key)),
             }
         }

@@ -90,7 +90,7 @@ def test_a_broker_started_from_a_file_with_flag_and_env_overrides(tmp_path, topi
     assert "# flag --default-partitions\ndefault.partitions=3\n" in out, out
     assert "# env STRAND_MESSAGE_MAX_BYTES\nmax.message.bytes=2000\n" in out, out
     assert f"# file {config}:3 (listeners)\nlisten=127.0.0.1:{b.port}\n" in out, out
-    assert f"# file {config}:8 (log.level)\nlog.level=info\n" in out, out
+    assert f"# file {config}:8\nlog.level=info\n" in out, out
     assert "# default\nsegment.bytes=1073741824\n" in out, out
     # What it prints is itself a valid config file.
     (tmp_path / "printed.properties").write_text(out)
