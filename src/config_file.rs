@@ -693,11 +693,12 @@ fn candidates(
             let rank = |n: &str| {
                 PRECEDENCE
                     .iter()
-                    .find_map(|group| group.iter().position(|g| *g == n).map(|r| (group, r)))
+                    .enumerate()
+                    .find_map(|(g, group)| group.iter().position(|m| *m == n).map(|r| (g, r)))
             };
             let earlier = &out[pos];
             match (rank(&earlier.name), rank(&name)) {
-                (Some((g1, r1)), Some((g2, r2))) if std::ptr::eq(*g1, *g2) && r1 != r2 => {
+                (Some((g1, r1)), Some((g2, r2))) if g1 == g2 && r1 != r2 => {
                     if r2 < r1 {
                         out[pos] = Candidate {
                             key: index,
