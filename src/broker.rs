@@ -50,12 +50,10 @@ struct ShardStart {
     txns: LoadedTxns,
 }
 
-/// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
-pub fn serve(config: Config) -> Result<(), String> {
-    // The CPUs this process may run on (a container's cpuset, `taskset`): shards are
-    // pinned to these, never to a CPU the operator did not give us.
-    let cpus = allowed_cpus().map_err(|e| format!("cannot read the CPU affinity: {e}"))?;
-    let shards = config.shards.unwrap_or(cpus.len());
+/// The checks of a configuration that need no more than the flags (and whether the data
+/// directory holds a lone node's metadata): `serve` runs them first, `strand config check`
+/// alone. `shards` is the shard count in force.
+pub fn check_config(config: &Config, shards: usize) -> Result<(), String> {
     if shards == 0 || shards > crate::cluster::SHARDS_PER_NODE_MAX as usize {
         return Err(format!(
             "--shards must be between 1 and {}",
@@ -97,7 +95,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         );
     }
     for def in crate::cluster::topic_config::DEFS {
-        let value = crate::cluster::topic_config::broker_default(&config, def.name);
+        let value = crate::cluster::topic_config::broker_default(config, def.name);
         crate::cluster::topic_config::validate(def.name, &value).map_err(|e| {
             format!(
                 "{} (the default of topic config {}): {e}",
@@ -105,6 +103,27 @@ pub fn serve(config: Config) -> Result<(), String> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// [`check_config`] with the shard count `serve` would use on this machine.
+pub fn check(config: &Config) -> Result<(), String> {
+    let shards = match config.shards {
+        Some(shards) => shards,
+        None => allowed_cpus()
+            .map_err(|e| format!("cannot read the CPU affinity: {e}"))?
+            .len(),
+    };
+    check_config(config, shards)
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Errors are start-up failures worth a clear message.
+pub fn serve(config: Config) -> Result<(), String> {
+    // The CPUs this process may run on (a container's cpuset, `taskset`): shards are
+    // pinned to these, never to a CPU the operator did not give us.
+    let cpus = allowed_cpus().map_err(|e| format!("cannot read the CPU affinity: {e}"))?;
+    let shards = config.shards.unwrap_or(cpus.len());
+    check_config(&config, shards)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",

@@ -24,11 +24,14 @@
 //! - [`handlers`]: one module per Kafka API family: decode, call into the shard, encode.
 //! - [`server`]: listeners, the per-connection request loop, and the metrics listener.
 //! - [`broker`]: process start-up and shutdown, from `strand serve` to running shards.
+//! - [`config_file`]: `strand serve --config FILE` and `strand config …`: the flags from a
+//!   Java-properties file and `STRAND_…` variables.
 
 pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod coordinator;
 pub mod handlers;
 pub mod metrics;

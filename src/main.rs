@@ -1,13 +1,13 @@
 //! The `strand` command line: `strand serve` runs the broker; `strand topic …`,
 //! `strand cluster …` and `strand group …` administer a running cluster over the Kafka
-//! protocol.
+//! protocol; `strand config …` checks and prints the broker's configuration.
 
 use std::io::IsTerminal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use strand::config::Config;
+use strand::config_file::{ConfigCommand, ServeArgs};
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +23,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker: one shard per core, shard k listening on the --listen port + k.
-    Serve(Box<Config>),
+    /// Flags override `--config FILE`; `STRAND_<KEY>` variables override both.
+    Serve(Box<ServeArgs>),
+    /// The broker's configuration: check a config file, print what `serve` would use.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Topics of a running cluster: list, describe, create, delete, alter-config,
     /// add-partitions.
     #[command(subcommand)]
@@ -37,12 +41,23 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // The matches say which flags were given, for the config file's precedence.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let sub_matches = || matches.subcommand().expect("a subcommand").1;
     match cli.command {
         Command::Topic(command) => std::process::exit(strand::admin::topic(command)),
         Command::Cluster(command) => std::process::exit(strand::admin::cluster(command)),
         Command::Group(command) => std::process::exit(strand::admin::group(command)),
-        Command::Serve(config) => {
+        Command::Config(command) => {
+            std::process::exit(strand::config_file::command(command, sub_matches()))
+        }
+        Command::Serve(args) => {
+            let config =
+                strand::config_file::serve_config(&args, sub_matches()).unwrap_or_else(|err| {
+                    eprintln!("strand: {err}");
+                    std::process::exit(2);
+                });
             let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|err| {
                 eprintln!("invalid --log-level {:?}: {err}", config.log_level);
                 std::process::exit(2);
@@ -52,7 +67,7 @@ fn main() {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
-            if let Err(err) = strand::broker::serve(*config) {
+            if let Err(err) = strand::broker::serve(config) {
                 tracing::error!("{err}");
                 eprintln!("strand: {err}");
                 std::process::exit(1);

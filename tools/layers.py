@@ -21,7 +21,7 @@ LAYERS = [
     {"shard"},
     {"handlers"},
     {"server"},
-    {"broker", "admin"},
+    {"broker", "admin", "config_file"},
     {"crate"},  # lib.rs / main.rs
 ]
 
