@@ -77,6 +77,7 @@ pub struct ShardMetrics {
     flush_latency: RefCell<Histogram>,
     flush_bytes: RefCell<Histogram>,
     accept_errors: Cell<u64>,
+    leader_elections: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -90,6 +91,7 @@ impl Default for ShardMetrics {
             flush_latency: RefCell::new(Histogram::new(LATENCY_BUCKETS_S)),
             flush_bytes: RefCell::new(Histogram::new(SIZE_BUCKETS_BYTES)),
             accept_errors: Cell::new(0),
+            leader_elections: Cell::new(0),
         }
     }
 }
@@ -146,6 +148,40 @@ impl ShardMetrics {
     pub fn accept_error(&self) {
         self.accept_errors.set(self.accept_errors.get() + 1);
     }
+
+    /// A replica on this shard became its partition's leader.
+    pub fn leader_elected(&self) {
+        self.leader_elections.set(self.leader_elections.get() + 1);
+    }
+}
+
+/// One inter-node link of a shard, as its counters stand.
+#[derive(Clone, Debug, Default)]
+pub struct PeerTraffic {
+    pub peer: u64,
+    pub up: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Outbound connections opened after the first.
+    pub reconnects: u64,
+    /// Raft messages dropped (link down, outbox full, too large).
+    pub raft_dropped: u64,
+}
+
+/// The replicated partitions of a shard, as they stand.
+#[derive(Clone, Debug, Default)]
+pub struct Replication {
+    /// Partitions whose replica here leads.
+    pub leaders: u64,
+    /// Of those, the ones with fewer in-sync replicas than replicas.
+    pub under_replicated: u64,
+    /// Replicas here that know no leader.
+    pub leaderless: u64,
+    /// The furthest a follower of a partition led here is behind, in entries (batches).
+    pub max_lag_batches: u64,
+    /// The longest a follower of a partition led here has not been caught up.
+    pub max_lag_seconds: f64,
+    pub peers: Vec<PeerTraffic>,
 }
 
 /// What a shard knows of itself and its counters do not.
@@ -153,6 +189,7 @@ pub struct ShardGauges {
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
+    pub replication: Replication,
 }
 
 impl ShardMetrics {
@@ -171,6 +208,8 @@ impl ShardMetrics {
             connections: gauges.connections,
             partitions: gauges.partitions,
             log_bytes: gauges.log_bytes,
+            leader_elections: self.leader_elections.get(),
+            replication: gauges.replication,
         }
     }
 }
@@ -190,6 +229,8 @@ pub struct Snapshot {
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
+    pub leader_elections: u64,
+    pub replication: Replication,
 }
 
 fn api_name(key: i16) -> String {
@@ -276,7 +317,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
         &'static str,
         fn(&Snapshot) -> u64,
     );
-    let simple: [Simple; 6] = [
+    let simple: [Simple; 11] = [
         (
             "strand_bytes_in_total",
             "counter",
@@ -310,11 +351,81 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "Failed accepts on the shard's listeners (the metrics listener's count on shard 0).",
             |s| s.accept_errors,
         ),
+        (
+            "strand_leader_partitions",
+            "gauge",
+            "Replicated partitions whose replica on the shard leads.",
+            |s| s.replication.leaders,
+        ),
+        (
+            "strand_under_replicated_partitions",
+            "gauge",
+            "Partitions led on the shard with fewer in-sync replicas than replicas.",
+            |s| s.replication.under_replicated,
+        ),
+        (
+            "strand_leaderless_partitions",
+            "gauge",
+            "Replicas on the shard whose partition has no known leader.",
+            |s| s.replication.leaderless,
+        ),
+        (
+            "strand_leader_elections_total",
+            "counter",
+            "Times a replica on the shard became its partition's leader.",
+            |s| s.leader_elections,
+        ),
+        (
+            "strand_replica_max_lag_batches",
+            "gauge",
+            "The furthest a follower of a partition led on the shard is behind its leader, in batches.",
+            |s| s.replication.max_lag_batches,
+        ),
     ];
     for (name, kind, help, get) in simple {
         family(&mut out, name, kind, help);
         for s in snaps {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+    }
+    family(
+        &mut out,
+        "strand_replica_max_lag_seconds",
+        "gauge",
+        "The longest a follower of a partition led on the shard has not had everything its leader had a tick before.",
+    );
+    for s in snaps {
+        let _ = writeln!(
+            out,
+            "strand_replica_max_lag_seconds{{shard=\"{}\"}} {:.3}",
+            s.shard, s.replication.max_lag_seconds
+        );
+    }
+    type PeerSeries = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PeerTraffic) -> u64,
+    );
+    let peer_series: [PeerSeries; 5] = [
+        ("strand_peer_up", "gauge", "Whether the shard's link to the peer node is up.", |p| u64::from(p.up)),
+        ("strand_peer_bytes_sent_total", "counter", "Bytes sent to the peer node's same shard.", |p| p.bytes_sent),
+        ("strand_peer_bytes_received_total", "counter", "Bytes received from the peer node's same shard.", |p| p.bytes_received),
+        ("strand_peer_reconnects_total", "counter", "Connections to the peer opened after the first.", |p| p.reconnects),
+        ("strand_peer_raft_dropped_total", "counter", "Raft messages to the peer dropped (link down, outbox full, too large); Raft sends them again.", |p| p.raft_dropped),
+    ];
+    for (name, kind, help, get) in peer_series {
+        family(&mut out, name, kind, help);
+        for s in snaps {
+            for p in &s.replication.peers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",peer=\"{}\"}} {}",
+                    s.shard,
+                    p.peer,
+                    get(p)
+                );
+            }
         }
     }
     histogram(
@@ -371,6 +482,22 @@ mod tests {
             connections: 4,
             partitions: 5,
             log_bytes: 6,
+            leader_elections: 7,
+            replication: Replication {
+                leaders: 2,
+                under_replicated: 1,
+                leaderless: 0,
+                max_lag_batches: 9,
+                max_lag_seconds: 1.25,
+                peers: vec![PeerTraffic {
+                    peer: 2,
+                    up: true,
+                    bytes_sent: 100,
+                    bytes_received: 200,
+                    reconnects: 1,
+                    raft_dropped: 0,
+                }],
+            },
         };
         let text = render(&[snap]);
         assert!(
@@ -382,5 +509,10 @@ mod tests {
         assert!(text.contains("strand_produce_latency_seconds_count{shard=\"3\"} 5"));
         assert!(text.contains("strand_partitions{shard=\"3\"} 5"));
         assert_eq!(text.matches("# TYPE strand_partitions gauge").count(), 1);
+        assert!(text.contains("strand_leader_elections_total{shard=\"3\"} 7"));
+        assert!(text.contains("strand_under_replicated_partitions{shard=\"3\"} 1"));
+        assert!(text.contains("strand_replica_max_lag_seconds{shard=\"3\"} 1.250"));
+        assert!(text.contains("strand_peer_bytes_received_total{shard=\"3\",peer=\"2\"} 200"));
+        assert!(text.contains("strand_peer_up{shard=\"3\",peer=\"2\"} 1"));
     }
 }

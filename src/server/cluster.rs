@@ -117,4 +117,23 @@ impl PeerTransport for PeerLinks {
     fn is_up(&self, peer: u64) -> bool {
         PeerLinks::is_up(self, peer)
     }
+
+    fn traffic(&self) -> Vec<crate::metrics::PeerTraffic> {
+        self.peer_ids()
+            .into_iter()
+            .filter_map(|peer| {
+                let s = self.stats(peer)?;
+                Some(crate::metrics::PeerTraffic {
+                    peer,
+                    up: s.up,
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                    reconnects: s.reconnects,
+                    raft_dropped: s.raft_dropped_full
+                        + s.raft_dropped_down
+                        + s.raft_dropped_too_large,
+                })
+            })
+            .collect()
+    }
 }

@@ -541,6 +541,13 @@ impl PeerLinks {
         self.shared.peers.get(&peer).is_some_and(|p| p.up.get())
     }
 
+    /// The peers this shard links to, by node id.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.shared.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn stats(&self, peer: u64) -> Option<LinkStats> {
         self.shared.peers.get(&peer).map(|p| p.stats())
     }

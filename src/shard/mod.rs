@@ -360,8 +360,35 @@ impl Shard {
                     .iter()
                     .map(|p| p.log.borrow().size_bytes())
                     .sum(),
+                replication: self.replication_gauges(),
             },
         )
+    }
+
+    /// The state of this shard's replicated partitions and links, for a scrape.
+    fn replication_gauges(&self) -> crate::metrics::Replication {
+        let mut r = crate::metrics::Replication::default();
+        for partition in self.all_partitions() {
+            let Some(group) = &partition.group else {
+                continue;
+            };
+            if group.leader() == 0 {
+                r.leaderless += 1;
+            }
+            let Some((batches, behind)) = group.follower_lag() else {
+                continue;
+            };
+            r.leaders += 1;
+            if group.in_sync().len() < group.reachable_voters().0 {
+                r.under_replicated += 1;
+            }
+            r.max_lag_batches = r.max_lag_batches.max(batches);
+            r.max_lag_seconds = r.max_lag_seconds.max(behind.as_secs_f64());
+        }
+        if let Some(peers) = self.peers.borrow().as_ref() {
+            r.peers = peers.traffic();
+        }
+        r
     }
 
     /// The partition `topic`/`index` if this shard owns it; otherwise the error a client

@@ -31,6 +31,10 @@ pub trait PeerTransport {
     fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool;
     /// Whether the link to `peer` is up now.
     fn is_up(&self, peer: u64) -> bool;
+    /// Each peer's link as its counters stand (for metrics).
+    fn traffic(&self) -> Vec<crate::metrics::PeerTraffic> {
+        Vec::new()
+    }
 }
 
 /// The Raft clock of a shard's groups.
@@ -364,6 +368,35 @@ impl RaftGroup {
         }
         ids.sort_unstable();
         ids
+    }
+
+    /// On a leader with followers: how far the furthest-behind follower is, in entries
+    /// (batches) behind the leader's last one, and the longest time since a follower was
+    /// last caught up (see [`InSync`]). `None` elsewhere.
+    pub fn follower_lag(&self) -> Option<(u64, Duration)> {
+        let replica = self.replica.borrow();
+        if !replica.is_leader() || replica.voter_count() <= 1 {
+            return None;
+        }
+        let last = replica.last_index();
+        let entries = replica
+            .progress()
+            .into_iter()
+            .filter(|(id, _)| *id != self.node)
+            .map(|(_, matched)| last.saturating_sub(matched))
+            .max()
+            .unwrap_or(0);
+        let now = Instant::now();
+        let time = self
+            .in_sync
+            .borrow()
+            .caught_up
+            .iter()
+            .filter(|(id, _)| **id != self.node)
+            .map(|(_, at)| now.saturating_duration_since(*at))
+            .max()
+            .unwrap_or_default();
+        Some((entries, time))
     }
 
     /// How many voters the group has, and how many of them this node reaches now

@@ -212,11 +212,16 @@ async fn watch_replica(shard: Rc<Shard>, partition: Rc<Partition>) {
     };
     let node = shard.node.0 as u64;
     let mut reported = (0u64, Vec::new());
+    let mut led = false;
     while !group.is_stopping() && !partition.removed.get() {
         let seen = group.changed.generation();
         partition.durable.notify_all();
         let term = group.term();
         let leading = group.leader() == node && group.is_leader();
+        if leading && !led {
+            shard.metrics.leader_elected();
+        }
+        led = leading;
         let in_sync = if leading { group.in_sync() } else { Vec::new() };
         if leading && (term, &in_sync) != (reported.0, &reported.1) {
             let request = ControlRequest::PartitionLeader {
