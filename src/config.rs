@@ -9,6 +9,13 @@ use clap::{ArgAction, Args};
 /// The largest node id: broker ids (node × 1024 + shard) stay positive `i32`s.
 pub const NODE_ID_MAX: i32 = 1_000_000;
 
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Flags of `strand serve`.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
@@ -100,6 +107,11 @@ pub struct Config {
     /// Log filter: error, warn, info, debug, trace, or a tracing-subscriber directive.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Log line format: `text`, one line per event for people, or `json`, one JSON object
+    /// per line (timestamp, level, target, message and fields) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Create a topic when a client asks for its metadata and it does not exist.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use strand::config::LogFormat;
 use strand::config_file::{ConfigCommand, ServeArgs};
 
 #[derive(Parser)]
@@ -62,11 +63,13 @@ fn main() {
                 eprintln!("invalid --log-level {:?}: {err}", config.log_level);
                 std::process::exit(2);
             });
-            tracing_subscriber::fmt()
+            let logs = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+                .with_writer(std::io::stderr);
+            match config.log_format {
+                LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+                LogFormat::Json => logs.json().init(),
+            }
             if let Err(err) = strand::broker::serve(config) {
                 tracing::error!("{err}");
                 eprintln!("strand: {err}");

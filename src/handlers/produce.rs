@@ -145,7 +145,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 Ok(info) => info,
                 Err(err) => {
                     crate::util::warn_about_client(&ctx.client_host, |more| {
-                        tracing::warn!(client = %ctx.client_host, topic = %name, partition = data.index, %err, "produce rejected{more}");
+                        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, topic = %name, partition = data.index, %err, "produce rejected{more}");
                     });
                     out.error_code = err.error_code();
                     out.error_message = Some(StrBytes::from_string(err.to_string()));
@@ -156,7 +156,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             let check_keys_off_loop = compacted && key_check_off_loop(&info);
             if compacted && !check_keys_off_loop {
                 let keyless = crate::storage::compaction::keyless_records(&records, &info);
-                if refuse_keyless(keyless, &ctx.client_host, &name, data.index, &mut out) {
+                if refuse_keyless(keyless, ctx, &name, data.index, &mut out) {
                     partition_responses.push(out);
                     continue;
                 }
@@ -222,7 +222,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
         let index = out.index;
         if d.check_keys {
             let keyless = keyless_records_off_loop(d.records.clone(), d.info).await;
-            if refuse_keyless(keyless, &ctx.client_host, &d.name, index, out) {
+            if refuse_keyless(keyless, ctx, &d.name, index, out) {
                 continue;
             }
         }
@@ -511,7 +511,7 @@ async fn keyless_records_off_loop(records: Bytes, info: BatchInfo) -> std::io::R
 /// records cannot be read); false if every record has a key.
 fn refuse_keyless(
     keyless: std::io::Result<Vec<i32>>,
-    client: &str,
+    ctx: &Ctx,
     topic: &str,
     partition: i32,
     out: &mut PartitionProduceResponse,
@@ -543,8 +543,8 @@ fn refuse_keyless(
         }
         Err(err) => format!("cannot read the batch's records: {err}"),
     };
-    crate::util::warn_about_client(client, |more| {
-        tracing::warn!(client, topic = %topic, partition, %why, "produce rejected{more}");
+    crate::util::warn_about_client(&ctx.client_host, |more| {
+        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, topic = %topic, partition, %why, "produce rejected{more}");
     });
     out.error_code = INVALID_RECORD;
     out.error_message = Some(StrBytes::from_string(why));

@@ -68,6 +68,9 @@ struct Outbox {
     last_active: Cell<Instant>,
     writer_done: Cell<bool>,
     changed: Notify,
+    /// The client id of the last request read that had one (log lines about the
+    /// connection name it).
+    client_id: RefCell<Rc<str>>,
 }
 
 impl Outbox {
@@ -78,6 +81,18 @@ impl Outbox {
             last_active: Cell::new(Instant::now()),
             writer_done: Cell::new(false),
             changed: Notify::default(),
+            client_id: RefCell::new(Rc::from("")),
+        }
+    }
+
+    /// Remembers the client id a request carried (no allocation when it did not change;
+    /// a request without one keeps the last).
+    fn saw_client_id(&self, id: Option<&str>) {
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            return;
+        };
+        if *self.client_id.borrow().as_ref() != *id {
+            *self.client_id.borrow_mut() = Rc::from(id);
         }
     }
 
@@ -165,8 +180,8 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
     match (&end, writer_end) {
-        (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &reason),
-        (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, why),
+        (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &outbox, &reason),
+        (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, &outbox, why),
         (End::Io(err), _) => tracing::debug!(shard = shard.id.0, peer, %err, "connection error"),
         (End::Idle, Ok(None)) => tracing::debug!(
             shard = shard.id.0,
@@ -347,6 +362,7 @@ async fn read_requests(
             Err(err @ FrameError::UnknownApiKey { .. }) => return End::Violation(err.to_string()),
             Err(err) => return End::Violation(err.to_string()),
         };
+        outbox.saw_client_id(request.header.client_id.as_deref());
         let fetch = request.api_key == ApiKey::Fetch;
         if fetch {
             // Hold back a further fetch until the previous response is written.
@@ -501,7 +517,9 @@ fn stalled(received: usize, expected: usize, deadline: Instant, limits: &FrameLi
 /// Logs why the broker closed a connection: one line, and at most
 /// [`crate::util::CLIENT_LOG_LINES_MAX`] per client host per interval on this shard, so a client
 /// that reconnects and sends garbage in a loop cannot flood the log.
-fn log_close(shard: u16, peer: &str, client_host: &str, reason: &str) {
+fn log_close(shard: u16, peer: &str, client_host: &str, outbox: &Outbox, reason: &str) {
+    let client_id = outbox.client_id.borrow().clone();
+    let client_id: &str = &client_id;
     let crate::util::LogVerdict::Log {
         suppressed_before,
         last,
@@ -513,6 +531,7 @@ fn log_close(shard: u16, peer: &str, client_host: &str, reason: &str) {
         tracing::warn!(
             shard,
             peer,
+            client_id,
             "suppressed {suppressed_before} similar lines about this client (at most {} per {} ms are logged)",
             crate::util::CLIENT_LOG_LINES_MAX,
             crate::util::CLIENT_LOG_INTERVAL_MS
@@ -526,6 +545,7 @@ fn log_close(shard: u16, peer: &str, client_host: &str, reason: &str) {
     tracing::warn!(
         shard,
         peer,
+        client_id,
         "closing connection: {}{more}",
         crate::util::one_line(reason)
     );

@@ -103,3 +103,45 @@ def test_warnings_about_one_client_are_rate_limited(broker):
         "closing connection" in line and re.search(r"\bshard=1\b", line)
         for line in broker.log().splitlines()
     ))
+
+
+def api_versions_request(correlation_id, client_id):
+    """ApiVersions v0 from `client_id`."""
+    cid = client_id.encode()
+    frame = struct.pack(">hhih", 18, 0, correlation_id, len(cid)) + cid
+    return struct.pack(">i", len(frame)) + frame
+
+
+def test_json_log_lines_name_the_client(tmp_path):
+    """--log-format json: every line is one JSON object; the line about a connection closed
+    for a malformed request names the client's address and the client id its earlier
+    request carried."""
+    import json
+    from conftest import Broker
+    b = Broker(tmp_path, extra=["--log-format", "json"])
+    b.start()
+    try:
+        with socket.create_connection(("127.0.0.1", b.ports[0])) as s:
+            s.sendall(api_versions_request(1, "billing-app"))
+            size = struct.unpack(">i", s.recv(4))[0]
+            while size > 0:
+                size -= len(s.recv(size))
+            s.sendall(truncated_metadata_request(2))
+            s.settimeout(10)
+            try:
+                while s.recv(1 << 16):
+                    pass
+            except ConnectionResetError:
+                pass
+
+        def closed_line():
+            lines = [json.loads(line) for line in b.log().splitlines() if line.strip()]
+            return next((e for e in lines if "closing connection" in e["fields"].get("message", "")), None)
+        assert wait_for(closed_line), b.log()
+        event = closed_line()
+        assert event["level"] == "WARN", event
+        assert event["fields"]["client_id"] == "billing-app", event
+        assert event["fields"]["peer"].startswith("127.0.0.1:"), event
+        assert "timestamp" in event and event["target"].startswith("strand"), event
+    finally:
+        b.terminate()
