@@ -397,8 +397,48 @@ mod tests {
         config: Config,
     }
 
+    /// A default as docs/operations.md writes it, as clap would: backticks and a trailing
+    /// parenthesis dropped, sizes (`1 MiB + 12`) and times (`7 days`, in ms) worked out,
+    /// words (`unset`, `all online cores`) meaning no default (`None`).
+    fn doc_value(cell: &str) -> Option<String> {
+        let cell = cell.replace('`', "");
+        let cell = match cell.find(" (") {
+            Some(at) if cell.ends_with(')') => cell[..at].to_string(),
+            _ => cell,
+        };
+        if matches!(cell.as_str(), "unset" | "off") {
+            return None;
+        }
+        if cell == "2⁶³−1" {
+            return Some(i64::MAX.to_string());
+        }
+        if matches!(cell.as_str(), "true" | "false") || cell.parse::<f64>().is_ok() {
+            return Some(cell);
+        }
+        let mut total: u64 = 0;
+        for term in cell.split(" + ") {
+            let (number, unit) = term.split_once(' ').unwrap_or((term, ""));
+            let Ok(number) = number.parse::<u64>() else {
+                // Not a number: a path, an address or words.
+                return (!cell.contains(' ')).then_some(cell);
+            };
+            let scale: u64 = match unit {
+                "" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "min" => 60_000,
+                "h" | "hours" => 3_600_000,
+                "day" | "days" => 86_400_000,
+                _ => return None,
+            };
+            total += number * scale;
+        }
+        Some(total.to_string())
+    }
+
     /// docs/operations.md is the operator's reference: it must name every flag and every
-    /// topic config.
+    /// topic config, and say each flag's default.
     #[test]
     fn operations_doc_covers_every_flag_and_topic_config() {
         let doc = std::fs::read_to_string(
@@ -411,6 +451,30 @@ mod tests {
                     doc.contains(&format!("--{long}")),
                     "docs/operations.md lacks --{long}"
                 );
+            }
+        }
+        // Each flag has a row whose default says what clap's does (in the doc's units).
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let row = format!("| `--{long}` | ");
+            let Some(rest) = doc.split(&row).nth(1) else {
+                panic!("docs/operations.md has no table row for --{long}");
+            };
+            let cell = rest.split(" |").next().unwrap_or("").trim();
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|v| v.to_string_lossy().to_string());
+            match default {
+                None => assert!(
+                    doc_value(cell).is_none(),
+                    "docs/operations.md: --{long} has no default, the doc says {cell:?}"
+                ),
+                Some(value) => assert_eq!(
+                    doc_value(cell),
+                    Some(value.clone()),
+                    "docs/operations.md: --{long} defaults to {value}, the doc says {cell:?}"
+                ),
             }
         }
         use crate::cluster::topic_config::{Effect, DEFS, INTERNAL};
