@@ -233,6 +233,13 @@ class ProducerThread(threading.Thread):
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": self.run_.args.message_timeout_ms,
+            # A request to a leader behind a stalled link is given up (its records
+            # possibly persisted) and retried with the same sequence numbers well before
+            # its records time out. A record that times out makes librdkafka bump the
+            # producer epoch and send the records still queued under new sequences, and
+            # one of them already written may then be written twice: the idempotent
+            # producer's guarantee ends at message.timeout.ms (librdkafka issue #4953).
+            "request.timeout.ms": 5000,
             "retry.backoff.ms": 100,
             "retry.backoff.max.ms": 1000,
             "reconnect.backoff.ms": 100,
