@@ -1,7 +1,11 @@
 """The Prometheus endpoint: parseable by Prometheus' own client, one series per shard, and
 counting what real clients did: latency per API, traffic per topic, consumer group lag (as
-`strand group describe` reports it)."""
+`strand group describe` reports it). The Grafana dashboard in docs/ uses only metrics a
+broker exposes."""
 
+import json
+import pathlib
+import re
 import time
 import uuid
 import urllib.error
@@ -12,6 +16,8 @@ from conftest import Broker, free_base_port
 from helpers import consume, consumer_config, create_topic
 from prometheus_client.parser import text_string_to_metric_families
 from test_admin_cli import as_json
+
+DASHBOARD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
 
 def scrape(port):
@@ -195,3 +201,58 @@ def test_topic_traffic_and_group_lag(tmp_path, topic):
     finally:
         b.kill9()
 
+
+def exposed_names(text):
+    """Every sample name the exposition declares, whether or not it has samples now."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.update(s.name for s in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def dashboard_exprs(node):
+    """Every PromQL expression of a dashboard: panel targets (rows included) and variables."""
+    if isinstance(node, dict):
+        for key, v in node.items():
+            if key in ("expr", "query") and isinstance(v, str):
+                yield v
+            elif key == "query" and isinstance(v, dict) and isinstance(v.get("query"), str):
+                yield v["query"]
+            else:
+                yield from dashboard_exprs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from dashboard_exprs(v)
+
+
+def test_grafana_dashboard_uses_only_exposed_metrics(tmp_path, topic):
+    dashboard = json.loads(DASHBOARD.read_text())
+    # Importable: a datasource variable every panel uses.
+    variables = dashboard["templating"]["list"]
+    ds = [v for v in variables if v["type"] == "datasource" and v["query"] == "prometheus"]
+    assert len(ds) == 1
+    ds_ref = "${%s}" % ds[0]["name"]
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 10
+    for panel in panels:
+        assert panel["datasource"]["uid"] == ds_ref, panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+    used = set()
+    for expr in dashboard_exprs(dashboard):
+        used.update(re.findall(r"\bstrand_[a-z0-9_]+", expr))
+    assert len(used) >= 20, used
+
+    b = metrics_broker(tmp_path)
+    try:
+        create_topic(b, topic, 1)
+        exposed = exposed_names(scrape(b.metrics_port))
+    finally:
+        b.kill9()
+    missing = sorted(used - exposed)
+    assert not missing, f"the dashboard queries metrics the broker does not expose: {missing}"
