@@ -258,6 +258,17 @@ pub struct Config {
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Most `strand_group_lag` series a scrape reports (committed offsets of the groups
+    /// this node coordinates, in group, topic, partition order); the rest are counted in
+    /// `strand_group_lag_omitted_partitions{reason="cap"}`.
+    #[arg(long, default_value_t = 10_000)]
+    pub metrics_group_lag_partitions_max: usize,
+
+    /// Most topics a scrape reports `strand_topic_*` series for (in name order); the rest
+    /// are counted in `strand_topic_series_omitted`.
+    #[arg(long, default_value_t = 1_000)]
+    pub metrics_topics_max: usize,
+
     /// Grace period for in-flight requests when draining on SIGTERM.
     #[arg(long, default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,

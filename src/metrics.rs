@@ -56,20 +56,45 @@ impl Histogram {
 }
 
 /// Request outcome counters of one API.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ApiCounts {
     pub requests: u64,
     /// Error code → count (partition-level codes for Produce and Fetch; -2 for a request
     /// that closed the connection).
     pub errors: BTreeMap<i16, u64>,
+    /// Time from decoded to answered, every request of the API.
+    pub latency: Histogram,
+}
+
+impl Default for ApiCounts {
+    fn default() -> Self {
+        ApiCounts {
+            requests: 0,
+            errors: BTreeMap::new(),
+            latency: Histogram::new(LATENCY_BUCKETS_S),
+        }
+    }
 }
 
 /// Error "code" counted for a request that closed its connection.
 pub const CLOSED: i16 = -2;
 
+/// Slots of the per-API table, indexed by API key (Kafka's keys are below 100).
+pub const API_SLOTS: usize = 128;
+
+/// One API's request count and latency, in the shard's fixed table.
+#[derive(Clone, Debug)]
+struct ApiSlot {
+    requests: u64,
+    latency: Histogram,
+}
+
 /// One shard's counters.
 pub struct ShardMetrics {
-    apis: RefCell<BTreeMap<i16, ApiCounts>>,
+    /// Requests and latency per API, indexed by API key: no map lookup per request.
+    api_slots: RefCell<Vec<ApiSlot>>,
+    /// Error code counts per API (touched only when a response carries an error).
+    api_errors: RefCell<BTreeMap<i16, BTreeMap<i16, u64>>>,
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     produce_latency: RefCell<Histogram>,
@@ -83,7 +108,14 @@ pub struct ShardMetrics {
 impl Default for ShardMetrics {
     fn default() -> Self {
         ShardMetrics {
-            apis: RefCell::new(BTreeMap::new()),
+            api_slots: RefCell::new(vec![
+                ApiSlot {
+                    requests: 0,
+                    latency: Histogram::new(LATENCY_BUCKETS_S),
+                };
+                API_SLOTS
+            ]),
+            api_errors: RefCell::new(BTreeMap::new()),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             produce_latency: RefCell::new(Histogram::new(LATENCY_BUCKETS_S)),
@@ -106,22 +138,19 @@ impl ShardMetrics {
         took: Duration,
         closed: bool,
     ) {
-        {
-            let mut apis = self.apis.borrow_mut();
-            let counts = apis.entry(api as i16).or_default();
-            counts.requests += 1;
-            if closed {
-                *counts.errors.entry(CLOSED).or_default() += 1;
-            }
+        let secs = took.as_secs_f64();
+        if let Some(slot) = self.api_slots.borrow_mut().get_mut(api as i16 as usize) {
+            slot.requests += 1;
+            slot.latency.observe(secs);
+        }
+        if closed {
+            self.error(api, CLOSED);
         }
         self.bytes_in.set(self.bytes_in.get() + bytes_in as u64);
         self.bytes_out.set(self.bytes_out.get() + bytes_out as u64);
         match api {
-            ApiKey::Produce => self
-                .produce_latency
-                .borrow_mut()
-                .observe(took.as_secs_f64()),
-            ApiKey::Fetch => self.fetch_latency.borrow_mut().observe(took.as_secs_f64()),
+            ApiKey::Produce => self.produce_latency.borrow_mut().observe(secs),
+            ApiKey::Fetch => self.fetch_latency.borrow_mut().observe(secs),
             _ => {}
         }
     }
@@ -129,11 +158,10 @@ impl ShardMetrics {
     /// A partition-level error code in a response.
     pub fn error(&self, api: ApiKey, code: i16) {
         *self
-            .apis
+            .api_errors
             .borrow_mut()
             .entry(api as i16)
             .or_default()
-            .errors
             .entry(code)
             .or_default() += 1;
     }
@@ -184,12 +212,120 @@ pub struct Replication {
     pub peers: Vec<PeerTraffic>,
 }
 
+/// Record traffic of one partition, counted on the partition itself (plain `Cell`s, no
+/// lookup on the request path); a scrape sums them per topic, so a deleted topic's
+/// series go with its partitions.
+#[derive(Debug, Default)]
+pub struct PartitionTraffic {
+    bytes_in: Cell<u64>,
+    messages_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+}
+
+impl PartitionTraffic {
+    /// A produced batch the log took: its bytes and records.
+    pub fn produced(&self, bytes: usize, records: i32) {
+        self.bytes_in.set(self.bytes_in.get() + bytes as u64);
+        self.messages_in
+            .set(self.messages_in.get() + records.max(0) as u64);
+    }
+
+    /// Record bytes a fetch response carried.
+    pub fn fetched(&self, bytes: usize) {
+        self.bytes_out.set(self.bytes_out.get() + bytes as u64);
+    }
+
+    /// Adds this partition's counters to its topic's.
+    pub fn add_to(&self, topic: &mut TopicTraffic) {
+        topic.bytes_in += self.bytes_in.get();
+        topic.messages_in += self.messages_in.get();
+        topic.bytes_out += self.bytes_out.get();
+    }
+}
+
+/// One topic's record traffic (summed over partitions, then over shards).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicTraffic {
+    pub topic: String,
+    pub bytes_in: u64,
+    pub messages_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A committed offset of a group a shard coordinates.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+}
+
+/// A group's lag on one partition: the partition's high watermark minus the committed
+/// offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
+}
+
 /// What a shard knows of itself and its counters do not.
 pub struct ShardGauges {
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
     pub replication: Replication,
+    /// Per topic of the shard's partitions.
+    pub topics: Vec<TopicTraffic>,
+    /// Committed offsets of the groups the shard coordinates, the first
+    /// `--metrics-group-lag-partitions-max` in (group, topic, partition) order.
+    pub group_offsets: Vec<GroupOffset>,
+    /// Committed offsets left out of `group_offsets` by the cap.
+    pub group_offsets_omitted: u64,
+}
+
+/// The node-wide series shard 0 derives from every shard's snapshot at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct NodeView {
+    pub topics: Vec<TopicTraffic>,
+    /// Topics left out by `--metrics-topics-max`.
+    pub topics_omitted: u64,
+    pub lag: Vec<GroupLag>,
+    /// Committed offsets without a lag series, by reason: past the cap, and partitions
+    /// whose high watermark this node does not hold (no replica here, or deleted).
+    pub lag_omitted_cap: u64,
+    pub lag_omitted_unknown: u64,
+}
+
+/// Merges the shards' per-topic traffic: sums per topic, keeps the first `max` topics by
+/// name; the number left out.
+pub fn merge_topics(snaps: &[Snapshot], max: usize) -> (Vec<TopicTraffic>, u64) {
+    let mut all: BTreeMap<&str, TopicTraffic> = BTreeMap::new();
+    for s in snaps {
+        for t in &s.topics {
+            let e = all.entry(&t.topic).or_insert_with(|| TopicTraffic {
+                topic: t.topic.clone(),
+                ..TopicTraffic::default()
+            });
+            e.bytes_in += t.bytes_in;
+            e.messages_in += t.messages_in;
+            e.bytes_out += t.bytes_out;
+        }
+    }
+    let omitted = all.len().saturating_sub(max) as u64;
+    (all.into_values().take(max).collect(), omitted)
+}
+
+/// Keeps the first `max` of `offsets` in (group, topic, partition) order; the number left
+/// out. A shard cuts its own list the same way, so the first `max` of the node are among
+/// what the shards sent.
+pub fn cap_offsets(mut offsets: Vec<GroupOffset>, max: usize) -> (Vec<GroupOffset>, u64) {
+    offsets.sort_unstable();
+    let omitted = offsets.len().saturating_sub(max) as u64;
+    offsets.truncate(max);
+    (offsets, omitted)
 }
 
 impl ShardMetrics {
@@ -197,7 +333,7 @@ impl ShardMetrics {
     pub fn snapshot(&self, shard: u16, gauges: ShardGauges) -> Snapshot {
         Snapshot {
             shard,
-            apis: self.apis.borrow().clone(),
+            apis: self.api_counts(),
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             produce_latency: self.produce_latency.borrow().clone(),
@@ -210,7 +346,31 @@ impl ShardMetrics {
             log_bytes: gauges.log_bytes,
             leader_elections: self.leader_elections.get(),
             replication: gauges.replication,
+            topics: gauges.topics,
+            group_offsets: gauges.group_offsets,
+            group_offsets_omitted: gauges.group_offsets_omitted,
         }
+    }
+
+    /// Every API that had a request or an error, with its counts and latency.
+    fn api_counts(&self) -> BTreeMap<i16, ApiCounts> {
+        let mut out: BTreeMap<i16, ApiCounts> = BTreeMap::new();
+        for (key, slot) in self.api_slots.borrow().iter().enumerate() {
+            if slot.requests > 0 {
+                out.insert(
+                    key as i16,
+                    ApiCounts {
+                        requests: slot.requests,
+                        errors: BTreeMap::new(),
+                        latency: slot.latency.clone(),
+                    },
+                );
+            }
+        }
+        for (key, errors) in self.api_errors.borrow().iter() {
+            out.entry(*key).or_default().errors = errors.clone();
+        }
+        out
     }
 }
 
@@ -231,6 +391,9 @@ pub struct Snapshot {
     pub log_bytes: u64,
     pub leader_elections: u64,
     pub replication: Replication,
+    pub topics: Vec<TopicTraffic>,
+    pub group_offsets: Vec<GroupOffset>,
+    pub group_offsets_omitted: u64,
 }
 
 fn api_name(key: i16) -> String {
@@ -244,6 +407,36 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A label value as the text format wants it: backslash, double quote and newline escaped
+/// (group ids are any string a client chose).
+fn escaped(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One histogram's series, `labels` (e.g. `shard="0",api="Fetch"`) on each.
+fn histogram_series(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (i, bound) in h.bounds.iter().enumerate() {
+        cumulative += h.counts[i];
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
 fn histogram(
     out: &mut String,
     name: &str,
@@ -253,28 +446,13 @@ fn histogram(
 ) {
     family(out, name, "histogram", help);
     for s in snaps {
-        let h = pick(s);
-        let mut cumulative = 0;
-        for (i, bound) in h.bounds.iter().enumerate() {
-            cumulative += h.counts[i];
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{shard=\"{}\",le=\"{bound}\"}} {cumulative}",
-                s.shard
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{shard=\"{}\",le=\"+Inf\"}} {}",
-            s.shard, h.count
-        );
-        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {}", s.shard, h.sum);
-        let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, h.count);
+        histogram_series(out, name, &format!("shard=\"{}\"", s.shard), pick(s));
     }
 }
 
-/// Prometheus text exposition (format 0.0.4) of every shard's snapshot.
-pub fn render(snaps: &[Snapshot]) -> String {
+/// Prometheus text exposition (format 0.0.4) of every shard's snapshot and the node-wide
+/// series derived from them.
+pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -317,7 +495,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
         &'static str,
         fn(&Snapshot) -> u64,
     );
-    let simple: [Simple; 11] = [
+    let simple: [Simple; 10] = [
         (
             "strand_bytes_in_total",
             "counter",
@@ -329,12 +507,6 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "counter",
             "Response bytes sent.",
             |s| s.bytes_out,
-        ),
-        (
-            "strand_connections",
-            "gauge",
-            "Open client connections.",
-            |s| s.connections,
         ),
         ("strand_partitions", "gauge", "Partitions owned.", |s| {
             s.partitions
@@ -390,6 +562,19 @@ pub fn render(snaps: &[Snapshot]) -> String {
     }
     family(
         &mut out,
+        "strand_connections",
+        "gauge",
+        "Open client connections, by listener.",
+    );
+    for s in snaps {
+        let _ = writeln!(
+            out,
+            "strand_connections{{shard=\"{}\",listener=\"PLAINTEXT\"}} {}",
+            s.shard, s.connections
+        );
+    }
+    family(
+        &mut out,
         "strand_replica_max_lag_seconds",
         "gauge",
         "The longest a follower of a partition led on the shard has not had everything its leader had a tick before.",
@@ -428,6 +613,24 @@ pub fn render(snaps: &[Snapshot]) -> String {
             }
         }
     }
+    family(
+        &mut out,
+        "strand_request_latency_seconds",
+        "histogram",
+        "Requests of every API, from decoded to answered (Produce: acks=-1/1 after fdatasync; Fetch: long polls included).",
+    );
+    for s in snaps {
+        for (key, counts) in &s.apis {
+            let labels = format!("shard=\"{}\",api=\"{}\"", s.shard, api_name(*key));
+            histogram_series(
+                &mut out,
+                "strand_request_latency_seconds",
+                &labels,
+                &counts.latency,
+            );
+        }
+    }
+    render_node(&mut out, node);
     histogram(
         &mut out,
         "strand_produce_latency_seconds",
@@ -457,6 +660,76 @@ pub fn render(snaps: &[Snapshot]) -> String {
         |s| &s.flush_bytes,
     );
     out
+}
+
+/// The node-wide series: traffic per topic, consumer group lag, what the caps left out.
+fn render_node(out: &mut String, node: &NodeView) {
+    type TopicSeries = (&'static str, &'static str, fn(&TopicTraffic) -> u64);
+    let topic_series: [TopicSeries; 3] = [
+        ("strand_topic_bytes_in_total", "Record batch bytes produced to the topic and taken by its logs on this node (all shards).", |t| t.bytes_in),
+        ("strand_topic_messages_in_total", "Records produced to the topic and taken by its logs on this node (all shards).", |t| t.messages_in),
+        ("strand_topic_bytes_out_total", "Record batch bytes of the topic sent in Fetch responses by this node (all shards).", |t| t.bytes_out),
+    ];
+    for (name, help, get) in topic_series {
+        family(out, name, "counter", help);
+        for t in &node.topics {
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escaped(&t.topic), get(t));
+        }
+    }
+    family(
+        out,
+        "strand_topic_series_omitted",
+        "gauge",
+        "Topics without strand_topic_* series at this scrape (past --metrics-topics-max, in name order).",
+    );
+    let _ = writeln!(out, "strand_topic_series_omitted {}", node.topics_omitted);
+    family(
+        out,
+        "strand_group_lag",
+        "gauge",
+        "Records a consumer group is behind on a partition: the partition's high watermark minus the group's committed offset (reported by the group's coordinator node).",
+    );
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for l in &node.lag {
+        let _ = writeln!(
+            out,
+            "strand_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+            escaped(&l.group),
+            escaped(&l.topic),
+            l.partition,
+            l.lag
+        );
+        *sums.entry(&l.group).or_default() += l.lag;
+    }
+    family(
+        out,
+        "strand_group_lag_sum",
+        "gauge",
+        "A consumer group's lag summed over the partitions strand_group_lag reports for it.",
+    );
+    for (group, sum) in sums {
+        let _ = writeln!(
+            out,
+            "strand_group_lag_sum{{group=\"{}\"}} {sum}",
+            escaped(group)
+        );
+    }
+    family(
+        out,
+        "strand_group_lag_omitted_partitions",
+        "gauge",
+        "Committed offsets without a strand_group_lag series at this scrape: past --metrics-group-lag-partitions-max (reason cap), or whose partition has no replica on this node (reason no_local_replica).",
+    );
+    let _ = writeln!(
+        out,
+        "strand_group_lag_omitted_partitions{{reason=\"cap\"}} {}",
+        node.lag_omitted_cap
+    );
+    let _ = writeln!(
+        out,
+        "strand_group_lag_omitted_partitions{{reason=\"no_local_replica\"}} {}",
+        node.lag_omitted_unknown
+    );
 }
 
 #[cfg(test)]
@@ -498,8 +771,11 @@ mod tests {
                     raft_dropped: 0,
                 }],
             },
+            topics: Vec::new(),
+            group_offsets: Vec::new(),
+            group_offsets_omitted: 0,
         };
-        let text = render(&[snap]);
+        let text = render(&[snap], &NodeView::default());
         assert!(
             text.contains("strand_produce_latency_seconds_bucket{shard=\"3\",le=\"0.00005\"} 1")
         );
@@ -514,5 +790,150 @@ mod tests {
         assert!(text.contains("strand_replica_max_lag_seconds{shard=\"3\"} 1.250"));
         assert!(text.contains("strand_peer_bytes_received_total{shard=\"3\",peer=\"2\"} 200"));
         assert!(text.contains("strand_peer_up{shard=\"3\",peer=\"2\"} 1"));
+        assert!(text.contains("strand_connections{shard=\"3\",listener=\"PLAINTEXT\"} 4"));
+    }
+
+    fn snap(shard: u16) -> Snapshot {
+        ShardMetrics::default().snapshot(
+            shard,
+            ShardGauges {
+                connections: 0,
+                partitions: 0,
+                log_bytes: 0,
+                replication: Replication::default(),
+                topics: Vec::new(),
+                group_offsets: Vec::new(),
+                group_offsets_omitted: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn every_api_gets_a_latency_histogram_counting_its_requests() {
+        let m = ShardMetrics::default();
+        for api in [ApiKey::Metadata, ApiKey::Metadata, ApiKey::OffsetCommit] {
+            m.request(api, 10, 20, Duration::from_millis(3), false);
+        }
+        m.request(ApiKey::JoinGroup, 10, 0, Duration::from_secs(2), true);
+        let s = m.snapshot(
+            1,
+            ShardGauges {
+                connections: 0,
+                partitions: 0,
+                log_bytes: 0,
+                replication: Replication::default(),
+                topics: Vec::new(),
+                group_offsets: Vec::new(),
+                group_offsets_omitted: 0,
+            },
+        );
+        let text = render(&[s], &NodeView::default());
+        let l = "strand_request_latency_seconds";
+        assert!(text.contains(&format!("{l}_count{{shard=\"1\",api=\"Metadata\"}} 2")));
+        assert!(text.contains(&format!(
+            "{l}_bucket{{shard=\"1\",api=\"Metadata\",le=\"0.0025\"}} 0"
+        )));
+        assert!(text.contains(&format!(
+            "{l}_bucket{{shard=\"1\",api=\"Metadata\",le=\"0.005\"}} 2"
+        )));
+        assert!(text.contains(&format!("{l}_count{{shard=\"1\",api=\"OffsetCommit\"}} 1")));
+        assert!(text.contains(&format!("{l}_sum{{shard=\"1\",api=\"JoinGroup\"}} 2")));
+        assert!(text.contains("strand_requests_total{shard=\"1\",api=\"JoinGroup\"} 1"));
+        assert!(text
+            .contains("strand_request_errors_total{shard=\"1\",api=\"JoinGroup\",code=\"-2\"} 1"));
+        // APIs never asked have no series.
+        assert!(!text.contains("api=\"Produce\""));
+        assert_eq!(text.matches(&format!("# TYPE {l} histogram")).count(), 1);
+    }
+
+    #[test]
+    fn topics_sum_over_shards_and_are_capped_by_name() {
+        let traffic = PartitionTraffic::default();
+        traffic.produced(100, 3);
+        traffic.produced(50, 2);
+        traffic.fetched(70);
+        let mut t = TopicTraffic {
+            topic: "b".into(),
+            ..Default::default()
+        };
+        traffic.add_to(&mut t);
+        assert_eq!((t.bytes_in, t.messages_in, t.bytes_out), (150, 5, 70));
+        let mut s0 = snap(0);
+        let mut s1 = snap(1);
+        s0.topics = vec![t.clone()];
+        s1.topics = vec![
+            TopicTraffic {
+                topic: "a".into(),
+                bytes_in: 1,
+                ..Default::default()
+            },
+            t.clone(),
+            TopicTraffic {
+                topic: "c".into(),
+                ..Default::default()
+            },
+        ];
+        let snaps = [s0, s1];
+        let (topics, omitted) = merge_topics(&snaps, 2);
+        assert_eq!(omitted, 1);
+        assert_eq!(topics.len(), 2);
+        assert_eq!(topics[0].topic, "a");
+        assert_eq!((topics[1].topic.as_str(), topics[1].bytes_in), ("b", 300));
+        let node = NodeView {
+            topics,
+            topics_omitted: omitted,
+            ..Default::default()
+        };
+        let text = render(&snaps, &node);
+        assert!(text.contains("strand_topic_bytes_in_total{topic=\"b\"} 300"));
+        assert!(text.contains("strand_topic_messages_in_total{topic=\"b\"} 10"));
+        assert!(text.contains("strand_topic_bytes_out_total{topic=\"b\"} 140"));
+        assert!(!text.contains("topic=\"c\""));
+        assert!(text.contains("strand_topic_series_omitted 1"));
+    }
+
+    fn offset(group: &str, topic: &str, partition: i32, committed: i64) -> GroupOffset {
+        GroupOffset {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            committed,
+        }
+    }
+
+    #[test]
+    fn group_offsets_keep_the_first_in_order_past_the_cap() {
+        let all = vec![
+            offset("g2", "t", 0, 5),
+            offset("g1", "t", 1, 5),
+            offset("g1", "t", 0, 5),
+        ];
+        let (kept, omitted) = cap_offsets(all.clone(), 2);
+        assert_eq!(omitted, 1);
+        assert_eq!(kept, vec![offset("g1", "t", 0, 5), offset("g1", "t", 1, 5)]);
+        let (kept, omitted) = cap_offsets(all, 10);
+        assert_eq!((kept.len(), omitted), (3, 0));
+    }
+
+    #[test]
+    fn group_lag_series_sum_per_group_and_escape_group_ids() {
+        let lag = |group: &str, partition, lag| GroupLag {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            lag,
+        };
+        let node = NodeView {
+            lag: vec![lag("g", 0, 70), lag("g", 1, 15), lag("we\"ird\\\n", 0, 4)],
+            lag_omitted_cap: 2,
+            lag_omitted_unknown: 1,
+            ..Default::default()
+        };
+        let text = render(&[], &node);
+        assert!(text.contains("strand_group_lag{group=\"g\",topic=\"t\",partition=\"1\"} 15"));
+        assert!(text.contains("strand_group_lag_sum{group=\"g\"} 85"));
+        assert!(text.contains("strand_group_lag_sum{group=\"we\\\"ird\\\\\\n\"} 4"));
+        assert!(text.contains("strand_group_lag_omitted_partitions{reason=\"cap\"} 2"));
+        assert!(text.contains("strand_group_lag_omitted_partitions{reason=\"no_local_replica\"} 1"));
     }
 }

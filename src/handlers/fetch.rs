@@ -25,9 +25,12 @@ use crate::protocol::pieces::Piece;
 use crate::shard::{Partition, Shard};
 use crate::storage::{ReadError, ReadPlan};
 
-/// (topic index, partition index, plan, for read_committed: the partition and the fetch
+/// (topic index, partition index, plan, the partition, for read_committed: the fetch
 /// offset, to list the aborted transactions of what was read).
-type PlannedRead = (usize, usize, ReadPlan, Option<(Rc<Partition>, i64)>);
+type PlannedRead = (usize, usize, ReadPlan, Rc<Partition>, Option<i64>);
+
+/// Record bytes read from each partition by one pass, for the per-topic metrics.
+type Served = Vec<(Rc<Partition>, usize)>;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Response {
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(shard.config.fetch_max_wait_ms);
@@ -35,10 +38,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: FetchRequest) -> Resp
     let min_bytes = request.min_bytes.max(0) as usize;
     loop {
         let seen = shard.flushed.generation();
-        let (response, records, bytes, must_answer) = fetch_once(shard, ctx, &request).await;
+        let (response, records, served, must_answer) = fetch_once(shard, ctx, &request).await;
+        let bytes: usize = served.iter().map(|(_, n)| n).sum();
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || must_answer || now >= deadline || shard.shutting_down.get()
         {
+            for (partition, n) in &served {
+                partition.traffic.fetched(*n);
+            }
             for p in response.responses.iter().flat_map(|t| &t.partitions) {
                 if p.error_code != 0 {
                     shard.metrics.error(ctx.api, p.error_code);
@@ -71,7 +78,7 @@ async fn fetch_once(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     request: &FetchRequest,
-) -> (FetchResponse, Vec<Vec<Piece>>, usize, bool) {
+) -> (FetchResponse, Vec<Vec<Piece>>, Served, bool) {
     let snapshot = shard.snapshot();
     let read_committed = request.isolation_level == 1;
     let mut must_answer = false;
@@ -159,9 +166,8 @@ async fn fetch_once(
                 let limit = (wanted.partition_max_bytes.max(0) as usize).min(budget);
                 match log.read_plan_to(wanted.fetch_offset, limit, end) {
                     Ok(plan) => {
-                        let aborted_from =
-                            read_committed.then(|| (partition.clone(), wanted.fetch_offset));
-                        reads.push((t, p, plan, aborted_from))
+                        let aborted_from = read_committed.then_some(wanted.fetch_offset);
+                        reads.push((t, p, plan, partition.clone(), aborted_from))
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => {
                         // As Kafka: a partition error carries no offsets (-1) and no
@@ -203,12 +209,12 @@ async fn fetch_once(
         count += topic.partitions.len();
     }
     let mut records = vec![Vec::new(); count];
-    let mut bytes = 0;
-    for (t, p, plan, aborted_from) in reads {
+    let mut served = Vec::with_capacity(reads.len());
+    for (t, p, plan, partition, aborted_from) in reads {
         let out = &mut topics[t].partitions[p];
         match plan.read().await {
             Ok(data) => {
-                if let Some((partition, from)) = aborted_from {
+                if let Some(from) = aborted_from {
                     // Only the aborted transactions overlapping what is returned.
                     let to = data.end_offset.unwrap_or(from);
                     let aborted = partition.log.borrow().aborted_transactions(from, to);
@@ -223,7 +229,7 @@ async fn fetch_once(
                             .collect(),
                     );
                 }
-                bytes += data.len;
+                served.push((partition, data.len));
                 records[first_of_topic[t] + p] = data.pieces;
             }
             Err(err) => {
@@ -248,5 +254,5 @@ async fn fetch_once(
             })
             .collect();
     }
-    (response, records, bytes, must_answer)
+    (response, records, served, must_answer)
 }

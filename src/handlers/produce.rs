@@ -323,6 +323,33 @@ fn append(
     records: &Bytes,
     body_bytes: usize,
     info: &BatchInfo,
+    now_acks: (i64, i16),
+    log_append_time: bool,
+    out: &mut PartitionProduceResponse,
+) -> Option<Pending> {
+    let taken = append_batch(
+        shard,
+        partition,
+        records,
+        body_bytes,
+        info,
+        now_acks,
+        log_append_time,
+        out,
+    );
+    if taken.is_some() {
+        partition.traffic.produced(info.len, info.record_count);
+    }
+    taken
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_batch(
+    shard: &Shard,
+    partition: &Rc<Partition>,
+    records: &Bytes,
+    body_bytes: usize,
+    info: &BatchInfo,
     (now, acks): (i64, i16),
     log_append_time: bool,
     out: &mut PartitionProduceResponse,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cluster::ShardId;
-use crate::metrics::{render, Snapshot};
+use crate::metrics::{cap_offsets, merge_topics, render, GroupLag, NodeView, Snapshot};
 use crate::shard::mesh::{MeshReply, MeshRequest};
 use crate::shard::Shard;
 
@@ -50,6 +50,85 @@ async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
     snaps
 }
 
+/// The node-wide series of a scrape: traffic per topic summed over the shards, and the lag
+/// of every committed offset the shards of this node coordinate (up to the cap) whose
+/// partition has a replica on this node, asking each owning shard for its high watermarks.
+async fn node_view(shard: &Rc<Shard>, snaps: &mut [Snapshot]) -> NodeView {
+    let config = &shard.config;
+    let (topics, topics_omitted) = merge_topics(snaps, config.metrics_topics_max);
+    let mut offsets = Vec::new();
+    let mut omitted = 0;
+    for s in snaps.iter_mut() {
+        offsets.append(&mut s.group_offsets);
+        omitted += s.group_offsets_omitted;
+    }
+    let (offsets, cut) = cap_offsets(offsets, config.metrics_group_lag_partitions_max);
+    // Each committed offset's partition, asked of the shard owning it on this node.
+    let snapshot = shard.snapshot();
+    let shard_count = snapshot.shard_count.max(1);
+    let mut asked: Vec<Vec<(String, i32)>> = vec![Vec::new(); shard_count];
+    let mut slot: Vec<Option<(usize, usize)>> = Vec::with_capacity(offsets.len());
+    for o in &offsets {
+        let owner = snapshot
+            .topic(&o.topic)
+            .and_then(|meta| snapshot.owner(meta, o.partition));
+        slot.push(owner.map(|k| {
+            let list = &mut asked[k.0 as usize];
+            list.push((o.topic.clone(), o.partition));
+            (k.0 as usize, list.len() - 1)
+        }));
+    }
+    let mut watermarks: Vec<Vec<Option<i64>>> = Vec::with_capacity(shard_count);
+    for (k, partitions) in asked.into_iter().enumerate() {
+        let to = ShardId(k as u16);
+        let got = if partitions.is_empty() {
+            Vec::new()
+        } else if to == shard.id {
+            shard.high_watermarks(&partitions)
+        } else {
+            match shard
+                .mesh
+                .request(to, MeshRequest::HighWatermarks(partitions))
+                .await
+            {
+                Ok(MeshReply::HighWatermarks(hw)) => hw,
+                Ok(_) => {
+                    tracing::warn!(
+                        shard = k,
+                        "unexpected mesh reply to a high watermark request"
+                    );
+                    Vec::new()
+                }
+                Err(err) => {
+                    tracing::warn!(shard = k, ?err, "no high watermarks from shard");
+                    Vec::new()
+                }
+            }
+        };
+        watermarks.push(got);
+    }
+    let mut lag = Vec::with_capacity(offsets.len());
+    let mut unknown = 0;
+    for (o, at) in offsets.into_iter().zip(slot) {
+        match at.and_then(|(k, i)| watermarks[k].get(i).copied().flatten()) {
+            Some(hw) => lag.push(GroupLag {
+                group: o.group,
+                topic: o.topic,
+                partition: o.partition,
+                lag: hw - o.committed,
+            }),
+            None => unknown += 1,
+        }
+    }
+    NodeView {
+        topics,
+        topics_omitted,
+        lag,
+        lag_omitted_cap: omitted + cut,
+        lag_omitted_unknown: unknown,
+    }
+}
+
 /// Serves `GET /metrics` on `addr` from shard 0 until shutdown.
 pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
     let listener = match glommio::net::TcpListener::bind(addr) {
@@ -79,7 +158,9 @@ pub async fn serve(shard: Rc<Shard>, addr: SocketAddr) {
             let head = crate::util::timeout(Duration::from_millis(HTTP_READ_TIMEOUT_MS), read_head(&mut stream)).await;
             let response = match head.flatten() {
                 Some(head) if head.starts_with("GET /metrics ") || head.starts_with("GET / ") => {
-                    let body = render(&gather(&shard).await);
+                    let mut snaps = gather(&shard).await;
+                    let node = node_view(&shard, &mut snaps).await;
+                    let body = render(&snaps, &node);
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()

@@ -13,6 +13,7 @@
 //! | `Control` | any shard's handlers (CreateTopics, DeleteTopics, configs, producer ids) | the controller on shard 0 | `Control` |
 //! | `ApplySnapshot` | the controller, after each metadata change | every shard: [`Shard::apply_snapshot`] | `Applied` |
 //! | `Metrics` | the metrics listener on shard 0, per scrape | every shard: [`Shard::metrics_snapshot`] | `Metrics` |
+//! | `HighWatermarks` | the metrics listener on shard 0, per scrape (group lag) | the shard holding the partitions: [`Shard::high_watermarks`](super::Shard::high_watermarks) | `HighWatermarks` |
 //! | `WriteTxnMarkers` | a transaction coordinator ending a transaction | the shard owning the partitions: [`Shard::write_txn_markers`] | `TxnMarkers` |
 //! | `VerifyTxnPartition` | a partition leader appending the first transactional batch of a producer's transaction (KIP-890) | the transactional id's coordinator: [`Shard::check_partition_in_txn`](super::Shard::check_partition_in_txn) | `TxnPartitionVerified` |
 //! | `EndTxnOffsets` | a transaction coordinator ending a transaction | the group's coordinator: [`GroupCoordinator::end_txn_offsets`](crate::coordinator::GroupCoordinator::end_txn_offsets) | `TxnOffsetsEnded` |
@@ -45,6 +46,9 @@ pub enum MeshRequest {
     ApplySnapshot(Arc<PublishedSnapshot>),
     /// For a metrics scrape on shard 0: reply with this shard's counters.
     Metrics,
+    /// For a metrics scrape on shard 0 (consumer group lag): the high watermarks of these
+    /// partitions, `None` for those this shard holds no replica of.
+    HighWatermarks(Vec<(String, i32)>),
     /// From a transaction coordinator: write these markers to partitions this shard owns,
     /// reply once they are durable.
     WriteTxnMarkers(TxnMarkers),
@@ -82,6 +86,7 @@ pub enum MeshReply {
     Control(ControlReply),
     Applied,
     Metrics(Box<crate::metrics::Snapshot>),
+    HighWatermarks(Vec<Option<i64>>),
     /// An error code per partition of [`TxnMarkers`] (NONE: durable or not needed).
     TxnMarkers(Vec<i16>),
     /// Whether the offsets' fate is durable.
@@ -265,6 +270,9 @@ impl super::Shard {
                                 }
                                 MeshRequest::Metrics => {
                                     MeshReply::Metrics(Box::new(shard.metrics_snapshot()))
+                                }
+                                MeshRequest::HighWatermarks(partitions) => {
+                                    MeshReply::HighWatermarks(shard.high_watermarks(&partitions))
                                 }
                                 MeshRequest::WriteTxnMarkers(markers) => {
                                     MeshReply::TxnMarkers(shard.write_txn_markers(&markers).await)

@@ -78,6 +78,8 @@ pub struct Partition {
     sync_timer: Cell<bool>,
     /// The topic's `min.insync.replicas` in force (kept current by config changes).
     pub min_insync: Cell<usize>,
+    /// Record bytes produced and fetched here, for the per-topic metrics.
+    pub traffic: crate::metrics::PartitionTraffic,
 }
 
 impl Partition {
@@ -113,6 +115,7 @@ impl Partition {
             durable: Notify::default(),
             sync_timer: Cell::new(false),
             min_insync: Cell::new(1),
+            traffic: Default::default(),
         }
     }
 }
@@ -350,6 +353,7 @@ impl Shard {
 
     /// This shard's metrics now, for a scrape.
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let (group_offsets, group_offsets_omitted) = self.group_offsets();
         self.metrics.snapshot(
             self.id.0,
             crate::metrics::ShardGauges {
@@ -361,8 +365,69 @@ impl Shard {
                     .map(|p| p.log.borrow().size_bytes())
                     .sum(),
                 replication: self.replication_gauges(),
+                topics: self.topic_traffic(),
+                group_offsets,
+                group_offsets_omitted,
             },
         )
+    }
+
+    /// Record traffic per topic of this shard's partitions (all of them: a topic's
+    /// partitions spread over the shards, so only shard 0 can tell which topics are past
+    /// `--metrics-topics-max`).
+    fn topic_traffic(&self) -> Vec<crate::metrics::TopicTraffic> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(name, partitions)| {
+                let mut t = crate::metrics::TopicTraffic {
+                    topic: name.clone(),
+                    ..Default::default()
+                };
+                for p in partitions.values() {
+                    p.traffic.add_to(&mut t);
+                }
+                t
+            })
+            .collect()
+    }
+
+    /// Committed offsets of the groups this shard coordinates now, the first
+    /// `--metrics-group-lag-partitions-max`; and how many were left out.
+    fn group_offsets(&self) -> (Vec<crate::metrics::GroupOffset>, u64) {
+        let max = self.config.metrics_group_lag_partitions_max;
+        let groups = self.groups.groups.borrow();
+        let mut ids: Vec<&String> = groups.keys().filter(|id| self.coordinates(id)).collect();
+        ids.sort_unstable();
+        let mut out = Vec::new();
+        let mut omitted = 0u64;
+        for id in ids {
+            let offsets = groups[id].offsets.borrow();
+            let room = max - out.len().min(max);
+            omitted += offsets.len().saturating_sub(room) as u64;
+            out.extend(offsets.iter().take(room).map(|((topic, partition), c)| {
+                crate::metrics::GroupOffset {
+                    group: id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: c.offset,
+                }
+            }));
+        }
+        (out, omitted)
+    }
+
+    /// The high watermark of each of `partitions` this shard holds a replica of (the
+    /// leader's, or a follower's as far as it has heard what is committed).
+    pub fn high_watermarks(&self, partitions: &[(String, i32)]) -> Vec<Option<i64>> {
+        partitions
+            .iter()
+            .map(|(topic, index)| {
+                self.partition(topic, *index)
+                    .filter(|p| !p.removed.get())
+                    .map(|p| p.log.borrow().high_watermark())
+            })
+            .collect()
     }
 
     /// The state of this shard's replicated partitions and links, for a scrape.

@@ -1635,6 +1635,31 @@ def test_replication_metrics(cluster):
         assert metric("strand_peer_bytes_sent_total", peer=peer) > 0
         assert metric("strand_peer_bytes_received_total", peer=peer) > 0
 
+    # Consumer group lag is reported by the group's coordinator node alone: node 1 shows
+    # it for the groups it coordinates (both partitions led there), no other group.
+    groups = [f"lag-coord-{name}-{i}" for i in range(12)]
+    for g in groups:
+        c = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": g,
+                      "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition(name, 0, 5), TopicPartition(name, 1, 20)],
+                 asynchronous=False)
+        if g == groups[0]:
+            hw = {str(p): c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                  for p in (0, 1)}
+        c.close()
+    assert min(hw.values()) >= 25, hw  # 25 records each, and whatever the log adds
+    coordinator = {g: f.result(timeout=20).coordinator.id
+                   for g, f in admin.describe_consumer_groups(groups).items()}
+    found = samples(scrape(port))
+    for g in groups:
+        lag = {(labels["topic"], labels["partition"]): v for labels, v in (
+            (dict(ls), v) for (n, ls), v in found.items() if n == "strand_group_lag")
+            if labels["group"] == g}
+        expected = ({(name, "0"): hw["0"] - 5, (name, "1"): hw["1"] - 20}
+                    if coordinator[g] // 1024 == 1 else {})
+        assert lag == expected, (g, coordinator[g], lag)
+    assert any(c // 1024 == 1 for c in coordinator.values()), coordinator
+
     cluster.node(3).kill9()
     wait_for("node 3's link down and the partitions under-replicated",
              lambda: metric("strand_peer_up", peer="3") == 0
