@@ -624,20 +624,26 @@ fn run(args: &ConsumeArgs) -> Result<i32, Failure> {
             }
         }
         if refresh {
-            if last_answer.elapsed() >= request_timeout {
-                break Err(Failure::new(format!(
-                    "cannot fetch {topic}: {why} (for {} ms; is the cluster up?)",
-                    REQUEST_TIMEOUT_MS
-                )));
-            }
+            // Waits for a leader as long as the cluster answers Metadata; gives up once
+            // nothing answered for the request timeout.
             std::thread::sleep(Duration::from_millis(200));
-            if let Ok(fresh) = session.partitions(topic) {
-                for (p, position) in &mut positions {
-                    if let Some(&(leader, epoch)) = fresh.get(p) {
-                        position.leader = leader;
-                        position.epoch = epoch;
+            match session.partitions(topic) {
+                Ok(fresh) => {
+                    last_answer = Instant::now();
+                    for (p, position) in &mut positions {
+                        if let Some(&(leader, epoch)) = fresh.get(p) {
+                            position.leader = leader;
+                            position.epoch = epoch;
+                        }
                     }
                 }
+                Err(failure) => why = failure.message,
+            }
+            if last_answer.elapsed() >= request_timeout {
+                break Err(Failure::new(format!(
+                    "cannot fetch {topic}: {why} (no answer for {REQUEST_TIMEOUT_MS} ms; is \
+                     the cluster up?)"
+                )));
             }
         }
     };

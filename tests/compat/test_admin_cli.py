@@ -1,6 +1,8 @@
-"""`strand topic …`, `strand cluster …` and `strand group …` against a running broker: what
-they print (as JSON, checked against confluent-kafka's view of the same broker), their exit
-codes and their one-line errors. The cluster case (`cluster health` with nodes down) is in
+"""`strand topic …`, `strand cluster …`, `strand group …`, `strand produce` and `strand
+consume` against a running broker: what they print (as JSON, checked against confluent-kafka's
+view of the same broker), what they write and read (checked against what confluent-kafka
+reads and writes), their exit codes and their one-line errors. The cluster cases (`cluster
+health` with nodes down, produce and consume across a leader change) are in
 test_cluster.py."""
 
 import datetime
