@@ -451,7 +451,7 @@ fn retriable(code: i16) -> bool {
 fn hint(code: i16) -> &'static str {
     match code {
         10 => {
-            " (a batch is larger than the topic's max.message.bytes: shorter lines, or compression)"
+            " (a record is larger than the topic's max.message.bytes: shorter lines, or compression)"
         }
         29 => " (this client may not write to the topic)",
         87 => " (the broker refused a record)",
@@ -499,6 +499,7 @@ fn run(args: &ProduceArgs) -> Result<i32, Failure> {
     let (sender, lines) = mpsc::sync_channel::<Line>(4 * BATCH_RECORDS_MAX);
     std::thread::spawn(move || read_lines(sender));
     let separator = args.key_separator.as_deref().map(str::as_bytes);
+    let headers_len: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
     let mut pending = Pending::new();
     let mut line_number = 0usize;
     let outcome = loop {
@@ -542,6 +543,13 @@ fn run(args: &ProduceArgs) -> Result<i32, Failure> {
                 }
             },
         };
+        // A batch stays within BATCH_BYTES_MAX unless one record alone is larger.
+        let size = key.map_or(0, <[u8]>::len) + value.len() + headers_len + 32;
+        if pending.records > 0 && pending.bytes + size > BATCH_BYTES_MAX {
+            if let Err(failure) = producer.flush(&mut pending) {
+                break Err(failure);
+            }
+        }
         let partition = match (args.partition, key) {
             (Some(p), _) => p,
             (None, Some(key)) => key_partition(key, producer.partitions.len()),

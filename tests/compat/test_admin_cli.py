@@ -519,6 +519,13 @@ def test_produce_and_consume_errors(broker, topic):
                  "-f", "%k=%v\\n")[1]
     assert out.split() == ["k=1", "k=2"]
 
+    # Batches stay within max.message.bytes (1 MiB by default) however long the lines; a
+    # record alone larger than that is refused, with the topic config to look at.
+    produce(broker, topic, [str(i) * 600_000 for i in range(3)], "-p", "1")
+    code, _, err = produce(broker, topic, ["x" * 2_000_000], "-p", "1", check=False)
+    assert code == 1 and "MESSAGE_TOO_LARGE (10)" in err and "max.message.bytes" in err, err
+    assert len(err.strip().splitlines()) == 1
+
     # Bad arguments: one line, exit 1 (ours) or 2 (the argument parser's).
     for args, code_wanted, words in [
         (["produce", topic, "-p", "7"], 1, "has no partition 7 (it has 2)"),
