@@ -1,6 +1,7 @@
 //! The `strand` command line: `strand serve` runs the broker; `strand topic …`,
 //! `strand cluster …` and `strand group …` administer a running cluster over the Kafka
-//! protocol; `strand config …` checks and prints the broker's configuration.
+//! protocol, `strand produce` and `strand consume` write and read its topics; `strand config
+//! …` checks and prints the broker's configuration.
 
 use std::io::IsTerminal;
 
@@ -39,6 +40,10 @@ enum Command {
     /// Consumer groups of a running cluster: list, describe, delete, reset-offsets.
     #[command(subcommand)]
     Group(strand::admin::GroupCommand),
+    /// Write the lines of stdin to a topic, one record per line.
+    Produce(Box<strand::admin::ProduceArgs>),
+    /// Print the records of a topic, one per line (or as --format says).
+    Consume(Box<strand::admin::ConsumeArgs>),
 }
 
 fn main() {
@@ -50,6 +55,8 @@ fn main() {
         Command::Topic(command) => std::process::exit(strand::admin::topic(command)),
         Command::Cluster(command) => std::process::exit(strand::admin::cluster(command)),
         Command::Group(command) => std::process::exit(strand::admin::group(command)),
+        Command::Produce(args) => std::process::exit(strand::admin::produce(*args)),
+        Command::Consume(args) => std::process::exit(strand::admin::consume(*args)),
         Command::Config(command) => {
             std::process::exit(strand::config_file::command(command, sub_matches()))
         }

@@ -158,6 +158,38 @@ impl Conn {
         version: i16,
         request: &Q,
     ) -> Result<R, Failure> {
+        self.send(api, version, request)?;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Failure::new(format!("{}: {api:?} {what}: {e}", self.address))
+        };
+        let mut size = [0u8; 4];
+        self.stream
+            .read_exact(&mut size)
+            .map_err(|e| failed("no response", &e))?;
+        let size = i32::from_be_bytes(size);
+        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+            return Err(failed("response size out of range", &size));
+        }
+        let mut frame = vec![0u8; size as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .map_err(|e| failed("response cut short", &e))?;
+        let mut frame = Bytes::from(frame);
+        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+            .map_err(|e| failed("bad response header", &e))?;
+        if header.correlation_id != self.correlation_id {
+            return Err(failed("response out of order", &header.correlation_id));
+        }
+        R::decode(&mut frame, version).map_err(|e| failed("bad response", &e))
+    }
+
+    /// Sends one request without reading a response (what a Produce with acks 0 gets).
+    pub fn send<Q: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> Result<(), Failure> {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Failure::new(format!("{}: {api:?} {what}: {e}", self.address))
         };
@@ -178,26 +210,7 @@ impl Conn {
         buf[..4].copy_from_slice(&size.to_be_bytes());
         self.stream
             .write_all(&buf)
-            .map_err(|e| failed("send failed", &e))?;
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .map_err(|e| failed("no response", &e))?;
-        let size = i32::from_be_bytes(size);
-        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
-            return Err(failed("response size out of range", &size));
-        }
-        let mut frame = vec![0u8; size as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .map_err(|e| failed("response cut short", &e))?;
-        let mut frame = Bytes::from(frame);
-        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
-            .map_err(|e| failed("bad response header", &e))?;
-        if header.correlation_id != self.correlation_id {
-            return Err(failed("response out of order", &header.correlation_id));
-        }
-        R::decode(&mut frame, version).map_err(|e| failed("bad response", &e))
+            .map_err(|e| failed("send failed", &e))
     }
 }
 

@@ -237,7 +237,7 @@ fn read_group(session: &mut Session, group: &str) -> Result<GroupState, Failure>
 }
 
 /// The group's committed offsets, every partition (OffsetFetch with no topic list).
-fn committed_offsets(
+pub(super) fn committed_offsets(
     conn: &mut Conn,
     group: &str,
 ) -> Result<BTreeMap<(String, i32), i64>, Failure> {
@@ -749,7 +749,7 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
 
 /// Commits `plan` for `group` as an admin does (OffsetCommit with generation -1 and no
 /// member id, which the coordinator accepts only while the group has no members).
-fn commit(
+pub(super) fn commit(
     session: &mut Session,
     group: &str,
     plan: &[((String, i32), Option<i64>, i64)],

@@ -1,12 +1,18 @@
 //! The admin commands of the `strand` binary (`strand topic …`, `strand cluster …`,
-//! `strand group …`): they talk the Kafka protocol to any broker of a cluster, Strand or
-//! not, like Kafka's `kafka-topics.sh` and `kafka-consumer-groups.sh`. Human tables by default, `--format json` for scripts; a failure is
-//! one line naming Kafka's error, and a non-zero exit.
+//! `strand group …`, `strand produce`, `strand consume`): they talk the Kafka protocol to
+//! any broker of a cluster, Strand or not, like Kafka's `kafka-topics.sh`,
+//! `kafka-consumer-groups.sh` and console producer and consumer. Human tables by default,
+//! `--format json` for scripts; a failure is one line naming Kafka's error, and a non-zero
+//! exit.
 
 pub mod client;
+mod consume;
 mod group;
+mod produce;
 
+pub use consume::{consume, ConsumeArgs};
 pub use group::{group, GroupCommand, ResetOffsets};
+pub use produce::{produce, ProduceArgs};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,9 +35,9 @@ use serde_json::json;
 
 use client::{describe_error, Conn, Failure};
 
-/// Where the commands connect, and how they print.
+/// The brokers a command starts from.
 #[derive(Args, Clone, Debug)]
-pub struct Connection {
+pub struct Bootstrap {
     /// Brokers to start from (`host:port`, comma-separated; any one that answers will do).
     #[arg(
         short = 'b',
@@ -40,11 +46,21 @@ pub struct Connection {
         env = "STRAND_BROKERS"
     )]
     pub brokers: String,
+}
+
+/// How long a connection or a request may take unless `--timeout-ms` says otherwise.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Where the commands connect, and how they print.
+#[derive(Args, Clone, Debug)]
+pub struct Connection {
+    #[command(flatten)]
+    pub bootstrap: Bootstrap,
     /// `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// How long a connection or a request may take, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = REQUEST_TIMEOUT_MS)]
     pub timeout_ms: u64,
 }
 
@@ -189,6 +205,8 @@ fn text(s: &str) -> StrBytes {
 /// A session with a cluster: the bootstrap connection and one per broker as needed.
 struct Session {
     timeout: Duration,
+    /// The `-b` addresses, to start over from when the bootstrap connection fails.
+    seeds: Vec<String>,
     bootstrap: Conn,
     /// Broker id → `host:port`, from the last Metadata.
     brokers: BTreeMap<i32, String>,
@@ -197,19 +215,27 @@ struct Session {
 
 impl Session {
     fn open(connection: &Connection) -> Result<Session, Failure> {
-        let timeout = Duration::from_millis(connection.timeout_ms.max(1));
-        let mut failures = Vec::new();
-        for address in connection
+        Session::connect(&connection.bootstrap, connection.timeout_ms)
+    }
+
+    /// Connects to the first of the `-b` brokers that answers.
+    fn connect(bootstrap: &Bootstrap, timeout_ms: u64) -> Result<Session, Failure> {
+        let timeout = Duration::from_millis(timeout_ms.max(1));
+        let seeds: Vec<String> = bootstrap
             .brokers
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-        {
+            .map(String::from)
+            .collect();
+        let mut failures = Vec::new();
+        for address in &seeds {
             match Conn::connect(address, timeout) {
-                Ok(bootstrap) => {
+                Ok(conn) => {
                     return Ok(Session {
                         timeout,
-                        bootstrap,
+                        seeds,
+                        bootstrap: conn,
                         brokers: BTreeMap::new(),
                         conns: BTreeMap::new(),
                     })
@@ -239,13 +265,71 @@ impl Session {
             }))
             .with_allow_auto_topic_creation(false);
         let response: MetadataResponse =
-            self.bootstrap.call(ApiKey::Metadata, version, &request)?;
+            match self.bootstrap.call(ApiKey::Metadata, version, &request) {
+                Ok(response) => response,
+                Err(failure) => {
+                    // The broker went away: ask another one it or `-b` named.
+                    self.reconnect(failure)?;
+                    let version = self.bootstrap.version(ApiKey::Metadata, 1, 12)?;
+                    self.bootstrap.call(ApiKey::Metadata, version, &request)?
+                }
+            };
         self.brokers = response
             .brokers
             .iter()
             .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
             .collect();
         Ok(response)
+    }
+
+    /// Replaces a failed bootstrap connection by one to any other broker known (from the
+    /// last Metadata, then `-b`); `failure` if none answers.
+    fn reconnect(&mut self, failure: Failure) -> Result<(), Failure> {
+        let failed = self.bootstrap.address().to_string();
+        let mut candidates: Vec<String> = self.brokers.values().cloned().collect();
+        candidates.extend(self.seeds.iter().cloned());
+        candidates.retain(|a| *a != failed);
+        candidates.dedup();
+        for address in candidates {
+            if let Ok(conn) = Conn::connect(&address, self.timeout) {
+                self.bootstrap = conn;
+                self.conns.retain(|_, c| c.address() != failed);
+                return Ok(());
+            }
+        }
+        Err(failure)
+    }
+
+    /// Drops the connection to broker `id` after it failed; the next use reopens it.
+    fn forget(&mut self, id: i32) {
+        self.conns.remove(&id);
+    }
+
+    /// The partitions of `topic`: index → (leader id, -1 if none; leader epoch). Fails
+    /// with the topic's error if the metadata has none.
+    fn partitions(&mut self, topic: &str) -> Result<BTreeMap<i32, (i32, i32)>, Failure> {
+        let metadata = self.metadata(Some(&[topic]))?;
+        let found = metadata
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .ok_or_else(|| Failure::new(format!("topic {topic}: not in the metadata answer")))?;
+        if found.error_code != 0 {
+            let hint = match found.error_code {
+                3 => " (strand topic list shows the topics; strand topic create makes one)",
+                5 => " (it is being created or has no leader yet; try again)",
+                _ => "",
+            };
+            return Err(Failure::new(format!(
+                "topic {topic}: {}{hint}",
+                describe_error(found.error_code, None)
+            )));
+        }
+        Ok(found
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, (p.leader_id.0, p.leader_epoch)))
+            .collect())
     }
 
     /// The connection to broker `id` (opened on first use).

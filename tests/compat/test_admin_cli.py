@@ -1,6 +1,8 @@
-"""`strand topic …`, `strand cluster …` and `strand group …` against a running broker: what
-they print (as JSON, checked against confluent-kafka's view of the same broker), their exit
-codes and their one-line errors. The cluster case (`cluster health` with nodes down) is in
+"""`strand topic …`, `strand cluster …`, `strand group …`, `strand produce` and `strand
+consume` against a running broker: what they print (as JSON, checked against confluent-kafka's
+view of the same broker), what they write and read (checked against what confluent-kafka
+reads and writes), their exit codes and their one-line errors. The cluster cases (`cluster
+health` with nodes down, produce and consume across a leader change) are in
 test_cluster.py."""
 
 import datetime
@@ -283,3 +285,261 @@ def test_group_describe_shows_members_without_partitions(broker, topic):
     finally:
         for m in members:
             m.close()
+
+
+# ---------------------------------------------------------------------------------------
+# strand produce / strand consume
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+def produce(broker, topic, lines, *args, check=True):
+    """Runs `strand produce TOPIC ARGS…` with `lines` on stdin."""
+    result = subprocess.run([STRAND_BIN, "produce", topic, "-b", broker.bootstrap, *args],
+                            input="".join(line + "\n" for line in lines), capture_output=True,
+                            text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, f"produce {args}: {result.returncode}\n{result.stderr}"
+    return result.returncode, result.stdout, result.stderr
+
+
+def read_all(broker, topic, partitions, expected):
+    """The first `expected` records of `topic` as confluent-kafka reads them."""
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = []
+    deadline = time.time() + 30
+    try:
+        while len(got) < expected and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.append(m)
+        time.sleep(0.5)
+        assert c.poll(0.5) is None, "more records than expected"
+    finally:
+        c.close()
+    assert len(got) == expected, f"{len(got)} of {expected} records"
+    return got
+
+
+def java_partitions(broker, keys, partitions):
+    """The partition of each key as the Java client's partitioner picks it (librdkafka's
+    murmur2_random is the same murmur2 on keyed records)."""
+    topic = "ref-" + uuid.uuid4().hex[:8]
+    strand("topic", "create", topic, "-b", broker.bootstrap, "-p", str(partitions))
+    placed = {}
+    p = Producer({"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"})
+    for key in keys:
+        p.produce(topic, key=key, value=b"",
+                  on_delivery=lambda err, m: placed.__setitem__(m.key(), m.partition()))
+    assert p.flush(30) == 0
+    return placed
+
+
+def test_produce_keys_headers_and_every_codec(broker, topic):
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "6")
+    sent = {}
+    for codec in CODECS:
+        lines = [f"k{i}-{codec}:{codec} value {i}:with a colon" for i in range(40)]
+        lines.append(f":empty key {codec}")
+        code, out, err = produce(broker, topic, lines, "--key-separator", ":", "-z", codec,
+                                 "--header", f"codec={codec}", "-H", "h2=a=b", "--format", "json")
+        summary = json.loads(out)
+        assert summary["topic"] == topic and summary["records"] == 41, out
+        assert sum(summary["partitions"].values()) == 41
+        for line in lines:
+            key, value = line.split(":", 1)
+            sent[value.encode()] = (key.encode(), [("codec", codec.encode()), ("h2", b"a=b")])
+    got = read_all(broker, topic, 6, len(sent))
+    placed = java_partitions(broker, [k for k, _ in sent.values()], 6)
+    assert len(set(placed.values())) > 1, "keys spread over partitions"
+    for m in got:
+        key, headers = sent[m.value()]
+        assert m.key() == key and m.headers() == headers, (m.key(), m.value(), m.headers())
+        assert m.partition() == placed[key], (key, m.partition(), placed[key])
+    assert sorted(m.value() for m in got) == sorted(sent)
+
+    # The table format: a count on stderr, nothing on stdout.
+    code, out, err = produce(broker, topic, ["x"], "-p", "4")
+    assert out == "" and err.strip() == f"1 record(s) written to {topic}", err
+    _, _, err = produce(broker, topic, ["y"], "-p", "4", "-q")
+    assert err == ""
+
+
+def test_produce_without_keys_partitions_and_acks(broker, topic):
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "3")
+    # Without a key: a batch (here all of them) goes to one partition.
+    produce(broker, topic, [f"a{i}" for i in range(20)])
+    produce(broker, topic, [f"b{i}" for i in range(20)], "--partition", "2", "--acks", "1")
+    produce(broker, topic, [f"c{i}" for i in range(20)], "-p", "1", "--acks", "0")
+    produce(broker, topic, ["", "empty line before"], "-p", "0")
+    got = read_all(broker, topic, 3, 62)
+    where = {}
+    for m in got:
+        assert m.key() is None and m.headers() is None
+        where.setdefault(m.value()[:1], set()).add(m.partition())
+    assert len(where[b"a"]) == 1
+    assert where[b"b"] == {2} and where[b"c"] == {1}
+    assert [m.value() for m in got if m.partition() == 0][-2:] == [b"", b"empty line before"]
+    # Order within a partition is the order of the lines.
+    assert [m.value() for m in got if m.value().startswith(b"b")] == \
+        [f"b{i}".encode() for i in range(20)]
+    # More lines than one Produce takes: several batches, every line there once.
+    n = 2500
+    _, out, _ = produce(broker, topic, [f"{i}:{'x' * 500}" for i in range(n)], "-K", ":",
+                        "--format", "json")
+    assert json.loads(out)["records"] == n
+    got = read_all(broker, topic, 3, 62 + n)
+    assert sorted(int(m.key()) for m in got if m.key() is not None) == list(range(n))
+
+
+def test_consume_prints_what_confluent_kafka_wrote(broker, topic):
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "3")
+    expected = []
+    base = (int(time.time()) - 60) * 1000
+    for n, codec in enumerate(["none", "gzip", "snappy", "lz4", "zstd"]):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": codec,
+                      "linger.ms": 50})
+        for i in range(10):
+            key = None if i == 3 else f"k{n}-{i}".encode()
+            headers = [("n", str(n).encode()), ("i", str(i).encode())] if i % 2 else None
+            p.produce(topic, key=key, value=f"{codec} {i}".encode(), partition=i % 3,
+                      headers=headers, timestamp=base + n * 100 + i)
+        assert p.flush(30) == 0
+    for m in read_all(broker, topic, 3, 50):
+        hs = ",".join(f"{k}={v.decode()}" for k, v in (m.headers() or []))
+        expected.append(f"{m.partition()}|{m.offset()}|{(m.key() or b'').decode()}|"
+                        f"{m.value().decode()}|{m.timestamp()[1]}|{hs}|{topic}")
+
+    code, out, err = strand("consume", topic, *b, "--from-beginning", "--count", "50",
+                            "--format", "%p|%o|%k|%v|%T|%h|%t\\n")
+    assert sorted(out.splitlines()) == sorted(expected)
+    assert err.strip() == "consumed 50 record(s)"
+    # One partition from an offset, tab-separated; %% and the default format.
+    out = strand("consume", topic, *b, "-p", "1", "-o", "5", "-c", "3", "-q",
+                 "-f", "%o\\t%v%%\\n")[1]
+    assert out.splitlines() == [f"{x.split('|')[1]}\t{x.split('|')[3]}%" for x in
+                                sorted(expected, key=lambda x: int(x.split("|")[1]))
+                                if x.startswith("1|")][5:8]
+    out = strand("consume", topic, *b, "-p", "2", "--offset", "earliest", "-c", "1")[1]
+    assert out == [x.split("|")[3] for x in expected if x.startswith("2|0|")][0] + "\n"
+    # --timeout-ms: exits once nothing came for that long, with what there was.
+    start = time.time()
+    out = strand("consume", topic, *b, "--from-beginning", "--timeout-ms", "1500", "-q")[1]
+    assert len(out.splitlines()) == 50 and time.time() - start < 15
+    # Without --from-beginning: only what comes after the start.
+    proc = subprocess.Popen([STRAND_BIN, "consume", topic, *b, "-c", "2", "-f", "%k=%v\\n"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    produce(broker, topic, ["late:1", "later:2"], "-K", ":", "-p", "0")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out.splitlines() == ["late=1", "later=2"]
+
+
+def test_consume_read_committed(broker, topic):
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx-" + topic})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"committed")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"aborted")
+    assert p.flush(30) == 0  # written, then aborted (not dropped before sending)
+    p.abort_transaction(30)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce(topic, value=b"plain")
+    assert plain.flush(30) == 0
+    args = ["consume", topic, *b, "--from-beginning", "--timeout-ms", "1500", "-q"]
+    assert strand(*args, "--isolation-level", "read_committed")[1].split() == \
+        ["committed", "plain"]
+    # read_uncommitted (the default, as kafka-console-consumer): all but the markers.
+    assert strand(*args)[1].split() == ["committed", "aborted", "plain"]
+
+
+def test_consume_group_commits(broker, topic):
+    b = ["-b", broker.bootstrap]
+    group = "g-" + uuid.uuid4().hex[:8]
+    strand("topic", "create", topic, *b, "-p", "2")
+    produce(broker, topic, [f"a{i}" for i in range(6)], "-p", "0")
+    produce(broker, topic, [f"b{i}" for i in range(4)], "-p", "1")
+    args = ["consume", topic, *b, "--group", group, "-q"]
+    out = strand(*args, "--from-beginning", "--timeout-ms", "1500")[1]
+    assert sorted(out.split()) == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(4)])
+    assert committed(broker, group, topic, [0, 1]) == {0: 6, 1: 4}
+    # The next run starts at the committed offsets: only the new records.
+    produce(broker, topic, ["a6", "a7", "a8"], "-p", "0")
+    produce(broker, topic, ["b4"], "-p", "1")
+    assert sorted(strand(*args, "--timeout-ms", "1500")[1].split()) == ["a6", "a7", "a8", "b4"]
+    assert committed(broker, group, topic, [0, 1]) == {0: 9, 1: 5}
+    # --count stops within a partition; the commit says exactly how far.
+    produce(broker, topic, [f"c{i}" for i in range(5)], "-p", "0")
+    assert strand(*args, "-p", "0", "-c", "2")[1].split() == ["c0", "c1"]
+    assert committed(broker, group, topic, [0, 1]) == {0: 11, 1: 5}
+    assert strand(*args, "-p", "0", "-c", "3")[1].split() == ["c2", "c3", "c4"]
+    assert committed(broker, group, topic, [0]) == {0: 14}
+    [described] = as_json("group", "describe", group, *b)
+    assert described["state"] == "Empty" and described["total_lag"] == 0
+
+
+def test_produce_and_consume_errors(broker, topic):
+    from conftest import free_base_port
+    b = ["-b", broker.bootstrap]
+    strand("topic", "create", topic, *b, "-p", "2")
+    missing = topic + "-missing"
+    code, out, err = produce(broker, missing, ["x"], check=False)
+    assert code == 1 and out == "" and \
+        err.strip() == f"strand: topic {missing}: UNKNOWN_TOPIC_OR_PARTITION (3) " \
+        "(strand topic list shows the topics; strand topic create makes one)", err
+    code, out, err = strand("consume", missing, *b, "-c", "1", check=False)
+    assert code == 1 and out == "" and "UNKNOWN_TOPIC_OR_PARTITION (3)" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+    # Nothing listening.
+    down = f"127.0.0.1:{free_base_port(1)}"
+    for args in (["produce", topic], ["consume", topic, "-c", "1"]):
+        result = subprocess.run([STRAND_BIN, *args, "-b", down], input="x\n", text=True,
+                                capture_output=True, timeout=30)
+        assert result.returncode == 1 and result.stdout == "", result
+        assert f"cannot connect to {down}" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+    # A line without the separator: the lines before it are written, then exit 1.
+    code, _, err = produce(broker, topic, ["k:1", "k:2", "no separator", "k:3"], "-K", ":",
+                           check=False)
+    assert code == 1 and "line 3: no key separator" in err and "2 record(s) written" in err, err
+    out = strand("consume", topic, *b, "--from-beginning", "--timeout-ms", "1500", "-q",
+                 "-f", "%k=%v\\n")[1]
+    assert out.split() == ["k=1", "k=2"]
+
+    # Batches stay within max.message.bytes (1 MiB by default) however long the lines; a
+    # record alone larger than that is refused, with the topic config to look at.
+    produce(broker, topic, [str(i) * 600_000 for i in range(3)], "-p", "1")
+    code, _, err = produce(broker, topic, ["x" * 2_000_000], "-p", "1", check=False)
+    assert code == 1 and "MESSAGE_TOO_LARGE (10)" in err and "max.message.bytes" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+    # Bad arguments: one line, exit 1 (ours) or 2 (the argument parser's).
+    for args, code_wanted, words in [
+        (["produce", topic, "-p", "7"], 1, "has no partition 7 (it has 2)"),
+        (["produce", topic, "-H", "novalue"], 1, "expected KEY=VALUE"),
+        (["produce", topic, "--acks", "2"], 2, "invalid value '2'"),
+        (["produce", topic, "-z", "brotli"], 2, "invalid value 'brotli'"),
+        (["consume", topic, "-p", "5"], 1, "has no partition 5"),
+        (["consume", topic, "-o", "3"], 1, "--offset needs exactly one --partition"),
+        (["consume", topic, "-p", "0", "-o", "x"], 1, "expected earliest, latest or an offset"),
+        (["consume", topic, "-f", "%v %z"], 1, "unknown token %z"),
+        (["consume", topic, "--from-beginning", "-p", "0", "-o", "1"], 2, "cannot be used"),
+    ]:
+        result = subprocess.run([STRAND_BIN, *args, *b], input="x\n", text=True,
+                                capture_output=True, timeout=30)
+        assert result.returncode == code_wanted and words in result.stderr, (args, result)
+        if code_wanted == 1:
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr

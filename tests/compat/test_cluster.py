@@ -15,7 +15,8 @@ with every node's shards and the metadata leader's shard 0 as controller.
   survivors' partitions keep working, the killed node catches up when back;
 - every node killed at once: topics, records and committed offsets survive;
 - two of three nodes down: metadata changes fail (NOT_CONTROLLER or a timeout), the
-  survivor's own partitions keep working.
+  survivor's own partitions keep working;
+- `strand cluster health`, and `strand produce`/`strand consume` across a leader change.
 """
 
 import concurrent.futures
@@ -1670,3 +1671,37 @@ def test_replication_metrics(cluster):
     cluster.node(3).start()
     wait_for("no partition under-replicated", lambda: metric("strand_under_replicated_partitions") == 0
              and metric("strand_peer_up", peer="3") == 1, TAKEOVER_TIMEOUT_S)
+
+
+def test_produce_and_consume_commands_follow_a_new_leader(cluster):
+    """`strand produce` and `strand consume` on a replicated partition whose leader's node
+    is killed: the consumer started before goes on reading from the new leader, and a
+    produce started after the kill retries until the new leader takes the records."""
+    from test_admin_cli import strand
+    from conftest import STRAND_BIN
+    topic = topic_name("pc")
+    b = ["-b", cluster.bootstrap_all()]
+    strand("topic", "create", topic, *b, "-p", "1", "-r", "3")
+    leader = wait_replicated(cluster, topic, 1, 3)[0]
+    first = [f"before-{i}" for i in range(50)]
+    second = [f"after-{i}" for i in range(50)]
+    reader = subprocess.Popen([STRAND_BIN, "consume", topic, *b, "--from-beginning", "-c", "100",
+                               "-f", "%o %v\\n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        subprocess.run([STRAND_BIN, "produce", topic, *b], input="\n".join(first) + "\n",
+                       text=True, check=True, timeout=60)
+        cluster.node(node_of(leader)).kill9()
+        survivors = ["-b", cluster.bootstrap_all(cluster.live())]
+        done = subprocess.run([STRAND_BIN, "produce", topic, *survivors, "--timeout-ms", "60000"],
+                              input="\n".join(second) + "\n", text=True, capture_output=True,
+                              timeout=90)
+        assert done.returncode == 0, done.stderr
+        out, err = reader.communicate(timeout=90)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err
+    values = [line.split(" ", 1)[1] for line in out.splitlines()]
+    assert values == first + second, values
+    offsets = [int(line.split(" ", 1)[0]) for line in out.splitlines()]
+    assert offsets == sorted(offsets)
