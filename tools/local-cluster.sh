@@ -19,17 +19,25 @@
 # The cluster's size and shard count are fixed by its first start (kept in
 # ./data-cluster/cluster.conf); remove ./data-cluster to begin a different one.
 # Builds nothing: runs $STRAND_BIN, by default target/release/strand of this checkout.
+#
+# Two variables move a cluster elsewhere, so that several can run side by side:
+#   STRAND_CLUSTER_DIR    its directory instead of ./data-cluster
+#   STRAND_CLUSTER_PORT   the client port of node 1 instead of 19092 (peers 100 above;
+#                         node I adds 1000 (I - 1) to both)
+# Every command of one cluster must be given the same values.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${STRAND_BIN:-$repo/target/release/strand}
-dir=data-cluster
+dir=${STRAND_CLUSTER_DIR:-data-cluster}
 conf=$dir/cluster.conf
-client_base=19092
-rpc_base=19192
+client_base=${STRAND_CLUSTER_PORT:-19092}
 node_stride=1000
 max_nodes=40
 max_shards=100 # the rpc ports begin 100 above the client ports
+[[ $client_base =~ ^[1-9][0-9]*$ ]] && [ "$client_base" -le 65535 ] \
+    || { echo "local-cluster: STRAND_CLUSTER_PORT must be a port number" >&2; exit 1; }
+rpc_base=$((client_base + max_shards))
 ready_timeout_s=30
 stop_timeout_s=30
 
@@ -71,7 +79,7 @@ listening() { # listening PORT: something accepts connections on 127.0.0.1:PORT
 }
 
 load_conf() { # sets nodes and shards from cluster.conf; fails if there is none
-    [ -f "$conf" ] || die "no cluster in ./$dir (start one with: $0 start [N] [--shards S])"
+    [ -f "$conf" ] || die "no cluster in $dir (start one with: $0 start [N] [--shards S])"
     nodes=$(sed -n 's/^nodes=//p' "$conf")
     shards=$(sed -n 's/^shards=//p' "$conf")
     if ! is_count "$nodes" "$max_nodes" || ! is_count "$shards" "$max_shards"; then
@@ -168,10 +176,10 @@ cmd_start() {
     if [ -f "$conf" ]; then
         load_conf
         if [ -n "$want_nodes" ] && [ "$want_nodes" != "$nodes" ]; then
-            die "./$dir holds a cluster of $nodes nodes, not $want_nodes: remove ./$dir to begin another"
+            die "$dir holds a cluster of $nodes nodes, not $want_nodes: remove $dir to begin another"
         fi
         if [ -n "$want_shards" ] && [ "$want_shards" != "$shards" ]; then
-            die "./$dir holds a cluster of $shards shard(s) per node, not $want_shards: remove ./$dir to begin another"
+            die "$dir holds a cluster of $shards shard(s) per node, not $want_shards: remove $dir to begin another"
         fi
     else
         nodes=${want_nodes:-3}
@@ -222,7 +230,7 @@ ports() { # ports BASE: BASE, or BASE-LAST with several shards
 cmd_status() {
     local i pid running=0
     load_conf
-    echo "cluster in ./$dir: $nodes node(s), $shards shard(s) each; binary $bin"
+    echo "cluster in $dir: $nodes node(s), $shards shard(s) each; binary $bin"
     for ((i = 1; i <= nodes; i++)); do
         pid=$(running_pid "$i")
         if [ -n "$pid" ]; then

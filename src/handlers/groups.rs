@@ -347,6 +347,9 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
     ctx.respond(&response)
 }
 
+/// ListGroups v5's type of every group: Strand runs the classic group protocol only.
+const GROUP_TYPE: &str = "classic";
+
 pub async fn list_groups(shard: &Rc<Shard>, ctx: &Ctx, request: ListGroupsRequest) -> Response {
     let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
     let mut listed = Vec::new();
@@ -364,6 +367,16 @@ pub async fn list_groups(shard: &Rc<Shard>, ctx: &Ctx, request: ListGroupsReques
         {
             continue;
         }
+        // v5 (KIP-848): every group here is a classic one; a filter without "classic"
+        // (e.g. only "consumer" or "share") lists none of them, as Kafka does.
+        if !request.types_filter.is_empty()
+            && !request
+                .types_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(GROUP_TYPE))
+        {
+            continue;
+        }
         listed.push(
             ListedGroup::default()
                 .with_group_id(GroupId(s(group.id.clone())))
@@ -372,7 +385,7 @@ pub async fn list_groups(shard: &Rc<Shard>, ctx: &Ctx, request: ListGroupsReques
                     .clone()
                     .unwrap_or_else(|| "consumer".into())))
                 .with_group_state(s(state))
-                .with_group_type(s("classic")),
+                .with_group_type(s(GROUP_TYPE)),
         );
     }
     ctx.respond(&ListGroupsResponse::default().with_groups(listed))

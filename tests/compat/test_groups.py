@@ -287,6 +287,32 @@ def test_admin_list_describe_lag_delete(broker, topic):
     c.close()
 
 
+def test_admin_lists_groups_by_type(broker, topic):
+    """ListGroups v5 (KIP-848): each group reports its type, and the type filter applies.
+    Every Strand group is a classic one, as librdkafka's test 0081 expects of a 3.8+
+    broker."""
+    from confluent_kafka import ConsumerGroupType
+
+    create(broker, topic, 1, messages_per_partition=1)
+    group = "g-" + uuid.uuid4().hex[:8]
+    c = consumer(broker, group)
+    c.subscribe([topic])
+    poll_until([c], lambda: len(assignments([c])[0]) == 1)
+    c.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def listed(**kwargs):
+        result = admin.list_consumer_groups(**kwargs).result(timeout=20)
+        assert result.errors == []
+        return {g.group_id: g for g in result.valid}
+
+    every = listed()
+    assert every[group].type == ConsumerGroupType.CLASSIC
+    assert group in listed(types={ConsumerGroupType.CLASSIC})
+    assert group not in listed(types={ConsumerGroupType.CONSUMER})
+    c.close()
+
+
 def test_kcat_group_consumes_and_resumes(broker, topic):
     create(broker, topic, 2, messages_per_partition=5)
     group = "g-" + uuid.uuid4().hex[:8]
