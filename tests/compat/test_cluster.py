@@ -704,12 +704,51 @@ def wait_replicated(cluster, topic, partitions, replicas, nodes=None, timeout=TA
     return wait_for(f"{topic} led everywhere", agreed, timeout)
 
 
+class ProducerLoop:
+    """An idempotent acks=all producer writing v-0, v-1, … round-robin to the first
+    `partitions` partitions of `topic`, in a thread of its own until `stop()`: `acked`
+    {value: (partition, offset)}, delivery `errors`, and `ack_times` per partition."""
+
+    def __init__(self, bootstrap, topic, partitions):
+        import threading
+        self.acked, self.errors = {}, []
+        self.ack_times = {p: [] for p in range(partitions)}
+        self._done = threading.Event()
+        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                                   "acks": "all", "linger.ms": 5, "message.timeout.ms": 60_000})
+        self._thread = threading.Thread(target=self._run, args=(topic, partitions))
+        self._thread.start()
+
+    def _on_delivery(self, err, msg):
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.acked[msg.value()] = (msg.partition(), msg.offset())
+            self.ack_times[msg.partition()].append(time.time())
+
+    def _run(self, topic, partitions):
+        i = 0
+        while not self._done.is_set():
+            try:
+                self._producer.produce(topic, value=f"v-{i}".encode(), partition=i % partitions,
+                                       on_delivery=self._on_delivery)
+                i += 1
+            except BufferError:
+                pass
+            self._producer.poll(0.002)
+        self._producer.flush(60)
+
+    def stop(self):
+        """Stops producing and waits for every delivery report."""
+        self._done.set()
+        self._thread.join(90)
+
+
 def test_replicated_topic_keeps_every_acked_record_through_a_leader_kill(cluster):
     """rf 3: an idempotent acks=all producer runs while the leader of partition 0 is
     killed -9; a new leader is elected and the producer carries on; every acknowledged
     record is read back exactly once at its offset; the killed node, restarted, catches
     up and every replica holds the same batches."""
-    import threading
     name = topic_name("r3")
     assert admin_create(cluster.node(2), name, 3, replication_factor=3) is None
     leaders = wait_replicated(cluster, name, 3, 3)
@@ -721,30 +760,8 @@ def test_replicated_topic_keeps_every_acked_record_through_a_leader_kill(cluster
             if n.node_id != node_of(leader):
                 assert fetch_error(n.port, name, p) == NOT_LEADER_OR_FOLLOWER, (p, n)
 
-    acked, errors, stop = {}, [], threading.Event()
-    producer = Producer({"bootstrap.servers": cluster.bootstrap_all(), "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 60_000})
-
-    def on_delivery(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            acked[msg.value()] = (msg.partition(), msg.offset())
-
-    def run():
-        i = 0
-        while not stop.is_set():
-            try:
-                producer.produce(name, value=f"v-{i}".encode(), partition=i % 3,
-                                 on_delivery=on_delivery)
-                i += 1
-            except BufferError:
-                pass
-            producer.poll(0.002)
-        producer.flush(60)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    writer = ProducerLoop(cluster.bootstrap_all(), name, 3)
+    acked, errors = writer.acked, writer.errors
     try:
         wait_for("records acknowledged", lambda: len(acked) > 300, 20)
         victim = cluster.node(node_of(leaders[0]))
@@ -756,8 +773,7 @@ def test_replicated_topic_keeps_every_acked_record_through_a_leader_kill(cluster
                  lambda: on_p0() > before + 100, 30)
         print(f"partition 0 acks resumed within {time.time() - killed_at:.1f}s of the kill")
     finally:
-        stop.set()
-        thread.join(90)
+        writer.stop()
     assert errors == [], errors[:5]
     survivors = cluster.live()
     new = wait_replicated(cluster, name, 3, 3, nodes=survivors)
@@ -1466,30 +1482,6 @@ def test_rolling_restart_fails_no_produce(make_cluster):
     preferred = wait_replicated(cluster, name, 3, 3)
     assert len({node_of(b) for b in preferred.values()}) == 3, preferred
 
-    acked, errors, stop = {}, [], threading.Event()
-    ack_times = {p: [] for p in range(3)}
-    producer = Producer({"bootstrap.servers": cluster.bootstrap_all(), "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 60_000})
-
-    def on_delivery(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            acked[msg.value()] = (msg.partition(), msg.offset())
-            ack_times[msg.partition()].append(time.time())
-
-    def produce_loop():
-        i = 0
-        while not stop.is_set():
-            try:
-                producer.produce(name, value=f"v-{i}".encode(), partition=i % 3,
-                                 on_delivery=on_delivery)
-                i += 1
-            except BufferError:
-                pass
-            producer.poll(0.002)
-        producer.flush(60)
-
     consumed, consumer_errors = set(), []
     consumer = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": f"g-{name}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": True})
@@ -1507,17 +1499,15 @@ def test_rolling_restart_fails_no_produce(make_cluster):
                 consumed.add(msg.value())
         consumer.close()
 
-    threads = [threading.Thread(target=produce_loop), threading.Thread(target=consume_loop)]
-    for t in threads:
-        t.start()
+    reader = threading.Thread(target=consume_loop)
+    reader.start()
+    writer = ProducerLoop(cluster.bootstrap_all(), name, 3)
     try:
-        rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, stop, threads,
-                               consumed, consumer_errors)
+        rolling_restart_checks(cluster, name, preferred, writer, consumed, consumer_errors)
     finally:
-        stop.set()
+        writer.stop()
         consumer_done.set()
-        for t in threads:
-            t.join(90)
+        reader.join(90)
 
 
 def all_in_sync(node, topic, replicas):
@@ -1526,8 +1516,8 @@ def all_in_sync(node, topic, replicas):
     return v is not None and all(len(isr) == replicas for _, _, isr in v.values())
 
 
-def rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, stop, threads,
-                           consumed, consumer_errors):
+def rolling_restart_checks(cluster, name, preferred, writer, consumed, consumer_errors):
+    acked, errors, ack_times = writer.acked, writer.errors, writer.ack_times
     restarts = []
     try:
         wait_for("records acknowledged", lambda: len(acked) > 300, 20)
@@ -1541,8 +1531,7 @@ def rolling_restart_checks(cluster, name, preferred, acked, errors, ack_times, s
             count = len(acked)
             wait_for("acks going on", lambda: len(acked) > count + 100, 20)
     finally:
-        stop.set()
-        threads[0].join(90)
+        writer.stop()
     assert errors == [], errors[:5]
     # The longest wait between two acks of a partition across each restart (printed).
     for node, started, ended in restarts:
