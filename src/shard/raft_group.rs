@@ -87,6 +87,9 @@ pub struct RaftGroup {
     /// renews it every tick for [`LEASE_WANTED_FOR`] after.
     lease_wanted: Cell<Option<Instant>>,
     last_renewal: Cell<Option<Instant>>,
+    /// Ticks withheld from the replica until a leader is known (see
+    /// [`Self::hold_first_election`]).
+    held_ticks: Cell<u64>,
 }
 
 /// How long after the last read that wanted it the driver keeps renewing the read lease.
@@ -114,6 +117,7 @@ impl RaftGroup {
             last_in_sync: RefCell::new(Vec::new()),
             lease_wanted: Cell::new(None),
             last_renewal: Cell::new(None),
+            held_ticks: Cell::new(0),
         })
     }
 
@@ -234,6 +238,13 @@ impl RaftGroup {
     pub fn unreachable(&self, peer: u64) {
         self.unreachable.borrow_mut().push(peer);
         self.wake.notify_all();
+    }
+
+    /// Delays this replica's first election timeout by `ticks` (released as soon as a
+    /// leader is known): the other replicas of a new partition leave its preferred
+    /// replica, which stands at once and again after its own timeout, time to win.
+    pub fn hold_first_election(&self, ticks: u64) {
+        self.held_ticks.set(ticks);
     }
 
     /// Starts an election now (the preferred replica of a new partition).
@@ -548,7 +559,17 @@ impl RaftGroup {
     /// Ticks, reports lost peers and steps what arrived (all synchronous).
     fn step_all(&self, ticks: Option<u64>) {
         let mut replica = self.replica.borrow_mut();
-        for _ in 0..ticks.unwrap_or(0) {
+        let mut ticks = ticks.unwrap_or(0);
+        if self.held_ticks.get() > 0 {
+            if replica.leader() != 0 {
+                self.held_ticks.set(0);
+            } else {
+                let held = self.held_ticks.get().min(ticks);
+                self.held_ticks.set(self.held_ticks.get() - held);
+                ticks -= held;
+            }
+        }
+        for _ in 0..ticks {
             if let Err(err) = replica.tick() {
                 tracing::error!(group = self.id, %err, "Raft tick failed");
             }

@@ -46,11 +46,15 @@ impl Shard {
         }
         self.raft_groups.borrow_mut().insert(id, group.clone());
         group.spawn_driver();
-        // The preferred (first) replica of a new partition stands at once; the others
-        // would after an election timeout.
+        // The preferred (first) replica of a new partition stands at once.
         if fresh && voters.first() == Some(&node) {
             group.campaign();
             glommio::spawn_local(super::leaders::stand_as_preferred(group.clone())).detach();
+        } else if fresh {
+            // Its votes may go out before the others have created the partition: the
+            // others hold their own first timeout back for two election timeouts, so
+            // that the preferred replica's second try comes first.
+            group.hold_first_election(2 * self.config.raft_election_ticks);
         }
         let partition = Rc::new(Partition::replicated(topic.clone(), index, group));
         glommio::spawn_local(watch_replica(self.clone(), partition.clone())).detach();

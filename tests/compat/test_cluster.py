@@ -1604,6 +1604,9 @@ def test_replication_metrics(cluster):
     node1 = cluster.node(1)
     node1.user_extra += ["--metrics-listen", f"127.0.0.1:{port}"]
     node1.restart()
+    # A node just started names itself alone, with no controller, until it has met its
+    # peers; librdkafka's admin client would wait for a controller it never asks again.
+    cluster.wait_formed()
     b = [broker_id(n, 0) for n in (1, 2, 3)]
     name = topic_name("met")
     admin = node1.admin()  # the futures fail with _DESTROY once the client is collected
