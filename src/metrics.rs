@@ -272,6 +272,7 @@ pub struct GroupLag {
 }
 
 /// What a shard knows of itself and its counters do not.
+#[derive(Default)]
 pub struct ShardGauges {
     pub connections: u64,
     pub partitions: u64,
@@ -794,18 +795,7 @@ mod tests {
     }
 
     fn snap(shard: u16) -> Snapshot {
-        ShardMetrics::default().snapshot(
-            shard,
-            ShardGauges {
-                connections: 0,
-                partitions: 0,
-                log_bytes: 0,
-                replication: Replication::default(),
-                topics: Vec::new(),
-                group_offsets: Vec::new(),
-                group_offsets_omitted: 0,
-            },
-        )
+        ShardMetrics::default().snapshot(shard, ShardGauges::default())
     }
 
     #[test]
@@ -815,18 +805,7 @@ mod tests {
             m.request(api, 10, 20, Duration::from_millis(3), false);
         }
         m.request(ApiKey::JoinGroup, 10, 0, Duration::from_secs(2), true);
-        let s = m.snapshot(
-            1,
-            ShardGauges {
-                connections: 0,
-                partitions: 0,
-                log_bytes: 0,
-                replication: Replication::default(),
-                topics: Vec::new(),
-                group_offsets: Vec::new(),
-                group_offsets_omitted: 0,
-            },
-        );
+        let s = m.snapshot(1, ShardGauges::default());
         let text = render(&[s], &NodeView::default());
         let l = "strand_request_latency_seconds";
         assert!(text.contains(&format!("{l}_count{{shard=\"1\",api=\"Metadata\"}} 2")));
