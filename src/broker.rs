@@ -291,13 +291,25 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         })?;
     let (mesh, receivers) = Mesh::connect(start.id, start.ends).await;
     let rpc_listener = start.rpc_listener;
+    // A cluster's groups live in the replicated offsets topic; a node alone keeps them in
+    // its shards' group logs.
+    let groups = if config.clustered() {
+        GroupCoordinator::replicated()
+    } else {
+        GroupCoordinator::new(start.groups)
+    };
     let shard = Shard::new(
         start.id,
         config.clone(),
         mesh,
-        GroupCoordinator::new(start.groups),
+        groups,
         TxnCoordinator::new(start.txns),
     );
+    shard
+        .groups
+        .set_offsets_log(Rc::new(crate::shard::offsets::ShardOffsetsLog(
+            Rc::downgrade(&shard),
+        )));
     for (from, receiver) in receivers {
         shard.spawn_mesh_receiver(from, receiver);
     }

@@ -570,6 +570,12 @@ impl Controller {
                     topics
                         .iter()
                         .map(|g| {
+                            if g.topic == super::OFFSETS_TOPIC {
+                                return Err((
+                                    INVALID_TOPIC_EXCEPTION,
+                                    format!("{} is internal: its partition count places the consumer groups", g.topic),
+                                ));
+                            }
                             if !seen.insert(g.topic.clone()) {
                                 return Err((
                                     INVALID_REQUEST,
@@ -766,6 +772,19 @@ impl Controller {
                         .any(|r| matches!(r, MetaRecord::DeleteTopic { id, .. } if *id == m.id))
                 };
                 match found {
+                    Some(meta) if meta.name == super::OFFSETS_TOPIC => {
+                        outcomes.push(TopicOutcome {
+                            name: Some(meta.name.clone()),
+                            id: meta.id,
+                            error_code: INVALID_TOPIC_EXCEPTION,
+                            message: Some(format!(
+                                "{} is internal: it holds the consumer groups' offsets",
+                                meta.name
+                            )),
+                            partitions: -1,
+                            replication_factor: -1,
+                        });
+                    }
                     Some(meta) if !already(meta) => {
                         outcomes.push(TopicOutcome {
                             name: Some(meta.name.clone()),

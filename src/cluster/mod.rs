@@ -83,6 +83,10 @@ pub const TOPIC_NAME_LEN_MAX: usize = 249;
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
+/// Kafka's name for the internal topic holding a cluster's consumer group state (see
+/// `coordinator`): created by the cluster itself, never deleted or grown by a client.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
         return Err(format!(

@@ -70,10 +70,314 @@ pub enum GroupRecord {
         producer_id: i64,
         commit: bool,
     },
+    /// Part of a checkpoint of a cluster's offsets partition: the whole live state of
+    /// its groups, restated so that the records before it may go (see [`Replay`]).
+    Checkpoint {
+        id: u64,
+        /// Parts are numbered from 0; a part whose predecessors were not read is ignored.
+        part: u32,
+        /// The checkpoint's last part: the state it restates replaces what was before.
+        last: bool,
+        records: Vec<GroupRecord>,
+    },
 }
 
 /// Offsets per (topic, partition).
 pub type OffsetMap = BTreeMap<(String, i32), Committed>;
+
+impl GroupRecord {
+    /// The group the record is about (empty for a checkpoint, which is about many).
+    pub fn group(&self) -> &str {
+        match self {
+            GroupRecord::Offset { group, .. }
+            | GroupRecord::DeleteGroup { group }
+            | GroupRecord::TxnOffset { group, .. }
+            | GroupRecord::TxnEnd { group, .. } => group,
+            GroupRecord::Checkpoint { .. } => "",
+        }
+    }
+}
+
+/// Committed and pending offsets of groups, as a log's records leave them.
+#[derive(Default)]
+pub struct GroupState {
+    offsets: BTreeMap<String, OffsetMap>,
+    /// Transactional offsets not yet committed or aborted: group → producer → offsets.
+    pending: BTreeMap<String, BTreeMap<i64, OffsetMap>>,
+}
+
+impl GroupState {
+    /// Applies one record (a checkpoint's records one by one).
+    fn apply(&mut self, record: GroupRecord) {
+        match record {
+            GroupRecord::Offset {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                let entry = self.offsets.entry(group).or_default();
+                match committed {
+                    Some(c) => {
+                        entry.insert((topic, partition), c);
+                    }
+                    None => {
+                        entry.remove(&(topic, partition));
+                    }
+                }
+            }
+            GroupRecord::DeleteGroup { group } => {
+                self.offsets.remove(&group);
+                self.pending.remove(&group);
+            }
+            GroupRecord::TxnOffset {
+                group,
+                producer_id,
+                topic,
+                partition,
+                committed,
+            } => {
+                self.pending
+                    .entry(group)
+                    .or_default()
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((topic, partition), committed);
+            }
+            GroupRecord::TxnEnd {
+                group,
+                producer_id,
+                commit,
+            } => {
+                let Some(by_producer) = self.pending.get_mut(&group) else {
+                    return;
+                };
+                let Some(done) = by_producer.remove(&producer_id) else {
+                    return;
+                };
+                if commit {
+                    self.offsets.entry(group).or_default().extend(done);
+                }
+            }
+            GroupRecord::Checkpoint { records, .. } => {
+                for record in records {
+                    self.apply(record);
+                }
+            }
+        }
+    }
+
+    /// Without the groups left with nothing.
+    fn finish(mut self) -> GroupState {
+        self.offsets.retain(|_, o| !o.is_empty());
+        self.pending.retain(|_, p| !p.is_empty());
+        self
+    }
+}
+
+/// Replays a cluster's offsets partition from any point at or before its latest complete
+/// checkpoint: a checkpoint's parts build a fresh state, which replaces everything before
+/// once its last part is read. A checkpoint left unfinished (its leader lost the
+/// leadership while writing it) is dropped at the next other record, so it never counts.
+#[derive(Default)]
+pub struct Replay {
+    state: GroupState,
+    /// A checkpoint being read: its id, the part expected next, the state so far.
+    checkpoint: Option<(u64, u32, GroupState)>,
+    /// Records read since the latest complete checkpoint.
+    since_checkpoint: usize,
+}
+
+impl Replay {
+    pub fn apply(&mut self, record: GroupRecord) {
+        match record {
+            GroupRecord::Checkpoint {
+                id,
+                part,
+                last,
+                records,
+            } => {
+                let mut fresh = match (self.checkpoint.take(), part) {
+                    (Some((open, next, state)), _) if open == id && next == part => state,
+                    (_, 0) => GroupState::default(),
+                    // Its earlier parts were not read (or were dropped): it cannot count.
+                    _ => return,
+                };
+                for record in records {
+                    fresh.apply(record);
+                }
+                if last {
+                    self.state = fresh;
+                    self.since_checkpoint = 0;
+                } else {
+                    self.checkpoint = Some((id, part + 1, fresh));
+                }
+            }
+            other => {
+                self.checkpoint = None;
+                self.since_checkpoint += 1;
+                self.state.apply(other);
+            }
+        }
+    }
+
+    /// The records read since the latest complete checkpoint.
+    pub fn since_checkpoint(&self) -> usize {
+        self.since_checkpoint
+    }
+}
+
+/// A cluster's group `g` lives in partition `hash(g) % partitions` of this topic, and the
+/// leader of that partition coordinates it.
+pub use crate::cluster::OFFSETS_TOPIC;
+
+/// The offsets-topic partition of a group.
+pub fn offsets_partition(group: &str, partitions: usize) -> i32 {
+    (group_hash(group) as usize % partitions.max(1)) as i32
+}
+
+/// Group records as one record batch of the offsets topic: each record's key is its group
+/// (so `kcat` shows whose it is), its value the record as JSON.
+pub fn encode_group_batch(records: &[GroupRecord], now_ms: i64) -> bytes::Bytes {
+    use crate::protocol::records::{BatchBuilder, ProducerFields};
+    let mut builder = BatchBuilder::new(now_ms, 256);
+    for record in records {
+        let value = serde_json::to_vec(record).expect("group records serialize");
+        let key = record.group().as_bytes();
+        builder.push(
+            0,
+            (!key.is_empty()).then_some(key),
+            Some(&value),
+            Vec::new(),
+        );
+    }
+    bytes::Bytes::from(
+        builder
+            .finish(0, 0, ProducerFields::NONE)
+            .expect("an uncompressed batch"),
+    )
+}
+
+/// The group records of a batch read back from the offsets topic; a control batch (a new
+/// leader's first entry) holds none.
+pub fn decode_group_batch(batch: &[u8]) -> std::io::Result<Vec<GroupRecord>> {
+    use crate::protocol::batch::{parse_batch, BATCH_HEADER_LEN};
+    use crate::protocol::records::read_records;
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let info = parse_batch(batch).map_err(|e| bad(format!("group batch: {e:?}")))?;
+    if info.is_control() {
+        return Ok(Vec::new());
+    }
+    if info.compression() != 0 {
+        return Err(bad(format!(
+            "group batch at {} is compressed",
+            info.base_offset
+        )));
+    }
+    let area = &batch[BATCH_HEADER_LEN..info.len];
+    let records = read_records(area, info.record_count)
+        .ok_or_else(|| bad(format!("group batch at {}: bad records", info.base_offset)))?;
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice(r.value.unwrap_or_default())
+                .map_err(|e| bad(format!("group record at {}: {e}", info.base_offset)))
+        })
+        .collect()
+}
+
+/// Where a cluster's group coordinator writes: the offsets-topic partitions this shard
+/// leads (implemented by the shard, which owns them).
+pub trait OffsetsLog {
+    /// Partitions of the offsets topic; 0 while it does not exist.
+    fn partition_count(&self) -> usize;
+    /// Appends `batch` to `partition`, led here in `term`: Ok once it is committed, or the
+    /// error code for the client (NOT_COORDINATOR once the leadership moved,
+    /// COORDINATOR_NOT_AVAILABLE when it could not be committed in time).
+    fn append(
+        &self,
+        partition: i32,
+        term: u64,
+        batch: bytes::Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), i16>>>>;
+}
+
+/// Where a cluster's offsets partition stands on this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// Led here in this term; its groups are being read back.
+    Loading(u64),
+    /// Led here in this term, its groups in memory.
+    Loaded(u64),
+}
+
+struct PartitionLoad {
+    load: Load,
+    /// Records appended since the latest complete checkpoint.
+    since_checkpoint: usize,
+    /// When the latest checkpoint was written (or the partition loaded).
+    checkpoint_ms: i64,
+}
+
+/// A checkpoint of an offsets partition is written once it holds more than this many
+/// records since the last and more than twice as many as are live.
+pub const CHECKPOINT_RECORDS_MIN: usize = LOG_COMPACT_RECORDS_MIN;
+
+/// A partition that changed since its last checkpoint, or holds any live group, gets a
+/// checkpoint at least this often, so that the latest one is always well inside the
+/// offsets topic's retention ([`OFFSETS_TOPIC_RETENTION_MS`]).
+pub const CHECKPOINT_INTERVAL_MS: i64 = 24 * 3600 * 1000;
+
+/// The offsets topic's `retention.ms`: whole segments older than this go, and only
+/// records before a later complete checkpoint can be in them.
+pub const OFFSETS_TOPIC_RETENTION_MS: i64 = 7 * CHECKPOINT_INTERVAL_MS;
+
+/// Records per checkpoint part (one batch each).
+const CHECKPOINT_PART_RECORDS: usize = 500;
+
+/// An error with the Kafka error code a coordinator answers it with.
+#[derive(Debug)]
+pub struct CoordinatorError(pub i16);
+
+impl std::fmt::Display for CoordinatorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kafka error code {}", self.0)
+    }
+}
+
+impl std::error::Error for CoordinatorError {}
+
+fn coordinator_error(code: i16) -> std::io::Error {
+    std::io::Error::other(CoordinatorError(code))
+}
+
+/// Logs a failure to persist group records (`what` they were) and returns the error code
+/// for the client: a cluster's coordinator losing its partition's leadership is routine
+/// (the client finds the new coordinator), a file that cannot be written is not.
+pub fn persist_failed(err: &std::io::Error, group: &str, what: &str) -> i16 {
+    let code = error_code(err);
+    if err
+        .get_ref()
+        .is_some_and(|e| e.downcast_ref::<CoordinatorError>().is_some())
+    {
+        tracing::info!(
+            group,
+            code,
+            "{what} not persisted: the offsets partition answered {err}"
+        );
+    } else {
+        tracing::error!(group, %err, "cannot persist {what}");
+    }
+    code
+}
+
+/// The error code for a client whose group records could not be persisted: the one the
+/// offsets partition gave, COORDINATOR_NOT_AVAILABLE for a file that could not be written.
+pub fn error_code(err: &std::io::Error) -> i16 {
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<CoordinatorError>())
+        .map_or(crate::protocol::errors::COORDINATOR_NOT_AVAILABLE, |e| e.0)
+}
 
 /// The logs of `data_dir/<kind>` (`shard-<k>.log`, one per shard) to replay for `shard`:
 /// its own path, and every log with its own last (it is the newest word on what it owns).
@@ -195,12 +499,24 @@ pub fn shard_of_group(group: &str, shard_count: usize) -> ShardId {
     ShardId((group_hash(group) as usize % shard_count.max(1)) as u16)
 }
 
+/// Where a shard's group records are kept.
+enum Store {
+    /// A node alone: this shard's group log, which refuses appends after a write it
+    /// could not roll back, so commits then fail (COORDINATOR_NOT_AVAILABLE) until a
+    /// restart recovers it.
+    File(RecordFile),
+    /// A cluster member: the offsets-topic partitions this shard leads.
+    Partitions {
+        log: RefCell<Option<Rc<dyn OffsetsLog>>>,
+        loads: RefCell<HashMap<i32, PartitionLoad>>,
+    },
+}
+
 /// Every group this shard coordinates.
 pub struct GroupCoordinator {
     pub groups: RefCell<HashMap<String, Rc<Group>>>,
-    /// This shard's group log; refuses appends after a write it could not roll back, so
-    /// commits then fail (COORDINATOR_NOT_AVAILABLE) until a restart recovers it.
-    log: RecordFile,
+    /// Where the groups' records go.
+    store: Store,
     /// Woken when any group changes state (joins complete, syncs, members leave).
     pub changed: Rc<Notify>,
     /// (group, member) pairs whose session a timer task is watching.
@@ -230,75 +546,16 @@ impl GroupCoordinator {
         shard_count: usize,
     ) -> std::io::Result<LoadedGroups> {
         let (own, files) = shard_logs(data_dir, "groups", shard)?;
-        let mut offsets: BTreeMap<String, OffsetMap> = BTreeMap::new();
-        let mut pending: BTreeMap<String, BTreeMap<i64, OffsetMap>> = BTreeMap::new();
+        let mut state = GroupState::default();
         for path in &files {
             let records: Vec<GroupRecord> = crate::storage::record_file::read_records(path)?;
             for record in records {
-                let group = match &record {
-                    GroupRecord::Offset { group, .. }
-                    | GroupRecord::DeleteGroup { group }
-                    | GroupRecord::TxnOffset { group, .. }
-                    | GroupRecord::TxnEnd { group, .. } => group,
-                };
-                if shard_of_group(group, shard_count) != shard {
-                    continue;
-                }
-                match record {
-                    GroupRecord::Offset {
-                        group,
-                        topic,
-                        partition,
-                        committed,
-                    } => {
-                        let entry = offsets.entry(group).or_default();
-                        match committed {
-                            Some(c) => {
-                                entry.insert((topic, partition), c);
-                            }
-                            None => {
-                                entry.remove(&(topic, partition));
-                            }
-                        }
-                    }
-                    GroupRecord::DeleteGroup { group } => {
-                        offsets.remove(&group);
-                        pending.remove(&group);
-                    }
-                    GroupRecord::TxnOffset {
-                        group,
-                        producer_id,
-                        topic,
-                        partition,
-                        committed,
-                    } => {
-                        pending
-                            .entry(group)
-                            .or_default()
-                            .entry(producer_id)
-                            .or_default()
-                            .insert((topic, partition), committed);
-                    }
-                    GroupRecord::TxnEnd {
-                        group,
-                        producer_id,
-                        commit,
-                    } => {
-                        let Some(by_producer) = pending.get_mut(&group) else {
-                            continue;
-                        };
-                        let Some(done) = by_producer.remove(&producer_id) else {
-                            continue;
-                        };
-                        if commit {
-                            offsets.entry(group).or_default().extend(done);
-                        }
-                    }
+                if shard_of_group(record.group(), shard_count) == shard {
+                    state.apply(record);
                 }
             }
         }
-        offsets.retain(|_, o| !o.is_empty());
-        pending.retain(|_, p| !p.is_empty());
+        let GroupState { offsets, pending } = state.finish();
         Ok(LoadedGroups {
             offsets,
             pending,
@@ -331,7 +588,7 @@ impl GroupCoordinator {
         }
         GroupCoordinator {
             groups: RefCell::new(groups),
-            log: RecordFile::new(loaded.log_path),
+            store: Store::File(RecordFile::new(loaded.log_path)),
             changed,
             watched: RefCell::new(HashSet::new()),
             gate,
@@ -364,8 +621,13 @@ impl GroupCoordinator {
     /// rolled back).
     async fn append(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
         let count = records.len();
-        self.log.append(records).await?;
-        self.gate.appended(count);
+        match &self.store {
+            Store::File(log) => {
+                log.append(records).await?;
+                self.gate.appended(count);
+            }
+            Store::Partitions { .. } => self.append_to_partitions(records).await?,
+        }
         Ok(())
     }
 
@@ -407,6 +669,9 @@ impl GroupCoordinator {
         let _alone = self.gate.exclusive().await?;
         let mut records = Vec::new();
         for (id, group) in self.groups.borrow().iter() {
+            if self.owns(id).is_err() {
+                continue;
+            }
             for (topic, partition) in group.expired_offsets(now_ms, retention_ms) {
                 records.push(GroupRecord::Offset {
                     group: id.clone(),
@@ -438,7 +703,7 @@ impl GroupCoordinator {
             .groups
             .borrow()
             .values()
-            .filter(|g| g.removable())
+            .filter(|g| g.removable() && self.owns(&g.id).is_ok())
             .cloned()
             .collect();
         for group in &dead {
@@ -457,6 +722,12 @@ impl GroupCoordinator {
 
     /// Rewrites the group log from memory if it holds mostly dead records. True if it did.
     pub async fn compact_if_due(&self) -> std::io::Result<bool> {
+        let log = match &self.store {
+            Store::File(log) => log,
+            Store::Partitions { .. } => {
+                return Ok(self.checkpoint_due(crate::util::now_ms()).await? > 0);
+            }
+        };
         if !self.gate.worth_looking() {
             return Ok(false);
         }
@@ -465,11 +736,7 @@ impl GroupCoordinator {
         if !self.gate.rewrite_due(live.len()) {
             return Ok(false);
         }
-        let (path, count, before) = (
-            self.log.path().to_path_buf(),
-            live.len(),
-            self.gate.records(),
-        );
+        let (path, count, before) = (log.path().to_path_buf(), live.len(), self.gate.records());
         glommio::executor()
             .spawn_blocking(move || crate::storage::record_file::rewrite_records(&path, &live))
             .await?;
@@ -482,6 +749,308 @@ impl GroupCoordinator {
     fn live_records(&self) -> Vec<GroupRecord> {
         let groups = self.groups.borrow();
         let mut ids: Vec<&String> = groups.keys().collect();
+        ids.sort();
+        let mut live = Vec::new();
+        for id in ids {
+            let group = &groups[id];
+            live.extend(offset_records(id, &group.offsets.borrow()));
+            live.extend(pending_records(id, &group.txn_offsets.borrow()));
+        }
+        live
+    }
+}
+
+/// A cluster member's coordinator: its groups live in the offsets-topic partitions this
+/// shard leads, loaded when it becomes their leader and dropped when it stops leading.
+impl GroupCoordinator {
+    /// A coordinator with no group until it leads offsets partitions.
+    pub fn replicated() -> GroupCoordinator {
+        GroupCoordinator {
+            groups: RefCell::new(HashMap::new()),
+            store: Store::Partitions {
+                log: RefCell::new(None),
+                loads: RefCell::new(HashMap::new()),
+            },
+            changed: Rc::new(Notify::default()),
+            watched: RefCell::new(HashSet::new()),
+            gate: LogGate::new(0),
+        }
+    }
+
+    /// Whether groups live in the offsets topic (a cluster member).
+    pub fn is_replicated(&self) -> bool {
+        matches!(self.store, Store::Partitions { .. })
+    }
+
+    /// Connects a cluster member's coordinator to its shard's offsets partitions.
+    pub fn set_offsets_log(&self, offsets: Rc<dyn OffsetsLog>) {
+        if let Store::Partitions { log, .. } = &self.store {
+            *log.borrow_mut() = Some(offsets);
+        }
+    }
+
+    /// Whether this shard coordinates `group` now: always on a node alone (the caller
+    /// checks the shard); in a cluster, the error code for a group whose offsets
+    /// partition is not led here (NOT_COORDINATOR) or not read back yet
+    /// (COORDINATOR_LOAD_IN_PROGRESS).
+    pub fn owns(&self, group: &str) -> Result<(), i16> {
+        use crate::protocol::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+        let Store::Partitions { log, loads } = &self.store else {
+            return Ok(());
+        };
+        let count = log.borrow().as_ref().map_or(0, |l| l.partition_count());
+        if count == 0 {
+            return Err(NOT_COORDINATOR);
+        }
+        match loads.borrow().get(&offsets_partition(group, count)) {
+            Some(PartitionLoad {
+                load: Load::Loaded(_),
+                ..
+            }) => Ok(()),
+            Some(_) => Err(COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(NOT_COORDINATOR),
+        }
+    }
+
+    /// Where offsets partition `partition` stands here (`None`: not led here).
+    pub fn load_state(&self, partition: i32) -> Option<Load> {
+        match &self.store {
+            Store::Partitions { loads, .. } => loads.borrow().get(&partition).map(|l| l.load),
+            Store::File(_) => None,
+        }
+    }
+
+    /// This shard leads `partition` in `term` and reads its groups back: requests for them
+    /// get COORDINATOR_LOAD_IN_PROGRESS meanwhile. Groups held from an earlier term go.
+    pub fn start_loading(&self, partition: i32, term: u64) {
+        let Store::Partitions { loads, .. } = &self.store else {
+            return;
+        };
+        self.drop_groups_of(partition);
+        loads.borrow_mut().insert(
+            partition,
+            PartitionLoad {
+                load: Load::Loading(term),
+                since_checkpoint: 0,
+                checkpoint_ms: crate::util::now_ms(),
+            },
+        );
+    }
+
+    /// Installs what was read back from `partition`, if it is still loading in `term`
+    /// (false otherwise: the leadership moved meanwhile).
+    pub fn finish_loading(&self, partition: i32, term: u64, replay: Replay) -> bool {
+        let Store::Partitions { loads, .. } = &self.store else {
+            return false;
+        };
+        let mut loads = loads.borrow_mut();
+        let Some(load) = loads.get_mut(&partition) else {
+            return false;
+        };
+        if load.load != Load::Loading(term) {
+            return false;
+        }
+        load.load = Load::Loaded(term);
+        load.since_checkpoint = replay.since_checkpoint();
+        drop(loads);
+        let GroupState { offsets, pending } = replay.state.finish();
+        // When a loaded group became empty is not known: it counts as empty since now.
+        let now_ms = crate::util::now_ms();
+        let mut groups = self.groups.borrow_mut();
+        let (mut offset_count, group_count) = (0, offsets.len());
+        for (id, offsets) in offsets {
+            offset_count += offsets.len();
+            let group = Rc::new(Group::new(id.clone(), self.changed.clone()));
+            *group.offsets.borrow_mut() = offsets;
+            group.inner.borrow_mut().empty_since_ms = Some(now_ms);
+            groups.insert(id, group);
+        }
+        for (id, by_producer) in pending {
+            let group = groups
+                .entry(id.clone())
+                .or_insert_with(|| Rc::new(Group::new(id, self.changed.clone())));
+            group.inner.borrow_mut().empty_since_ms = Some(now_ms);
+            *group.txn_offsets.borrow_mut() = by_producer;
+        }
+        tracing::info!(
+            partition,
+            term,
+            groups = group_count,
+            offsets = offset_count,
+            "now coordinating the groups of an offsets partition"
+        );
+        true
+    }
+
+    /// This shard no longer leads `partition`: its groups go (their members' requests get
+    /// NOT_COORDINATOR and find the new coordinator).
+    pub fn unload(&self, partition: i32) {
+        let Store::Partitions { loads, .. } = &self.store else {
+            return;
+        };
+        if loads.borrow_mut().remove(&partition).is_some() {
+            let dropped = self.drop_groups_of(partition);
+            tracing::info!(
+                partition,
+                groups = dropped,
+                "no longer coordinating the groups of an offsets partition"
+            );
+        }
+    }
+
+    /// Removes (and kills) the groups held of `partition`; returns how many.
+    fn drop_groups_of(&self, partition: i32) -> usize {
+        let Store::Partitions { log, .. } = &self.store else {
+            return 0;
+        };
+        let count = log.borrow().as_ref().map_or(0, |l| l.partition_count());
+        let gone: Vec<Rc<Group>> = {
+            let mut groups = self.groups.borrow_mut();
+            let ids: Vec<String> = groups
+                .keys()
+                .filter(|id| count > 0 && offsets_partition(id, count) == partition)
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for group in &gone {
+            group.kill();
+        }
+        gone.len()
+    }
+
+    /// Appends records to the offsets partitions of their groups, one batch per
+    /// partition; each must be loaded here. Ok once all are committed.
+    async fn append_to_partitions(&self, records: Vec<GroupRecord>) -> std::io::Result<()> {
+        use crate::protocol::errors::{COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
+        let Store::Partitions { log, loads } = &self.store else {
+            return Ok(());
+        };
+        let Some(offsets) = log.borrow().clone() else {
+            return Err(coordinator_error(COORDINATOR_NOT_AVAILABLE));
+        };
+        let count = offsets.partition_count();
+        if count == 0 {
+            return Err(coordinator_error(NOT_COORDINATOR));
+        }
+        let mut by_partition: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
+        for record in records {
+            by_partition
+                .entry(offsets_partition(record.group(), count))
+                .or_default()
+                .push(record);
+        }
+        for (partition, records) in by_partition {
+            self.owns_partition(partition)?;
+            let term = match loads.borrow().get(&partition).map(|l| l.load) {
+                Some(Load::Loaded(term)) => term,
+                _ => return Err(coordinator_error(NOT_COORDINATOR)),
+            };
+            let batch = encode_group_batch(&records, crate::util::now_ms());
+            offsets
+                .append(partition, term, batch)
+                .await
+                .map_err(coordinator_error)?;
+            if let Some(load) = loads.borrow_mut().get_mut(&partition) {
+                load.since_checkpoint += records.len();
+            }
+        }
+        Ok(())
+    }
+
+    fn owns_partition(&self, partition: i32) -> std::io::Result<()> {
+        use crate::protocol::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+        match self.load_state(partition) {
+            Some(Load::Loaded(_)) => Ok(()),
+            Some(Load::Loading(_)) => Err(coordinator_error(COORDINATOR_LOAD_IN_PROGRESS)),
+            None => Err(coordinator_error(NOT_COORDINATOR)),
+        }
+    }
+
+    /// Writes a checkpoint of every offsets partition due for one (see
+    /// [`CHECKPOINT_RECORDS_MIN`], [`CHECKPOINT_INTERVAL_MS`]); returns how many it wrote.
+    pub async fn checkpoint_due(&self, now_ms: i64) -> std::io::Result<usize> {
+        let Store::Partitions { log, loads } = &self.store else {
+            return Ok(0);
+        };
+        let Some(offsets) = log.borrow().clone() else {
+            return Ok(0);
+        };
+        let count = offsets.partition_count();
+        let candidates: Vec<(i32, u64, usize, i64)> = loads
+            .borrow()
+            .iter()
+            .filter_map(|(&p, l)| match l.load {
+                Load::Loaded(term) => Some((p, term, l.since_checkpoint, l.checkpoint_ms)),
+                Load::Loading(_) => None,
+            })
+            .collect();
+        let mut written = 0;
+        for (partition, term, since, checkpoint_ms) in candidates {
+            if since <= CHECKPOINT_RECORDS_MIN && now_ms - checkpoint_ms < CHECKPOINT_INTERVAL_MS {
+                continue;
+            }
+            // Alone on the log: every commit before it is in memory, none lands inside it.
+            let _alone = self.gate.exclusive().await?;
+            if self.load_state(partition) != Some(Load::Loaded(term)) {
+                continue;
+            }
+            let live = self.live_records_of(partition, count);
+            let due = since > CHECKPOINT_RECORDS_MIN && since > live.len().saturating_mul(2)
+                || now_ms - checkpoint_ms >= CHECKPOINT_INTERVAL_MS
+                    && (since > 0 || !live.is_empty());
+            if !due {
+                if now_ms - checkpoint_ms >= CHECKPOINT_INTERVAL_MS {
+                    if let Some(l) = loads.borrow_mut().get_mut(&partition) {
+                        l.checkpoint_ms = now_ms;
+                    }
+                }
+                continue;
+            }
+            let id = uuid::Uuid::new_v4().as_u64_pair().0;
+            let parts: Vec<Vec<GroupRecord>> = if live.is_empty() {
+                vec![Vec::new()]
+            } else {
+                live.chunks(CHECKPOINT_PART_RECORDS)
+                    .map(|c| c.to_vec())
+                    .collect()
+            };
+            let last_part = parts.len() - 1;
+            for (n, records) in parts.into_iter().enumerate() {
+                let record = GroupRecord::Checkpoint {
+                    id,
+                    part: n as u32,
+                    last: n == last_part,
+                    records,
+                };
+                let batch = encode_group_batch(&[record], now_ms);
+                if let Err(code) = offsets.append(partition, term, batch).await {
+                    tracing::warn!(partition, code, "an offsets partition's checkpoint was not written; the next try starts over");
+                    return Err(coordinator_error(code));
+                }
+            }
+            if let Some(l) = loads.borrow_mut().get_mut(&partition) {
+                l.since_checkpoint = 0;
+                l.checkpoint_ms = now_ms;
+            }
+            tracing::info!(
+                partition,
+                records = since,
+                live = live.len(),
+                "checkpointed an offsets partition"
+            );
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// The live records of the groups of offsets partition `partition`.
+    fn live_records_of(&self, partition: i32, count: usize) -> Vec<GroupRecord> {
+        let groups = self.groups.borrow();
+        let mut ids: Vec<&String> = groups
+            .keys()
+            .filter(|id| offsets_partition(id, count) == partition)
+            .collect();
         ids.sort();
         let mut live = Vec::new();
         for id in ids {
@@ -623,6 +1192,95 @@ mod tests {
         }
     }
 
+    fn offset_of(replay: Replay, group: &str) -> Option<i64> {
+        let state = replay.state.finish();
+        state
+            .offsets
+            .get(group)
+            .and_then(|o| o.get(&("t".to_string(), 0)))
+            .map(|c| c.offset)
+    }
+
+    #[test]
+    fn replay_restarts_at_each_complete_checkpoint_and_ignores_an_unfinished_one() {
+        let checkpoint = |id, part, last, records| GroupRecord::Checkpoint {
+            id,
+            part,
+            last,
+            records,
+        };
+        // Before the checkpoint: g1 at 5, g2 at 7 (g2 then deleted); the checkpoint says
+        // g1 is at 5 and nothing else, in two parts.
+        let mut replay = Replay::default();
+        replay.apply(offset_record("g1", 5, 1));
+        replay.apply(offset_record("g2", 7, 1));
+        replay.apply(offset_record("gone", 1, 1));
+        replay.apply(GroupRecord::DeleteGroup { group: "g2".into() });
+        assert_eq!(replay.since_checkpoint(), 4);
+        replay.apply(checkpoint(9, 0, false, vec![offset_record("g1", 5, 1)]));
+        replay.apply(checkpoint(9, 1, true, vec![]));
+        assert_eq!(replay.since_checkpoint(), 0);
+        replay.apply(offset_record("g1", 6, 2));
+        // A leader lost its leadership halfway through the next checkpoint: the part it
+        // wrote is dropped at the next record, so g3's commit after it counts and the
+        // part's stale state does not.
+        replay.apply(checkpoint(10, 0, false, vec![offset_record("g1", 1, 1)]));
+        replay.apply(offset_record("g3", 3, 3));
+        // A later part of the abandoned checkpoint, read alone, does not count either.
+        replay.apply(checkpoint(10, 1, true, vec![offset_record("g1", 1, 1)]));
+        assert_eq!(replay.since_checkpoint(), 2);
+        let state = replay.state.finish();
+        let mut groups: Vec<&String> = state.offsets.keys().collect();
+        groups.sort();
+        assert_eq!(groups, ["g1", "g3"]);
+        assert_eq!(state.offsets["g1"][&("t".to_string(), 0)].offset, 6);
+
+        // Read from a point after the first checkpoint began (retention took the rest):
+        // the same state.
+        let mut tail = Replay::default();
+        tail.apply(checkpoint(9, 1, true, vec![]));
+        tail.apply(offset_record("g1", 6, 2));
+        tail.apply(checkpoint(10, 0, false, vec![offset_record("g1", 1, 1)]));
+        tail.apply(offset_record("g3", 3, 3));
+        assert_eq!(offset_of(tail, "g1"), Some(6));
+    }
+
+    #[test]
+    fn group_batches_round_trip_with_the_group_as_key() {
+        let records = vec![
+            offset_record("orders", 42, 7),
+            GroupRecord::TxnEnd {
+                group: "orders".into(),
+                producer_id: 3,
+                commit: true,
+            },
+            GroupRecord::Checkpoint {
+                id: 1,
+                part: 0,
+                last: true,
+                records: vec![offset_record("a", 1, 1)],
+            },
+        ];
+        let batch = encode_group_batch(&records, 1_000);
+        assert_eq!(decode_group_batch(&batch).unwrap(), records);
+        let info = crate::protocol::batch::parse_batch(&batch).unwrap();
+        let area = &batch[crate::protocol::batch::BATCH_HEADER_LEN..info.len];
+        let read = crate::protocol::records::read_records(area, info.record_count).unwrap();
+        assert_eq!(read[0].key, Some(&b"orders"[..]));
+        assert_eq!(read[2].key, None);
+        assert!(decode_group_batch(&batch[..20]).is_err());
+    }
+
+    #[test]
+    fn offsets_partitions_spread_groups() {
+        let mut counts = [0; 16];
+        for i in 0..1600 {
+            counts[offsets_partition(&format!("group-{i}"), 16) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+        assert_eq!(offsets_partition("x", 1), 0);
+    }
+
     #[test]
     fn log_gate_asks_for_a_rewrite_only_when_mostly_dead() {
         let gate = LogGate::new(10);
@@ -672,7 +1330,10 @@ mod tests {
             }
             // An empty group without offsets (its member left) goes at the next pass.
             coordinator.get_or_create("no-offsets");
-            let path = coordinator.log.path().to_path_buf();
+            let Store::File(log) = &coordinator.store else {
+                panic!("a node alone writes a file")
+            };
+            let path = log.path().to_path_buf();
             let full = std::fs::metadata(&path).unwrap().len();
             assert_eq!(
                 coordinator.expire(10_500, 1_000).await.unwrap(),

@@ -21,7 +21,7 @@ use kafka_protocol::messages::*;
 use super::{s, Ctx, Response};
 use crate::cluster::broker_id;
 use crate::coordinator::group::{Group, GroupConfig, JoinArgs, JoinResult, JoinStep, Poll, State};
-use crate::coordinator::{shard_of_group, GroupRecord};
+use crate::coordinator::{offsets_partition, shard_of_group, GroupRecord, OFFSETS_TOPIC};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
 
@@ -45,6 +45,10 @@ pub async fn find_coordinator(
     ctx: &Ctx,
     request: FindCoordinatorRequest,
 ) -> Response {
+    let replicated_groups = request.key_type == KEY_TYPE_GROUP && shard.groups.is_replicated();
+    if replicated_groups && shard.snapshot().topic(OFFSETS_TOPIC).is_none() {
+        create_offsets_topic(shard).await;
+    }
     let snapshot = shard.snapshot();
     let shard_count = snapshot.shard_count;
     let lookup = |key: &str| -> Coordinator {
@@ -63,18 +67,37 @@ pub async fn find_coordinator(
                 INVALID_REQUEST
             };
         } else {
-            // Groups and transactional ids hash to nodes and shards alike.
-            let owner = shard_of_group(key, shard_count);
-            let node = snapshot.coordinator_node(crate::coordinator::group_hash(key));
-            match shard.broker_address(&snapshot, node, owner.0 as usize) {
-                Some((host, port)) => {
+            // A cluster's groups: the leader of the group's offsets partition. Otherwise
+            // groups and transactional ids hash to nodes and shards alike.
+            let placed = if replicated_groups {
+                snapshot.topic(OFFSETS_TOPIC).and_then(|topic| {
+                    let p = offsets_partition(key, topic.partitions.len());
+                    Some((snapshot.leader_node(topic, p)?, snapshot.owner(topic, p)?))
+                })
+            } else {
+                Some((
+                    snapshot.coordinator_node(crate::coordinator::group_hash(key)),
+                    shard_of_group(key, shard_count),
+                ))
+            };
+            let address = placed.and_then(|(node, owner)| {
+                shard
+                    .broker_address(&snapshot, node, owner.0 as usize)
+                    .map(|a| (node, owner, a))
+            });
+            match address {
+                Some((node, owner, (host, port))) => {
                     c.node_id = BrokerId(broker_id(node, owner));
                     c.host = s(host);
                     c.port = port;
                 }
                 None => {
                     c.error_code = COORDINATOR_NOT_AVAILABLE;
-                    c.error_message = Some(s("the coordinating node has not registered yet"));
+                    c.error_message = Some(s(if replicated_groups {
+                        "the group's offsets partition has no leader yet"
+                    } else {
+                        "the coordinating node has not registered yet"
+                    }));
                 }
             }
         }
@@ -92,6 +115,57 @@ pub async fn find_coordinator(
         response.port = c.port;
     }
     ctx.respond(&response)
+}
+
+/// Creates a cluster's `__consumer_offsets` topic (at the first FindCoordinator for a
+/// group, as Kafka does): `--offsets-topic-num-partitions` partitions,
+/// `--offsets-topic-replication-factor` replicas (at most the members), retention by time
+/// only, which never reaches a partition's latest checkpoint (see
+/// [`crate::coordinator::CHECKPOINT_INTERVAL_MS`]).
+async fn create_offsets_topic(shard: &Rc<Shard>) {
+    use crate::cluster::controller::{ControlReply, ControlRequest, TopicSpec};
+    let snapshot = shard.snapshot();
+    let members = snapshot.members.len().max(1) as i16;
+    let day_ms = crate::coordinator::CHECKPOINT_INTERVAL_MS;
+    let configs = [
+        ("cleanup.policy", "delete".to_string()),
+        (
+            "retention.ms",
+            crate::coordinator::OFFSETS_TOPIC_RETENTION_MS.to_string(),
+        ),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.ms", day_ms.to_string()),
+        ("segment.bytes", (100 * 1024 * 1024).to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let spec = TopicSpec {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_num_partitions,
+        replication_factor: shard.config.offsets_topic_replication_factor.min(members),
+        assignment: None,
+        token: None,
+        configs,
+    };
+    match shard
+        .control(ControlRequest::CreateTopics {
+            topics: vec![spec],
+            validate_only: false,
+        })
+        .await
+    {
+        Ok(ControlReply::Topics(outcomes)) => {
+            for o in outcomes {
+                if o.error_code == NONE {
+                    tracing::info!(topic = OFFSETS_TOPIC, "created the consumer offsets topic");
+                } else if o.error_code != TOPIC_ALREADY_EXISTS {
+                    tracing::warn!(topic = OFFSETS_TOPIC, code = o.error_code, message = ?o.message, "cannot create the consumer offsets topic yet");
+                }
+            }
+        }
+        other => tracing::warn!(?other, "cannot create the consumer offsets topic yet"),
+    }
 }
 
 /// Watches a member's session: removes it once it stops heartbeating.
@@ -177,8 +251,8 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     if group_id.is_empty() {
         return join_response(ctx, JoinResult::error(INVALID_GROUP_ID, &member_id));
     }
-    if !shard.coordinates(&group_id) {
-        return join_response(ctx, JoinResult::error(NOT_COORDINATOR, &member_id));
+    if let Err(code) = shard.coordinates_group(&group_id) {
+        return join_response(ctx, JoinResult::error(code, &member_id));
     }
     let group = shard.groups.get_or_create(&group_id);
     let client_id = ctx.client_id.clone();
@@ -230,10 +304,13 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
 pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
-    let result = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
-        (false, _) => Err(NOT_COORDINATOR),
-        (true, None) => Err(UNKNOWN_MEMBER_ID),
-        (true, Some(group)) => {
+    let result = match (
+        shard.coordinates_group(&group_id),
+        shard.groups.get(&group_id),
+    ) {
+        (Err(code), _) => Err(code),
+        (Ok(()), None) => Err(UNKNOWN_MEMBER_ID),
+        (Ok(()), Some(group)) => {
             let instance = request.group_instance_id.as_ref().map(|i| i.to_string());
             let assignments = request
                 .assignments
@@ -283,10 +360,13 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest)
 
 pub async fn heartbeat(shard: &Rc<Shard>, ctx: &Ctx, request: HeartbeatRequest) -> Response {
     let group_id = request.group_id.0.to_string();
-    let code = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
-        (false, _) => NOT_COORDINATOR,
-        (true, None) => UNKNOWN_MEMBER_ID,
-        (true, Some(group)) => {
+    let code = match (
+        shard.coordinates_group(&group_id),
+        shard.groups.get(&group_id),
+    ) {
+        (Err(code), _) => code,
+        (Ok(()), None) => UNKNOWN_MEMBER_ID,
+        (Ok(()), Some(group)) => {
             let instance = request.group_instance_id.as_ref().map(|i| i.to_string());
             group.heartbeat(
                 &request.member_id,
@@ -315,12 +395,15 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
         vec![(request.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
-    let codes = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
-        (false, _) => {
-            response.error_code = NOT_COORDINATOR;
+    let codes = match (
+        shard.coordinates_group(&group_id),
+        shard.groups.get(&group_id),
+    ) {
+        (Err(code), _) => {
+            response.error_code = code;
             Vec::new()
         }
-        (true, None) => {
+        (Ok(()), None) => {
             response.error_code = if ctx.version >= 3 {
                 NONE
             } else {
@@ -328,7 +411,7 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
             };
             vec![UNKNOWN_MEMBER_ID; leaving.len()]
         }
-        (true, Some(group)) => group.leave(&leaving),
+        (Ok(()), Some(group)) => group.leave(&leaving),
     };
     if ctx.version >= 3 {
         response.members = leaving
@@ -401,8 +484,8 @@ pub async fn describe_groups(
         .iter()
         .map(|id| {
             let mut out = DescribedGroup::default().with_group_id(id.clone());
-            if !shard.coordinates(id) {
-                out.error_code = NOT_COORDINATOR;
+            if let Err(code) = shard.coordinates_group(id) {
+                out.error_code = code;
                 return out;
             }
             let Some(group) = shard.groups.get(id) else {
@@ -454,8 +537,8 @@ pub async fn describe_groups(
 pub async fn delete_groups(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteGroupsRequest) -> Response {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in &request.groups_names {
-        let code = if !shard.coordinates(id) {
-            NOT_COORDINATOR
+        let code = if let Err(code) = shard.coordinates_group(id) {
+            code
         } else {
             match shard.groups.get(id) {
                 None => GROUP_ID_NOT_FOUND,
@@ -472,10 +555,7 @@ pub async fn delete_groups(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteGroupsRe
                         shard.groups.remove(id);
                         NONE
                     }
-                    Err(err) => {
-                        tracing::error!(group = %id.as_str(), %err, "cannot persist a group deletion");
-                        COORDINATOR_NOT_AVAILABLE
-                    }
+                    Err(err) => crate::coordinator::persist_failed(&err, id, "a group deletion"),
                 },
             }
         };

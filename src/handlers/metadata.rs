@@ -169,7 +169,7 @@ fn topic_entry(
     entry.topic_authorized_operations = authorized_operations;
     entry.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     entry.topic_id = topic.id;
-    entry.is_internal = false;
+    entry.is_internal = topic.name == crate::cluster::OFFSETS_TOPIC;
     entry.partitions = (0..topic.partitions.len() as i32)
         .map(|p| {
             if topic.is_replicated(p) {

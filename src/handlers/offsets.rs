@@ -36,8 +36,8 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
     let generation = request.generation_id_or_member_epoch;
     let group_code = if group_id.is_empty() {
         INVALID_GROUP_ID
-    } else if !shard.coordinates(&group_id) {
-        NOT_COORDINATOR
+    } else if let Err(code) = shard.coordinates_group(&group_id) {
+        code
     } else {
         let group = shard.groups.get_or_create(&group_id);
         group.check_commit(&request.member_id, instance.as_deref(), generation, false)
@@ -136,10 +136,15 @@ pub(super) async fn commit_offsets(
         return codes;
     }
     if let Err(err) = shard.groups.persist(records.clone()).await {
-        tracing::error!(group = %group_id, %err, "cannot persist committed offsets");
+        let failed = crate::coordinator::persist_failed(&err, group_id, "committed offsets");
         for code in codes.iter_mut().filter(|c| **c == NONE) {
-            *code = COORDINATOR_NOT_AVAILABLE;
+            *code = failed;
         }
+        return codes;
+    }
+    if shard.coordinates_group(group_id).is_err() {
+        // Committed, but the partition's leadership moved meanwhile: the new coordinator
+        // reads the commit back; this shard keeps no group for it.
         return codes;
     }
     let group = shard.groups.get_or_create(group_id);
@@ -190,7 +195,7 @@ fn unstable_offsets(
     group_id: &str,
     require_stable: bool,
 ) -> std::collections::HashSet<(String, i32)> {
-    if !require_stable || !shard.coordinates(group_id) {
+    if !require_stable || shard.coordinates_group(group_id).is_err() {
         return Default::default();
     }
     let Some(group) = shard.groups.get(group_id) else {
@@ -232,9 +237,7 @@ fn fetch_offsets(
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<TopicOffsets>, i16> {
-    if !shard.coordinates(group_id) {
-        return Err(NOT_COORDINATOR);
-    }
+    shard.coordinates_group(group_id)?;
     let group = shard.groups.get(group_id);
     let offsets = group
         .as_ref()
@@ -394,16 +397,19 @@ fn committed_fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
 pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
-    let group = match (shard.coordinates(&group_id), shard.groups.get(&group_id)) {
-        (false, _) => {
-            response.error_code = NOT_COORDINATOR;
+    let group = match (
+        shard.coordinates_group(&group_id),
+        shard.groups.get(&group_id),
+    ) {
+        (Err(code), _) => {
+            response.error_code = code;
             return ctx.respond(&response);
         }
-        (true, None) => {
+        (Ok(()), None) => {
             response.error_code = GROUP_ID_NOT_FOUND;
             return ctx.respond(&response);
         }
-        (true, Some(group)) => group,
+        (Ok(()), Some(group)) => group,
     };
     // Offsets of topics the group's members subscribe to cannot be deleted (Kafka's rule):
     // their consumers would reset. Subscriptions are read from the members' consumer-
@@ -453,8 +459,8 @@ pub async fn offset_delete(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetDeleteRe
         match shard.groups.persist(records.clone()).await {
             Ok(()) => apply_records(&group, records),
             Err(err) => {
-                tracing::error!(group = %group_id, %err, "cannot persist an offset deletion");
-                response.error_code = COORDINATOR_NOT_AVAILABLE;
+                response.error_code =
+                    crate::coordinator::persist_failed(&err, &group_id, "an offset deletion");
             }
         }
     }

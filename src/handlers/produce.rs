@@ -119,6 +119,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 partition_responses.push(out);
                 continue;
             }
+            if name == crate::cluster::OFFSETS_TOPIC && shard.groups.is_replicated() {
+                // Kafka's answer: only the group coordinator writes it.
+                out.error_code = INVALID_TOPIC_EXCEPTION;
+                out.error_message = Some(StrBytes::from_static_str(
+                    "Cannot append to internal topic __consumer_offsets",
+                ));
+                partition_responses.push(out);
+                continue;
+            }
             let partition = match shard.owned_partition(&name, data.index) {
                 Ok(partition) => partition,
                 Err(code) => {

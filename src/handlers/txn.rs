@@ -180,8 +180,8 @@ pub async fn txn_offset_commit(
     let producer_id = request.producer_id.0;
     let group_code = if group_id.is_empty() {
         INVALID_GROUP_ID
-    } else if !shard.coordinates(&group_id) {
-        NOT_COORDINATOR
+    } else if let Err(code) = shard.coordinates_group(&group_id) {
+        code
     } else if producer_id < 0 {
         INVALID_PRODUCER_ID_MAPPING
     } else {

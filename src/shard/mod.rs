@@ -20,6 +20,7 @@ pub mod leaders;
 mod maintenance;
 pub mod mesh;
 pub mod meta;
+pub mod offsets;
 pub mod raft_group;
 pub mod replica;
 #[cfg(test)]
@@ -397,7 +398,10 @@ impl Shard {
     fn group_offsets(&self) -> (Vec<crate::metrics::GroupOffset>, u64) {
         let max = self.config.metrics_group_lag_partitions_max;
         let groups = self.groups.groups.borrow();
-        let mut ids: Vec<&String> = groups.keys().filter(|id| self.coordinates(id)).collect();
+        let mut ids: Vec<&String> = groups
+            .keys()
+            .filter(|id| self.coordinates_group(id).is_ok())
+            .collect();
         ids.sort_unstable();
         let mut out = Vec::new();
         let mut omitted = 0u64;
@@ -498,6 +502,21 @@ impl Shard {
         let snapshot = self.snapshot.borrow();
         crate::coordinator::shard_of_group(key, snapshot.shard_count) == self.id
             && snapshot.coordinator_node(crate::coordinator::group_hash(key)) == self.node
+    }
+
+    /// Whether this shard coordinates consumer group `group`: Ok, or the error code for
+    /// the client. On a node alone the group's hash picks the shard; in a cluster the
+    /// shard leads the group's offsets-topic partition and has read it back
+    /// (COORDINATOR_LOAD_IN_PROGRESS until then).
+    pub fn coordinates_group(&self, group: &str) -> Result<(), i16> {
+        if self.groups.is_replicated() {
+            return self.groups.owns(group);
+        }
+        if self.coordinates(group) {
+            Ok(())
+        } else {
+            Err(crate::protocol::errors::NOT_COORDINATOR)
+        }
     }
 
     pub fn partition_count(&self) -> usize {

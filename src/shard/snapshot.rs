@@ -62,7 +62,12 @@ impl Shard {
         Ok(partition)
     }
 
-    fn insert_partition(&self, partition: Rc<Partition>) {
+    fn insert_partition(self: &Rc<Self>, partition: Rc<Partition>) {
+        if partition.topic.name == crate::coordinator::OFFSETS_TOPIC && self.groups.is_replicated()
+        {
+            glommio::spawn_local(super::offsets::coordinate(self.clone(), partition.clone()))
+                .detach();
+        }
         self.partitions
             .borrow_mut()
             .entry(partition.topic.name.clone())
