@@ -20,8 +20,8 @@ use serde_json::json;
 use super::client::{describe_error, Conn, Failure};
 use super::progress::{self, Progress};
 use super::{
-    finish, print_json, print_table, report, result_error, text, Connection, Format, Leaders,
-    Session,
+    finish, print_json, print_table, report, result_error, text, topic_hint, Connection, Format,
+    Leaders, Session,
 };
 use crate::protocol::codec::decode_consumer_protocol;
 
@@ -628,8 +628,9 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
     let (all, errors) = session.leaders(&names)?;
     if let Some((topic, &code)) = errors.iter().next() {
         return Err(Failure::new(format!(
-            "topic {topic}: {}",
-            describe_error(code, None)
+            "topic {topic}: {}{}",
+            describe_error(code, None),
+            topic_hint(code)
         )));
     }
     let mut leaders = Leaders::new();

@@ -72,12 +72,14 @@ def test_topic_commands(broker, topic):
     assert code == 1 and "INVALID_CONFIG (40)" in err, err
     code, _, err = strand("topic", "describe", topic + "-missing", *b, check=False)
     assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION (3)" in err, err
+    assert "strand topic list shows the topics" in err, err
     assert len(err.strip().splitlines()) == 1
 
     assert strand("topic", "delete", topic, *b)[1].strip() == f"deleted {topic}"
     assert topic not in {t["name"] for t in as_json("topic", "list", *b)}
     code, _, err = strand("topic", "delete", topic, *b, check=False)
     assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err, err
+    assert "strand topic list shows the topics" in err and len(err.splitlines()) == 1, err
 
 
 def test_cluster_info_and_health_of_a_single_node(broker, topic):
