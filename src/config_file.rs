@@ -244,6 +244,42 @@ pub const ALIASES: &[Alias] = &[
     },
 ];
 
+/// Keys of Strand that are Kafka broker config names too, meaning what they mean in Kafka
+/// (`docs/operations.md` lists them in its Kafka name column).
+pub const KAFKA_KEYS: &[&str] = &[
+    "node.id",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "replica.lag.time.max.ms",
+    "auto.leader.rebalance.enable",
+    "controlled.shutdown.enable",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
+    "producer.id.expiration.ms",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.roll.ms",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.cleanup.policy",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.backoff.ms",
+    "log.message.timestamp.type",
+    "log.retention.check.interval.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "fetch.max.bytes",
+    "queued.max.request.bytes",
+    "connections.max.idle.ms",
+    "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+];
+
 /// Names of one setting, most precise first: when several are given (in the same file, or
 /// all in the environment), the first one wins, as in Kafka. Any other two names of one
 /// flag in one place are an error.
@@ -1058,6 +1094,9 @@ mod tests {
                 "{}",
                 alias.kafka
             );
+        }
+        for name in KAFKA_KEYS {
+            assert!(keys.iter().any(|k| k.key == *name), "{name}");
         }
         for (name, _) in UNSUPPORTED {
             assert!(lookup(&keys, name).is_none(), "{name}");

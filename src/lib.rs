@@ -26,9 +26,11 @@
 //! - [`broker`]: process start-up and shutdown, from `strand serve` to running shards.
 //! - [`config_file`]: `strand serve --config FILE` and `strand config …`: the flags from a
 //!   Java-properties file and `STRAND_…` variables.
+//! - [`cli`]: the `strand` command line and its reference in docs/operations.md.
 
 pub mod admin;
 pub mod broker;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_file;

@@ -1,50 +1,15 @@
 //! The `strand` command line: `strand serve` runs the broker; `strand topic …`,
 //! `strand cluster …` and `strand group …` administer a running cluster over the Kafka
 //! protocol, `strand produce` and `strand consume` write and read its topics; `strand config
-//! …` checks and prints the broker's configuration.
+//! …` checks and prints the broker's configuration and its reference ([`strand::cli`]).
 
 use std::io::IsTerminal;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
+use strand::cli::{Cli, Command, ConfigSubcommand};
 use strand::config::LogFormat;
-use strand::config_file::{ConfigCommand, ServeArgs};
-
-#[derive(Parser)]
-#[command(
-    name = "strand",
-    version,
-    about = "A Kafka-wire-compatible streaming broker, thread-per-core on io_uring"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the broker: one shard per core, shard k listening on the --listen port + k.
-    /// Flags override `--config FILE`; `STRAND_<KEY>` variables override both.
-    Serve(Box<ServeArgs>),
-    /// The broker's configuration: check a config file, print what `serve` would use.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Topics of a running cluster: list, describe, create, delete, alter-config,
-    /// add-partitions.
-    #[command(subcommand)]
-    Topic(strand::admin::TopicCommand),
-    /// A running cluster: info, health.
-    #[command(subcommand)]
-    Cluster(strand::admin::ClusterCommand),
-    /// Consumer groups of a running cluster: list, describe, delete, reset-offsets.
-    #[command(subcommand)]
-    Group(strand::admin::GroupCommand),
-    /// Write the lines of stdin to a topic, one record per line.
-    Produce(Box<strand::admin::ProduceArgs>),
-    /// Print the records of a topic, one per line (or as --format says).
-    Consume(Box<strand::admin::ConsumeArgs>),
-}
 
 fn main() {
     // The matches say which flags were given, for the config file's precedence.
@@ -57,9 +22,10 @@ fn main() {
         Command::Group(command) => std::process::exit(strand::admin::group(command)),
         Command::Produce(args) => std::process::exit(strand::admin::produce(*args)),
         Command::Consume(args) => std::process::exit(strand::admin::consume(*args)),
-        Command::Config(command) => {
+        Command::Config(ConfigSubcommand::File(command)) => {
             std::process::exit(strand::config_file::command(command, sub_matches()))
         }
+        Command::Config(ConfigSubcommand::Reference) => print!("{}", strand::cli::reference()),
         Command::Serve(args) => {
             let config =
                 strand::config_file::serve_config(&args, sub_matches()).unwrap_or_else(|err| {

@@ -22,6 +22,7 @@ LAYERS = [
     {"handlers"},
     {"server"},
     {"broker", "admin", "config_file"},
+    {"cli"},
     {"crate"},  # lib.rs / main.rs
 ]
 

@@ -6,7 +6,7 @@
 //! coordinator accepts only while the group has no active members.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -16,6 +16,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 
 use super::client::{describe_error, Failure};
 use super::group::{commit, committed_offsets};
+use super::progress::{self, Progress};
 use super::{finish, text, Bootstrap, Leaders, Session, REQUEST_TIMEOUT_MS};
 use crate::protocol::batch::{control_marker, iter_batches, BatchError, Marker, BATCH_HEADER_LEN};
 use crate::protocol::records::{decompress, read_records, Header, DECOMPRESSED_BYTES_MAX};
@@ -452,6 +453,14 @@ fn run(args: &ConsumeArgs) -> Result<i32, Failure> {
     let mut last_commit = Instant::now();
     let mut closed = false;
     let request_timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+    // With a --count, how far along on a terminal; not when the records themselves go to
+    // the terminal (they show the progress, and the line would get in their way).
+    let mut progress = Progress::new(
+        args.count.is_some()
+            && !args.quiet
+            && std::io::stderr().is_terminal()
+            && !std::io::stdout().is_terminal(),
+    );
     let outcome: Result<(), Failure> = 'consume: loop {
         if args.count.is_some_and(|n| printed >= n) || closed {
             break Ok(());
@@ -613,6 +622,7 @@ fn run(args: &ConsumeArgs) -> Result<i32, Failure> {
             }
             break Err(Failure::new(format!("cannot write stdout: {e}")));
         }
+        progress.update(|| progress::counted(printed, args.count, "records consumed"));
         if let Some(group) = &args.group {
             if last_commit.elapsed() >= COMMIT_INTERVAL {
                 if let Err(failure) =
@@ -649,6 +659,7 @@ fn run(args: &ConsumeArgs) -> Result<i32, Failure> {
     };
     let _ = out.flush();
     drop(out);
+    progress.clear();
     if let (Some(group), true) = (&args.group, outcome.is_ok()) {
         commit_read(&mut session, group, topic, &positions, &mut committed)?;
     }

@@ -18,9 +18,10 @@ use kafka_protocol::messages::{
 use serde_json::json;
 
 use super::client::{describe_error, Conn, Failure};
+use super::progress::{self, Progress};
 use super::{
-    finish, print_json, print_table, report, result_error, text, Connection, Format, Leaders,
-    Session,
+    finish, print_json, print_table, report, result_error, text, topic_hint, Connection, Format,
+    Leaders, Session,
 };
 use crate::protocol::codec::decode_consumer_protocol;
 
@@ -627,8 +628,9 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
     let (all, errors) = session.leaders(&names)?;
     if let Some((topic, &code)) = errors.iter().next() {
         return Err(Failure::new(format!(
-            "topic {topic}: {}",
-            describe_error(code, None)
+            "topic {topic}: {}{}",
+            describe_error(code, None),
+            topic_hint(code)
         )));
     }
     let mut leaders = Leaders::new();
@@ -661,6 +663,12 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
         }
     }
 
+    // On a terminal, where a reset of many partitions is.
+    let mut progress = Progress::on_terminal(false);
+    progress.show(&format!(
+        "group {group}: reading the offsets of {} partition(s)",
+        leaders.len()
+    ));
     // Kafka's rules: every new offset within [log start, log end]; a time with no record
     // at or after it moves to the log end.
     let starts = session.list_offsets(&leaders, -2);
@@ -706,8 +714,24 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
     }
 
     if args.execute {
-        commit(&mut session, group, &plan)?;
+        let total = plan.len() as u64;
+        let mut done = 0;
+        for chunk in plan.chunks(COMMIT_CHUNK) {
+            progress.show(&format!(
+                "group {group}: {}",
+                progress::counted(done, Some(total), "offsets committed")
+            ));
+            commit(&mut session, group, chunk).map_err(|failure| match done {
+                0 => failure,
+                _ => Failure::new(format!(
+                    "{}; {done} of {total} offset(s) committed before",
+                    failure.message
+                )),
+            })?;
+            done += chunk.len() as u64;
+        }
     }
+    progress.clear();
     match args.connection.format {
         Format::Json => print_json(&json!({
             "group": group,
@@ -746,6 +770,10 @@ fn group_reset_offsets(args: &ResetOffsets) -> Result<i32, Failure> {
     }
     Ok(0)
 }
+
+/// Partitions per OffsetCommit of `reset-offsets --execute`: a reset of more is committed
+/// in several requests, its progress shown between them.
+const COMMIT_CHUNK: usize = 500;
 
 /// Commits `plan` for `group` as an admin does (OffsetCommit with generation -1 and no
 /// member id, which the coordinator accepts only while the group has no members).

@@ -9,6 +9,7 @@ pub mod client;
 mod consume;
 mod group;
 mod produce;
+pub mod progress;
 
 pub use consume::{consume, ConsumeArgs};
 pub use group::{group, GroupCommand, ResetOffsets};
@@ -194,6 +195,16 @@ fn report(failure: &Failure) {
 }
 
 /// An error code and the broker's message, as [`describe_error`] prints them.
+/// What to do about an error a command naming a topic got, if something obvious.
+pub(super) fn topic_hint(code: i16) -> &'static str {
+    match code {
+        3 => " (strand topic list shows the topics; strand topic create makes one)",
+        5 => " (it is being created or has no leader yet; try again)",
+        41 => " (the controller moved; try again)",
+        _ => "",
+    }
+}
+
 fn result_error(code: i16, message: &Option<StrBytes>) -> String {
     describe_error(code, message.as_ref().map(|m| m.as_str()))
 }
@@ -315,14 +326,10 @@ impl Session {
             .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
             .ok_or_else(|| Failure::new(format!("topic {topic}: not in the metadata answer")))?;
         if found.error_code != 0 {
-            let hint = match found.error_code {
-                3 => " (strand topic list shows the topics; strand topic create makes one)",
-                5 => " (it is being created or has no leader yet; try again)",
-                _ => "",
-            };
             return Err(Failure::new(format!(
-                "topic {topic}: {}{hint}",
-                describe_error(found.error_code, None)
+                "topic {topic}: {}{}",
+                describe_error(found.error_code, None),
+                topic_hint(found.error_code)
             )));
         }
         Ok(found
@@ -581,8 +588,9 @@ fn topic_describe(connection: &Connection, name: &str) -> Result<i32, Failure> {
         .ok_or_else(|| Failure::new(format!("topic {name}: not in the metadata answer")))?;
     if topic.error_code != 0 {
         return Err(Failure::new(format!(
-            "topic {name}: {}",
-            describe_error(topic.error_code, None)
+            "topic {name}: {}{}",
+            describe_error(topic.error_code, None),
+            topic_hint(topic.error_code)
         )));
     }
     let mut partitions: Vec<PartitionView> = topic
@@ -837,8 +845,12 @@ fn topic_delete(connection: &Connection, name: &str) -> Result<i32, Failure> {
         .ok_or_else(|| Failure::new("DeleteTopics answered no topic"))?;
     if result.error_code != 0 {
         return Err(Failure::new(format!(
-            "cannot delete {name}: {}",
-            result_error(result.error_code, &result.error_message)
+            "cannot delete {name}: {}{}",
+            result_error(result.error_code, &result.error_message),
+            match result.error_code {
+                3 => " (strand topic list shows the topics)",
+                code => topic_hint(code),
+            }
         )));
     }
     match connection.format {
@@ -901,8 +913,9 @@ fn topic_alter_config(
         .ok_or_else(|| Failure::new("IncrementalAlterConfigs answered no resource"))?;
     if result.error_code != 0 {
         return Err(Failure::new(format!(
-            "cannot change the configs of {name}: {}",
-            result_error(result.error_code, &result.error_message)
+            "cannot change the configs of {name}: {}{}",
+            result_error(result.error_code, &result.error_message),
+            topic_hint(result.error_code)
         )));
     }
     match connection.format {
@@ -936,10 +949,9 @@ fn topic_add_partitions(connection: &Connection, name: &str, total: i32) -> Resu
         .first()
         .ok_or_else(|| Failure::new("CreatePartitions answered no topic"))?;
     if result.error_code != 0 {
-        let hint = if result.error_code == 37 {
-            " (--total is the new partition count, above the current one)"
-        } else {
-            ""
+        let hint = match result.error_code {
+            37 => " (--total is the new partition count, above the current one)",
+            code => topic_hint(code),
         };
         return Err(Failure::new(format!(
             "cannot add partitions to {name}: {}{hint}",

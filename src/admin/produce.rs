@@ -6,7 +6,7 @@
 //! idempotence: a retried batch may be written twice (at least once).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal};
+use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 use serde_json::json;
 
 use super::client::{describe_error, Failure};
+use super::progress::{self, Progress};
 use super::{finish, print_json, text, Connection, Format, Session};
 use crate::protocol::records::{BatchBuilder, Header, ProducerFields};
 
@@ -248,7 +249,7 @@ struct Producer<'a> {
     sticky: i32,
     written: usize,
     by_partition: BTreeMap<i32, usize>,
-    progress: Option<Instant>,
+    progress: Progress,
 }
 
 impl Producer<'_> {
@@ -408,25 +409,15 @@ impl Producer<'_> {
         ))
     }
 
-    /// On a terminal, the count so far, at most twice a second (`last`: the final one).
+    /// On a terminal, the count so far (`last`: the command is done, the line goes).
     fn show_progress(&mut self, last: bool) {
-        if self.args.quiet || !std::io::stderr().is_terminal() {
-            return;
-        }
         if last {
-            if self.progress.is_some() {
-                eprint!("\r\x1b[K");
-            }
-            return;
+            self.progress.clear();
+        } else {
+            let written = self.written as u64;
+            self.progress
+                .update(|| progress::counted(written, None, "records written"));
         }
-        if self
-            .progress
-            .is_some_and(|at| at.elapsed() < Duration::from_millis(500))
-        {
-            return;
-        }
-        eprint!("\r{} records written", self.written);
-        self.progress = Some(Instant::now());
     }
 }
 
@@ -493,7 +484,7 @@ fn run(args: &ProduceArgs) -> Result<i32, Failure> {
         sticky,
         written: 0,
         by_partition: BTreeMap::new(),
-        progress: None,
+        progress: Progress::on_terminal(args.quiet),
     };
 
     let (sender, lines) = mpsc::sync_channel::<Line>(4 * BATCH_RECORDS_MAX);

@@ -7,6 +7,8 @@ test_cluster.py."""
 
 import datetime
 import json
+import os
+import pty
 import subprocess
 import time
 import uuid
@@ -70,12 +72,14 @@ def test_topic_commands(broker, topic):
     assert code == 1 and "INVALID_CONFIG (40)" in err, err
     code, _, err = strand("topic", "describe", topic + "-missing", *b, check=False)
     assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION (3)" in err, err
+    assert "strand topic list shows the topics" in err, err
     assert len(err.strip().splitlines()) == 1
 
     assert strand("topic", "delete", topic, *b)[1].strip() == f"deleted {topic}"
     assert topic not in {t["name"] for t in as_json("topic", "list", *b)}
     code, _, err = strand("topic", "delete", topic, *b, check=False)
     assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err, err
+    assert "strand topic list shows the topics" in err and len(err.splitlines()) == 1, err
 
 
 def test_cluster_info_and_health_of_a_single_node(broker, topic):
@@ -543,3 +547,63 @@ def test_produce_and_consume_errors(broker, topic):
         assert result.returncode == code_wanted and words in result.stderr, (args, result)
         if code_wanted == 1:
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def on_terminal(*args, stdin=""):
+    """Runs `strand ARGS…` with stderr on a pseudo-terminal and stdout on a pipe; returns
+    (exit code, stdout, what the terminal got)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([STRAND_BIN, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=slave)
+    os.close(slave)
+    proc.stdin.write(stdin.encode())
+    proc.stdin.close()
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout=60), out, screen.decode()
+
+
+def test_progress_on_a_terminal_only(broker, topic):
+    """`produce`, `consume -c N` and `group reset-offsets` draw a progress line on a
+    terminal (a carriage return, the line, erase to its end; erased at the end) and print
+    nothing of it when stderr is piped."""
+    b = ["-b", broker.bootstrap]
+    group = "g-" + uuid.uuid4().hex[:8]
+    strand("topic", "create", topic, *b, "-p", "2")
+    lines = [f"r{i}" for i in range(300)]
+    code, _, screen = on_terminal("produce", topic, *b, stdin="".join(x + "\n" for x in lines))
+    assert code == 0, screen
+    assert "records written\x1b[K" in screen, repr(screen)
+    assert screen.endswith("\r\x1b[K300 record(s) written to " + topic + "\r\n"), repr(screen)
+
+    args = ["consume", topic, *b, "--from-beginning", "-c", "200", "-g", group]
+    code, out, screen = on_terminal(*args)
+    assert code == 0, screen
+    assert len(out.splitlines()) == 200
+    assert "/200 records consumed (" in screen, repr(screen)
+    assert screen.endswith("\x1b[K\r\x1b[Kconsumed 200 record(s)\r\n"), repr(screen)
+    # Piped: the same output as ever, no progress.
+    code, out, err = strand(*args[:-2], "-g", group + "-piped")
+    assert len(out.splitlines()) == 200 and err == "consumed 200 record(s)\n", repr(err)
+
+    reset_args = ["group", "reset-offsets", group, *b, "--all-topics", "--to-earliest",
+                  "--execute"]
+    code, out, screen = on_terminal(*reset_args)
+    assert code == 0, screen
+    assert "reading the offsets of 2 partition(s)" in screen, repr(screen)
+    assert f"\rgroup {group}: 0/2 offsets committed (0%)\x1b[K" in screen, repr(screen)
+    assert screen.endswith("\r\x1b[K"), repr(screen)
+    assert out.splitlines()[-1] == f"committed 2 offset(s) of group {group}"
+    assert committed(broker, group, topic, [0, 1]) == {0: 0, 1: 0}
+    # Piped: nothing on stderr.
+    code, piped, err = strand(*reset_args)
+    assert err == "" and piped.splitlines()[-1] == out.splitlines()[-1]
