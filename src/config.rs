@@ -346,18 +346,18 @@ pub struct Config {
     /// Partitions of a cluster's `__consumer_offsets` topic, created at the first
     /// FindCoordinator for a group (Kafka's `offsets.topic.num.partitions`): each group
     /// lives in one, coordinated by its leader. Fixed once the topic exists.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 16, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub offsets_topic_num_partitions: i32,
 
     /// Replication factor of `__consumer_offsets` (Kafka's
     /// `offsets.topic.replication.factor`), at most the cluster's member count.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i16).range(1..))]
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 3, value_parser = clap::value_parser!(i16).range(1..))]
     pub offsets_topic_replication_factor: i16,
 
     /// How long a cluster's offset commit may wait for its offsets partition to commit
     /// it (Kafka's `offsets.commit.timeout.ms`); past it the client gets
     /// COORDINATOR_NOT_AVAILABLE.
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_commit_timeout_ms: u64,
 
     /// How often each shard looks for expired offsets and groups (Kafka's

@@ -278,6 +278,9 @@ pub const KAFKA_KEYS: &[&str] = &[
     "transactional.id.expiration.ms",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.commit.timeout.ms",
 ];
 
 /// Names of one setting, most precise first: when several are given (in the same file, or
@@ -298,7 +301,7 @@ const USE_PEERS: &str =
 const ONE_LISTENER: &str =
     "Strand has one PLAINTEXT client listener (listeners or listen) and one inter-node listener (rpc.listen): remove it";
 const SHARDS: &str = "Strand runs one shard (thread) per core, each doing its own network and disk work: use shards to set how many";
-const NO_INTERNAL_TOPICS: &str = "Strand keeps committed offsets and transaction state in files of each node's data directory, not in internal topics: remove it";
+const NO_INTERNAL_TOPICS: &str = "Strand keeps transaction state in files of each node's data directory, not in an internal topic: remove it";
 
 /// Kafka broker configs Strand has no use for, with what to do instead.
 pub const UNSUPPORTED: &[(&str, &str)] = &[
@@ -325,8 +328,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "socket.receive.buffer.bytes",
         "Strand leaves socket buffer sizes to the operating system: remove it",
     ),
-    ("offsets.topic.replication.factor", NO_INTERNAL_TOPICS),
-    ("offsets.topic.num.partitions", NO_INTERNAL_TOPICS),
     (
         "transaction.state.log.replication.factor",
         NO_INTERNAL_TOPICS,
