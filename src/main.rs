@@ -44,6 +44,9 @@ enum Command {
     Produce(Box<strand::admin::ProduceArgs>),
     /// Print the records of a topic, one per line (or as --format says).
     Consume(Box<strand::admin::ConsumeArgs>),
+    /// SASL users of a data directory: set (create or change a password), delete, list.
+    #[command(subcommand)]
+    User(strand::admin::user::UserCommand),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Command::Group(command) => std::process::exit(strand::admin::group(command)),
         Command::Produce(args) => std::process::exit(strand::admin::produce(*args)),
         Command::Consume(args) => std::process::exit(strand::admin::consume(*args)),
+        Command::User(command) => std::process::exit(strand::admin::user::user(command)),
         Command::Config(command) => {
             std::process::exit(strand::config_file::command(command, sub_matches()))
         }

@@ -9,6 +9,7 @@ pub mod client;
 mod consume;
 mod group;
 mod produce;
+pub mod user;
 
 pub use consume::{consume, ConsumeArgs};
 pub use group::{group, GroupCommand, ResetOffsets};

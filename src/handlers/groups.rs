@@ -66,7 +66,7 @@ pub async fn find_coordinator(
             // Groups and transactional ids hash to nodes and shards alike.
             let owner = shard_of_group(key, shard_count);
             let node = snapshot.coordinator_node(crate::coordinator::group_hash(key));
-            match shard.broker_address(&snapshot, node, owner.0 as usize) {
+            match shard.broker_address_on(&snapshot, node, owner.0 as usize, ctx.listener) {
                 Some((host, port)) => {
                     c.node_id = BrokerId(broker_id(node, owner));
                     c.host = s(host);
