@@ -220,7 +220,9 @@ pub async fn serve(
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
     // A TLS session ends with its close_notify alert (bounded: the client may be gone).
-    let _ = timeout(Duration::from_millis(STALL_CHECK_MS), closer.close()).await;
+    if closer.is_tls() {
+        let _ = timeout(Duration::from_millis(STALL_CHECK_MS), closer.close()).await;
+    }
     match (&end, writer_end) {
         (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &outbox, &reason),
         (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, &outbox, why),
@@ -249,6 +251,9 @@ async fn write_response(writer: &Socket, pieces: &[Piece]) -> std::io::Result<Op
             offset = 0;
         }
         if index == pieces.len() {
+            if !writer.is_tls() {
+                return Ok(None);
+            }
             // TLS may still hold the end of the response.
             return match timeout(stall, writer.flush()).await {
                 Some(flushed) => flushed.map(|()| None),

@@ -168,6 +168,10 @@ impl Socket {
         std::future::poll_fn(|cx| self.poll_send(cx, pieces, offset)).await
     }
 
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+
     /// Writes out what TLS still buffers (nothing to do on a plaintext socket, whose
     /// sends go straight to the kernel).
     pub async fn flush(&self) -> io::Result<()> {
