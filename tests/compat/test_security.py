@@ -452,3 +452,51 @@ def test_mtls_client_certificate(mtls):
     with pytest.raises(KafkaException):
         AdminClient(mtls.confluent("SSL")).list_topics(timeout=3)
     assert "TLS handshake failed" in mtls.broker.log()
+
+
+def test_cluster_nodes_advertise_each_listener(tmp_path):
+    """Two nodes, each with a PLAINTEXT and a SASL_PLAINTEXT listener: Metadata asked on one
+    node's SASL port names both nodes' SASL ports (peers register their listeners), and on
+    the PLAINTEXT port both nodes' PLAINTEXT ports."""
+    from cluster import Cluster, broker_id
+
+    cluster = Cluster(tmp_path / "cluster", nodes=2, shards=1)
+    sasl_ports = {}
+    for node in cluster.nodes:
+        port = free_base_port(1)
+        while port in sasl_ports.values() or port in [n.port for n in cluster.nodes] + [
+            p for n in cluster.nodes for p in n.rpc_ports
+        ]:
+            port = free_base_port(1)
+        sasl_ports[node.node_id] = port
+        node.user_extra = [
+            "--listeners",
+            f"PLAINTEXT://127.0.0.1:{node.port},SASL_PLAINTEXT://127.0.0.1:{port}",
+        ]
+        set_user(node.data_dir, USER, PASSWORD, tmp_path)
+    try:
+        cluster.start()
+        cluster.wait_formed()
+        for node in cluster.nodes:
+            conf = {
+                "bootstrap.servers": f"127.0.0.1:{sasl_ports[node.node_id]}",
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "SCRAM-SHA-256",
+                "sasl.username": USER,
+                "sasl.password": PASSWORD,
+            }
+            deadline = time.time() + 30
+            want = {broker_id(n.node_id, 0): ("127.0.0.1", sasl_ports[n.node_id]) for n in cluster.nodes}
+            while True:
+                brokers = AdminClient(conf).list_topics(timeout=10).brokers
+                got = {b.id: (b.host, b.port) for b in brokers.values()}
+                if got == want or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+            assert got == want
+            plain = {b.id: b.port for b in node.list_topics(timeout=10).brokers.values()}
+            assert plain == {broker_id(n.node_id, 0): n.port for n in cluster.nodes}
+    finally:
+        logs = cluster.dump_logs() if hasattr(cluster, "dump_logs") else ""
+        cluster.kill9_all()
+        assert "panicked" not in logs
