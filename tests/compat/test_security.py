@@ -500,3 +500,23 @@ def test_cluster_nodes_advertise_each_listener(tmp_path):
         logs = cluster.dump_logs() if hasattr(cluster, "dump_logs") else ""
         cluster.kill9_all()
         assert "panicked" not in logs
+
+
+def test_handshake_v0_takes_bare_tokens(secure):
+    """SaslHandshake v0 (older clients): the tokens that follow are bare size-prefixed
+    frames, not SaslAuthenticate requests, as in Kafka."""
+    port = secure.ports["SASL_PLAINTEXT"]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(request(17, 0, 1, kstring("PLAIN")))
+        assert struct.unpack(">ih", read_frame(s)[:6]) == (1, 0)
+        token = f"\0{USER}\0{PASSWORD}".encode()
+        s.sendall(struct.pack(">i", len(token)) + token)
+        assert read_frame(s) == b""  # PLAIN's empty server token
+        s.sendall(request(3, 1, 2, struct.pack(">i", -1)))
+        assert struct.unpack(">i", read_frame(s)[:4]) == (2,)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(request(17, 0, 1, kstring("PLAIN")))
+        assert struct.unpack(">ih", read_frame(s)[:6]) == (1, 0)
+        token = f"\0{USER}\0wrong".encode()
+        s.sendall(struct.pack(">i", len(token)) + token)
+        assert closed(s)
