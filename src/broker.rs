@@ -39,7 +39,10 @@ struct ShardStart {
     id: ShardId,
     config: Arc<Config>,
     ends: MeshEnds,
-    listener: StdListener,
+    /// The shard's client listeners, in the order of the listeners in force.
+    listeners: Vec<StdListener>,
+    /// The TLS listeners' server configuration (shared by every shard).
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// A cluster member's inter-node listener of this shard.
     rpc_listener: Option<StdListener>,
     shutdown: Arc<AtomicBool>,
@@ -62,6 +65,41 @@ pub fn check_config(config: &Config, shards: usize) -> Result<(), String> {
     }
     if config.listen.port() as usize + shards > 65536 {
         return Err("--listen port + shard count exceeds 65535".into());
+    }
+    let listeners = config.resolve_listeners()?;
+    for l in &listeners {
+        if l.bind.port() as usize + shards > 65536 || l.advertised_port as usize + shards > 65536 {
+            return Err(format!(
+                "listener {}: port + shard count exceeds 65535",
+                l.protocol.name()
+            ));
+        }
+    }
+    for (i, a) in listeners.iter().enumerate() {
+        for b in &listeners[i + 1..] {
+            let (pa, pb) = (a.bind.port() as usize, b.bind.port() as usize);
+            if pa.abs_diff(pb) < shards
+                && (a.bind.ip() == b.bind.ip()
+                    || a.bind.ip().is_unspecified()
+                    || b.bind.ip().is_unspecified())
+            {
+                return Err(format!(
+                    "listeners {} and {} overlap: shard k serves each on its port + k, so their ports must be at least the shard count ({shards}) apart",
+                    a.protocol.name(),
+                    b.protocol.name()
+                ));
+            }
+        }
+    }
+    let config_with = |c: &Config| {
+        let mut c = c.clone();
+        c.listener_set = listeners.clone();
+        c
+    };
+    crate::security::tls::server_config(&config_with(config))?;
+    if listeners.iter().any(|l| l.protocol.sasl()) {
+        crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)?;
+        crate::security::users::Users::load(&config.data_dir)?;
     }
     if let Some(adv) = &config.advertise {
         let ok = adv
@@ -146,13 +184,21 @@ pub fn serve(config: Config) -> Result<(), String> {
         "file descriptor budget: a reserve for listeners, connections, the mesh and metadata files, a cache of sealed-segment files per shard, one descriptor per partition for the rest"
     );
 
+    let mut config = config;
+    config.listener_set = config.resolve_listeners()?;
+    let tls = crate::security::tls::server_config(&config)?;
     let mut listeners = Vec::with_capacity(shards);
     for k in 0..shards {
-        let addr = config.shard_listen_addr(k);
-        let listener = bind_listener(addr).map_err(|e| {
-            format!("cannot listen on {addr} for shard {k}: {e} (is another broker running on this port?)")
-        })?;
-        listeners.push(listener);
+        let mut of_shard = Vec::with_capacity(config.listener_set.len());
+        for l in &config.listener_set {
+            let mut addr = l.bind;
+            addr.set_port(l.bind.port() + k as u16);
+            let listener = bind_listener(addr).map_err(|e| {
+                format!("cannot listen on {addr} ({}) for shard {k}: {e} (is another broker running on this port?)", l.protocol.name())
+            })?;
+            of_shard.push(listener);
+        }
+        listeners.push(of_shard);
     }
     let mut rpc_listeners = Vec::with_capacity(shards);
     for k in 0..shards {
@@ -178,7 +224,6 @@ pub fn serve(config: Config) -> Result<(), String> {
             cpus.len()
         );
     }
-    let mut config = config;
     config.shards = Some(shards);
     config.max_open_segment_files_per_shard = fds.segment_files_per_shard;
     config.descriptor_partitions_max = Some(fds.partitions_max);
@@ -196,7 +241,8 @@ pub fn serve(config: Config) -> Result<(), String> {
             id: ShardId(k as u16),
             config: config.clone(),
             ends,
-            listener,
+            listeners: listener,
+            tls: tls.clone(),
             rpc_listener: rpc_listeners[k].take(),
             shutdown: shutdown.clone(),
             ready: ready.clone(),
@@ -392,13 +438,39 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     // Transactions left open or half-finished by the last run are timed out or finished.
     crate::shard::txn::spawn_txn_timer(&shard);
 
-    // The listener was bound by the main thread; glommio adopts the socket.
-    let fd = start.listener.into_raw_fd();
-    // SAFETY: `fd` is a bound, listening TCP socket whose ownership we just took.
-    let listener =
-        unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let addr = config.shard_listen_addr(shard.id.0 as usize);
-    tracing::info!(shard = shard.id.0, %addr, partitions = shard.partition_count(), "listening");
+    // The listeners were bound by the main thread; glommio adopts the sockets.
+    let security = Rc::new(crate::server::ShardSecurity {
+        mechanisms: crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)
+            .unwrap_or_default(),
+        users: std::cell::RefCell::new(crate::security::users::UserStore::new(&config.data_dir)),
+    });
+    let mut accepting = Vec::with_capacity(start.listeners.len());
+    for (index, (std_listener, l)) in start
+        .listeners
+        .into_iter()
+        .zip(&config.listener_set)
+        .enumerate()
+    {
+        let fd = std_listener.into_raw_fd();
+        // SAFETY: `fd` is a bound, listening TCP socket whose ownership we just took.
+        let listener =
+            unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut addr = l.bind;
+        addr.set_port(l.bind.port() + shard.id.0);
+        tracing::info!(shard = shard.id.0, %addr, listener = l.protocol.name(), partitions = shard.partition_count(), "listening");
+        let ctx = Rc::new(crate::server::ListenerCtx {
+            index,
+            protocol: l.protocol,
+            tls: l
+                .protocol
+                .tls()
+                .then(|| start.tls.clone())
+                .flatten()
+                .map(futures_rustls::TlsAcceptor::from),
+            security: security.clone(),
+        });
+        accepting.push((listener, ctx));
+    }
     if start.ready.fetch_add(1, Ordering::SeqCst) + 1 == config.shards_resolved() {
         tracing::info!(
             shards = config.shards_resolved(),
@@ -412,7 +484,20 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         glommio::timer::sleep(Duration::from_millis(FAILURE_PROBE_DELAY_MS)).await;
         panic!("failure probe shard-panic: shard {} stops here", shard.id.0);
     }
-    crate::server::accept_loop(&shard, listener).await;
+    let budget = crate::server::request_budget(&shard);
+    let loops: Vec<_> = accepting
+        .into_iter()
+        .map(|(listener, ctx)| {
+            let shard = shard.clone();
+            let budget = budget.clone();
+            glommio::spawn_local(async move {
+                crate::server::accept_loop(&shard, listener, ctx, budget).await
+            })
+        })
+        .collect();
+    for accepting in loops {
+        accepting.await;
+    }
 
     // Drain: connections finish their in-flight requests (bounded by the grace period).
     if !shard.wait_connections_drained().await {

@@ -44,6 +44,9 @@ pub enum Command {
     Produce(Box<crate::admin::ProduceArgs>),
     /// Print the records of a topic, one per line (or as --format says).
     Consume(Box<crate::admin::ConsumeArgs>),
+    /// SASL users of a data directory: set (create or change a password), delete, list.
+    #[command(subcommand)]
+    User(crate::admin::user::UserCommand),
 }
 
 /// `strand config …`.

@@ -16,6 +16,92 @@ pub enum LogFormat {
     Json,
 }
 
+/// A listener's security protocol (Kafka's names; a listener is named by its protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether connections are TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL first.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// One client listener: where shard 0 binds it and what it is advertised as (shard k:
+/// both ports + k).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+/// Splits `NAME://HOST:PORT,…` into (protocol, host, port) in order; hosts may be empty
+/// (every interface) and IPv6 hosts bracketed.
+pub fn parse_listener_list(list: &str) -> Result<Vec<(SecurityProtocol, String, u16)>, String> {
+    let mut out: Vec<(SecurityProtocol, String, u16)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, address) = item
+            .split_once("://")
+            .ok_or_else(|| format!("{item:?} is not a listener: NAME://HOST:PORT"))?;
+        let protocol = SecurityProtocol::parse(name).ok_or_else(|| {
+            format!(
+                "listener {item:?}: the name must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            )
+        })?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item:?} is not a listener: NAME://HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("listener {item:?}: bad port {port:?}"))?;
+        if out.iter().any(|(p, _, _)| *p == protocol) {
+            return Err(format!("listener {} is given twice", protocol.name()));
+        }
+        out.push((protocol, host.trim_matches(['[', ']']).to_string(), port));
+    }
+    if out.is_empty() {
+        return Err("no listener given".into());
+    }
+    Ok(out)
+}
+
 /// Flags of `strand serve`.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
@@ -35,6 +121,52 @@ pub struct Config {
     /// containers. Default: the listen address.
     #[arg(long, help_heading = "Network and limits")]
     pub advertise: Option<String>,
+
+    /// Client listeners, Kafka-style: `NAME://HOST:PORT,…` with NAME one of PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL (each at most once). Shard k serves every listener on
+    /// its port + k. Overrides `--listen`, which is the one-PLAINTEXT-listener shorthand.
+    #[arg(long, help_heading = "Network and limits")]
+    pub listeners: Option<String>,
+
+    /// What each listener of `--listeners` is advertised as, `NAME://HOST:PORT,…` (shard
+    /// k: port + k), for NAT or containers; a listener not named here is advertised as it
+    /// is bound. With `--listen`, `--advertise` does the same.
+    #[arg(long, help_heading = "Network and limits")]
+    pub advertised_listeners: Option<String>,
+
+    /// PEM certificate chain of the SSL and SASL_SSL listeners (the server's certificate
+    /// first).
+    #[arg(long, help_heading = "Security")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert-file`.
+    #[arg(long, help_heading = "Security")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates: when set, clients of the TLS listeners must present a
+    /// certificate signed by one of them (mTLS), and its subject becomes the principal
+    /// (`User:CN=…`) on SSL listeners.
+    #[arg(long, help_heading = "Security")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// SASL mechanisms the SASL listeners offer (Kafka's `sasl.enabled.mechanisms`):
+    /// any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, comma-separated.
+    #[arg(
+        long,
+        help_heading = "Security",
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    pub sasl_enabled_mechanisms: String,
+
+    /// A failed SASL authentication is answered this long after it failed, then the
+    /// connection is closed (Kafka's `connection.failed.authentication.delay.ms`).
+    #[arg(long, help_heading = "Security", default_value_t = 100)]
+    pub connection_failed_authentication_delay_ms: u64,
+
+    /// The listeners in force (resolved at start from `--listeners` or `--listen`, not a
+    /// flag); empty before, when `--listen`/`--advertise` describe the one listener.
+    #[arg(skip)]
+    pub listener_set: Vec<Listener>,
 
     /// This node's id (1 to 1000000), one of `--peers`. Shard k of node N is Kafka broker N
     /// × 1024 + k. Needs `--peers`; without it the node is alone and its shards are brokers
@@ -422,15 +554,111 @@ impl Config {
         self.node_id.unwrap_or(0)
     }
 
-    /// The listen address of a shard.
+    /// The client listeners `--listeners` (or `--listen` and `--advertise`) describe, in
+    /// the order given; shard 0's addresses.
+    pub fn resolve_listeners(&self) -> Result<Vec<Listener>, String> {
+        let Some(list) = &self.listeners else {
+            if self.advertised_listeners.is_some() {
+                return Err("--advertised-listeners needs --listeners".into());
+            }
+            let (advertised_host, advertised_port) = self.shard_advertised(0);
+            return Ok(vec![Listener {
+                protocol: SecurityProtocol::Plaintext,
+                bind: self.listen,
+                advertised_host,
+                advertised_port,
+            }]);
+        };
+        if self.advertise.is_some() {
+            return Err(
+                "--advertise goes with --listen; with --listeners give --advertised-listeners"
+                    .into(),
+            );
+        }
+        let advertised = match &self.advertised_listeners {
+            Some(list) => {
+                parse_listener_list(list).map_err(|e| format!("--advertised-listeners: {e}"))?
+            }
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for (protocol, host, port) in
+            parse_listener_list(list).map_err(|e| format!("--listeners: {e}"))?
+        {
+            // Kafka binds an empty host to every interface; a name to what it resolves to.
+            let bind_host = if host.is_empty() {
+                "0.0.0.0"
+            } else {
+                host.as_str()
+            };
+            let bind = std::net::ToSocketAddrs::to_socket_addrs(&(bind_host, port))
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("--listeners: cannot resolve host {host:?}"))?;
+            let (advertised_host, advertised_port) =
+                match advertised.iter().find(|(p, _, _)| *p == protocol) {
+                    Some((_, h, _)) if h.is_empty() => {
+                        return Err(format!(
+                            "--advertised-listeners: {} needs a host",
+                            protocol.name()
+                        ))
+                    }
+                    Some((_, h, p)) => (h.clone(), *p as i32),
+                    None => (bind.ip().to_string(), port as i32),
+                };
+            out.push(Listener {
+                protocol,
+                bind,
+                advertised_host,
+                advertised_port,
+            });
+        }
+        if let Some((p, _, _)) = advertised
+            .iter()
+            .find(|(p, _, _)| !out.iter().any(|l| l.protocol == *p))
+        {
+            return Err(format!(
+                "--advertised-listeners names {}, which --listeners does not",
+                p.name()
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The listeners in force: [`Self::listener_set`] once resolved, else `--listen`'s.
+    pub fn listeners_in_force(&self) -> std::borrow::Cow<'_, [Listener]> {
+        if self.listener_set.is_empty() {
+            std::borrow::Cow::Owned(self.resolve_listeners().unwrap_or_default())
+        } else {
+            std::borrow::Cow::Borrowed(&self.listener_set)
+        }
+    }
+
+    /// The host and port clients reach shard `shard` at on listener `listener` (an index
+    /// into the listeners in force; the first if out of range).
+    pub fn shard_advertised_on(&self, shard: usize, listener: usize) -> (String, i32) {
+        match self
+            .listener_set
+            .get(listener)
+            .or(self.listener_set.first())
+        {
+            Some(l) => (l.advertised_host.clone(), l.advertised_port + shard as i32),
+            None => self.shard_advertised(shard),
+        }
+    }
+
+    /// The listen address of a shard (on the first listener).
     pub fn shard_listen_addr(&self, shard: usize) -> SocketAddr {
-        let mut addr = self.listen;
-        addr.set_port(self.listen.port() + shard as u16);
+        let mut addr = self.listener_set.first().map_or(self.listen, |l| l.bind);
+        addr.set_port(addr.port() + shard as u16);
         addr
     }
 
-    /// The host and port a shard is advertised as in Metadata.
+    /// The host and port a shard is advertised as in Metadata (on the first listener).
     pub fn shard_advertised(&self, shard: usize) -> (String, i32) {
+        if let Some(l) = self.listener_set.first() {
+            return (l.advertised_host.clone(), l.advertised_port + shard as i32);
+        }
         match &self.advertise {
             Some(adv) => {
                 let (host, port) = match adv.rsplit_once(':') {

@@ -158,9 +158,10 @@ pub enum Convert {
     RetentionMillis(i64),
     /// `log.dirs`: one directory.
     OneDir,
-    /// `listeners`: one `PLAINTEXT://HOST:PORT`, bound as `--listen`.
+    /// `listeners`: `NAME://HOST:PORT,…` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL),
+    /// checked here, as `--listeners`.
     Listener,
-    /// `advertised.listeners`: one `PLAINTEXT://HOST:PORT`, as `--advertise`.
+    /// `advertised.listeners`: the same, each with a host, as `--advertised-listeners`.
     Advertised,
 }
 
@@ -189,12 +190,12 @@ pub const ALIASES: &[Alias] = &[
     },
     Alias {
         kafka: "listeners",
-        flag: "listen",
+        flag: "listeners",
         convert: Convert::Listener,
     },
     Alias {
         kafka: "advertised.listeners",
-        flag: "advertise",
+        flag: "advertised-listeners",
         convert: Convert::Advertised,
     },
     Alias {
@@ -299,7 +300,7 @@ pub const PRECEDENCE: &[&[&str]] = &[
 const USE_PEERS: &str =
     "a Strand cluster is set with peers (ID@HOST:PORT of each node's rpc.listen), node.id and rpc.listen";
 const ONE_LISTENER: &str =
-    "Strand has one PLAINTEXT client listener (listeners or listen) and one inter-node listener (rpc.listen): remove it";
+    "Strand's client listeners are named by their security protocol (listeners=PLAINTEXT://…,SASL_SSL://…) and its inter-node listener is rpc.listen: remove it";
 const SHARDS: &str = "Strand runs one shard (thread) per core, each doing its own network and disk work: use shards to set how many";
 const NO_INTERNAL_TOPICS: &str = "Strand keeps transaction state in files of each node's data directory, not in an internal topic: remove it";
 
@@ -340,11 +341,11 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
 pub const UNSUPPORTED_PREFIXES: &[(&str, &str)] = &[
     (
         "ssl.",
-        "Strand speaks PLAINTEXT only, without TLS: remove it",
+        "Strand's TLS is set with tls.cert.file, tls.key.file and tls.ca.file (PEM files; docs/security.md): remove it",
     ),
     (
         "sasl.",
-        "Strand has no client authentication (SASL): remove it",
+        "Strand's SASL is set with sasl.enabled.mechanisms and users from `strand user set` (docs/security.md): remove it",
     ),
     ("listener.name.", ONE_LISTENER),
 ];
@@ -530,12 +531,14 @@ struct Candidate {
 
 /// What a name (key or Kafka alias) sets.
 fn lookup(keys: &[Key], name: &str) -> Option<(usize, Convert)> {
-    if let Some(i) = keys.iter().position(|k| k.key == name) {
-        return Some((i, Convert::Same));
+    // Kafka's names first: `listeners` is both, and is checked as Kafka's.
+    if let Some(alias) = ALIASES.iter().find(|a| a.kafka == name) {
+        if let Some(i) = keys.iter().position(|k| k.long == alias.flag) {
+            return Some((i, alias.convert));
+        }
     }
-    let alias = ALIASES.iter().find(|a| a.kafka == name)?;
-    let i = keys.iter().position(|k| k.long == alias.flag)?;
-    Some((i, alias.convert))
+    let i = keys.iter().position(|k| k.key == name)?;
+    Some((i, Convert::Same))
 }
 
 /// Every name a file or the environment may use: the keys, then the Kafka aliases.
@@ -639,42 +642,13 @@ fn convert(convert: Convert, value: &str) -> Result<String, String> {
             }
         }
         Convert::Listener | Convert::Advertised => {
-            let listeners: Vec<&str> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let [one] = listeners.as_slice() else {
-                return Err(format!(
-                    "Strand has one client listener: give one PLAINTEXT://HOST:PORT (the inter-node address is rpc.listen), not {}",
-                    listeners.len()
-                ));
-            };
-            let (scheme, address) = one
-                .split_once("://")
-                .ok_or("not a listener: PLAINTEXT://HOST:PORT")?;
-            if !scheme.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(format!(
-                    "Strand speaks PLAINTEXT only: give PLAINTEXT://HOST:PORT, not {scheme}://"
-                ));
-            }
-            let (host, port) = address
-                .rsplit_once(':')
-                .ok_or("not a listener: PLAINTEXT://HOST:PORT")?;
+            let listeners = crate::config::parse_listener_list(value)?;
             if convert == Convert::Advertised {
-                if host.is_empty() {
-                    return Err("an advertised listener needs a host".into());
+                if let Some((p, _, _)) = listeners.iter().find(|(_, h, _)| h.is_empty()) {
+                    return Err(format!("advertised listener {} needs a host", p.name()));
                 }
-                return Ok(address.to_string());
             }
-            // Kafka binds an empty host to every interface; a name to what it resolves to.
-            let host = if host.is_empty() { "0.0.0.0" } else { host };
-            let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
-            std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .map(|addr| addr.to_string())
-                .ok_or_else(|| format!("cannot resolve host {host:?}"))
+            Ok(value.trim().to_string())
         }
     }
 }
@@ -1090,8 +1064,12 @@ mod tests {
         let keys = keys();
         for alias in ALIASES {
             assert!(keys.iter().any(|k| k.long == alias.flag), "{}", alias.kafka);
+            // An alias may share its name only with its own flag's key (`listeners`: the
+            // alias adds Kafka's checking of the value).
             assert!(
-                !keys.iter().any(|k| k.key == alias.kafka),
+                !keys
+                    .iter()
+                    .any(|k| k.key == alias.kafka && k.long != alias.flag),
                 "{}",
                 alias.kafka
             );
@@ -1189,8 +1167,11 @@ mod tests {
         .unwrap();
         let c = &e.config;
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/strand"));
-        assert_eq!(c.listen, "127.0.0.1:9500".parse().unwrap());
-        assert_eq!(c.advertise.as_deref(), Some("broker1.example:9500"));
+        let listeners = c.resolve_listeners().unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].bind, "127.0.0.1:9500".parse().unwrap());
+        assert_eq!(listeners[0].advertised_host, "broker1.example");
+        assert_eq!(listeners[0].advertised_port, 9500);
         assert_eq!(c.node_id, Some(2));
         assert_eq!(c.default_partitions, 6);
         assert!(!c.auto_create_topics);
@@ -1206,7 +1187,29 @@ mod tests {
         ));
         // An empty host binds every interface, as in Kafka.
         let e = resolve_file("listeners=PLAINTEXT://:9501\n").unwrap();
-        assert_eq!(e.config.listen, "0.0.0.0:9501".parse().unwrap());
+        let listeners = e.config.resolve_listeners().unwrap();
+        assert_eq!(listeners[0].bind, "0.0.0.0:9501".parse().unwrap());
+        // Several listeners, each with its protocol.
+        let e = resolve_file(
+            "listeners=PLAINTEXT://127.0.0.1:9500,SASL_SSL://127.0.0.1:9600\n\
+             advertised.listeners=SASL_SSL://public.example:19600\n",
+        )
+        .unwrap();
+        let listeners = e.config.resolve_listeners().unwrap();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(
+            listeners[1].protocol,
+            crate::config::SecurityProtocol::SaslSsl
+        );
+        assert_eq!(listeners[1].bind, "127.0.0.1:9600".parse().unwrap());
+        assert_eq!(
+            (
+                listeners[1].advertised_host.as_str(),
+                listeners[1].advertised_port
+            ),
+            ("public.example", 19600)
+        );
+        assert_eq!(listeners[0].advertised_host, "127.0.0.1");
         // Kafka's precedence among the units of one setting, whatever the order.
         for text in [
             "log.retention.hours=1\nlog.retention.ms=5\nlog.retention.minutes=2\n",
@@ -1239,9 +1242,10 @@ mod tests {
             ("log.dirs=/a,/b\n", "one directory"),
             (
                 "listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n",
-                "one client listener",
+                "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
             ),
-            ("listeners=SSL://:9093\n", "PLAINTEXT only"),
+            ("listeners=SSL://:9093,SSL://:9094\n", "twice"),
+            ("advertised.listeners=SSL://:9093\n", "needs a host"),
             ("log.retention.hours=many\n", "whole number"),
             ("process.roles=broker,controller\n", "remove it"),
             ("controller.quorum.voters=1@h:9093\n", "peers"),

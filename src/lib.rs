@@ -38,6 +38,7 @@ pub mod coordinator;
 pub mod handlers;
 pub mod metrics;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod storage;

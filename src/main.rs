@@ -22,6 +22,7 @@ fn main() {
         Command::Group(command) => std::process::exit(strand::admin::group(command)),
         Command::Produce(args) => std::process::exit(strand::admin::produce(*args)),
         Command::Consume(args) => std::process::exit(strand::admin::consume(*args)),
+        Command::User(command) => std::process::exit(strand::admin::user::user(command)),
         Command::Config(ConfigSubcommand::File(command)) => {
             std::process::exit(strand::config_file::command(command, sub_matches()))
         }

@@ -103,6 +103,9 @@ pub struct ShardMetrics {
     flush_bytes: RefCell<Histogram>,
     accept_errors: Cell<u64>,
     leader_elections: Cell<u64>,
+    /// SASL logins that succeeded and failed.
+    authentications: Cell<u64>,
+    failed_authentications: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -124,6 +127,8 @@ impl Default for ShardMetrics {
             flush_bytes: RefCell::new(Histogram::new(SIZE_BUCKETS_BYTES)),
             accept_errors: Cell::new(0),
             leader_elections: Cell::new(0),
+            authentications: Cell::new(0),
+            failed_authentications: Cell::new(0),
         }
     }
 }
@@ -175,6 +180,16 @@ impl ShardMetrics {
     /// An accept failed on one of the shard's listeners.
     pub fn accept_error(&self) {
         self.accept_errors.set(self.accept_errors.get() + 1);
+    }
+
+    /// A SASL login ended: it succeeded or failed.
+    pub fn authentication(&self, ok: bool) {
+        let counter = if ok {
+            &self.authentications
+        } else {
+            &self.failed_authentications
+        };
+        counter.set(counter.get() + 1);
     }
 
     /// A replica on this shard became its partition's leader.
@@ -342,6 +357,8 @@ impl ShardMetrics {
             flush_latency: self.flush_latency.borrow().clone(),
             flush_bytes: self.flush_bytes.borrow().clone(),
             accept_errors: self.accept_errors.get(),
+            authentications: self.authentications.get(),
+            failed_authentications: self.failed_authentications.get(),
             connections: gauges.connections,
             partitions: gauges.partitions,
             log_bytes: gauges.log_bytes,
@@ -387,6 +404,8 @@ pub struct Snapshot {
     pub flush_latency: Histogram,
     pub flush_bytes: Histogram,
     pub accept_errors: u64,
+    pub authentications: u64,
+    pub failed_authentications: u64,
     pub connections: u64,
     pub partitions: u64,
     pub log_bytes: u64,
@@ -496,7 +515,7 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
         &'static str,
         fn(&Snapshot) -> u64,
     );
-    let simple: [Simple; 10] = [
+    let simple: [Simple; 12] = [
         (
             "strand_bytes_in_total",
             "counter",
@@ -523,6 +542,18 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
             "counter",
             "Failed accepts on the shard's listeners (the metrics listener's count on shard 0).",
             |s| s.accept_errors,
+        ),
+        (
+            "strand_successful_authentication_total",
+            "counter",
+            "SASL logins that succeeded on the shard's listeners.",
+            |s| s.authentications,
+        ),
+        (
+            "strand_failed_authentication_total",
+            "counter",
+            "SASL logins that failed (each answered after --connection-failed-authentication-delay-ms, then closed).",
+            |s| s.failed_authentications,
         ),
         (
             "strand_leader_partitions",
@@ -753,6 +784,8 @@ mod tests {
             flush_latency: Histogram::new(LATENCY_BUCKETS_S),
             flush_bytes: Histogram::new(SIZE_BUCKETS_BYTES),
             accept_errors: 0,
+            authentications: 8,
+            failed_authentications: 9,
             connections: 4,
             partitions: 5,
             log_bytes: 6,
@@ -792,6 +825,7 @@ mod tests {
         assert!(text.contains("strand_peer_bytes_received_total{shard=\"3\",peer=\"2\"} 200"));
         assert!(text.contains("strand_peer_up{shard=\"3\",peer=\"2\"} 1"));
         assert!(text.contains("strand_connections{shard=\"3\",listener=\"PLAINTEXT\"} 4"));
+        assert!(text.contains("strand_failed_authentication_total{shard=\"3\"} 9"));
     }
 
     fn snap(shard: u16) -> Snapshot {

@@ -14,7 +14,7 @@ from collections import defaultdict
 # Ground floor first. Modules on one floor may use each other (files still may not form a
 # cycle); a module may use any floor below its own.
 LAYERS = [
-    {"util", "config", "metrics", "protocol"},
+    {"util", "config", "metrics", "protocol", "security"},
     {"storage"},
     {"cluster"},
     {"coordinator"},

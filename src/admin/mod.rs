@@ -10,6 +10,7 @@ mod consume;
 mod group;
 mod produce;
 pub mod progress;
+pub mod user;
 
 pub use consume::{consume, ConsumeArgs};
 pub use group::{group, GroupCommand, ResetOffsets};

@@ -1408,6 +1408,7 @@ mod tests {
             port: 9092 + node * 1000,
             rpc: format!("127.0.0.1:{}", 9192 + node * 1000),
             shards: 2,
+            listeners: Vec::new(),
         };
         match futures_lite::future::block_on(c.handle(ControlRequest::RegisterNode(info))).0 {
             ControlReply::Results(mut r) => r.remove(0),

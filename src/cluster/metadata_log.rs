@@ -222,6 +222,7 @@ mod tests {
                 port: 1,
                 rpc: "h:2".into(),
                 shards: 4,
+                listeners: Vec::new(),
             }),
         ];
         let batch = encode_batch(&records, 1_000);

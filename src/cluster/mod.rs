@@ -194,6 +194,19 @@ pub struct NodeInfo {
     /// Its inter-node address (shard 0).
     pub rpc: String,
     pub shards: usize,
+    /// Its client listeners as advertised (shard 0's ports); empty in registrations
+    /// written before listeners were recorded, which had only `host`/`port` (PLAINTEXT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<NodeListener>,
+}
+
+/// One client listener of a registered node: its security protocol's name (PLAINTEXT,
+/// SSL, SASL_PLAINTEXT, SASL_SSL) and shard 0's advertised host and port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeListener {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
 }
 
 /// The cluster metadata at one version as the controller publishes it: built once per

@@ -554,7 +554,7 @@ pub async fn describe_cluster(
             super::authorized::CLUSTER,
         ))
         .with_endpoint_type(1);
-    response.brokers = super::metadata::brokers(shard, &snapshot)
+    response.brokers = super::metadata::brokers(shard, &snapshot, ctx.listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

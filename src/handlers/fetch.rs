@@ -131,7 +131,9 @@ async fn fetch_once(
                 Err(code) => {
                     out.error_code = code;
                     if code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 12 {
-                        if let Some(hint) = shard.leader_hint(&meta.name, wanted.partition) {
+                        if let Some(hint) =
+                            shard.leader_hint(&meta.name, wanted.partition, ctx.listener)
+                        {
                             out.current_leader = LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(hint.broker))
                                 .with_leader_epoch(hint.epoch);

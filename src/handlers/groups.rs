@@ -82,7 +82,7 @@ pub async fn find_coordinator(
             };
             let address = placed.and_then(|(node, owner)| {
                 shard
-                    .broker_address(&snapshot, node, owner.0 as usize)
+                    .broker_address_on(&snapshot, node, owner.0 as usize, ctx.listener)
                     .map(|a| (node, owner, a))
             });
             match address {

@@ -96,7 +96,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     }
 
     let mut response = MetadataResponse::default();
-    response.brokers = brokers(shard, &snapshot);
+    response.brokers = brokers(shard, &snapshot, ctx.listener);
     response.cluster_id = Some(StrBytes::from_string(snapshot.cluster_id.clone()));
     response.controller_id = BrokerId(shard.controller_broker(&snapshot));
     response.cluster_authorized_operations = super::authorized::when(
@@ -141,12 +141,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     ctx.respond(&response)
 }
 
-/// One broker per shard of every node clients can reach, at its advertised address.
-pub fn brokers(shard: &Shard, snapshot: &ClusterSnapshot) -> Vec<MetadataResponseBroker> {
+/// One broker per shard of every node clients can reach, at its advertised address on
+/// `listener` (the one the request arrived on).
+pub fn brokers(
+    shard: &Shard,
+    snapshot: &ClusterSnapshot,
+    listener: usize,
+) -> Vec<MetadataResponseBroker> {
     let mut brokers = Vec::new();
     for node in snapshot.advertised_nodes() {
         for k in 0..snapshot.shard_count.max(1) {
-            if let Some((host, port)) = shard.broker_address(snapshot, node, k) {
+            if let Some((host, port)) = shard.broker_address_on(snapshot, node, k, listener) {
                 brokers.push(
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(broker_id(node, ShardId(k as u16))))

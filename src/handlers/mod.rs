@@ -17,6 +17,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod sasl;
 mod txn;
 mod write_txn_markers;
 
@@ -121,6 +122,9 @@ pub struct Ctx {
     pub client_host: Rc<str>,
     /// Bytes of the request body: what record bytes shared with it keep in memory.
     pub body_bytes: usize,
+    /// The listener the request arrived on (an index into the listeners in force): the
+    /// one whose endpoints Metadata, FindCoordinator and DescribeCluster advertise.
+    pub listener: usize,
 }
 
 impl Ctx {
@@ -147,11 +151,16 @@ fn decode<T: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<T, Response> {
     Ok(request)
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<str>) -> Response {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    frame: RequestFrame,
+    client_host: Rc<str>,
+    listener: usize,
+) -> Response {
     let api = frame.api_key;
     let bytes_in = frame.body.len();
     let started = std::time::Instant::now();
-    let response = dispatch_inner(shard, frame, client_host).await;
+    let response = dispatch_inner(shard, frame, client_host, listener).await;
     let (bytes_out, closed) = match &response {
         Response::Bytes(b) => (b.len(), false),
         Response::Pieces(p) => (crate::protocol::pieces::total_len(p), false),
@@ -164,7 +173,12 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<st
     response
 }
 
-async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<str>) -> Response {
+async fn dispatch_inner(
+    shard: &Rc<Shard>,
+    frame: RequestFrame,
+    client_host: Rc<str>,
+    listener: usize,
+) -> Response {
     let RequestFrame {
         api_key,
         version,
@@ -182,6 +196,7 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
             .unwrap_or_default(),
         client_host,
         body_bytes: body.len(),
+        listener,
     };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&ctx);
@@ -212,6 +227,8 @@ async fn dispatch_inner(shard: &Rc<Shard>, frame: RequestFrame, client_host: Rc<
         ApiKey::DeleteTopics => call!(create_topics::delete),
         ApiKey::InitProducerId => call!(init_producer_id::handle),
         ApiKey::FindCoordinator => call!(groups::find_coordinator),
+        ApiKey::SaslHandshake => call!(sasl::handshake),
+        ApiKey::SaslAuthenticate => call!(sasl::authenticate),
         ApiKey::JoinGroup => call!(groups::join_group),
         ApiKey::SyncGroup => call!(groups::sync_group),
         ApiKey::Heartbeat => call!(groups::heartbeat),

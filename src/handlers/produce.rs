@@ -133,7 +133,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 Err(code) => {
                     out.error_code = refusal(shard, &name, data.index, code);
                     if out.error_code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 10 {
-                        if let Some(hint) = shard.leader_hint(&name, data.index) {
+                        if let Some(hint) = shard.leader_hint(&name, data.index, ctx.listener) {
                             out.current_leader = LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(hint.broker))
                                 .with_leader_epoch(hint.epoch);
@@ -291,7 +291,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
             out.base_offset = -1;
             if code == NOT_LEADER_OR_FOLLOWER && ctx.version >= 10 {
                 let p = &wait.log;
-                if let Some(hint) = shard.leader_hint(&p.topic.name, p.index) {
+                if let Some(hint) = shard.leader_hint(&p.topic.name, p.index, ctx.listener) {
                     out.current_leader = LeaderIdAndEpoch::default()
                         .with_leader_id(BrokerId(hint.broker))
                         .with_leader_epoch(hint.epoch);

@@ -17,19 +17,33 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use glommio::channels::local_channel;
-use glommio::net::TcpStream;
 use glommio::Task;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::budget::{RequestBudget, Reservation};
 use super::socket::{Inbound, Socket};
+use super::ListenerCtx;
 use crate::handlers::{self, Response};
-use crate::protocol::codec::{self, FrameError};
+use crate::protocol::codec::{self, FrameError, RequestFrame};
+use crate::protocol::errors::{
+    ILLEGAL_SASL_STATE, NONE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
+};
 use crate::protocol::pieces::Piece;
+use crate::protocol::versions;
+use crate::security::sasl::{Authenticator, Mechanism, Outcome};
 use crate::shard::Shard;
 use crate::util::{timeout, Notify};
+
+/// The largest frame a SASL listener reads before the client has authenticated (Kafka's
+/// `SaslServerAuthenticator.MAX_RECEIVE_SIZE`): an unauthenticated client cannot make
+/// the broker hold more.
+pub const SASL_PRE_AUTH_FRAME_MAX: usize = 524_288;
 
 /// What a length prefix alone reserves (or the whole frame, if smaller): most requests but
 /// Produce fit in it, and a thousand bare prefixes hold 16 MiB, not a gigabyte.
@@ -141,8 +155,22 @@ struct FrameLimits {
     idle_timeout: Duration,
 }
 
-pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStream, peer: &str) {
-    let socket = Socket(Rc::new(RefCell::new(stream)));
+/// Where a connection of a SASL listener stands before it has authenticated.
+struct SaslState {
+    authenticated: bool,
+    /// The mechanism SaslHandshake chose, and whether its tokens come as bare frames
+    /// (SaslHandshake v0) rather than in SaslAuthenticate requests.
+    handshake: Option<(Authenticator, bool)>,
+}
+
+pub async fn serve(
+    shard: &Rc<Shard>,
+    budget: &Rc<RequestBudget>,
+    socket: Socket,
+    peer: &str,
+    listener: &ListenerCtx,
+) {
+    let closer = socket.clone();
     let mut reader = Inbound::new(socket.clone());
     let writer = socket;
     let (queue, responses) =
@@ -175,10 +203,26 @@ pub async fn serve(shard: &Rc<Shard>, budget: &Rc<RequestBudget>, stream: TcpStr
     });
 
     let client_host: Rc<str> = Rc::from(peer.rsplit_once(':').map(|(h, _)| h).unwrap_or(peer));
-    let end = read_requests(shard, budget, &mut reader, &queue, &outbox, &client_host).await;
+    let mut sasl = SaslState {
+        authenticated: !listener.protocol.sasl(),
+        handshake: None,
+    };
+    let end = read_requests(
+        shard,
+        budget,
+        (&mut reader, &queue, &outbox),
+        &client_host,
+        listener,
+        &mut sasl,
+    )
+    .await;
     drop(queue);
     // Let in-flight requests finish and their responses go out.
     let writer_end = writer_task.await;
+    // A TLS session ends with its close_notify alert (bounded: the client may be gone).
+    if closer.is_tls() {
+        let _ = timeout(Duration::from_millis(STALL_CHECK_MS), closer.close()).await;
+    }
     match (&end, writer_end) {
         (_, Ok(Some(reason))) => log_close(shard.id.0, peer, &client_host, &outbox, &reason),
         (End::Violation(why), _) => log_close(shard.id.0, peer, &client_host, &outbox, why),
@@ -207,7 +251,16 @@ async fn write_response(writer: &Socket, pieces: &[Piece]) -> std::io::Result<Op
             offset = 0;
         }
         if index == pieces.len() {
-            return Ok(None);
+            if !writer.is_tls() {
+                return Ok(None);
+            }
+            // TLS may still hold the end of the response.
+            return match timeout(stall, writer.flush()).await {
+                Some(flushed) => flushed.map(|()| None),
+                None => Ok(Some(format!(
+                    "the client read nothing for {WRITE_STALL_TIMEOUT_MS} ms with a response left to write"
+                ))),
+            };
         }
         let since = Instant::now();
         let written = loop {
@@ -314,12 +367,13 @@ async fn read_within_frame(
 async fn read_requests(
     shard: &Rc<Shard>,
     budget: &Rc<RequestBudget>,
-    reader: &mut Inbound,
-    queue: &local_channel::LocalSender<InFlight>,
-    outbox: &Outbox,
+    (reader, queue, outbox): (&mut Inbound, &local_channel::LocalSender<InFlight>, &Outbox),
     client_host: &Rc<str>,
+    listener: &ListenerCtx,
+    sasl: &mut SaslState,
 ) -> End {
-    let limits = FrameLimits {
+    let max_frame_bytes = shard.config.max_frame_bytes;
+    let mut limits = FrameLimits {
         max_frame_bytes: shard.config.max_frame_bytes,
         read_timeout: Duration::from_millis(shard.config.frame_read_timeout_ms),
         idle_timeout: Duration::from_millis(shard.config.connections_max_idle_ms),
@@ -333,6 +387,11 @@ async fn read_requests(
             // The writer gave up (write error or a client that stopped reading).
             return End::ClientClosed;
         }
+        limits.max_frame_bytes = if sasl.authenticated {
+            max_frame_bytes
+        } else {
+            max_frame_bytes.min(SASL_PRE_AUTH_FRAME_MAX)
+        };
         let frame = futures_lite::future::or(
             async { Some(read_frame(reader, budget, outbox, &limits).await) },
             futures_lite::future::or(
@@ -357,6 +416,46 @@ async fn read_requests(
         outbox.last_active.set(Instant::now());
         // Backpressure: while the shard holds too much unflushed data, stop reading.
         shard.wait_for_flush_room().await;
+        if !sasl.authenticated {
+            let request = match before_authentication(shard, listener, sasl, frame) {
+                PreAuth::Dispatch(request) => request,
+                PreAuth::Answer {
+                    response,
+                    delay,
+                    close,
+                } => {
+                    let task = glommio::spawn_local(async move {
+                        if let Some(delay) = delay {
+                            glommio::timer::sleep(delay).await;
+                        }
+                        response
+                    });
+                    outbox.unanswered.set(outbox.unanswered.get() + 1);
+                    if queue.send(InFlight { task, fetch: false }).await.is_err() {
+                        return End::ClientClosed;
+                    }
+                    if let Some(reason) = close {
+                        return End::Violation(reason);
+                    }
+                    continue;
+                }
+                PreAuth::Close(reason) => return End::Violation(reason),
+            };
+            outbox.saw_client_id(request.header.client_id.as_deref());
+            let shard = shard.clone();
+            let host = client_host.clone();
+            let index = listener.index;
+            let task = glommio::spawn_local(async move {
+                let response = handlers::dispatch(&shard, request, host, index).await;
+                drop(held);
+                response
+            });
+            outbox.unanswered.set(outbox.unanswered.get() + 1);
+            if queue.send(InFlight { task, fetch: false }).await.is_err() {
+                return End::ClientClosed;
+            }
+            continue;
+        }
         let request = match codec::parse_request(frame) {
             Ok(request) => request,
             Err(err @ FrameError::UnknownApiKey { .. }) => return End::Violation(err.to_string()),
@@ -387,8 +486,9 @@ async fn read_requests(
         }
         let shard = shard.clone();
         let host = client_host.clone();
+        let index = listener.index;
         let task = glommio::spawn_local(async move {
-            let response = handlers::dispatch(&shard, request, host).await;
+            let response = handlers::dispatch(&shard, request, host, index).await;
             // The request is done: its bytes go back to the shard's budget.
             drop(held);
             response
@@ -434,7 +534,7 @@ async fn read_frame(
     let max_frame_bytes = limits.max_frame_bytes;
     if size < 0 || size as usize > max_frame_bytes {
         return Err(End::Violation(format!(
-            "frame size {size} is outside 0..={max_frame_bytes} (--max-frame-bytes)"
+            "frame size {size} is outside 0..={max_frame_bytes} (--max-frame-bytes; at most {SASL_PRE_AUTH_FRAME_MAX} before SASL authentication)"
         )));
     }
     let size = size as usize;
@@ -514,12 +614,224 @@ fn stalled(received: usize, expected: usize, deadline: Instant, limits: &FrameLi
     }
 }
 
+/// What a SASL listener does with a frame that arrives before authentication.
+enum PreAuth {
+    /// A request the handlers answer (ApiVersions).
+    Dispatch(RequestFrame),
+    /// Answered here, after `delay` if any; then the connection is closed if `close`.
+    Answer {
+        response: Response,
+        delay: Option<Duration>,
+        close: Option<String>,
+    },
+    /// Closed without an answer.
+    Close(String),
+}
+
+/// Kafka's SaslServerAuthenticator: before authentication only ApiVersions, SaslHandshake
+/// and then the mechanism's tokens (in SaslAuthenticate requests, or bare frames after a
+/// v0 handshake) are accepted; anything else closes the connection (ILLEGAL_SASL_STATE).
+fn before_authentication(
+    shard: &Shard,
+    listener: &ListenerCtx,
+    sasl: &mut SaslState,
+    frame: Bytes,
+) -> PreAuth {
+    let delay = Some(Duration::from_millis(
+        shard.config.connection_failed_authentication_delay_ms,
+    ));
+    if let Some((auth, true)) = &mut sasl.handshake {
+        // SaslHandshake v0: the frame is the token itself, the answer a bare frame.
+        let mechanism = auth.mechanism();
+        let outcome = auth.step(&frame, listener.security.users.borrow_mut().current());
+        return match token_outcome(shard, listener, sasl, mechanism, outcome) {
+            Ok(token) => PreAuth::Answer {
+                response: Response::Bytes(size_prefixed(&token)),
+                delay: None,
+                close: None,
+            },
+            Err(reason) => PreAuth::Answer {
+                response: Response::None,
+                delay,
+                close: Some(reason),
+            },
+        };
+    }
+    let request = match codec::parse_request(frame) {
+        Ok(request) => request,
+        Err(err) => return PreAuth::Close(err.to_string()),
+    };
+    let (api, version) = (request.api_key, request.version);
+    let correlation_id = request.header.correlation_id;
+    let respond = |body: &dyn EncodeBody| -> Response {
+        match body.encode_with(correlation_id, api, version) {
+            Ok(bytes) => Response::Bytes(bytes),
+            Err(err) => Response::Close(err),
+        }
+    };
+    match api {
+        ApiKey::ApiVersions => PreAuth::Dispatch(request),
+        _ if !versions::is_supported(api, version) => {
+            PreAuth::Close(format!("unsupported request {api:?} v{version} before SASL authentication"))
+        }
+        ApiKey::SaslHandshake if sasl.handshake.is_none() => {
+            let mut body = request.body.clone();
+            let Ok(handshake) = SaslHandshakeRequest::decode(&mut body, version) else {
+                return PreAuth::Close("SaslHandshake request does not decode".into());
+            };
+            let enabled = &listener.security.mechanisms;
+            let names = enabled
+                .iter()
+                .map(|m| StrBytes::from_static_str(m.name()))
+                .collect();
+            let chosen = Mechanism::parse(&handshake.mechanism).filter(|m| enabled.contains(m));
+            let mut response = SaslHandshakeResponse::default().with_mechanisms(names);
+            match chosen {
+                Some(m) => {
+                    sasl.handshake = Some((Authenticator::new(m), version == 0));
+                    response.error_code = NONE;
+                    PreAuth::Answer {
+                        response: respond(&response),
+                        delay: None,
+                        close: None,
+                    }
+                }
+                None => {
+                    response.error_code = UNSUPPORTED_SASL_MECHANISM;
+                    PreAuth::Answer {
+                        response: respond(&response),
+                        delay: None,
+                        close: Some(format!(
+                            "UNSUPPORTED_SASL_MECHANISM: the client asked for {:?}; enabled: {}",
+                            handshake.mechanism.as_str(),
+                            shard.config.sasl_enabled_mechanisms
+                        )),
+                    }
+                }
+            }
+        }
+        ApiKey::SaslAuthenticate if sasl.handshake.is_some() => {
+            let mut body = request.body.clone();
+            let Ok(authenticate) = SaslAuthenticateRequest::decode(&mut body, version) else {
+                return PreAuth::Close("SaslAuthenticate request does not decode".into());
+            };
+            let Some((auth, _)) = &mut sasl.handshake else {
+                unreachable!("checked by the match guard");
+            };
+            let mechanism = auth.mechanism();
+            let outcome = auth.step(
+                &authenticate.auth_bytes,
+                listener.security.users.borrow_mut().current(),
+            );
+            match token_outcome(shard, listener, sasl, mechanism, outcome) {
+                Ok(token) => PreAuth::Answer {
+                    response: respond(
+                        &SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)),
+                    ),
+                    delay: None,
+                    close: None,
+                },
+                Err(reason) => PreAuth::Answer {
+                    response: respond(
+                        &SaslAuthenticateResponse::default()
+                            .with_error_code(SASL_AUTHENTICATION_FAILED)
+                            .with_error_message(Some(StrBytes::from_string(format!(
+                                "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+                                mechanism.name()
+                            )))),
+                    ),
+                    delay,
+                    close: Some(reason),
+                },
+            }
+        }
+        ApiKey::SaslAuthenticate => PreAuth::Answer {
+            response: respond(
+                &SaslAuthenticateResponse::default()
+                    .with_error_code(ILLEGAL_SASL_STATE)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate before SaslHandshake",
+                    ))),
+            ),
+            delay: None,
+            close: Some("ILLEGAL_SASL_STATE: SaslAuthenticate before SaslHandshake".into()),
+        },
+        _ => PreAuth::Close(format!(
+            "ILLEGAL_SASL_STATE: a {api:?} request before SASL authentication (only ApiVersions, SaslHandshake and SaslAuthenticate are accepted until then)"
+        )),
+    }
+}
+
+/// Records a token's outcome: `Ok(token to send)` while going on or on success, `Err(why)`
+/// (logged when the connection is closed) on failure. Logins are counted.
+fn token_outcome(
+    shard: &Shard,
+    listener: &ListenerCtx,
+    sasl: &mut SaslState,
+    mechanism: Mechanism,
+    outcome: Outcome,
+) -> Result<Vec<u8>, String> {
+    match outcome {
+        Outcome::Continue(token) => Ok(token),
+        Outcome::Authenticated { user, response } => {
+            shard.metrics.authentication(true);
+            sasl.authenticated = true;
+            sasl.handshake = None;
+            tracing::debug!(
+                shard = shard.id.0,
+                listener = listener.protocol.name(),
+                mechanism = mechanism.name(),
+                principal = %format!("User:{user}"),
+                "authenticated"
+            );
+            Ok(response)
+        }
+        Outcome::Failed(why) => {
+            shard.metrics.authentication(false);
+            Err(format!(
+                "SASL authentication failed ({}): {why}",
+                mechanism.name()
+            ))
+        }
+    }
+}
+
+/// A response body of any API, encodable behind a reference.
+trait EncodeBody {
+    fn encode_with(&self, correlation_id: i32, api: ApiKey, version: i16) -> Result<Bytes, String>;
+}
+
+impl<T: kafka_protocol::protocol::Encodable> EncodeBody for T {
+    fn encode_with(&self, correlation_id: i32, api: ApiKey, version: i16) -> Result<Bytes, String> {
+        codec::encode_response(correlation_id, api, version, self)
+    }
+}
+
+/// A bare size-prefixed frame (SASL tokens after a v0 handshake).
+fn size_prefixed(token: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + token.len());
+    out.put_i32(token.len() as i32);
+    out.put_slice(token);
+    out.freeze()
+}
+
 /// Logs why the broker closed a connection: one line, and at most
 /// [`crate::util::CLIENT_LOG_LINES_MAX`] per client host per interval on this shard, so a client
 /// that reconnects and sends garbage in a loop cannot flood the log.
 fn log_close(shard: u16, peer: &str, client_host: &str, outbox: &Outbox, reason: &str) {
     let client_id = outbox.client_id.borrow().clone();
-    let client_id: &str = &client_id;
+    log_refused(shard, peer, client_host, &client_id, reason);
+}
+
+/// [`log_close`] for a connection closed before it sent a request (a failed TLS
+/// handshake), or with the client id it had.
+pub(super) fn log_refused(
+    shard: u16,
+    peer: &str,
+    client_host: &str,
+    client_id: &str,
+    reason: &str,
+) {
     let crate::util::LogVerdict::Log {
         suppressed_before,
         last,

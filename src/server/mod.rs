@@ -35,12 +35,38 @@ pub mod rpc;
 mod rpc_tests;
 mod socket;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::config::SecurityProtocol;
+use crate::security::sasl::Mechanism;
+use crate::security::users::UserStore;
 use crate::shard::Shard;
+
+/// The longest a TLS handshake may take before the connection is closed (a plaintext
+/// client on a TLS port fails at once; a silent one is closed after this).
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// What one client listener of a shard hands its connections.
+pub struct ListenerCtx {
+    /// Its index among the listeners in force (the endpoints it advertises).
+    pub index: usize,
+    pub protocol: SecurityProtocol,
+    /// The TLS acceptor of an SSL or SASL_SSL listener.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+    pub security: Rc<ShardSecurity>,
+}
+
+/// A shard's SASL set-up, shared by its listeners.
+pub struct ShardSecurity {
+    /// `--sasl-enabled-mechanisms`.
+    pub mechanisms: Vec<Mechanism>,
+    /// The users file, reloaded when it changes.
+    pub users: RefCell<UserStore>,
+}
 
 /// The wait after a first failed accept; it doubles with each failure in a row.
 const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
@@ -142,10 +168,15 @@ impl AcceptErrors {
     }
 }
 
-/// Accepts connections until the shard shuts down.
-pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
-    let budget = budget::RequestBudget::new(shard.config.queued_max_request_bytes);
-    let mut errors = AcceptErrors::new("kafka");
+/// Accepts connections of one listener until the shard shuts down. `budget` is the
+/// shard's, shared by all its listeners.
+pub async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: TcpListener,
+    ctx: Rc<ListenerCtx>,
+    budget: Rc<budget::RequestBudget>,
+) {
+    let mut errors = AcceptErrors::new(ctx.protocol.name());
     while let Some(stream) = errors.accept(shard, &listener).await {
         let peer = stream
             .peer_addr()
@@ -166,12 +197,64 @@ pub async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
         shard.connections_changed.notify_all();
         let shard = shard.clone();
         let budget = budget.clone();
+        let ctx = ctx.clone();
         glommio::spawn_local(async move {
-            connection::serve(&shard, &budget, stream, &peer).await;
+            if let Some(socket) = open(&shard, &ctx, stream, &peer).await {
+                connection::serve(&shard, &budget, socket, &peer, &ctx).await;
+            }
             shard.connections.set(shard.connections.get() - 1);
             shard.connections_changed.notify_all();
         })
         .detach();
     }
     tracing::debug!(shard = shard.id.0, "stopped accepting");
+}
+
+/// The shard's request budget, shared by all its listeners.
+pub fn request_budget(shard: &Shard) -> Rc<budget::RequestBudget> {
+    budget::RequestBudget::new(shard.config.queued_max_request_bytes)
+}
+
+/// The connection as the listener serves it: the socket itself, or a TLS session once its
+/// handshake is done. `None` (logged) when the handshake fails or times out: a plaintext
+/// client on a TLS port is closed at its first bytes.
+async fn open(
+    shard: &Shard,
+    ctx: &ListenerCtx,
+    stream: TcpStream,
+    peer: &str,
+) -> Option<socket::Socket> {
+    let Some(acceptor) = &ctx.tls else {
+        return Some(socket::Socket::Plain(Rc::new(RefCell::new(stream))));
+    };
+    let handshake = crate::util::timeout(
+        Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
+        acceptor.accept(stream),
+    )
+    .await;
+    let client_host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    let reason = match handshake {
+        Some(Ok(tls)) => {
+            let principal = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(crate::security::tls::principal_of);
+            if let Some(principal) = &principal {
+                tracing::debug!(shard = shard.id.0, peer, %principal, "TLS client certificate");
+            }
+            return Some(socket::Socket::Tls(Rc::new(RefCell::new(tls))));
+        }
+        Some(Err(err)) => format!(
+            "TLS handshake failed on the {} listener: {err} (a plaintext client on a TLS port?)",
+            ctx.protocol.name()
+        ),
+        None => format!(
+            "TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT_MS} ms on the {} listener",
+            ctx.protocol.name()
+        ),
+    };
+    connection::log_refused(shard.id.0, peer, client_host, "", &reason);
+    None
 }

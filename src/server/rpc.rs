@@ -696,7 +696,7 @@ async fn dial_loop(shared: Rc<Shared>, peer: Rc<Peer>) {
 
 /// Sends HELLO, then what is queued, until the connection fails or the links stop.
 async fn serve_outbound(shared: &Shared, peer: &Peer, stream: TcpStream) -> io::Result<()> {
-    let socket = Socket(Rc::new(RefCell::new(stream)));
+    let socket = Socket::Plain(Rc::new(RefCell::new(stream)));
     let _closing = Closing(socket.clone());
     let config = &shared.config;
     let hello = Body::Hello(Hello {
@@ -845,8 +845,7 @@ struct Closing(Socket);
 
 impl Drop for Closing {
     fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.0 .0.borrow().as_raw_fd();
+        let fd = self.0.fd();
         // SAFETY: the stream (kept alive by the socket we hold) owns `fd`.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
@@ -901,7 +900,7 @@ enum End {
 }
 
 async fn serve_inbound(shared: &Rc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let socket = Socket(Rc::new(RefCell::new(stream)));
+    let socket = Socket::Plain(Rc::new(RefCell::new(stream)));
     let _closing = Closing(socket.clone());
     let mut reader = Inbound::new(socket);
     let end = match shared.or_stop(read_inbound(shared, &mut reader)).await {

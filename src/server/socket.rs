@@ -28,15 +28,36 @@ pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Pieces given to one `sendmsg` (the kernel's limit, `IOV_MAX`, is 1024).
 const IOVECS_PER_SEND: usize = 64;
 
+/// A TLS connection: rustls over glommio's stream.
+pub type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+
+/// Most plaintext bytes one TLS read asks for: TLS reads need initialised memory, which
+/// is zero-filled first, so a large frame is read in steps of this (a TLS record holds at
+/// most 16 KiB anyway).
+const TLS_READ_MAX: usize = 64 * 1024;
+
 /// The socket, shared by the connection's reader and its writer task. Both run on this
 /// shard's thread and only borrow the stream inside a poll or a system call, never across
-/// an await.
+/// an await. A plaintext socket is read and written with system calls on its descriptor
+/// (below); a TLS one through rustls.
 #[derive(Clone)]
-pub struct Socket(pub Rc<RefCell<TcpStream>>);
+pub enum Socket {
+    Plain(Rc<RefCell<TcpStream>>),
+    Tls(Rc<RefCell<TlsStream>>),
+}
+
+/// A plaintext socket (what the tests build).
+#[cfg(test)]
+fn plain(stream: TcpStream) -> Socket {
+    Socket::Plain(Rc::new(RefCell::new(stream)))
+}
 
 impl Socket {
-    fn fd(&self) -> i32 {
-        self.0.borrow().as_raw_fd()
+    pub fn fd(&self) -> i32 {
+        match self {
+            Socket::Plain(s) => s.borrow().as_raw_fd(),
+            Socket::Tls(s) => s.borrow().get_ref().0.as_raw_fd(),
+        }
     }
 
     /// Receives into `dst` without waiting; `None` if the socket has nothing.
@@ -63,11 +84,25 @@ impl Socket {
         if dst.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        let plain = match self {
+            Socket::Plain(plain) => plain,
+            Socket::Tls(tls) => {
+                let len = dst.len().min(TLS_READ_MAX);
+                let dst = &mut dst[..len];
+                for byte in dst.iter_mut() {
+                    byte.write(0);
+                }
+                // SAFETY: every byte of `dst` was just initialised.
+                let dst: &mut [u8] =
+                    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), len) };
+                return Pin::new(&mut *tls.borrow_mut()).poll_read(cx, dst);
+            }
+        };
         if let Some(done) = self.try_recv(dst) {
             return Poll::Ready(done);
         }
         let mut one = [0u8; 1];
-        match Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, &mut one) {
+        match Pin::new(&mut *plain.borrow_mut()).poll_read(cx, &mut one) {
             Poll::Ready(Ok(1)) => {
                 dst[0].write(one[0]);
                 Poll::Ready(Ok(1))
@@ -110,14 +145,50 @@ impl Socket {
         pieces: &[Piece],
         offset: usize,
     ) -> Poll<io::Result<usize>> {
-        if let Some(done) = self.try_send(pieces, offset) {
-            return Poll::Ready(done);
+        match self {
+            Socket::Plain(plain) => {
+                if let Some(done) = self.try_send(pieces, offset) {
+                    return Poll::Ready(done);
+                }
+                Pin::new(&mut *plain.borrow_mut()).poll_write(cx, &pieces[0][offset..])
+            }
+            Socket::Tls(tls) => {
+                let mut tls = tls.borrow_mut();
+                let mut iov = [io::IoSlice::new(&[]); IOVECS_PER_SEND];
+                let count = pieces.len().min(IOVECS_PER_SEND);
+                for (i, piece) in pieces[..count].iter().enumerate() {
+                    iov[i] = io::IoSlice::new(if i == 0 { &piece[offset..] } else { &piece[..] });
+                }
+                Pin::new(&mut *tls).poll_write_vectored(cx, &iov[..count])
+            }
         }
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, &pieces[0][offset..])
     }
 
     pub async fn send(&self, pieces: &[Piece], offset: usize) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_send(cx, pieces, offset)).await
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+
+    /// Writes out what TLS still buffers (nothing to do on a plaintext socket, whose
+    /// sends go straight to the kernel).
+    pub async fn flush(&self) -> io::Result<()> {
+        match self {
+            Socket::Plain(_) => Ok(()),
+            Socket::Tls(tls) => {
+                std::future::poll_fn(|cx| Pin::new(&mut *tls.borrow_mut()).poll_flush(cx)).await
+            }
+        }
+    }
+
+    /// Closes the TLS session (a close_notify alert) before the socket is dropped.
+    pub async fn close(&self) {
+        if let Socket::Tls(tls) = self {
+            let _ =
+                std::future::poll_fn(|cx| Pin::new(&mut *tls.borrow_mut()).poll_close(cx)).await;
+        }
     }
 }
 
@@ -241,7 +312,7 @@ mod tests {
                     }
                 });
                 let stream = listener.accept().await.unwrap();
-                let mut inbound = Inbound::new(Socket(Rc::new(RefCell::new(stream))));
+                let mut inbound = Inbound::new(plain(stream));
                 let mut head = [0u8; 10];
                 let mut at = 0;
                 while at < head.len() {
@@ -286,7 +357,7 @@ mod tests {
                     got
                 });
                 let stream = listener.accept().await.unwrap();
-                let socket = Socket(Rc::new(RefCell::new(stream)));
+                let socket = plain(stream);
                 let (mut index, mut offset) = (0, 0);
                 while index < pieces.len() {
                     let mut n = socket.send(&pieces[index..], offset).await.unwrap();

@@ -305,10 +305,40 @@ impl Shard {
             .then(|| (info.host.clone(), info.port + k as i32))
     }
 
+    /// [`Self::broker_address`] on listener `listener` of this node (an index into the
+    /// listeners in force): a peer is reached on its listener of the same security
+    /// protocol (`None` if it has none); a peer that registered before listeners were
+    /// recorded has only its first (PLAINTEXT) one.
+    pub fn broker_address_on(
+        &self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        k: usize,
+        listener: usize,
+    ) -> Option<(String, i32)> {
+        if node == self.node {
+            return Some(self.config.shard_advertised_on(k, listener));
+        }
+        let (host, port) = self.broker_address(snapshot, node, k)?;
+        let listeners = self.config.listeners_in_force();
+        let Some(wanted) = listeners.get(listener).or(listeners.first()) else {
+            return Some((host, port));
+        };
+        let info = snapshot.nodes.get(&node)?;
+        if info.listeners.is_empty() {
+            return (wanted.protocol == crate::config::SecurityProtocol::Plaintext)
+                .then_some((host, port));
+        }
+        info.listeners
+            .iter()
+            .find(|l| l.name == wanted.protocol.name())
+            .map(|l| (l.host.clone(), l.port + k as i32))
+    }
+
     /// The leader of a partition this shard does not lead, for a KIP-951 hint: the one
     /// this node's replica has heard from if it is newer than the metadata's, else the
     /// metadata's; `None` if unknown or unreachable.
-    pub fn leader_hint(&self, topic: &str, partition: i32) -> Option<LeaderHint> {
+    pub fn leader_hint(&self, topic: &str, partition: i32, listener: usize) -> Option<LeaderHint> {
         let snapshot = self.snapshot.borrow();
         let meta = snapshot.topic(topic)?;
         let owner = snapshot.owner(meta, partition)?;
@@ -327,7 +357,7 @@ impl Shard {
             }
         }
         let (node, epoch) = leader?;
-        let (host, port) = self.broker_address(&snapshot, node, owner.0 as usize)?;
+        let (host, port) = self.broker_address_on(&snapshot, node, owner.0 as usize, listener)?;
         Some(LeaderHint {
             broker: broker_id(node, owner),
             epoch: i32::try_from(epoch).unwrap_or(i32::MAX),
@@ -699,6 +729,16 @@ async fn register_node(shard: Rc<Shard>, controller: Rc<Controller>) {
             .map(|a| a.to_string())
             .unwrap_or_default(),
         shards: shard.config.shards_resolved(),
+        listeners: shard
+            .config
+            .listeners_in_force()
+            .iter()
+            .map(|l| crate::cluster::NodeListener {
+                name: l.protocol.name().to_string(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+            })
+            .collect(),
     };
     let mut logged = false;
     while !shard.shutting_down.get() {
