@@ -747,8 +747,13 @@ impl GroupCoordinator {
 
     /// What a rewritten log holds: every committed and pending offset in memory.
     fn live_records(&self) -> Vec<GroupRecord> {
+        self.live_records_where(|_| true)
+    }
+
+    /// [`Self::live_records`] of the groups `keep` says, in group order.
+    fn live_records_where(&self, keep: impl Fn(&str) -> bool) -> Vec<GroupRecord> {
         let groups = self.groups.borrow();
-        let mut ids: Vec<&String> = groups.keys().collect();
+        let mut ids: Vec<&String> = groups.keys().filter(|id| keep(id)).collect();
         ids.sort();
         let mut live = Vec::new();
         for id in ids {
@@ -1046,19 +1051,7 @@ impl GroupCoordinator {
 
     /// The live records of the groups of offsets partition `partition`.
     fn live_records_of(&self, partition: i32, count: usize) -> Vec<GroupRecord> {
-        let groups = self.groups.borrow();
-        let mut ids: Vec<&String> = groups
-            .keys()
-            .filter(|id| offsets_partition(id, count) == partition)
-            .collect();
-        ids.sort();
-        let mut live = Vec::new();
-        for id in ids {
-            let group = &groups[id];
-            live.extend(offset_records(id, &group.offsets.borrow()));
-            live.extend(pending_records(id, &group.txn_offsets.borrow()));
-        }
-        live
+        self.live_records_where(|id| offsets_partition(id, count) == partition)
     }
 }
 
