@@ -255,7 +255,9 @@ pub struct Config {
     /// `text`: one line per event for people; `json`: one JSON object per line
     /// (`timestamp`, `level`, `target`, `fields` with `message` and the event's fields) for
     /// log shippers. A line about a client names its address (`peer` or `client`) and, once
-    /// a request of the connection carried one, its `client_id`.
+    /// a request of the connection carried one, its `client_id`, and its `principal`
+    /// (`User:NAME` once it authenticated with SASL or a TLS certificate, Kafka's
+    /// `User:ANONYMOUS` before or without).
     #[arg(long, help_heading = "Network and limits", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 

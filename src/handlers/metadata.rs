@@ -84,7 +84,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                     if let Some(first) = failed.first() {
                         let count = failed.len();
                         crate::util::warn_about_client(&ctx.client_host, |more| {
-                            tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, topic = ?first.name, code = first.error_code, message = ?first.message, count, "auto topic creation failed{more}");
+                            tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, principal = %ctx.principal, topic = ?first.name, code = first.error_code, message = ?first.message, count, "auto topic creation failed{more}");
                         });
                     }
                 }

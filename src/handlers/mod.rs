@@ -120,6 +120,8 @@ pub struct Ctx {
     pub client_id: String,
     /// The peer address, as group descriptions report it.
     pub client_host: Rc<str>,
+    /// Who the connection authenticated as (`User:ANONYMOUS` if it did not).
+    pub principal: Rc<str>,
     /// Bytes of the request body: what record bytes shared with it keep in memory.
     pub body_bytes: usize,
     /// The listener the request arrived on (an index into the listeners in force): the
@@ -154,13 +156,13 @@ fn decode<T: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<T, Response> {
 pub async fn dispatch(
     shard: &Rc<Shard>,
     frame: RequestFrame,
-    client_host: Rc<str>,
+    client: (Rc<str>, Rc<str>),
     listener: usize,
 ) -> Response {
     let api = frame.api_key;
     let bytes_in = frame.body.len();
     let started = std::time::Instant::now();
-    let response = dispatch_inner(shard, frame, client_host, listener).await;
+    let response = dispatch_inner(shard, frame, client, listener).await;
     let (bytes_out, closed) = match &response {
         Response::Bytes(b) => (b.len(), false),
         Response::Pieces(p) => (crate::protocol::pieces::total_len(p), false),
@@ -176,7 +178,7 @@ pub async fn dispatch(
 async fn dispatch_inner(
     shard: &Rc<Shard>,
     frame: RequestFrame,
-    client_host: Rc<str>,
+    (client_host, principal): (Rc<str>, Rc<str>),
     listener: usize,
 ) -> Response {
     let RequestFrame {
@@ -195,6 +197,7 @@ async fn dispatch_inner(
             .map(|c| c.to_string())
             .unwrap_or_default(),
         client_host,
+        principal,
         body_bytes: body.len(),
         listener,
     };

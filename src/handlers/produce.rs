@@ -154,7 +154,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 Ok(info) => info,
                 Err(err) => {
                     crate::util::warn_about_client(&ctx.client_host, |more| {
-                        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, topic = %name, partition = data.index, %err, "produce rejected{more}");
+                        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, principal = %ctx.principal, topic = %name, partition = data.index, %err, "produce rejected{more}");
                     });
                     out.error_code = err.error_code();
                     out.error_message = Some(StrBytes::from_string(err.to_string()));
@@ -580,7 +580,7 @@ fn refuse_keyless(
         Err(err) => format!("cannot read the batch's records: {err}"),
     };
     crate::util::warn_about_client(&ctx.client_host, |more| {
-        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, topic = %topic, partition, %why, "produce rejected{more}");
+        tracing::warn!(client = %ctx.client_host, client_id = %ctx.client_id, principal = %ctx.principal, topic = %topic, partition, %why, "produce rejected{more}");
     });
     out.error_code = INVALID_RECORD;
     out.error_message = Some(StrBytes::from_string(why));

@@ -85,6 +85,9 @@ struct Outbox {
     /// The client id of the last request read that had one (log lines about the
     /// connection name it).
     client_id: RefCell<Rc<str>>,
+    /// Who the client authenticated as (SASL, or its TLS certificate): Kafka's
+    /// `User:ANONYMOUS` until then.
+    principal: RefCell<Rc<str>>,
 }
 
 impl Outbox {
@@ -96,6 +99,7 @@ impl Outbox {
             writer_done: Cell::new(false),
             changed: Notify::default(),
             client_id: RefCell::new(Rc::from("")),
+            principal: RefCell::new(Rc::from(ANONYMOUS)),
         }
     }
 
@@ -156,11 +160,16 @@ struct FrameLimits {
 }
 
 /// Where a connection of a SASL listener stands before it has authenticated.
+/// Kafka's principal of a client that did not authenticate.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
 struct SaslState {
     authenticated: bool,
     /// The mechanism SaslHandshake chose, and whether its tokens come as bare frames
     /// (SaslHandshake v0) rather than in SaslAuthenticate requests.
     handshake: Option<(Authenticator, bool)>,
+    /// Set when a SASL exchange succeeded: who the client is now.
+    principal: Option<Rc<str>>,
 }
 
 pub async fn serve(
@@ -171,11 +180,14 @@ pub async fn serve(
     listener: &ListenerCtx,
 ) {
     let closer = socket.clone();
+    let outbox = Rc::new(Outbox::new());
+    if let Some(principal) = socket.certificate_principal() {
+        *outbox.principal.borrow_mut() = Rc::from(principal.as_str());
+    }
     let mut reader = Inbound::new(socket.clone());
     let writer = socket;
     let (queue, responses) =
         local_channel::new_bounded::<InFlight>(shard.config.max_inflight_requests.max(1));
-    let outbox = Rc::new(Outbox::new());
 
     let done = WriterDone(outbox.clone());
     let writer_task = glommio::spawn_local(async move {
@@ -206,6 +218,7 @@ pub async fn serve(
     let mut sasl = SaslState {
         authenticated: !listener.protocol.sasl(),
         handshake: None,
+        principal: None,
     };
     let end = read_requests(
         shard,
@@ -417,7 +430,11 @@ async fn read_requests(
         // Backpressure: while the shard holds too much unflushed data, stop reading.
         shard.wait_for_flush_room().await;
         if !sasl.authenticated {
-            let request = match before_authentication(shard, listener, sasl, frame) {
+            let pre_auth = before_authentication(shard, listener, sasl, frame);
+            if let Some(principal) = sasl.principal.take() {
+                *outbox.principal.borrow_mut() = principal;
+            }
+            let request = match pre_auth {
                 PreAuth::Dispatch(request) => request,
                 PreAuth::Answer {
                     response,
@@ -444,9 +461,10 @@ async fn read_requests(
             outbox.saw_client_id(request.header.client_id.as_deref());
             let shard = shard.clone();
             let host = client_host.clone();
+            let principal = outbox.principal.borrow().clone();
             let index = listener.index;
             let task = glommio::spawn_local(async move {
-                let response = handlers::dispatch(&shard, request, host, index).await;
+                let response = handlers::dispatch(&shard, request, (host, principal), index).await;
                 drop(held);
                 response
             });
@@ -486,9 +504,10 @@ async fn read_requests(
         }
         let shard = shard.clone();
         let host = client_host.clone();
+        let principal = outbox.principal.borrow().clone();
         let index = listener.index;
         let task = glommio::spawn_local(async move {
-            let response = handlers::dispatch(&shard, request, host, index).await;
+            let response = handlers::dispatch(&shard, request, (host, principal), index).await;
             // The request is done: its bytes go back to the shard's budget.
             drop(held);
             response
@@ -776,6 +795,7 @@ fn token_outcome(
         Outcome::Authenticated { user, response } => {
             shard.metrics.authentication(true);
             sasl.authenticated = true;
+            sasl.principal = Some(Rc::from(format!("User:{user}")));
             sasl.handshake = None;
             tracing::debug!(
                 shard = shard.id.0,
@@ -820,7 +840,8 @@ fn size_prefixed(token: &[u8]) -> Bytes {
 /// that reconnects and sends garbage in a loop cannot flood the log.
 fn log_close(shard: u16, peer: &str, client_host: &str, outbox: &Outbox, reason: &str) {
     let client_id = outbox.client_id.borrow().clone();
-    log_refused(shard, peer, client_host, &client_id, reason);
+    let principal = outbox.principal.borrow().clone();
+    log_refused(shard, peer, client_host, (&client_id, &principal), reason);
 }
 
 /// [`log_close`] for a connection closed before it sent a request (a failed TLS
@@ -829,7 +850,7 @@ pub(super) fn log_refused(
     shard: u16,
     peer: &str,
     client_host: &str,
-    client_id: &str,
+    (client_id, principal): (&str, &str),
     reason: &str,
 ) {
     let crate::util::LogVerdict::Log {
@@ -858,6 +879,7 @@ pub(super) fn log_refused(
         shard,
         peer,
         client_id,
+        principal,
         "closing connection: {}{more}",
         crate::util::one_line(reason)
     );

@@ -255,6 +255,12 @@ async fn open(
             ctx.protocol.name()
         ),
     };
-    connection::log_refused(shard.id.0, peer, client_host, "", &reason);
+    connection::log_refused(
+        shard.id.0,
+        peer,
+        client_host,
+        ("", connection::ANONYMOUS),
+        &reason,
+    );
     None
 }

@@ -53,6 +53,20 @@ fn plain(stream: TcpStream) -> Socket {
 }
 
 impl Socket {
+    /// The principal of a TLS client's certificate (mTLS), `User:CN=…`.
+    pub fn certificate_principal(&self) -> Option<String> {
+        match self {
+            Socket::Plain(_) => None,
+            Socket::Tls(s) => s
+                .borrow()
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(crate::security::tls::principal_of),
+        }
+    }
+
     pub fn fd(&self) -> i32 {
         match self {
             Socket::Plain(s) => s.borrow().as_raw_fd(),

@@ -372,6 +372,15 @@ def test_plain_exchange_by_hand_delay_and_close(secure):
         assert struct.unpack(">ih", read_frame(s)[:6]) == (2, 0)
         s.sendall(request(3, 1, 3, struct.pack(">i", -1)))
         assert struct.unpack(">i", read_frame(s)[:4]) == (3,)
+        # A frame that does not parse closes the connection; the log line names who
+        # the client authenticated as.
+        s.sendall(struct.pack(">ihhi", 6, 9999, 0, 4) + b"\0\0")
+        assert closed(s)
+    deadline = time.monotonic() + 10
+    while not [line for line in secure.broker.log().splitlines()
+               if "closing connection" in line and f'principal="User:{USER}"' in line]:
+        assert time.monotonic() < deadline, "no close line naming the principal"
+        time.sleep(0.1)
     # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM, then closed.
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(request(17, 1, 1, kstring("GSSAPI")))
