@@ -67,15 +67,20 @@ pub fn describe_error(code: i16, message: Option<&str>) -> String {
 /// One connection to one broker.
 pub struct Conn {
     address: String,
-    stream: TcpStream,
+    stream: super::security::Stream,
     correlation_id: i32,
     /// Version ranges the broker supports, by API key.
     versions: BTreeMap<i16, (i16, i16)>,
 }
 
 impl Conn {
-    /// Connects to `address` and asks which versions it speaks.
-    pub fn connect(address: &str, timeout: Duration) -> Result<Conn, Failure> {
+    /// Connects to `address` (with TLS and a SASL login if `security` says so) and asks
+    /// which versions it speaks.
+    pub fn connect(
+        address: &str,
+        timeout: Duration,
+        security: &super::security::ClientSecurity,
+    ) -> Result<Conn, Failure> {
         let addrs: Vec<_> = address
             .to_socket_addrs()
             .map_err(|e| Failure::new(format!("cannot resolve {address}: {e}")))?
@@ -89,13 +94,19 @@ impl Conn {
                         .and_then(|()| stream.set_write_timeout(Some(timeout)))
                         .and_then(|()| stream.set_nodelay(true))
                         .map_err(|e| Failure::new(format!("{address}: {e}")))?;
+                    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
                     let mut conn = Conn {
                         address: address.to_string(),
-                        stream,
+                        stream: super::security::Stream::new(stream, host, security)
+                            .map_err(Failure::new)?,
                         correlation_id: 0,
                         versions: BTreeMap::new(),
                     };
                     conn.negotiate()?;
+                    if let Some(sasl) = &security.sasl {
+                        conn.authenticate(sasl)?;
+                    }
                     return Ok(conn);
                 }
                 Err(e) => last = Some(e),
@@ -105,6 +116,56 @@ impl Conn {
             Some(e) => format!("cannot connect to {address}: {e}"),
             None => format!("{address} resolves to no address"),
         }))
+    }
+
+    /// SaslHandshake (v1), then the mechanism's tokens in SaslAuthenticate requests.
+    fn authenticate(&mut self, sasl: &super::security::Sasl) -> Result<(), Failure> {
+        use kafka_protocol::messages::{
+            SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+            SaslHandshakeResponse,
+        };
+        let handshake: SaslHandshakeResponse = self.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_string(sasl.mechanism.clone())),
+        )?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(Failure::new(format!(
+                "{}: SASL mechanism {} refused: {} (the listener offers {})",
+                self.address,
+                sasl.mechanism,
+                describe_error(handshake.error_code, None),
+                offered.join(", ")
+            )));
+        }
+        let version = self.version(ApiKey::SaslAuthenticate, 0, 1)?;
+        let mut login = super::security::SaslClient::new(sasl);
+        let mut token = login.first();
+        loop {
+            let response: SaslAuthenticateResponse = self.call(
+                ApiKey::SaslAuthenticate,
+                version,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+            )?;
+            if response.error_code != 0 {
+                return Err(Failure::new(format!(
+                    "{}: SASL {} login as {:?} failed: {}",
+                    self.address,
+                    sasl.mechanism,
+                    sasl.username,
+                    describe_error(
+                        response.error_code,
+                        response.error_message.as_ref().map(|m| m.as_str())
+                    )
+                )));
+            }
+            match login.next(&response.auth_bytes).map_err(Failure::new)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     pub fn address(&self) -> &str {

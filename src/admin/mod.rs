@@ -10,6 +10,7 @@ mod consume;
 mod group;
 mod produce;
 pub mod progress;
+pub mod security;
 pub mod user;
 
 pub use consume::{consume, ConsumeArgs};
@@ -48,6 +49,14 @@ pub struct Bootstrap {
         env = "STRAND_BROKERS"
     )]
     pub brokers: String,
+    /// Client settings for a secured listener, librdkafka's names (`security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`,
+    /// `ssl.certificate.location`, `ssl.key.location`), one `key=value` per line.
+    #[arg(long, value_name = "FILE", env = "STRAND_COMMAND_CONFIG")]
+    pub command_config: Option<std::path::PathBuf>,
+    /// A client setting as in `--command-config`, overriding it; repeatable (kcat's -X).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub client_settings: Vec<String>,
 }
 
 /// How long a connection or a request may take unless `--timeout-ms` says otherwise.
@@ -219,6 +228,8 @@ struct Session {
     timeout: Duration,
     /// The `-b` addresses, to start over from when the bootstrap connection fails.
     seeds: Vec<String>,
+    /// TLS and SASL settings of every connection.
+    security: security::ClientSecurity,
     bootstrap: Conn,
     /// Broker id → `host:port`, from the last Metadata.
     brokers: BTreeMap<i32, String>,
@@ -240,13 +251,19 @@ impl Session {
             .filter(|a| !a.is_empty())
             .map(String::from)
             .collect();
+        let security = security::ClientSecurity::load(
+            bootstrap.command_config.as_deref(),
+            &bootstrap.client_settings,
+        )
+        .map_err(Failure::new)?;
         let mut failures = Vec::new();
         for address in &seeds {
-            match Conn::connect(address, timeout) {
+            match Conn::connect(address, timeout, &security) {
                 Ok(conn) => {
                     return Ok(Session {
                         timeout,
                         seeds,
+                        security,
                         bootstrap: conn,
                         brokers: BTreeMap::new(),
                         conns: BTreeMap::new(),
@@ -303,7 +320,7 @@ impl Session {
         candidates.retain(|a| *a != failed);
         candidates.dedup();
         for address in candidates {
-            if let Ok(conn) = Conn::connect(&address, self.timeout) {
+            if let Ok(conn) = Conn::connect(&address, self.timeout, &self.security) {
                 self.bootstrap = conn;
                 self.conns.retain(|_, c| c.address() != failed);
                 return Ok(());
@@ -348,7 +365,7 @@ impl Session {
                 .get(&id)
                 .ok_or_else(|| Failure::new(format!("broker {id} is not in the metadata")))?
                 .clone();
-            let conn = Conn::connect(&address, self.timeout)?;
+            let conn = Conn::connect(&address, self.timeout, &self.security)?;
             self.conns.insert(id, conn);
         }
         Ok(self.conns.get_mut(&id).expect("inserted"))

@@ -349,27 +349,41 @@ impl Server {
     }
 }
 
-/// The client side, for tests and `strand` tools: client-first and client-final.
-#[cfg(test)]
+/// The client side (the admin commands' SCRAM login): the client-final message answering
+/// `server_first`, and the server-final message to expect. Err if the server's message
+/// is malformed or its nonce does not extend the client's.
 pub fn client_final(
     hash: Hash,
     password: &str,
     client_first_bare: &str,
     server_first: &str,
-) -> (String, Vec<u8>) {
+) -> Result<(String, Vec<u8>), String> {
     let mut salt = None;
     let mut iterations = 0;
     let mut nonce = "";
     for attr in server_first.split(',') {
         if let Some(v) = attr.strip_prefix("s=") {
-            salt = Some(B64.decode(v).unwrap());
+            salt = Some(B64.decode(v).map_err(|e| format!("bad salt: {e}"))?);
         } else if let Some(v) = attr.strip_prefix("i=") {
-            iterations = v.parse().unwrap();
+            iterations = v.parse().map_err(|e| format!("bad iteration count: {e}"))?;
         } else if let Some(v) = attr.strip_prefix("r=") {
             nonce = v;
+        } else if let Some(v) = attr.strip_prefix("e=") {
+            return Err(format!("the server refused: {v}"));
         }
     }
-    let salted = hash.hi(password.as_bytes(), &salt.unwrap(), iterations);
+    let client_nonce = client_first_bare
+        .split(',')
+        .find_map(|a| a.strip_prefix("r="))
+        .unwrap_or_default();
+    if client_nonce.is_empty() || !nonce.starts_with(client_nonce) || nonce == client_nonce {
+        return Err("the server's nonce does not extend ours".into());
+    }
+    let salt = salt.ok_or("no salt")?;
+    if !(ITERATIONS_MIN..=ITERATIONS_MAX * 16).contains(&iterations) {
+        return Err(format!("iteration count {iterations} out of range"));
+    }
+    let salted = hash.hi(password.as_bytes(), &salt, iterations);
     let client_key = hash.hmac(&salted, b"Client Key");
     let stored_key = hash.h(&client_key);
     let without_proof = format!("c=biws,r={nonce}");
@@ -382,10 +396,10 @@ pub fn client_final(
         .collect();
     let server_key = hash.hmac(&salted, b"Server Key");
     let expected = hash.hmac(&server_key, auth_message.as_bytes());
-    (
+    Ok((
         format!("{without_proof},p={}", B64.encode(proof)),
         format!("v={}", B64.encode(expected)).into_bytes(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -439,7 +453,7 @@ mod tests {
                     panic!("first step failed")
                 };
                 let server_first = String::from_utf8(server_first).unwrap();
-                let (last, expected) = client_final(hash, password, bare, &server_first);
+                let (last, expected) = client_final(hash, password, bare, &server_first).unwrap();
                 match server.step(last.as_bytes(), lookup) {
                     Step::Done { user, response } => {
                         assert!(ok);

@@ -529,3 +529,47 @@ def test_handshake_v0_takes_bare_tokens(secure):
         token = f"\0{USER}\0wrong".encode()
         s.sendall(struct.pack(">i", len(token)) + token)
         assert closed(s)
+
+
+@pytest.mark.parametrize(
+    "protocol,mechanism",
+    [("SSL", None), ("SASL_PLAINTEXT", "PLAIN")] + [("SASL_SSL", m) for m in MECHANISMS],
+)
+def test_admin_cli_over_each_secured_listener(secure, tmp_path, protocol, mechanism):
+    """`strand topic …`, `produce` and `consume` take librdkafka's client settings from
+    --command-config (and -X), as kafka-topics.sh takes its --command-config."""
+    conf = secure.confluent(protocol, mechanism)
+    topic = "cli-" + uuid.uuid4().hex[:8]
+    settings = {k: v for k, v in conf.items() if k != "bootstrap.servers"}
+    props = tmp_path / f"client-{protocol}-{mechanism}.properties"
+    props.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    cli = [STRAND_BIN]
+    target = ["-b", secure.bootstrap(protocol), "--command-config", str(props)]
+
+    def run(*args, stdin=None):
+        return subprocess.run([*cli, *args], input=stdin, capture_output=True, text=True,
+                              timeout=60)
+
+    made = run("topic", "create", topic, "--partitions", "2", *target)
+    assert made.returncode == 0, made.stderr
+    listed = run("topic", "list", "--format", "json", *target)
+    assert listed.returncode == 0, listed.stderr
+    assert topic in listed.stdout
+    sent = run("produce", topic, *target, stdin="a\nb\nc\n")
+    assert sent.returncode == 0, sent.stderr
+    got = run("consume", topic, "--from-beginning", "-c", "3", "--timeout-ms", "20000", *target)
+    assert got.returncode == 0, got.stderr
+    assert sorted(got.stdout.split()) == ["a", "b", "c"]
+    if mechanism:
+        # -X overrides the file: a wrong password is one clear line and exit 1.
+        wrong = run("topic", "list", *target, "-X", "sasl.password=wrong")
+        assert wrong.returncode == 1
+        assert "SASL" in wrong.stderr and "SASL_AUTHENTICATION_FAILED" in wrong.stderr, wrong.stderr
+    else:
+        # Without the CA the broker's certificate is not trusted.
+        untrusted = run("topic", "list", "-b", secure.bootstrap(protocol),
+                        "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={props}")
+        assert untrusted.returncode == 1
+    # An unknown setting is refused rather than ignored.
+    typo = run("topic", "list", *target, "-X", "sasl.pasword=x")
+    assert typo.returncode == 1 and "unknown client setting" in typo.stderr, typo.stderr
