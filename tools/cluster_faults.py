@@ -613,12 +613,14 @@ def drain_and_check_group(run, state, members, producers, report, monitor_stop):
         if len(details) > 20:
             run.say(f"... and {len(details) - 20} more group-{kind}")
     consumed_keys = {(t, p, o) for _, _, t, p, o, _, _, _ in log}
-    log_lines = 0
+    takeovers = []  # (time, node, term) from the nodes' logs
     needle = "now coordinating the groups of an offsets partition"
     for n in run.cluster.nodes:
         for line in n.log().splitlines():
             if needle in line and re.search(rf"\bpartition={state.partition}\b", line):
-                log_lines += 1
+                term = re.search(r"\bterm=(\d+)", line)
+                takeovers.append((line.split()[0], n.node_id, int(term.group(1)) if term else None))
+    takeovers.sort()
     commits = Counter()
     for m in members:
         commits.update(m.commits)
@@ -629,7 +631,7 @@ def drain_and_check_group(run, state, members, producers, report, monitor_stop):
         "commits": dict(commits), "consume_errors": dict(sum((Counter(m.errors) for m in members), Counter())),
         "rebalances": sum(m.rebalances for m in members),
         "coordinators": state.coordinators, "coordinator_moves": max(0, len(state.coordinators) - 1),
-        "takeovers_logged": max(0, log_lines - 1), "describe_failures": dict(state.describe_failures),
+        "takeovers_logged": max(0, len(takeovers) - 1), "takeovers": takeovers, "describe_failures": dict(state.describe_failures),
         "anomalies": {k: len(v) for k, v in sorted(found.items())},
     }
 
