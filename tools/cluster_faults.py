@@ -364,6 +364,7 @@ class GroupState:
         self.assignments = itertools.count(1)
         self.coordinators = []  # (t, node id) each time DescribeConsumerGroups names another
         self.describe_failures = Counter()
+        self.events = []  # (t, member, what, detail): assignments, losses, failed commits
 
     def committed_past(self, ends):
         """Whether a commit at or past `ends[(topic, partition)]` succeeded for each."""
@@ -395,10 +396,25 @@ class GroupMember(threading.Thread):
 
     def on_assign(self, consumer, partitions):
         self.rebalances += 1
+        ids = []
         for tp in partitions:
-            self.assignment[(tp.topic, tp.partition)] = next(self.state.assignments)
+            self.assignment[(tp.topic, tp.partition)] = a = next(self.state.assignments)
+            ids.append(f"{tp.topic}/{tp.partition}#{a}")
+        self.event("assigned", ids)
+
+    def on_lost(self, consumer, partitions):
+        self.event("lost", [f"{tp.topic}/{tp.partition}" for tp in partitions])
+        self.drop(partitions)
 
     def on_revoke(self, consumer, partitions):
+        self.event("revoked", [f"{tp.topic}/{tp.partition}" for tp in partitions])
+        self.drop(partitions)
+
+    def event(self, what, detail):
+        with self.state.lock:
+            self.state.events.append((self.run_.now(), self.mname, what, detail))
+
+    def drop(self, partitions):
         for tp in partitions:
             self.assignment.pop((tp.topic, tp.partition), None)
             self.pending.pop((tp.topic, tp.partition), None)  # the next owner re-reads it
@@ -420,7 +436,7 @@ class GroupMember(threading.Thread):
             "log_level": 0,
         })
         c.subscribe(self.topics, on_assign=self.on_assign, on_revoke=self.on_revoke,
-                    on_lost=self.on_revoke)
+                    on_lost=self.on_lost)
         return c
 
     def run(self):
@@ -460,10 +476,12 @@ class GroupMember(threading.Thread):
                                            asynchronous=False)
                 except KafkaException as e:
                     self.commits[e.args[0].name()] += 1
+                    self.event("commit-failed", f"{e.args[0].name()} {sorted(todo.items())}")
                     continue
                 for tp in done or []:
                     if tp.error is not None:
                         self.commits[tp.error.name()] += 1
+                        self.event("commit-failed", f"{tp.error.name()} {tp.topic}/{tp.partition} {tp.offset}")
                         continue
                     self.commits["ok"] += 1
                     k = (tp.topic, tp.partition)
@@ -524,7 +542,7 @@ def group_anomalies(log, acked):
         if o < committed:
             first = values.get(key)
             found["consumed-twice-past-commit"].append(
-                f"{t}/{p}@{o} ({value}) taken by {member} at {at}s though the group had committed {committed}"
+                f"{t}/{p}@{o} ({value}) taken by {member} (assignment {assignment}) at {at}s though the group had committed {committed}"
                 + (f" (first taken by {first[1]} at {first[2]}s)" if first else " (never taken before)"))
         values.setdefault(key, (value, member, at))
         run_key = (member, assignment, t, p)
@@ -633,7 +651,10 @@ def drain_and_check_group(run, state, members, producers, report, monitor_stop):
         "coordinators": state.coordinators, "coordinator_moves": max(0, len(state.coordinators) - 1),
         "takeovers_logged": max(0, len(takeovers) - 1), "takeovers": takeovers, "describe_failures": dict(state.describe_failures),
         "anomalies": {k: len(v) for k, v in sorted(found.items())},
+        "member_events": state.events,
     }
+    if found:
+        report["group"]["consumed_log"] = log  # in --out: what each member took, when
 
 
 # ------------------------------------------------------------------ topic creations
