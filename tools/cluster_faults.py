@@ -420,7 +420,7 @@ class GroupMember(threading.Thread):
             self.pending.pop((tp.topic, tp.partition), None)  # the next owner re-reads it
 
     def new_consumer(self):
-        c = Consumer({
+        config = {
             "bootstrap.servers": self.run_.cluster.bootstrap_all(),
             "group.id": self.state.group,
             "client.id": f"faults-{self.mname}",
@@ -434,7 +434,11 @@ class GroupMember(threading.Thread):
             "reconnect.backoff.ms": 100,
             "reconnect.backoff.max.ms": 1000,
             "log_level": 0,
-        })
+        }
+        if self.run_.args.client_debug:
+            config.update({"debug": self.run_.args.client_debug, "log_level": 7,
+                           "logger": client_logger(self.run_.workdir / f"member-{self.mname}.log")})
+        c = Consumer(config)
         c.subscribe(self.topics, on_assign=self.on_assign, on_revoke=self.on_revoke,
                     on_lost=self.on_lost)
         return c
@@ -1124,7 +1128,8 @@ def parse_args(argv=None):
                          "node isolated from the others, the links between two nodes cut")
     ap.add_argument("--client-debug", default=None,
                     help="librdkafka debug contexts for the producers (e.g. eos,msg,broker); "
-                         "each producer logs to producer-NAME.log in the work directory")
+                         "each producer logs to producer-NAME.log in the work directory, each "
+                         "group member (e.g. cgrp) to member-NAME.log")
     ap.add_argument("--log-level", default=None,
                     help="the nodes' --log-level instead of info (e.g. info,raft=debug)")
     ap.add_argument("--group-members", type=int, default=2,
