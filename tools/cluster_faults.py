@@ -19,6 +19,13 @@ Starts `--nodes` nodes (tests/compat/cluster.py) in a temporary directory and, f
   isolates one node (often the metadata leader) from the others for 2-6 s, or cuts the
   links between two nodes (now and then one way only) for 2-5 s; either with connections
   reset and dials refused, or as a silent black hole. Clients still reach every node;
+* `--group-members` (default 2) consumer-group members (confluent-kafka Consumers, one
+  group per run, bootstrapped on every node, subscribed to the two topics, no
+  auto-commit): each takes small batches and commits their offsets synchronously (a
+  failed commit is counted and the member goes on). Every record consumed is logged with
+  the member, its assignment of the partition (a new one at each rebalance) and the
+  group's highest successfully committed offset of the partition at that moment. A
+  monitor asks DescribeConsumerGroups which node coordinates the group, every second;
 * for every fault that hits the metadata leader, a failover probe: a CreateTopics (a
   fresh name each time, every 0.5 s) to a node the fault did not hit, until one succeeds,
   and the survivors' metadata until they all name the same new controller. Times count
@@ -35,19 +42,32 @@ Then it heals everything, waits until the cluster is formed, and checks:
   or without an answer may or may not exist (counted); any other error is an anomaly;
 * no node log says "panicked"; no node exited on its own; every node runs at the end;
   no fatal idempotent-producer error; a failover probe that never succeeds with a
-  majority up is an anomaly.
+  majority up is an anomaly;
+* the group, once the members have drained (every acknowledged record consumed and a
+  commit past it succeeded, within `--group-drain-s`), per Jepsen's Kafka test: a
+  **poll skip** (consecutive records of one member's uninterrupted assignment of a
+  partition jump over an acknowledged offset), an acknowledged record the group **never
+  consumed**, one **consumed twice past the commit** (consumed again though a commit
+  covering it had succeeded before), a **non-monotonic poll** (offsets not rising within
+  one member's uninterrupted assignment), **inconsistent offsets** (one offset read with
+  two values, or with another value than acknowledged). Offsets are not dense (a new
+  leader's control batch takes one): acknowledged offsets are what is compared.
 
 Prints the fault log as it goes, one summary line at the end, and exits 1 on any anomaly
 (keeping the work directory with every node's data and log). `--out` writes the details
 (faults, creations, failover times, anomalies) as JSON.
 
     tools/cluster_faults.py --seed 7 --seconds 300 --out faults.json
+    tools/cluster_faults.py --seed 7 --seconds 120 --network-faults --replication-factor 3
 """
 
 import argparse
+import bisect
+import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -313,6 +333,332 @@ class ProducerThread(threading.Thread):
                 self.errors["_NOT_DELIVERED_AT_END"] += left
         if self.fatal:
             self.run_.anomaly("producer-fatal", "; ".join(self.fatal))
+
+
+# ------------------------------------------------------------------ consumer group
+
+OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_PARTITIONS = 16  # its partitions (Kafka's default, Strand's)
+
+
+def offsets_partition(group):
+    """The __consumer_offsets partition that holds `group`: Strand hashes the group id
+    with 32-bit FNV-1a (docs/replication.md)."""
+    h = 0x811C9DC5
+    for b in group.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h % OFFSETS_PARTITIONS
+
+
+class GroupState:
+    """What the members of the group share: the group's highest successfully committed
+    offset of each partition, and every record consumed."""
+
+    def __init__(self, group):
+        self.group = group
+        self.partition = offsets_partition(group)
+        self.lock = threading.Lock()
+        self.committed = {}  # (topic, partition) -> the next offset, as committed
+        # (member, assignment, topic, partition, offset, value, committed then, t)
+        self.log = []
+        self.assignments = itertools.count(1)
+        self.coordinators = []  # (t, node id) each time DescribeConsumerGroups names another
+        self.describe_failures = Counter()
+        self.events = []  # (t, member, what, detail): assignments, losses, failed commits
+
+    def committed_past(self, ends):
+        """Whether a commit at or past `ends[(topic, partition)]` succeeded for each."""
+        with self.lock:
+            return all(self.committed.get(k, 0) >= end for k, end in ends.items())
+
+
+class GroupMember(threading.Thread):
+    """One member of the run's group, bootstrapped on every node: takes batches of up to
+    --group-batch records, logs each with the group's committed offset of its partition
+    at that moment, and commits the batch's offsets synchronously. A commit that fails (a
+    coordinator moving, a rebalance) is counted and the member goes on: a later one
+    covers it."""
+
+    def __init__(self, run, state, index, topics):
+        super().__init__(name=f"member-{index}", daemon=True)
+        self.run_ = run
+        self.state = state
+        self.mname = f"m{index}"
+        self.topics = sorted(topics)
+        self.assignment = {}  # (topic, partition) -> assignment id (a new one each time)
+        self.pending = {}  # (topic, partition) -> next offset consumed, not yet committed
+        self.stop = threading.Event()
+        self.commits = Counter()  # "ok" or the error's name
+        self.errors = Counter()  # consume errors by name
+        self.rebalances = 0
+        self.consumed = 0
+        self.error = None
+
+    def on_assign(self, consumer, partitions):
+        self.rebalances += 1
+        ids = []
+        for tp in partitions:
+            self.assignment[(tp.topic, tp.partition)] = a = next(self.state.assignments)
+            ids.append(f"{tp.topic}/{tp.partition}#{a}")
+        self.event("assigned", ids)
+
+    def on_lost(self, consumer, partitions):
+        self.event("lost", [f"{tp.topic}/{tp.partition}" for tp in partitions])
+        self.drop(partitions)
+
+    def on_revoke(self, consumer, partitions):
+        self.event("revoked", [f"{tp.topic}/{tp.partition}" for tp in partitions])
+        self.drop(partitions)
+
+    def event(self, what, detail):
+        with self.state.lock:
+            self.state.events.append((self.run_.now(), self.mname, what, detail))
+
+    def drop(self, partitions):
+        for tp in partitions:
+            self.assignment.pop((tp.topic, tp.partition), None)
+            self.pending.pop((tp.topic, tp.partition), None)  # the next owner re-reads it
+
+    def new_consumer(self):
+        config = {
+            "bootstrap.servers": self.run_.cluster.bootstrap_all(),
+            "group.id": self.state.group,
+            "client.id": f"faults-{self.mname}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+            "topic.metadata.refresh.interval.ms": 2000,
+            "socket.timeout.ms": 10000,
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 1000,
+            "log_level": 0,
+        }
+        if self.run_.args.client_debug:
+            config.update({"debug": self.run_.args.client_debug, "log_level": 7,
+                           "logger": client_logger(self.run_.workdir / f"member-{self.mname}.log")})
+        c = Consumer(config)
+        c.subscribe(self.topics, on_assign=self.on_assign, on_revoke=self.on_revoke,
+                    on_lost=self.on_lost)
+        return c
+
+    def run(self):
+        try:
+            self.loop()
+        except Exception:  # noqa: BLE001 - reported by the main thread
+            self.error = traceback.format_exc()[-2000:]
+
+    def loop(self):
+        consumer = self.new_consumer()
+        state = self.state
+        retry_at = 0.0
+        try:
+            while not self.stop.is_set():
+                batch = {}
+                for m in consumer.consume(num_messages=self.run_.args.group_batch, timeout=0.2):
+                    if m.error() is not None:
+                        self.errors[m.error().name()] += 1
+                        continue
+                    k = (m.topic(), m.partition())
+                    value = (m.value() or b"").decode(errors="replace")
+                    with state.lock:
+                        state.log.append((self.mname, self.assignment.get(k), k[0], k[1], m.offset(), value,
+                                          state.committed.get(k, 0), self.run_.now()))
+                    self.consumed += 1
+                    batch[k] = max(batch.get(k, 0), m.offset() + 1)
+                    if k in self.assignment:
+                        self.pending[k] = max(self.pending.get(k, 0), m.offset() + 1)
+                # What failed to commit is committed again with the next batch, or on its
+                # own every half second: the last records before an idle spell too.
+                if not batch and (not self.pending or time.monotonic() < retry_at):
+                    continue
+                retry_at = time.monotonic() + 0.5
+                todo = {**self.pending, **batch}
+                try:
+                    done = consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in todo.items()],
+                                           asynchronous=False)
+                except KafkaException as e:
+                    self.commits[e.args[0].name()] += 1
+                    self.event("commit-failed", f"{e.args[0].name()} {sorted(todo.items())}")
+                    continue
+                for tp in done or []:
+                    if tp.error is not None:
+                        self.commits[tp.error.name()] += 1
+                        self.event("commit-failed", f"{tp.error.name()} {tp.topic}/{tp.partition} {tp.offset}")
+                        continue
+                    self.commits["ok"] += 1
+                    k = (tp.topic, tp.partition)
+                    if self.pending.get(k, 0) <= tp.offset:
+                        self.pending.pop(k, None)
+                    with state.lock:
+                        state.committed[k] = max(state.committed.get(k, 0), tp.offset)
+        finally:
+            consumer.close()
+
+
+def coordinator_monitor(run, state, stop):
+    """Asks DescribeConsumerGroups which node coordinates the group, every second, and
+    logs each change (a client that got no answer is replaced: it looks the coordinator
+    up afresh)."""
+    from confluent_kafka.admin import AdminClient
+
+    def client():
+        return AdminClient({"bootstrap.servers": run.cluster.bootstrap_all(), "log_level": 0,
+                            "socket.timeout.ms": 3000})
+    admin = client()
+    while not stop.wait(1.0):
+        try:
+            got = admin.describe_consumer_groups([state.group], request_timeout=2)[state.group].result(timeout=3)
+        except Exception as e:  # noqa: BLE001 - no answer during a fault: ask again
+            with state.lock:
+                state.describe_failures[f"{run.now():.0f}s {str(e)[:100]}"] += 1
+            admin = client()
+            continue
+        if got.coordinator is None:
+            continue
+        node = node_of(got.coordinator.id)
+        with state.lock:
+            if not state.coordinators or state.coordinators[-1][1] != node:
+                state.coordinators.append((run.now(), node))
+
+
+def group_anomalies(log, acked):
+    """The group's anomalies, Jepsen's Kafka test vocabulary: {kind: [detail]}.
+
+    `log`: (member, assignment, topic, partition, offset, value, committed, t) in the order
+    consumed, `committed` the group's highest successful commit of the partition when the
+    record was taken; `acked`: {(topic, partition, offset): value}."""
+    found = defaultdict(list)
+    acked_offsets = defaultdict(list)
+    for (t, p, o) in sorted(acked):
+        acked_offsets[(t, p)].append(o)
+    values = {}  # (topic, partition, offset) -> (value, member, t) first read
+    last = {}  # (member, assignment, topic, partition) -> (offset, t)
+    for member, assignment, t, p, o, value, committed, at in log:
+        key = (t, p, o)
+        if key in acked and acked[key] != value:
+            found["inconsistent-offset"].append(f"{t}/{p}@{o}: {member} read {value!r} at {at}s, "
+                                                f"acknowledged {acked[key]!r}")
+        if key in values and values[key][0] != value:
+            found["inconsistent-offset"].append(f"{t}/{p}@{o}: {member} read {value!r} at {at}s, "
+                                                f"{values[key][1]} read {values[key][0]!r} at {values[key][2]}s")
+        if o < committed:
+            first = values.get(key)
+            found["consumed-twice-past-commit"].append(
+                f"{t}/{p}@{o} ({value}) taken by {member} (assignment {assignment}) at {at}s though the group had committed {committed}"
+                + (f" (first taken by {first[1]} at {first[2]}s)" if first else " (never taken before)"))
+        values.setdefault(key, (value, member, at))
+        run_key = (member, assignment, t, p)
+        if run_key in last:
+            prev, prev_at = last[run_key]
+            if o <= prev:
+                found["nonmonotonic-poll"].append(f"{member} (assignment {assignment}) {t}/{p}: offset {o} at "
+                                                  f"{at}s after {prev} at {prev_at}s")
+            else:
+                offsets = acked_offsets.get((t, p), [])
+                i = bisect.bisect_right(offsets, prev)
+                if i < len(offsets) and offsets[i] < o:
+                    found["poll-skip"].append(f"{member} (assignment {assignment}) {t}/{p}: offset {o} at {at}s "
+                                              f"right after {prev} at {prev_at}s, over acknowledged {offsets[i]}")
+        last[run_key] = (o, at)
+    never = [k for k in sorted(acked) if k not in values]
+    for t, p, o in never:
+        found["never-consumed"].append(f"{t}/{p}@{o} ({acked[(t, p, o)]}) acknowledged, never consumed by the group")
+    return found
+
+
+def committed_offsets(run, group, keys):
+    """{(topic, partition): committed offset} of `group`, or None if not answered."""
+    c = Consumer({"bootstrap.servers": run.cluster.bootstrap_all(), "group.id": group, "log_level": 0})
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                got = c.committed([TopicPartition(t, p) for t, p in keys], timeout=10)
+                return {(tp.topic, tp.partition): tp.offset for tp in got if tp.error is None}
+            except KafkaException:
+                time.sleep(1)
+        return None
+    finally:
+        c.close()
+
+
+def drain_and_check_group(run, state, members, producers, report, monitor_stop):
+    """After healing: lets the members run until a commit past every acknowledged record
+    succeeded (or --group-drain-s), stops them, and checks what they consumed."""
+    acked = {}
+    for pr in producers:
+        for t, p, o, v in pr.acked:
+            acked[(t, p, o)] = v
+    ends = {}
+    for t, p, o in acked:
+        ends[(t, p)] = max(ends.get((t, p), 0), o + 1)
+    started = time.monotonic()
+    deadline = started + run.args.group_drain_s
+    while not state.committed_past(ends) and time.monotonic() < deadline:
+        if not any(m.is_alive() for m in members):
+            break
+        time.sleep(0.2)
+    drained = state.committed_past(ends)
+    drain_s = round(time.monotonic() - started, 2)
+    run.say(f"group {state.group}: {'drained' if drained else 'NOT drained'} after {drain_s}s")
+    for m in members:
+        m.stop.set()
+    for m in members:
+        m.join(40)
+        if m.is_alive() or m.error:
+            run.anomaly("group-member", f"{m.name}: {'still running' if m.is_alive() else m.error}")
+    monitor_stop.set()
+    with state.lock:
+        log = list(state.log)
+        committed = dict(state.committed)
+    if not drained:
+        behind = {f"{t}/{p}": (committed.get((t, p), 0), end) for (t, p), end in sorted(ends.items())
+                  if committed.get((t, p), 0) < end}
+        run.anomaly("group-drain-timeout", f"no commit past every acknowledged record within "
+                    f"{run.args.group_drain_s:g}s; (committed, needed): {behind}")
+    found = group_anomalies(log, acked)
+    # What the group has committed, asked afresh (OffsetFetch; no member joins): never
+    # below what a commit that succeeded set.
+    stored = committed_offsets(run, state.group, sorted(committed))
+    if stored is None:
+        run.anomaly("group-commits-unreadable", "OffsetFetch of the group's commits failed for 30 s")
+    else:
+        for k, want in sorted(committed.items()):
+            if stored.get(k, -1) < want:
+                found["commit-lost"].append(f"{k[0]}/{k[1]}: the group's commit of {want} succeeded, "
+                                            f"OffsetFetch answers {stored.get(k)}")
+    for kind, details in sorted(found.items()):
+        for d in details[:20]:  # all are counted; the first few are kept
+            run.anomaly(f"group-{kind}", d)
+        if len(details) > 20:
+            run.say(f"... and {len(details) - 20} more group-{kind}")
+    consumed_keys = {(t, p, o) for _, _, t, p, o, _, _, _ in log}
+    takeovers = []  # (time, node, term) from the nodes' logs
+    needle = "now coordinating the groups of an offsets partition"
+    for n in run.cluster.nodes:
+        for line in n.log().splitlines():
+            if needle in line and re.search(rf"\bpartition={state.partition}\b", line):
+                term = re.search(r"\bterm=(\d+)", line)
+                takeovers.append((line.split()[0], n.node_id, int(term.group(1)) if term else None))
+    takeovers.sort()
+    commits = Counter()
+    for m in members:
+        commits.update(m.commits)
+    report["group"] = {
+        "group": state.group, "members": len(members), "offsets_partition": state.partition,
+        "consumed": len(log), "distinct": len(consumed_keys), "redelivered": len(log) - len(consumed_keys),
+        "acked": len(acked), "drained": drained, "drain_s": drain_s,
+        "commits": dict(commits), "consume_errors": dict(sum((Counter(m.errors) for m in members), Counter())),
+        "rebalances": sum(m.rebalances for m in members),
+        "coordinators": state.coordinators, "coordinator_moves": max(0, len(state.coordinators) - 1),
+        "takeovers_logged": max(0, len(takeovers) - 1), "takeovers": takeovers, "describe_failures": dict(state.describe_failures),
+        "anomalies": {k: len(v) for k, v in sorted(found.items())},
+        "member_events": state.events,
+    }
+    if found:
+        report["group"]["consumed_log"] = log  # in --out: what each member took, when
 
 
 # ------------------------------------------------------------------ topic creations
@@ -639,7 +985,7 @@ def check_metadata(run, creations, report):
                 run.anomaly("topic-partitions", f"{item['name']}: asked {item['partitions']}, got {present}")
     fixed = set(report["fixed_topics"])
     for name in topics_everywhere:
-        if name not in asked and name not in fixed:
+        if name not in asked and name not in fixed and name != OFFSETS_TOPIC:
             run.anomaly("phantom-topic", f"{name} exists but was never asked for")
     report["creations"] = {"by_outcome": dict(counts), "uncertain_that_exist": dict(exist_uncertain),
                            "topics_at_end": len(topics_everywhere)}
@@ -782,9 +1128,18 @@ def parse_args(argv=None):
                          "node isolated from the others, the links between two nodes cut")
     ap.add_argument("--client-debug", default=None,
                     help="librdkafka debug contexts for the producers (e.g. eos,msg,broker); "
-                         "each producer logs to producer-NAME.log in the work directory")
+                         "each producer logs to producer-NAME.log in the work directory, each "
+                         "group member (e.g. cgrp) to member-NAME.log")
     ap.add_argument("--log-level", default=None,
                     help="the nodes' --log-level instead of info (e.g. info,raft=debug)")
+    ap.add_argument("--group-members", type=int, default=2,
+                    help="consumer-group members consuming the produced-to topics and committing "
+                         "(0: none, and no group checks)")
+    ap.add_argument("--group-batch", type=int, default=20,
+                    help="records a member takes at most before each synchronous commit")
+    ap.add_argument("--group-drain-s", type=float, default=90,
+                    help="after healing, how long the members have to consume and commit past "
+                         "every acknowledged record")
     args = ap.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
@@ -807,6 +1162,19 @@ def summary_line(report):
     r = report.get("records", {})
     errs = report["produce_errors"]
     network = f" isolate={kinds['isolate']} cut={kinds['cut']}" if report.get("network_faults") else ""
+    g = report.get("group")
+    group = ""
+    if g:
+        a = g["anomalies"]
+        group = (f"group {g['members']} members consumed {g['consumed']} (redelivered {g['redelivered']}, "
+                 f"{'drained' if g['drained'] else 'NOT drained'} in {g['drain_s']}s), commits ok "
+                 f"{g['commits'].get('ok', 0)} failed {sum(v for k, v in g['commits'].items() if k != 'ok')}, "
+                 f"rebalances {g['rebalances']}, coordinator moves {g['coordinator_moves']} "
+                 f"(takeovers logged {g['takeovers_logged']}), "
+                 f"poll-skip {a.get('poll-skip', 0)} never-consumed {a.get('never-consumed', 0)} "
+                 f"consumed-twice-past-commit {a.get('consumed-twice-past-commit', 0)} "
+                 f"nonmonotonic-poll {a.get('nonmonotonic-poll', 0)} "
+                 f"inconsistent-offset {a.get('inconsistent-offset', 0)} commit-lost {a.get('commit-lost', 0)}; ")
     return (
         f"cluster_faults seed={report['seed']} seconds={report['seconds']:.0f}: "
         f"faults kill={kinds['kill']} pause={kinds['pause']} kill2={kinds['kill2']}{network} (leader hit {leader_hits}); "
@@ -818,6 +1186,7 @@ def summary_line(report):
         f"controller s {fmt(statistics.median(fc) if fc else None)}/{fmt(percentile(fc, 0.9))}/{fmt(max(fc) if fc else None)} (n={len(fc)}), "
         f"after kill2 {fmt(statistics.median(k2) if k2 else None)}/{fmt(max(k2) if k2 else None)} (n={len(k2)}); "
         f"creations taking >={SLOW_CREATE_S:g}s {slow}; "
+        f"{group}"
         f"anomalies {len(report['anomalies'])}"
     )
 
@@ -831,6 +1200,9 @@ def run(args):
     faults = []
     producers = []
     creations = Creations(r)
+    members = []
+    group = GroupState(f"faults-{args.seed}")
+    monitor_stop = threading.Event()
     fixed = {f"fixed-{args.seed}-a": 6, f"fixed-{args.seed}-b": 6}
     report = {"seed": args.seed, "seconds": args.seconds, "nodes": args.nodes, "shards": args.shards,
               "network_faults": args.network_faults,
@@ -865,7 +1237,12 @@ def run(args):
         workers = [threading.Thread(target=creation_workload, args=(r, creations, random.Random(args.seed * 17 + 1)),
                                     name="creations", daemon=True),
                    threading.Thread(target=nemesis, args=(r, creations, rng, faults), name="nemesis", daemon=True)]
-        for t in [*producers, *workers]:
+        if args.group_members > 0:
+            members = [GroupMember(r, group, i, fixed) for i in range(args.group_members)]
+            workers.append(threading.Thread(target=coordinator_monitor, args=(r, group, monitor_stop),
+                                            name="coordinator-monitor", daemon=True))
+            r.say(f"group {group.group} ({args.group_members} members) in offsets partition {group.partition}")
+        for t in [*producers, *workers, *members]:
             t.start()
         time.sleep(args.seconds)
         r.say("fault period over: stopping the workload, healing")
@@ -894,6 +1271,8 @@ def run(args):
         if left:
             r.anomaly("creations-unfinished", f"{left} CreateTopics requests still waiting")
         workers[0].join(5)
+        if members:
+            drain_and_check_group(r, group, members, producers, report, monitor_stop)
         if args.inject_loss:
             lose_half(r, producers, fixed)
         r.say("checking")
@@ -907,6 +1286,9 @@ def run(args):
         r.anomaly("harness-error", traceback.format_exc()[-3000:])
     finally:
         r.stop.set()
+        monitor_stop.set()
+        for m in members:
+            m.stop.set()
         with r.lock:
             for n in cluster.nodes:
                 if n.running():
