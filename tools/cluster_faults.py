@@ -86,6 +86,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from cluster import (  # noqa: E402
     NOT_CONTROLLER, REQUEST_TIMED_OUT, Cluster, create_topic_raw, metadata, node_of,
+    replica_batches,
 )
 
 # What a creation may be refused with while nodes are down or paused; it may still exist.
@@ -223,6 +224,26 @@ def client_logger(path):
     return logger
 
 
+# Producers whose librdkafka reported a produce request timed out (REQTMOUT): a request's
+# fate unknown, after which an idempotent producer bumps its epoch and resends.
+TIMED_OUT_PRODUCERS = set()
+
+
+class TimeoutWatch:
+    """A logging handler counting librdkafka's request-timeout lines of one producer."""
+
+    def __init__(self, pname):
+        import logging
+        self.pname = pname
+        self.handler = logging.Handler()
+        self.handler.emit = self.emit
+
+    def emit(self, record):
+        text = record.getMessage()
+        if "REQTMOUT" in text or "Timed out" in text:
+            TIMED_OUT_PRODUCERS.add(self.pname)
+
+
 class ProducerThread(threading.Thread):
     """One idempotent acks=all producer bootstrapped on one node, writing "NAME:SEQ" to
     random partitions of the fixed topics at a bounded rate. A fatal error ends the
@@ -265,12 +286,20 @@ class ProducerThread(threading.Thread):
             "reconnect.backoff.ms": 100,
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self.on_error,
-            "log_level": 0,
         }
         if self.run_.args.client_debug:
             # librdkafka's debug log of this producer, to its own file in the work dir.
-            config.update({"debug": self.run_.args.client_debug, "log_level": 7,
-                           "logger": client_logger(self.run_.workdir / f"producer-{self.pname}.log")})
+            logger = client_logger(self.run_.workdir / f"producer-{self.pname}.log")
+            config.update({"debug": self.run_.args.client_debug, "log_level": 7})
+        else:
+            import logging
+            logger = logging.getLogger(f"librdkafka-warnings:{self.pname}")
+            logger.propagate = False
+            logger.setLevel(logging.WARNING)
+            config["log_level"] = 4
+        # Its request timeouts are noted (see epoch_bump_copy).
+        logger.addHandler(TimeoutWatch(self.pname).handler)
+        config["logger"] = logger
         return Producer(config)
 
     def on_error(self, err):
@@ -992,6 +1021,39 @@ def check_metadata(run, creations, report):
     return views
 
 
+def batch_producer(run, topic, partition, offset):
+    """(producer id, producer epoch) of the batch holding `offset`, read from the first
+    node whose replica has it; None if none does."""
+    import struct
+    for node in run.cluster.nodes:
+        try:
+            batches = replica_batches(node, topic, partition)
+        except (OSError, AssertionError):
+            continue
+        for base, last, data in batches:
+            if base <= offset <= last:
+                pid, epoch = struct.unpack_from(">qh", data, 43)
+                return pid, epoch
+    return None
+
+
+def epoch_bump_copy(run, name, first, second):
+    """Whether the copy of a record at `second` is the idempotent producer's own resend
+    after it bumped its epoch: producer `name` had a produce request time out, and both
+    batches are of one producer id, the second with a higher epoch. librdkafka bumps the
+    epoch when a produce request times out with its fate unknown and sends the records
+    again as new ones (librdkafka #4953); no broker can tell them from new records, Kafka
+    included. A duplicate within one epoch, or after a bump no timeout explains, is
+    Strand's."""
+    (t1, p1, o1), (t2, p2, o2) = first, second
+    if name not in TIMED_OUT_PRODUCERS:
+        # No request of its timed out: the bump followed an error the broker answered,
+        # which must not have made it resend a persisted record.
+        return False
+    a, b = batch_producer(run, t1, p1, o1), batch_producer(run, t2, p2, o2)
+    return a is not None and b is not None and a[0] == b[0] and a[0] >= 0 and b[1] > a[1]
+
+
 def check_records(run, producers, topics, report):
     acked = [r for p in producers for r in p.acked]
     by_offset = {}
@@ -1044,6 +1106,7 @@ def check_records(run, producers, topics, report):
 
     read = 0
     seen = {}  # value -> (topic, partition, offset)
+    client_resends = []
     for (t, p), records in sorted(log.items()):
         read += len(records)
         last = {}  # producer -> (seq, offset)
@@ -1059,10 +1122,17 @@ def check_records(run, producers, topics, report):
             if not seq.isdigit():
                 run.anomaly("foreign-record", f"{t}/{p}@{offset}: {value[:60]!r}")
                 continue
+            resent = False
             if value in seen:
-                run.anomaly("duplicate", f"{value} at {t}/{p}@{offset} and at {seen[value]}")
+                if epoch_bump_copy(run, name, seen[value], (t, p, offset)):
+                    resent = True
+                    client_resends.append(f"{value} at {t}/{p}@{offset} and at {seen[value]}")
+                else:
+                    run.anomaly("duplicate", f"{value} at {t}/{p}@{offset} and at {seen[value]}")
             seen[value] = (t, p, offset)
             seq = int(seq)
+            if resent:
+                continue
             if name in last and seq <= last[name][0]:
                 run.anomaly("reordered", f"{t}/{p}: {name}:{seq} at offset {offset} after {name}:{last[name][0]} at {last[name][1]}")
             last[name] = (seq, offset)
@@ -1075,7 +1145,10 @@ def check_records(run, producers, topics, report):
             if lost <= 50:
                 run.anomaly("acked-record-missing", f"{value} acknowledged at {t}/{p}@{o}; there: {got!r} (end {len(log[(t, p)])})")
     report["records"] = {"acked": len(by_offset), "read": read, "unacked_present": len(set(seen) - set(by_offset.values())),
-                         "lost_or_moved": lost}
+                         "lost_or_moved": lost, "client_epoch_bump_resends": len(client_resends)}
+    if client_resends:
+        run.say(f"{len(client_resends)} record(s) written twice by a producer's own resend after an "
+                f"epoch bump (client side, not counted as anomalies): {client_resends[:5]}")
 
 
 def lose_half(run, producers, topics):
