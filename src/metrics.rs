@@ -289,7 +289,8 @@ pub struct GroupLag {
 /// What a shard knows of itself and its counters do not.
 #[derive(Default)]
 pub struct ShardGauges {
-    pub connections: u64,
+    /// Open client connections by listener (its security protocol's name).
+    pub connections: Vec<(&'static str, u64)>,
     pub partitions: u64,
     pub log_bytes: u64,
     pub replication: Replication,
@@ -406,7 +407,7 @@ pub struct Snapshot {
     pub accept_errors: u64,
     pub authentications: u64,
     pub failed_authentications: u64,
-    pub connections: u64,
+    pub connections: Vec<(&'static str, u64)>,
     pub partitions: u64,
     pub log_bytes: u64,
     pub leader_elections: u64,
@@ -599,11 +600,13 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
         "Open client connections, by listener.",
     );
     for s in snaps {
-        let _ = writeln!(
-            out,
-            "strand_connections{{shard=\"{}\",listener=\"PLAINTEXT\"}} {}",
-            s.shard, s.connections
-        );
+        for (listener, count) in &s.connections {
+            let _ = writeln!(
+                out,
+                "strand_connections{{shard=\"{}\",listener=\"{listener}\"}} {count}",
+                s.shard
+            );
+        }
     }
     family(
         &mut out,
@@ -786,7 +789,7 @@ mod tests {
             accept_errors: 0,
             authentications: 8,
             failed_authentications: 9,
-            connections: 4,
+            connections: vec![("PLAINTEXT", 4), ("SASL_SSL", 2)],
             partitions: 5,
             log_bytes: 6,
             leader_elections: 7,
@@ -825,6 +828,7 @@ mod tests {
         assert!(text.contains("strand_peer_bytes_received_total{shard=\"3\",peer=\"2\"} 200"));
         assert!(text.contains("strand_peer_up{shard=\"3\",peer=\"2\"} 1"));
         assert!(text.contains("strand_connections{shard=\"3\",listener=\"PLAINTEXT\"} 4"));
+        assert!(text.contains("strand_connections{shard=\"3\",listener=\"SASL_SSL\"} 2"));
         assert!(text.contains("strand_failed_authentication_total{shard=\"3\"} 9"));
     }
 

@@ -177,6 +177,8 @@ pub async fn accept_loop(
     budget: Rc<budget::RequestBudget>,
 ) {
     let mut errors = AcceptErrors::new(ctx.protocol.name());
+    // Listed (at 0) from the start, not from its first connection.
+    shard.listener_connection(ctx.protocol.name(), 0);
     while let Some(stream) = errors.accept(shard, &listener).await {
         let peer = stream
             .peer_addr()
@@ -194,6 +196,7 @@ pub async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         shard.connections.set(shard.connections.get() + 1);
+        shard.listener_connection(ctx.protocol.name(), 1);
         shard.connections_changed.notify_all();
         let shard = shard.clone();
         let budget = budget.clone();
@@ -203,6 +206,7 @@ pub async fn accept_loop(
                 connection::serve(&shard, &budget, socket, &peer, &ctx).await;
             }
             shard.connections.set(shard.connections.get() - 1);
+            shard.listener_connection(ctx.protocol.name(), -1);
             shard.connections_changed.notify_all();
         })
         .detach();

@@ -193,6 +193,9 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     pub connections: Cell<usize>,
+    /// Open client connections by listener (its security protocol's name), for metrics;
+    /// a listener is listed once it accepts.
+    pub listener_connections: RefCell<Vec<(&'static str, usize)>>,
     pub connections_changed: Notify,
     /// Bytes appended and not yet handed back by a flush (see `--max-unflushed-bytes`).
     unflushed_bytes: Cell<usize>,
@@ -239,6 +242,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             connections: Cell::new(0),
+            listener_connections: RefCell::new(Vec::new()),
             connections_changed: Notify::default(),
             unflushed_bytes: Cell::new(0),
             groups,
@@ -388,7 +392,12 @@ impl Shard {
         self.metrics.snapshot(
             self.id.0,
             crate::metrics::ShardGauges {
-                connections: self.connections.get() as u64,
+                connections: self
+                    .listener_connections
+                    .borrow()
+                    .iter()
+                    .map(|&(name, n)| (name, n as u64))
+                    .collect(),
                 partitions: self.partition_count() as u64,
                 log_bytes: self
                     .all_partitions()
@@ -546,6 +555,15 @@ impl Shard {
             Ok(())
         } else {
             Err(crate::protocol::errors::NOT_COORDINATOR)
+        }
+    }
+
+    /// Counts a connection of `listener` opened (`+1`) or closed (`-1`).
+    pub fn listener_connection(&self, listener: &'static str, delta: isize) {
+        let mut counts = self.listener_connections.borrow_mut();
+        match counts.iter_mut().find(|(name, _)| *name == listener) {
+            Some((_, n)) => *n = n.saturating_add_signed(delta),
+            None => counts.push((listener, delta.max(0) as usize)),
         }
     }
 

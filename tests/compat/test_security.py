@@ -128,13 +128,13 @@ class SecureBroker:
             )
         return conf
 
-    def metric(self, name):
+    def metric(self, name, **labels):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         total = 0.0
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name == name:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                     total += s.value
         return total
 
@@ -220,6 +220,8 @@ def test_confluent_kafka_produces_and_consumes(secure, protocol, mechanism):
     assert sorted((b.host, b.port) for b in brokers.values()) == [
         (secure.host(protocol), base + k) for k in range(secure.broker.shards)
     ]
+    # The admin client's connections show under this listener's name.
+    assert secure.metric("strand_connections", listener=protocol) >= 1
     produce_consume_confluent(conf, topic)
     if mechanism:
         assert secure.metric("strand_successful_authentication_total") > 0
