@@ -1637,7 +1637,30 @@ def test_replication_metrics(cluster):
 
     # Consumer group lag is reported by the group's coordinator node alone: node 1 shows
     # it for the groups it coordinates (both partitions led there), no other group.
-    groups = [f"lag-coord-{name}-{i}" for i in range(12)]
+    # A group's coordinator is the leader of its __consumer_offsets partition (FNV-1a of
+    # the id mod 16): once that topic exists and its partitions are led by their preferred
+    # replicas, pick six groups whose partition node 1 leads and six whose it does not.
+    # (Its FindCoordinator creates the topic; the describe itself may not finish.)
+    created = admin.describe_consumer_groups(["lag-coord-create"])["lag-coord-create"]
+    try:
+        created.exception(timeout=10)
+    except concurrent.futures.TimeoutError:
+        pass
+    def settled():
+        t = admin.list_topics(timeout=10).topics.get("__consumer_offsets")
+        return (t is not None and len(t.partitions) == 16
+                and all(m.leader >= 0 for m in t.partitions.values())
+                and _quiet_elect(admin) == {})
+    wait_for("__consumer_offsets led by its preferred replicas", settled, TAKEOVER_TIMEOUT_S,
+             interval=1)
+    offsets_leaders = {p: m.leader for p, m in
+                       admin.list_topics(timeout=10).topics["__consumer_offsets"].partitions.items()}
+    on_node1 = [f"lag-coord-{name}-{i}" for i in range(400)
+                if node_of(offsets_leaders[_fnv1a(f"lag-coord-{name}-{i}") % 16]) == 1][:6]
+    elsewhere = [f"lag-coord-{name}-{i}" for i in range(400)
+                 if node_of(offsets_leaders[_fnv1a(f"lag-coord-{name}-{i}") % 16]) != 1][:6]
+    assert len(on_node1) == 6 and len(elsewhere) == 6, offsets_leaders
+    groups = on_node1 + elsewhere
     for g in groups:
         c = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": g,
                       "enable.auto.commit": False})
@@ -1670,6 +1693,23 @@ def test_replication_metrics(cluster):
     cluster.node(3).start()
     wait_for("no partition under-replicated", lambda: metric("strand_under_replicated_partitions") == 0
              and metric("strand_peer_up", peer="3") == 1, TAKEOVER_TIMEOUT_S)
+
+
+def _fnv1a(text):
+    """Strand's group hash (FNV-1a, 32 bits): a group's __consumer_offsets partition is
+    this mod the partition count."""
+    h = 0x811C9DC5
+    for b in text.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _quiet_elect(admin):
+    from confluent_kafka import ElectionType
+    try:
+        return admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=20)
+    except Exception as e:  # noqa: BLE001 - retried by the caller
+        return e
 
 
 def test_produce_and_consume_commands_follow_a_new_leader(cluster):
