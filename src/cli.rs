@@ -233,17 +233,25 @@ fn flags_reference() -> String {
     }
     let mut out = String::new();
     for (heading, rows) in sections {
-        out.push_str(&format!(
-            "### {heading}\n\n| flag | config key | Kafka name | default | meaning |\n|---|---|---|---|---|\n"
-        ));
-        for row in rows {
-            out.push_str(&row);
-            out.push('\n');
-        }
-        out.push('\n');
+        out.push_str(&format!("### {heading}\n\n"));
+        push_table(
+            &mut out,
+            "| flag | config key | Kafka name | default | meaning |\n|---|---|---|---|---|\n",
+            &rows,
+        );
     }
     out.pop();
     out
+}
+
+/// A Markdown table: its header lines, a line per row, a blank line after.
+fn push_table(out: &mut String, header: &str, rows: &[String]) {
+    out.push_str(header);
+    for row in rows {
+        out.push_str(row);
+        out.push('\n');
+    }
+    out.push('\n');
 }
 
 /// How an argument is written on the command line: `-b, --brokers <BROKERS>`, `NAME`.
@@ -344,12 +352,11 @@ fn commands_reference() -> String {
             );
         }
         if !rows.is_empty() {
-            out.push_str("| argument | default | meaning |\n|---|---|---|\n");
-            for row in rows {
-                out.push_str(&row);
-                out.push('\n');
-            }
-            out.push('\n');
+            push_table(
+                &mut out,
+                "| argument | default | meaning |\n|---|---|---|\n",
+                &rows,
+            );
         }
     }
     out.pop();

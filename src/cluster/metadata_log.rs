@@ -72,47 +72,13 @@ pub enum MetaRecord {
 /// record batch (KRaft stores its metadata the same way): one record per change, its
 /// value the change in JSON.
 pub fn encode_batch(records: &[MetaRecord], now_ms: i64) -> Vec<u8> {
-    use crate::protocol::records::{BatchBuilder, ProducerFields};
-    let mut builder = BatchBuilder::new(now_ms, 256);
-    for record in records {
-        let value = serde_json::to_vec(record).expect("metadata records serialize");
-        builder.push(0, None, Some(&value), Vec::new());
-    }
-    builder
-        .finish(0, 0, ProducerFields::NONE)
-        .expect("an uncompressed batch")
+    crate::protocol::records::encode_json_batch(records, |_| None, now_ms)
 }
 
 /// The metadata records of a batch read back from the metadata log; control batches
 /// (a new leader's first entry) hold none.
 pub fn decode_batch(batch: &[u8]) -> io::Result<Vec<MetaRecord>> {
-    use crate::protocol::batch::{parse_batch, BATCH_HEADER_LEN};
-    use crate::protocol::records::read_records;
-    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    let info = parse_batch(batch).map_err(|e| bad(format!("metadata batch: {e:?}")))?;
-    if info.is_control() {
-        return Ok(Vec::new());
-    }
-    if info.compression() != 0 {
-        return Err(bad(format!(
-            "metadata batch at {} is compressed",
-            info.base_offset
-        )));
-    }
-    let area = &batch[BATCH_HEADER_LEN..info.len];
-    let records = read_records(area, info.record_count).ok_or_else(|| {
-        bad(format!(
-            "metadata batch at {}: bad records",
-            info.base_offset
-        ))
-    })?;
-    records
-        .iter()
-        .map(|r| {
-            serde_json::from_slice(r.value.unwrap_or_default())
-                .map_err(|e| bad(format!("metadata record at {}: {e}", info.base_offset)))
-        })
-        .collect()
+    crate::protocol::records::decode_json_batch(batch, "metadata")
 }
 
 pub struct MetadataLog {

@@ -239,51 +239,18 @@ pub fn offsets_partition(group: &str, partitions: usize) -> i32 {
 /// Group records as one record batch of the offsets topic: each record's key is its group
 /// (so `kcat` shows whose it is), its value the record as JSON.
 pub fn encode_group_batch(records: &[GroupRecord], now_ms: i64) -> bytes::Bytes {
-    use crate::protocol::records::{BatchBuilder, ProducerFields};
-    let mut builder = BatchBuilder::new(now_ms, 256);
-    for record in records {
-        let value = serde_json::to_vec(record).expect("group records serialize");
-        let key = record.group().as_bytes();
-        builder.push(
-            0,
-            (!key.is_empty()).then_some(key),
-            Some(&value),
-            Vec::new(),
-        );
+    fn key(record: &GroupRecord) -> Option<&[u8]> {
+        Some(record.group().as_bytes()).filter(|k| !k.is_empty())
     }
-    bytes::Bytes::from(
-        builder
-            .finish(0, 0, ProducerFields::NONE)
-            .expect("an uncompressed batch"),
-    )
+    bytes::Bytes::from(crate::protocol::records::encode_json_batch(
+        records, key, now_ms,
+    ))
 }
 
 /// The group records of a batch read back from the offsets topic; a control batch (a new
 /// leader's first entry) holds none.
 pub fn decode_group_batch(batch: &[u8]) -> std::io::Result<Vec<GroupRecord>> {
-    use crate::protocol::batch::{parse_batch, BATCH_HEADER_LEN};
-    use crate::protocol::records::read_records;
-    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-    let info = parse_batch(batch).map_err(|e| bad(format!("group batch: {e:?}")))?;
-    if info.is_control() {
-        return Ok(Vec::new());
-    }
-    if info.compression() != 0 {
-        return Err(bad(format!(
-            "group batch at {} is compressed",
-            info.base_offset
-        )));
-    }
-    let area = &batch[BATCH_HEADER_LEN..info.len];
-    let records = read_records(area, info.record_count)
-        .ok_or_else(|| bad(format!("group batch at {}: bad records", info.base_offset)))?;
-    records
-        .iter()
-        .map(|r| {
-            serde_json::from_slice(r.value.unwrap_or_default())
-                .map_err(|e| bad(format!("group record at {}: {e}", info.base_offset)))
-        })
-        .collect()
+    crate::protocol::records::decode_json_batch(batch, "group")
 }
 
 /// Where a cluster's group coordinator writes: the offsets-topic partitions this shard
@@ -799,20 +766,25 @@ impl GroupCoordinator {
     /// partition is not led here (NOT_COORDINATOR) or not read back yet
     /// (COORDINATOR_LOAD_IN_PROGRESS).
     pub fn owns(&self, group: &str) -> Result<(), i16> {
-        use crate::protocol::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
-        let Store::Partitions { log, loads } = &self.store else {
+        let Store::Partitions { log, .. } = &self.store else {
             return Ok(());
         };
         let count = log.borrow().as_ref().map_or(0, |l| l.partition_count());
         if count == 0 {
-            return Err(NOT_COORDINATOR);
+            return Err(crate::protocol::errors::NOT_COORDINATOR);
         }
-        match loads.borrow().get(&offsets_partition(group, count)) {
-            Some(PartitionLoad {
-                load: Load::Loaded(_),
-                ..
-            }) => Ok(()),
-            Some(_) => Err(COORDINATOR_LOAD_IN_PROGRESS),
+        self.loaded_term(offsets_partition(group, count))
+            .map(|_| ())
+    }
+
+    /// The term offsets partition `partition` is loaded in here, or the error code for a
+    /// client: COORDINATOR_LOAD_IN_PROGRESS while it is read back, NOT_COORDINATOR when
+    /// it is not led here.
+    fn loaded_term(&self, partition: i32) -> Result<u64, i16> {
+        use crate::protocol::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+        match self.load_state(partition) {
+            Some(Load::Loaded(term)) => Ok(term),
+            Some(Load::Loading(_)) => Err(COORDINATOR_LOAD_IN_PROGRESS),
             None => Err(NOT_COORDINATOR),
         }
     }
@@ -946,11 +918,7 @@ impl GroupCoordinator {
                 .push(record);
         }
         for (partition, records) in by_partition {
-            self.owns_partition(partition)?;
-            let term = match loads.borrow().get(&partition).map(|l| l.load) {
-                Some(Load::Loaded(term)) => term,
-                _ => return Err(coordinator_error(NOT_COORDINATOR)),
-            };
+            let term = self.loaded_term(partition).map_err(coordinator_error)?;
             let batch = encode_group_batch(&records, crate::util::now_ms());
             offsets
                 .append(partition, term, batch)
@@ -961,15 +929,6 @@ impl GroupCoordinator {
             }
         }
         Ok(())
-    }
-
-    fn owns_partition(&self, partition: i32) -> std::io::Result<()> {
-        use crate::protocol::errors::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
-        match self.load_state(partition) {
-            Some(Load::Loaded(_)) => Ok(()),
-            Some(Load::Loading(_)) => Err(coordinator_error(COORDINATOR_LOAD_IN_PROGRESS)),
-            None => Err(coordinator_error(NOT_COORDINATOR)),
-        }
     }
 
     /// Writes a checkpoint of every offsets partition due for one (see

@@ -107,6 +107,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
 
     for (t, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
+        let internal = name == crate::cluster::OFFSETS_TOPIC && shard.groups.is_replicated();
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for (p, data) in topic.partition_data.into_iter().enumerate() {
             let mut out = PartitionProduceResponse::default()
@@ -119,7 +120,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 partition_responses.push(out);
                 continue;
             }
-            if name == crate::cluster::OFFSETS_TOPIC && shard.groups.is_replicated() {
+            if internal {
                 // Kafka's answer: only the group coordinator writes it.
                 out.error_code = INVALID_TOPIC_EXCEPTION;
                 out.error_message = Some(StrBytes::from_static_str(

@@ -513,6 +513,54 @@ impl BatchBuilder {
     }
 }
 
+/// An uncompressed batch of `records`, each a record whose value is its JSON and whose key
+/// is `key` of it: how Strand's internal logs (the metadata log, the offsets topic) store
+/// their records, as KRaft and Kafka's coordinators do.
+pub fn encode_json_batch<T: serde::Serialize>(
+    records: &[T],
+    key: impl Fn(&T) -> Option<&[u8]>,
+    now_ms: i64,
+) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(now_ms, 256);
+    for record in records {
+        let value = serde_json::to_vec(record).expect("internal records serialize");
+        builder.push(0, key(record), Some(&value), Vec::new());
+    }
+    builder
+        .finish(0, 0, ProducerFields::NONE)
+        .expect("an uncompressed batch")
+}
+
+/// The records of a batch [`encode_json_batch`] wrote (`what` names the log in errors); a
+/// control batch (a new leader's first entry) holds none.
+pub fn decode_json_batch<T: serde::de::DeserializeOwned>(
+    batch: &[u8],
+    what: &str,
+) -> io::Result<Vec<T>> {
+    use crate::protocol::batch::parse_batch;
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let info = parse_batch(batch).map_err(|e| bad(format!("{what} batch: {e:?}")))?;
+    if info.is_control() {
+        return Ok(Vec::new());
+    }
+    if info.compression() != 0 {
+        return Err(bad(format!(
+            "{what} batch at {} is compressed",
+            info.base_offset
+        )));
+    }
+    let area = &batch[BATCH_HEADER_LEN..info.len];
+    let records = read_records(area, info.record_count)
+        .ok_or_else(|| bad(format!("{what} batch at {}: bad records", info.base_offset)))?;
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice(r.value.unwrap_or_default())
+                .map_err(|e| bad(format!("{what} record at {}: {e}", info.base_offset)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

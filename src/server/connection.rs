@@ -132,6 +132,26 @@ struct InFlight {
     fetch: bool,
 }
 
+/// Runs one request on a task of its own, as the connection's client and principal;
+/// `held` (the request's share of the shard's budget) goes back when it is done.
+fn spawn_request<H: 'static>(
+    shard: &Rc<Shard>,
+    request: RequestFrame,
+    client_host: &Rc<str>,
+    outbox: &Outbox,
+    listener: &ListenerCtx,
+    held: H,
+) -> Task<Response> {
+    let shard = shard.clone();
+    let client = (client_host.clone(), outbox.principal.borrow().clone());
+    let index = listener.index;
+    glommio::spawn_local(async move {
+        let response = handlers::dispatch(&shard, request, client, index).await;
+        drop(held);
+        response
+    })
+}
+
 /// Marks the writer as done however it ends, so a reader waiting on it never hangs.
 struct WriterDone(Rc<Outbox>);
 
@@ -459,15 +479,7 @@ async fn read_requests(
                 PreAuth::Close(reason) => return End::Violation(reason),
             };
             outbox.saw_client_id(request.header.client_id.as_deref());
-            let shard = shard.clone();
-            let host = client_host.clone();
-            let principal = outbox.principal.borrow().clone();
-            let index = listener.index;
-            let task = glommio::spawn_local(async move {
-                let response = handlers::dispatch(&shard, request, (host, principal), index).await;
-                drop(held);
-                response
-            });
+            let task = spawn_request(shard, request, client_host, outbox, listener, held);
             outbox.unanswered.set(outbox.unanswered.get() + 1);
             if queue.send(InFlight { task, fetch: false }).await.is_err() {
                 return End::ClientClosed;
@@ -502,16 +514,7 @@ async fn read_requests(
                 .fetches_unwritten
                 .set(outbox.fetches_unwritten.get() + 1);
         }
-        let shard = shard.clone();
-        let host = client_host.clone();
-        let principal = outbox.principal.borrow().clone();
-        let index = listener.index;
-        let task = glommio::spawn_local(async move {
-            let response = handlers::dispatch(&shard, request, (host, principal), index).await;
-            // The request is done: its bytes go back to the shard's budget.
-            drop(held);
-            response
-        });
+        let task = spawn_request(shard, request, client_host, outbox, listener, held);
         outbox.unanswered.set(outbox.unanswered.get() + 1);
         if queue.send(InFlight { task, fetch }).await.is_err() {
             return End::ClientClosed;

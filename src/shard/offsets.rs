@@ -75,14 +75,14 @@ impl Shard {
                 if !group.is_leader() || group.current_term() != term {
                     return NOT_COORDINATOR;
                 }
-                let (index, placed) = match group.propose(batch) {
+                let (entry, placed_term) = match group.propose(batch) {
                     Ok(placed) => placed,
                     Err(_) => return NOT_COORDINATOR,
                 };
-                if placed != term {
+                if placed_term != term {
                     return NOT_COORDINATOR;
                 }
-                self.wait_committed(&partition, index, term, false, deadline)
+                self.wait_committed(&partition, entry, term, false, deadline)
                     .await
             }
             None => {
