@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::Committed;
 use crate::protocol::errors::*;
@@ -96,6 +97,63 @@ impl JoinResult {
     }
 }
 
+/// A group's membership as of one generation, as made durable (Kafka's GroupMetadata
+/// record): written once a generation's assignment is in place, before any member is
+/// given it, and when the group becomes Empty. A coordinator that takes the group over
+/// starts from it, so members keep their generation and assignment across the move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<MemberMeta>,
+}
+
+/// One member of a [`GroupMeta`]: its metadata for the chosen protocol and its assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMeta {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    #[serde(with = "base64_bytes")]
+    pub subscription: Bytes,
+    #[serde(with = "base64_bytes")]
+    pub assignment: Bytes,
+}
+
+/// Opaque protocol bytes as base64 strings in the JSON records.
+mod base64_bytes {
+    use base64::Engine;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a SyncGroup does next.
+pub enum SyncStep {
+    Done(Result<Bytes, i16>),
+    /// Wait for the leader's assignment (poll with [`Group::poll_sync`]).
+    Wait,
+    /// The leader's assignment is in: make this membership durable, then report with
+    /// [`Group::stored`]; every member waits until then.
+    Store(GroupMeta),
+}
+
 /// A JoinGroup request, decoded.
 #[derive(Clone, Debug)]
 pub struct JoinArgs {
@@ -144,6 +202,8 @@ pub struct Inner {
     /// Wall-clock time the group last became Empty (its last member left); `None` if it
     /// never had members. Offsets of an empty group expire counting from here.
     pub empty_since_ms: Option<i64>,
+    /// The leader's assignment is being made durable ([`SyncStep::Store`]).
+    storing: bool,
 }
 
 pub struct Group {
@@ -153,6 +213,8 @@ pub struct Group {
     /// Offsets committed inside open transactions (TxnOffsetCommit), per producer id: they
     /// become committed offsets when the transaction commits.
     pub txn_offsets: RefCell<BTreeMap<i64, crate::coordinator::OffsetMap>>,
+    /// The membership last made durable (or loaded); a checkpoint restates it.
+    pub stored: RefCell<Option<GroupMeta>>,
     changed: Rc<Notify>,
 }
 
@@ -174,9 +236,11 @@ impl Group {
                 initial_delay_until: now,
                 sync_deadline: now,
                 empty_since_ms: None,
+                storing: false,
             }),
             offsets: RefCell::new(BTreeMap::new()),
             txn_offsets: RefCell::new(BTreeMap::new()),
+            stored: RefCell::new(None),
             changed,
         }
     }
@@ -191,6 +255,135 @@ impl Group {
 
     pub fn notify(&self) {
         self.changed.notify_all();
+    }
+
+    /// Takes up a durable membership (a coordinator loading the group): Stable in its
+    /// generation with its members and their assignments, or Empty. Each member's session
+    /// counts from now, as Kafka's coordinator does on load.
+    pub fn restore(&self, meta: GroupMeta, now_ms: i64) {
+        let now = Instant::now();
+        let mut g = self.inner.borrow_mut();
+        g.generation = meta.generation;
+        g.protocol_type = meta.protocol_type.clone();
+        g.protocol_name = meta.protocol_name.clone();
+        g.leader = meta.leader.clone();
+        g.members.clear();
+        g.instances.clear();
+        let protocol = meta.protocol_name.clone().unwrap_or_default();
+        for m in &meta.members {
+            if let Some(instance) = &m.instance_id {
+                g.instances.insert(instance.clone(), m.id.clone());
+            }
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: vec![(protocol.clone(), m.subscription.clone())],
+                    assignment: m.assignment.clone(),
+                    last_seen: now,
+                    joined: false,
+                    join_result: None,
+                },
+            );
+        }
+        if g.members.is_empty() {
+            g.state = State::Empty;
+            g.leader = None;
+            g.protocol_name = None;
+            g.empty_since_ms = Some(now_ms);
+        } else {
+            g.state = State::Stable;
+        }
+        drop(g);
+        *self.stored.borrow_mut() = Some(meta);
+    }
+
+    /// The membership as it stands (what [`SyncStep::Store`] and [`Self::empty_to_store`]
+    /// make durable).
+    fn meta(g: &Inner) -> GroupMeta {
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        GroupMeta {
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: g.protocol_name.clone(),
+            leader: g.leader.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberMeta {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The Empty membership to make durable, if the group became Empty since its last
+    /// durable membership (which a new coordinator would otherwise take up, with members
+    /// long gone).
+    pub fn empty_to_store(&self) -> Option<GroupMeta> {
+        let g = self.inner.borrow();
+        if g.state != State::Empty {
+            return None;
+        }
+        let stored = self.stored.borrow();
+        let stale = stored
+            .as_ref()
+            .is_some_and(|s| s.generation != g.generation || !s.members.is_empty());
+        stale.then(|| Self::meta(&g))
+    }
+
+    /// `meta` (of this group's generation `meta.generation`) was made durable (`Ok`) or
+    /// not (the error code): a stored assignment makes the group Stable and is given to
+    /// the members; one that could not be stored starts the rebalance over.
+    pub fn stored(&self, meta: GroupMeta, result: Result<(), i16>) {
+        let now = Instant::now();
+        let mut g = self.inner.borrow_mut();
+        let current = g.generation == meta.generation;
+        if current && g.state == State::CompletingRebalance && g.storing {
+            g.storing = false;
+            match result {
+                Ok(()) => {
+                    g.state = State::Stable;
+                    for member in g.members.values_mut() {
+                        member.last_seen = now;
+                    }
+                }
+                Err(_) => {
+                    for member in g.members.values_mut() {
+                        member.assignment = Bytes::new();
+                    }
+                    start_rebalance(&mut g, now);
+                }
+            }
+        }
+        drop(g);
+        if result.is_ok() {
+            let mut stored = self.stored.borrow_mut();
+            if stored
+                .as_ref()
+                .is_none_or(|s| s.generation <= meta.generation)
+            {
+                *stored = Some(meta);
+            }
+        }
+        self.notify();
     }
 
     /// Starts a JoinGroup.
@@ -361,13 +554,15 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
-    ) -> Poll<Result<Bytes, i16>> {
-        let now = Instant::now();
+    ) -> SyncStep {
         let mut g = self.inner.borrow_mut();
         if let Err(code) = check_member(&g, member_id, instance_id, generation) {
-            return Poll::Done(Err(code));
+            return SyncStep::Done(Err(code));
         }
-        if g.state == State::CompletingRebalance && g.leader.as_deref() == Some(member_id) {
+        if g.state == State::CompletingRebalance
+            && !g.storing
+            && g.leader.as_deref() == Some(member_id)
+        {
             for member in g.members.values_mut() {
                 member.assignment = Bytes::new();
             }
@@ -376,16 +571,14 @@ impl Group {
                     member.assignment = assignment;
                 }
             }
-            g.state = State::Stable;
-            for member in g.members.values_mut() {
-                member.last_seen = now;
-            }
-            drop(g);
-            self.notify();
-            return self.poll_sync(member_id, generation);
+            g.storing = true;
+            return SyncStep::Store(Self::meta(&g));
         }
         drop(g);
-        self.poll_sync(member_id, generation)
+        match self.poll_sync(member_id, generation) {
+            Poll::Done(result) => SyncStep::Done(result),
+            Poll::Wait(_) => SyncStep::Wait,
+        }
     }
 
     pub fn poll_sync(&self, member_id: &str, generation: i32) -> Poll<Result<Bytes, i16>> {
@@ -401,6 +594,8 @@ impl Group {
         member.last_seen = now;
         match state {
             State::Stable => Poll::Done(Ok(member.assignment.clone())),
+            // The assignment is being made durable: [`Group::stored`] notifies.
+            State::CompletingRebalance if g.storing => Poll::Wait(now + Duration::from_secs(1)),
             State::CompletingRebalance if now < g.sync_deadline => Poll::Wait(g.sync_deadline),
             State::CompletingRebalance => {
                 // The leader never sent the assignment: start over.
@@ -637,6 +832,7 @@ fn start_rebalance(g: &mut Inner, now: Instant) {
         .max()
         .unwrap_or(Duration::ZERO);
     g.state = State::PreparingRebalance;
+    g.storing = false;
     g.rebalance_deadline = now + timeout;
     for member in g.members.values_mut() {
         member.join_result = None;
@@ -854,19 +1050,51 @@ mod tests {
         assert!(ids.contains(inner.leader.as_ref().unwrap()));
     }
 
+    /// The leader's SyncGroup, its membership stored: the leader's own answer.
+    fn sync_stored(
+        g: &Group,
+        leader: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes, i16> {
+        match g.sync(leader, None, generation, assignments) {
+            SyncStep::Store(meta) => {
+                g.stored(meta, Ok(()));
+                match g.poll_sync(leader, generation) {
+                    Poll::Done(result) => result,
+                    Poll::Wait(_) => panic!("stored, yet the leader waits"),
+                }
+            }
+            SyncStep::Done(result) => result,
+            SyncStep::Wait => panic!("the leader waits"),
+        }
+    }
+
     #[test]
-    fn leader_sync_makes_group_stable_and_delivers_assignments() {
+    fn leader_sync_makes_group_stable_and_delivers_assignments_once_stored() {
         let g = group();
         let ids = form(&g, 2);
         let leader = g.inner.borrow().leader.clone().unwrap();
         let follower = ids.iter().find(|i| **i != leader).unwrap().clone();
         // The follower waits until the leader has synced.
-        assert!(matches!(g.sync(&follower, None, 1, vec![]), Poll::Wait(_)));
-        let assignments = ids
+        assert!(matches!(g.sync(&follower, None, 1, vec![]), SyncStep::Wait));
+        let assignments: Vec<(String, Bytes)> = ids
             .iter()
             .map(|i| (i.clone(), Bytes::from(i.clone().into_bytes())))
             .collect();
-        let Poll::Done(Ok(mine)) = g.sync(&leader, None, 1, assignments) else {
+        let SyncStep::Store(meta) = g.sync(&leader, None, 1, assignments) else {
+            panic!()
+        };
+        assert_eq!(meta.generation, 1);
+        assert_eq!(meta.members.len(), 2);
+        // Nobody gets an assignment before it is durable, and the leader syncing again
+        // does not store twice.
+        assert!(matches!(g.poll_sync(&follower, 1), Poll::Wait(_)));
+        assert!(matches!(g.sync(&leader, None, 1, vec![]), SyncStep::Wait));
+        g.stored(meta.clone(), Ok(()));
+        assert_eq!(g.state(), State::Stable);
+        assert_eq!(g.stored.borrow().as_ref(), Some(&meta));
+        let Poll::Done(Ok(mine)) = g.poll_sync(&leader, 1) else {
             panic!()
         };
         assert_eq!(mine, Bytes::from(leader.clone().into_bytes()));
@@ -874,7 +1102,70 @@ mod tests {
             panic!()
         };
         assert_eq!(theirs, Bytes::from(follower.clone().into_bytes()));
-        assert_eq!(g.state(), State::Stable);
+    }
+
+    #[test]
+    fn an_assignment_that_cannot_be_stored_starts_the_rebalance_over() {
+        let g = group();
+        let ids = form(&g, 2);
+        let leader = g.inner.borrow().leader.clone().unwrap();
+        let assignments = ids.iter().map(|i| (i.clone(), Bytes::from("x"))).collect();
+        let SyncStep::Store(meta) = g.sync(&leader, None, 1, assignments) else {
+            panic!()
+        };
+        g.stored(meta, Err(NOT_COORDINATOR));
+        assert_eq!(g.state(), State::PreparingRebalance);
+        assert!(g.stored.borrow().is_none());
+        assert!(matches!(
+            g.poll_sync(&ids[0], 1),
+            Poll::Done(Err(REBALANCE_IN_PROGRESS))
+        ));
+    }
+
+    #[test]
+    fn a_restored_membership_keeps_generation_assignments_and_static_members() {
+        let g = group();
+        let mut a = args("", &["range"]);
+        a.instance_id = Some("static-1".into());
+        let JoinStep::Wait(first) = g.join(a, &config(), || "m1".into()) else {
+            panic!()
+        };
+        let Poll::Done(_) = g.poll_join(&first) else {
+            panic!()
+        };
+        let SyncStep::Store(meta) = g.sync(&first, None, 1, vec![(first.clone(), "p0".into())])
+        else {
+            panic!()
+        };
+        g.stored(meta.clone(), Ok(()));
+
+        // Another coordinator takes the group up from the durable record.
+        let taken = group();
+        taken.restore(meta.clone(), 0);
+        assert_eq!(taken.state(), State::Stable);
+        assert_eq!(taken.generation(), 1);
+        assert_eq!(taken.heartbeat(&first, Some("static-1"), 1), NONE);
+        assert_eq!(taken.check_commit(&first, Some("static-1"), 1, false), NONE);
+        assert_eq!(
+            taken.heartbeat("m-other", Some("static-1"), 1),
+            FENCED_INSTANCE_ID
+        );
+        // The member syncs again (librdkafka does after a coordinator change): the same
+        // assignment, no rebalance.
+        assert!(matches!(
+            taken.sync(&first, Some("static-1"), 1, vec![]),
+            SyncStep::Done(Ok(ref a)) if a == &Bytes::from("p0")
+        ));
+        // Once its last member leaves, the Empty group is what must be stored next.
+        assert_eq!(taken.empty_to_store(), None);
+        taken.leave(&[(first.clone(), Some("static-1".into()))]);
+        let empty = taken
+            .empty_to_store()
+            .expect("an Empty membership to store");
+        assert!(empty.members.is_empty());
+        assert_eq!(empty.generation, 2);
+        taken.stored(empty, Ok(()));
+        assert_eq!(taken.empty_to_store(), None);
     }
 
     #[test]
@@ -882,7 +1173,7 @@ mod tests {
         let g = group();
         let ids = form(&g, 2);
         let leader = g.inner.borrow().leader.clone().unwrap();
-        let _ = g.sync(&leader, None, 1, vec![]);
+        sync_stored(&g, &leader, 1, vec![]).expect("synced");
         assert_eq!(g.heartbeat(&ids[0], None, 1), NONE);
         assert_eq!(g.heartbeat("nobody", None, 1), UNKNOWN_MEMBER_ID);
         assert_eq!(g.heartbeat(&ids[0], None, 0), ILLEGAL_GENERATION);
@@ -923,7 +1214,7 @@ mod tests {
         let g = group();
         let ids = form(&g, 3);
         let leader = g.inner.borrow().leader.clone().unwrap();
-        let _ = g.sync(&leader, None, 1, vec![]);
+        sync_stored(&g, &leader, 1, vec![]).expect("synced");
         // Only one member rejoins.
         let JoinStep::Wait(id) = g.join(args(&ids[0], &["range"]), &config(), || unreachable!())
         else {
@@ -1034,7 +1325,7 @@ mod tests {
         g.offsets.borrow_mut().insert(key("a"), commit(0));
         let ids = form(&g, 2);
         let leader = g.inner.borrow().leader.clone().unwrap();
-        let _ = g.sync(&leader, None, 1, vec![]);
+        sync_stored(&g, &leader, 1, vec![]).expect("synced");
         assert_eq!(g.state(), State::Stable);
         // Members whose subscription cannot be read keep every offset, however old.
         assert!(g.expired_offsets(i64::MAX, 1).is_empty());
@@ -1072,7 +1363,7 @@ mod tests {
         let Poll::Done(_) = g.poll_join(&id) else {
             panic!()
         };
-        let _ = g.sync(&id, None, 1, vec![]);
+        sync_stored(&g, &id, 1, vec![]).expect("synced");
         assert_eq!(g.state(), State::Stable);
         g.offsets.borrow_mut().insert(key("a"), commit(0));
         g.offsets.borrow_mut().insert(key("b"), commit(0));

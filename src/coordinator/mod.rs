@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::ShardId;
 use crate::storage::record_file::RecordFile;
 use crate::util::Notify;
-use group::Group;
+use group::{Group, GroupMeta};
 
 /// A committed offset as stored and served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,9 @@ pub enum GroupRecord {
         producer_id: i64,
         commit: bool,
     },
+    /// The group's membership as of a generation (Kafka's GroupMetadata record): a
+    /// coordinator that loads the group takes it up (see [`GroupMeta`]).
+    Membership { group: String, meta: GroupMeta },
     /// Part of a checkpoint of a cluster's offsets partition: the whole live state of
     /// its groups, restated so that the records before it may go (see [`Replay`]).
     Checkpoint {
@@ -92,7 +95,8 @@ impl GroupRecord {
             GroupRecord::Offset { group, .. }
             | GroupRecord::DeleteGroup { group }
             | GroupRecord::TxnOffset { group, .. }
-            | GroupRecord::TxnEnd { group, .. } => group,
+            | GroupRecord::TxnEnd { group, .. }
+            | GroupRecord::Membership { group, .. } => group,
             GroupRecord::Checkpoint { .. } => "",
         }
     }
@@ -104,6 +108,8 @@ pub struct GroupState {
     offsets: BTreeMap<String, OffsetMap>,
     /// Transactional offsets not yet committed or aborted: group → producer → offsets.
     pending: BTreeMap<String, BTreeMap<i64, OffsetMap>>,
+    /// The latest durable membership of each group.
+    memberships: BTreeMap<String, GroupMeta>,
 }
 
 impl GroupState {
@@ -129,6 +135,17 @@ impl GroupState {
             GroupRecord::DeleteGroup { group } => {
                 self.offsets.remove(&group);
                 self.pending.remove(&group);
+                self.memberships.remove(&group);
+            }
+            GroupRecord::Membership { group, meta } => {
+                // Generations only grow: a record of an older one (written late) is stale.
+                let newer = self
+                    .memberships
+                    .get(&group)
+                    .is_none_or(|m| m.generation <= meta.generation);
+                if newer {
+                    self.memberships.insert(group, meta);
+                }
             }
             GroupRecord::TxnOffset {
                 group,
@@ -171,7 +188,43 @@ impl GroupState {
     fn finish(mut self) -> GroupState {
         self.offsets.retain(|_, o| !o.is_empty());
         self.pending.retain(|_, p| !p.is_empty());
+        // An Empty group with nothing committed is gone (its generation with it).
+        let (offsets, pending) = (&self.offsets, &self.pending);
+        self.memberships.retain(|group, m| {
+            !m.members.is_empty() || offsets.contains_key(group) || pending.contains_key(group)
+        });
         self
+    }
+
+    /// The coordinator's groups for this state, loaded at `now_ms`.
+    fn into_groups(self, changed: &Rc<Notify>, now_ms: i64) -> HashMap<String, Rc<Group>> {
+        let GroupState {
+            offsets,
+            mut pending,
+            mut memberships,
+        } = self.finish();
+        let mut ids: HashSet<String> = offsets.keys().cloned().collect();
+        ids.extend(pending.keys().cloned());
+        ids.extend(memberships.keys().cloned());
+        let mut offsets = offsets;
+        ids.into_iter()
+            .map(|id| {
+                let group = Rc::new(Group::new(id.clone(), changed.clone()));
+                // When a loaded group became empty is not known: it counts as empty since
+                // now.
+                group.inner.borrow_mut().empty_since_ms = Some(now_ms);
+                if let Some(o) = offsets.remove(&id) {
+                    *group.offsets.borrow_mut() = o;
+                }
+                if let Some(p) = pending.remove(&id) {
+                    *group.txn_offsets.borrow_mut() = p;
+                }
+                if let Some(meta) = memberships.remove(&id) {
+                    group.restore(meta, now_ms);
+                }
+                (id, group)
+            })
+            .collect()
     }
 }
 
@@ -522,37 +575,16 @@ impl GroupCoordinator {
                 }
             }
         }
-        let GroupState { offsets, pending } = state.finish();
         Ok(LoadedGroups {
-            offsets,
-            pending,
+            state: state.finish(),
             log_path: own,
         })
     }
 
     pub fn new(loaded: LoadedGroups) -> GroupCoordinator {
         let gate = LogGate::new(loaded.live_records().len());
-        // When a loaded group became empty is not known: it counts as empty since now.
-        let started_ms = crate::util::now_ms();
         let changed = Rc::new(Notify::default());
-        let mut pending = loaded.pending;
-        let mut groups: HashMap<String, Rc<Group>> = loaded
-            .offsets
-            .into_iter()
-            .map(|(id, offsets)| {
-                let group = Rc::new(Group::new(id.clone(), changed.clone()));
-                *group.offsets.borrow_mut() = offsets;
-                group.inner.borrow_mut().empty_since_ms = Some(started_ms);
-                (id, group)
-            })
-            .collect();
-        for (id, by_producer) in std::mem::take(&mut pending) {
-            let group = groups
-                .entry(id.clone())
-                .or_insert_with(|| Rc::new(Group::new(id, changed.clone())));
-            group.inner.borrow_mut().empty_since_ms = Some(started_ms);
-            *group.txn_offsets.borrow_mut() = by_producer;
-        }
+        let groups = loaded.state.into_groups(&changed, crate::util::now_ms());
         GroupCoordinator {
             groups: RefCell::new(groups),
             store: Store::File(RecordFile::new(loaded.log_path)),
@@ -596,6 +628,41 @@ impl GroupCoordinator {
             Store::Partitions { .. } => self.append_to_partitions(records).await?,
         }
         Ok(())
+    }
+
+    /// Makes a generation's membership durable (the leader's SyncGroup, before any member
+    /// gets its assignment) and reports the outcome to the group: Ok, or the error code
+    /// for the leader (the group rebalances again).
+    pub async fn store_membership(&self, group: &Group, meta: GroupMeta) -> Result<(), i16> {
+        let record = GroupRecord::Membership {
+            group: group.id.clone(),
+            meta: meta.clone(),
+        };
+        let result = self
+            .persist(vec![record])
+            .await
+            .map_err(|err| persist_failed(&err, &group.id, "group membership"));
+        group.stored(meta, result);
+        result
+    }
+
+    /// Makes a group's Empty membership durable if it became Empty since its last stored
+    /// one, as Kafka stores a group that empties: a coordinator taking it over must not
+    /// wait for members long gone. A failure is logged; the next change tries again.
+    pub async fn store_if_emptied(&self, group: &Group) {
+        let Some(meta) = group.empty_to_store() else {
+            return;
+        };
+        let record = GroupRecord::Membership {
+            group: group.id.clone(),
+            meta: meta.clone(),
+        };
+        match self.persist(vec![record]).await {
+            Ok(()) => group.stored(meta, Ok(())),
+            Err(err) => {
+                persist_failed(&err, &group.id, "an emptied group");
+            }
+        }
     }
 
     /// Commits or drops a producer's pending offsets in a group this shard coordinates,
@@ -727,6 +794,12 @@ impl GroupCoordinator {
             let group = &groups[id];
             live.extend(offset_records(id, &group.offsets.borrow()));
             live.extend(pending_records(id, &group.txn_offsets.borrow()));
+            if let Some(meta) = group.stored.borrow().clone() {
+                live.push(GroupRecord::Membership {
+                    group: id.clone(),
+                    meta,
+                });
+            }
         }
         live
     }
@@ -830,30 +903,22 @@ impl GroupCoordinator {
         load.load = Load::Loaded(term);
         load.since_checkpoint = replay.since_checkpoint();
         drop(loads);
-        let GroupState { offsets, pending } = replay.state.finish();
-        // When a loaded group became empty is not known: it counts as empty since now.
-        let now_ms = crate::util::now_ms();
-        let mut groups = self.groups.borrow_mut();
-        let (mut offset_count, group_count) = (0, offsets.len());
-        for (id, offsets) in offsets {
-            offset_count += offsets.len();
-            let group = Rc::new(Group::new(id.clone(), self.changed.clone()));
-            *group.offsets.borrow_mut() = offsets;
-            group.inner.borrow_mut().empty_since_ms = Some(now_ms);
-            groups.insert(id, group);
-        }
-        for (id, by_producer) in pending {
-            let group = groups
-                .entry(id.clone())
-                .or_insert_with(|| Rc::new(Group::new(id, self.changed.clone())));
-            group.inner.borrow_mut().empty_since_ms = Some(now_ms);
-            *group.txn_offsets.borrow_mut() = by_producer;
-        }
+        let loaded = replay
+            .state
+            .into_groups(&self.changed, crate::util::now_ms());
+        let group_count = loaded.len();
+        let offset_count: usize = loaded.values().map(|g| g.offsets.borrow().len()).sum();
+        let members: usize = loaded
+            .values()
+            .map(|g| g.inner.borrow().members.len())
+            .sum();
+        self.groups.borrow_mut().extend(loaded);
         tracing::info!(
             partition,
             term,
             groups = group_count,
             offsets = offset_count,
+            members,
             "now coordinating the groups of an offsets partition"
         );
         true
@@ -1046,9 +1111,7 @@ fn pending_records<'a>(
 
 /// What [`GroupCoordinator::read`] read, to build the coordinator on the shard's thread.
 pub struct LoadedGroups {
-    offsets: BTreeMap<String, OffsetMap>,
-    /// Transactional offsets not yet committed or aborted: group → producer → offsets.
-    pending: BTreeMap<String, BTreeMap<i64, OffsetMap>>,
+    state: GroupState,
     log_path: PathBuf,
 }
 
@@ -1059,14 +1122,24 @@ impl LoadedGroups {
     }
 
     fn live_records(&self) -> Vec<GroupRecord> {
-        let mut live: Vec<GroupRecord> = self
+        let state = &self.state;
+        let mut live: Vec<GroupRecord> = state
             .offsets
             .iter()
             .flat_map(|(group, o)| offset_records(group, o))
             .collect();
-        for (group, by_producer) in &self.pending {
+        for (group, by_producer) in &state.pending {
             live.extend(pending_records(group, by_producer));
         }
+        live.extend(
+            state
+                .memberships
+                .iter()
+                .map(|(group, meta)| GroupRecord::Membership {
+                    group: group.clone(),
+                    meta: meta.clone(),
+                }),
+        );
         live
     }
 }
@@ -1151,6 +1224,84 @@ mod tests {
             .get(group)
             .and_then(|o| o.get(&("t".to_string(), 0)))
             .map(|c| c.offset)
+    }
+
+    fn membership(group: &str, generation: i32, members: &[&str]) -> GroupRecord {
+        GroupRecord::Membership {
+            group: group.to_string(),
+            meta: GroupMeta {
+                generation,
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some("range".into()),
+                leader: members.first().map(|m| m.to_string()),
+                members: members
+                    .iter()
+                    .map(|m| group::MemberMeta {
+                        id: m.to_string(),
+                        instance_id: None,
+                        client_id: "c".into(),
+                        client_host: "/127.0.0.1".into(),
+                        session_timeout_ms: 10_000,
+                        rebalance_timeout_ms: 30_000,
+                        subscription: bytes::Bytes::from_static(b"sub"),
+                        assignment: bytes::Bytes::from(format!("{m}-parts")),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn memberships_replay_newest_generation_and_load_as_stable_groups() {
+        let mut replay = Replay::default();
+        replay.apply(membership("a", 2, &["m1", "m2"]));
+        // Written late by an older generation: stale.
+        replay.apply(membership("a", 1, &["m0"]));
+        // Emptied and nothing committed: gone on load.
+        replay.apply(membership("b", 1, &["x"]));
+        replay.apply(membership("b", 2, &[]));
+        // Deleted: gone.
+        replay.apply(membership("c", 1, &["y"]));
+        replay.apply(GroupRecord::DeleteGroup { group: "c".into() });
+        // Emptied with offsets: kept, Empty, with its generation.
+        replay.apply(offset_record("d", 5, 0));
+        replay.apply(membership("d", 3, &[]));
+        // Restated by a checkpoint: the checkpoint's state wins.
+        replay.apply(GroupRecord::Checkpoint {
+            id: 1,
+            part: 0,
+            last: true,
+            records: vec![
+                membership("a", 2, &["m1", "m2"]),
+                offset_record("d", 5, 0),
+                membership("d", 3, &[]),
+            ],
+        });
+        // Round trip through a batch, as the offsets topic holds them.
+        let batch = encode_group_batch(&[membership("e", 4, &["z"])], 0);
+        for record in decode_group_batch(&batch).expect("decodes") {
+            replay.apply(record);
+        }
+        let groups = replay.state.into_groups(&Rc::new(Notify::default()), 1_000);
+        let mut ids: Vec<&String> = groups.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "d", "e"]);
+        let a = &groups["a"];
+        assert_eq!(a.state(), group::State::Stable);
+        assert_eq!(a.generation(), 2);
+        assert_eq!(a.heartbeat("m2", None, 2), crate::protocol::errors::NONE);
+        let inner = a.inner.borrow();
+        assert_eq!(
+            inner.members["m1"].assignment,
+            bytes::Bytes::from("m1-parts")
+        );
+        assert_eq!(inner.leader.as_deref(), Some("m1"));
+        drop(inner);
+        let d = &groups["d"];
+        assert_eq!(d.state(), group::State::Empty);
+        assert_eq!(d.generation(), 3);
+        assert_eq!(d.inner.borrow().empty_since_ms, Some(1_000));
+        assert_eq!(groups["e"].generation(), 4);
     }
 
     #[test]
@@ -1313,9 +1464,12 @@ mod tests {
             persisted.unwrap();
             assert!(std::fs::metadata(&path).unwrap().len() < full * 2 / 3);
             let reloaded = GroupCoordinator::read(&data, ShardId(0), 1).unwrap();
-            assert_eq!(reloaded.offsets.len(), 1_001);
-            assert!(!reloaded.offsets.contains_key("g0"));
-            assert_eq!(reloaded.offsets["late"][&("t".to_string(), 0)].offset, 7);
+            assert_eq!(reloaded.state.offsets.len(), 1_001);
+            assert!(!reloaded.state.offsets.contains_key("g0"));
+            assert_eq!(
+                reloaded.state.offsets["late"][&("t".to_string(), 0)].offset,
+                7
+            );
             // Loaded groups count as empty since start-up: nothing expires at once.
             let again = GroupCoordinator::new(reloaded);
             let now = crate::util::now_ms();
@@ -1339,7 +1493,7 @@ mod tests {
     fn offsets_survive_reload_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
-        assert!(loaded.offsets.is_empty());
+        assert!(loaded.state.offsets.is_empty());
         let path = loaded.log_path.clone();
         let commit = |offset| Committed {
             offset,
@@ -1370,11 +1524,11 @@ mod tests {
             .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let loaded = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
-        assert_eq!(loaded.offsets.len(), 1);
-        assert_eq!(loaded.offsets["g"][&("t".to_string(), 0)], commit(49));
+        assert_eq!(loaded.state.offsets.len(), 1);
+        assert_eq!(loaded.state.offsets["g"][&("t".to_string(), 0)], commit(49));
         assert!(std::fs::metadata(&path).unwrap().len() < before / 10);
         let again = GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap();
-        assert_eq!(again.offsets, loaded.offsets);
+        assert_eq!(again.state.offsets, loaded.state.offsets);
     }
 
     #[test]
@@ -1418,13 +1572,16 @@ mod tests {
             for g in &groups {
                 let owner: Vec<_> = loaded
                     .iter()
-                    .filter(|l| l.offsets.contains_key(g))
+                    .filter(|l| l.state.offsets.contains_key(g))
                     .collect();
                 assert_eq!(owner.len(), 1, "{g} must live on exactly one shard");
                 let l = owner[0];
                 // Producer 1 committed, 3 aborted, 2 still open.
-                assert_eq!(l.offsets[g][&("t".to_string(), 0)].offset, 10);
-                assert_eq!(l.pending[g].keys().copied().collect::<Vec<_>>(), vec![2]);
+                assert_eq!(l.state.offsets[g][&("t".to_string(), 0)].offset, 10);
+                assert_eq!(
+                    l.state.pending[g].keys().copied().collect::<Vec<_>>(),
+                    vec![2]
+                );
             }
         };
         check(&[GroupCoordinator::load(dir.path(), ShardId(0), 1).unwrap()]);

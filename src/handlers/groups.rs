@@ -20,7 +20,9 @@ use kafka_protocol::messages::*;
 
 use super::{s, Ctx, Response};
 use crate::cluster::broker_id;
-use crate::coordinator::group::{Group, GroupConfig, JoinArgs, JoinResult, JoinStep, Poll, State};
+use crate::coordinator::group::{
+    Group, GroupConfig, JoinArgs, JoinResult, JoinStep, Poll, State, SyncStep,
+};
 use crate::coordinator::{offsets_partition, shard_of_group, GroupRecord, OFFSETS_TOPIC};
 use crate::protocol::errors::*;
 use crate::shard::Shard;
@@ -168,29 +170,6 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
     }
 }
 
-/// Watches a member's session: removes it once it stops heartbeating.
-fn watch_member(shard: &Rc<Shard>, group: &Rc<Group>, member_id: &str) {
-    let key = (group.id.clone(), member_id.to_string());
-    if !shard.groups.watched.borrow_mut().insert(key.clone()) {
-        return;
-    }
-    let group = group.clone();
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        while let Some(deadline) = group.member_deadline(&key.1) {
-            let now = Instant::now();
-            if deadline > now {
-                glommio::timer::sleep(deadline - now).await;
-            }
-            if group.expire_member(&key.1) {
-                break;
-            }
-        }
-        shard.groups.watched.borrow_mut().remove(&key);
-    })
-    .detach();
-}
-
 /// Waits on the coordinator until `poll` is done or the shard shuts down.
 async fn wait_for<T>(shard: &Shard, mut poll: impl FnMut() -> Poll<T>, on_shutdown: T) -> T {
     loop {
@@ -251,7 +230,7 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     if group_id.is_empty() {
         return join_response(ctx, JoinResult::error(INVALID_GROUP_ID, &member_id));
     }
-    if let Err(code) = shard.coordinates_group(&group_id) {
+    if let Err(code) = shard.serves_group(&group_id).await {
         return join_response(ctx, JoinResult::error(code, &member_id));
     }
     let group = shard.groups.get_or_create(&group_id);
@@ -290,13 +269,13 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     let result = match group.join(args, &group_config(shard), new_member_id) {
         JoinStep::Done(result) => result,
         JoinStep::Wait(member_id) => {
-            watch_member(shard, &group, &member_id);
+            shard.watch_member(&group, &member_id);
             let failed = JoinResult::error(REBALANCE_IN_PROGRESS, &member_id);
             wait_for(shard, || group.poll_join(&member_id), failed).await
         }
     };
     if result.error_code == NONE {
-        watch_member(shard, &group, &result.member_id);
+        shard.watch_member(&group, &result.member_id);
     }
     join_response(ctx, result)
 }
@@ -305,7 +284,7 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest)
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let result = match (
-        shard.coordinates_group(&group_id),
+        shard.serves_group(&group_id).await,
         shard.groups.get(&group_id),
     ) {
         (Err(code), _) => Err(code),
@@ -317,22 +296,18 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest)
                 .iter()
                 .map(|a| (a.member_id.to_string(), a.assignment.clone()))
                 .collect();
-            match group.sync(
-                &member_id,
-                instance.as_deref(),
-                request.generation_id,
-                assignments,
-            ) {
-                Poll::Done(result) => result,
-                Poll::Wait(_) => {
-                    let generation = request.generation_id;
-                    wait_for(
-                        shard,
-                        || group.poll_sync(&member_id, generation),
-                        Err(REBALANCE_IN_PROGRESS),
-                    )
-                    .await
+            let generation = request.generation_id;
+            match group.sync(&member_id, instance.as_deref(), generation, assignments) {
+                SyncStep::Done(result) => result,
+                SyncStep::Store(meta) => {
+                    // Durable before anyone is given it: a coordinator taking the group
+                    // over starts from this generation and its assignment.
+                    match shard.groups.store_membership(&group, meta).await {
+                        Ok(()) => sync_wait(shard, &group, &member_id, generation).await,
+                        Err(code) => Err(code),
+                    }
                 }
+                SyncStep::Wait => sync_wait(shard, &group, &member_id, generation).await,
             }
         }
     };
@@ -358,10 +333,25 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: &Ctx, request: SyncGroupRequest)
     ctx.respond(&response)
 }
 
+/// Waits until `member_id`'s assignment of `generation` is in place.
+async fn sync_wait(
+    shard: &Shard,
+    group: &Group,
+    member_id: &str,
+    generation: i32,
+) -> Result<Bytes, i16> {
+    wait_for(
+        shard,
+        || group.poll_sync(member_id, generation),
+        Err(REBALANCE_IN_PROGRESS),
+    )
+    .await
+}
+
 pub async fn heartbeat(shard: &Rc<Shard>, ctx: &Ctx, request: HeartbeatRequest) -> Response {
     let group_id = request.group_id.0.to_string();
     let code = match (
-        shard.coordinates_group(&group_id),
+        shard.serves_group(&group_id).await,
         shard.groups.get(&group_id),
     ) {
         (Err(code), _) => code,
@@ -396,7 +386,7 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
     };
     let mut response = LeaveGroupResponse::default();
     let codes = match (
-        shard.coordinates_group(&group_id),
+        shard.serves_group(&group_id).await,
         shard.groups.get(&group_id),
     ) {
         (Err(code), _) => {
@@ -411,7 +401,11 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &Ctx, request: LeaveGroupReques
             };
             vec![UNKNOWN_MEMBER_ID; leaving.len()]
         }
-        (Ok(()), Some(group)) => group.leave(&leaving),
+        (Ok(()), Some(group)) => {
+            let codes = group.leave(&leaving);
+            shard.groups.store_if_emptied(&group).await;
+            codes
+        }
     };
     if ctx.version >= 3 {
         response.members = leaving

@@ -270,10 +270,17 @@ fn fetch_offsets(
 pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequest) -> Response {
     let mut response = OffsetFetchResponse::default();
     if ctx.version >= 8 {
+        // A coordinator cut off from the others answers nothing: what it holds may be
+        // older than what the new one has committed since (see `Shard::serves_group`).
+        let mut served = Vec::with_capacity(request.groups.len());
+        for g in &request.groups {
+            served.push(shard.serves_group(&g.group_id).await);
+        }
         response.groups = request
             .groups
             .iter()
-            .map(|g| {
+            .zip(served)
+            .map(|(g, served)| {
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
@@ -281,7 +288,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                 });
                 let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 let unstable = unstable_offsets(shard, &g.group_id, request.require_stable);
-                match fetch_offsets(shard, &g.group_id, wanted) {
+                match served.and_then(|()| fetch_offsets(shard, &g.group_id, wanted)) {
                     Err(code) => out.error_code = code,
                     Ok(topics) => {
                         out.topics = topics
@@ -323,7 +330,8 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
             .collect()
     });
     let unstable = unstable_offsets(shard, &request.group_id, request.require_stable);
-    match fetch_offsets(shard, &request.group_id, wanted) {
+    let served = shard.serves_group(&request.group_id).await;
+    match served.and_then(|()| fetch_offsets(shard, &request.group_id, wanted)) {
         Err(code) => {
             response.error_code = code;
             // v0-v1 carry errors per partition only.

@@ -99,6 +99,8 @@ impl Shard {
             let check_every_ms = shard.config.offsets_retention_check_interval_ms.max(1);
             let every = Duration::from_millis(check_every_ms.min(GROUP_LOG_CHECK_MS));
             let mut last_expiry = std::time::Instant::now();
+            // Members of the memberships loaded at start must heartbeat.
+            shard.watch_members();
             while shard.sleep_unless_shutdown(every).await {
                 if last_expiry.elapsed() >= Duration::from_millis(check_every_ms) {
                     last_expiry = std::time::Instant::now();

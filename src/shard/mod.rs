@@ -558,6 +558,74 @@ impl Shard {
         }
     }
 
+    /// [`Self::coordinates_group`], and in a cluster only under the read lease of the
+    /// group's offsets partition (NOT_COORDINATOR otherwise): a leader cut off from the
+    /// others stops answering for its groups before another replica can be elected and
+    /// take them over, so members never hear from two coordinators at once.
+    pub async fn serves_group(&self, group: &str) -> Result<(), i16> {
+        self.coordinates_group(group)?;
+        if !self.groups.is_replicated() {
+            return Ok(());
+        }
+        let partition = {
+            let snapshot = self.snapshot.borrow();
+            let count = snapshot
+                .topic(crate::coordinator::OFFSETS_TOPIC)
+                .map_or(0, |t| t.partitions.len());
+            let index = crate::coordinator::offsets_partition(group, count);
+            self.partition(crate::coordinator::OFFSETS_TOPIC, index)
+        };
+        match partition {
+            Some(p) => Shard::readable(p)
+                .await
+                .map(|_| ())
+                .map_err(|_| crate::protocol::errors::NOT_COORDINATOR),
+            None => Err(crate::protocol::errors::NOT_COORDINATOR),
+        }
+    }
+
+    /// Watches a member's session: removes it once it stops heartbeating, and stores the
+    /// group's membership if that emptied it.
+    pub fn watch_member(
+        self: &Rc<Self>,
+        group: &Rc<crate::coordinator::group::Group>,
+        member_id: &str,
+    ) {
+        let key = (group.id.clone(), member_id.to_string());
+        if !self.groups.watched.borrow_mut().insert(key.clone()) {
+            return;
+        }
+        let group = group.clone();
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            while let Some(deadline) = group.member_deadline(&key.1) {
+                let now = std::time::Instant::now();
+                if deadline > now {
+                    glommio::timer::sleep(deadline - now).await;
+                }
+                if group.expire_member(&key.1) {
+                    shard.groups.store_if_emptied(&group).await;
+                    break;
+                }
+            }
+            shard.groups.watched.borrow_mut().remove(&key);
+        })
+        .detach();
+    }
+
+    /// Watches the session of every member of every group here: members a loaded
+    /// membership brought back must heartbeat too.
+    pub fn watch_members(self: &Rc<Self>) {
+        let groups: Vec<Rc<crate::coordinator::group::Group>> =
+            self.groups.groups.borrow().values().cloned().collect();
+        for group in groups {
+            let members: Vec<String> = group.inner.borrow().members.keys().cloned().collect();
+            for member in members {
+                self.watch_member(&group, &member);
+            }
+        }
+    }
+
     /// Counts a connection of `listener` opened (`+1`) or closed (`-1`).
     pub fn listener_connection(&self, listener: &'static str, delta: isize) {
         let mut counts = self.listener_connections.borrow_mut();

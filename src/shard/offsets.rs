@@ -128,7 +128,9 @@ pub(super) async fn coordinate(shard: Rc<Shard>, partition: Rc<Partition>) {
                 shard.groups.start_loading(index, term);
                 match read_back(&shard, &partition, term).await {
                     Some(replay) => {
-                        shard.groups.finish_loading(index, term, replay);
+                        if shard.groups.finish_loading(index, term, replay) {
+                            shard.watch_members();
+                        }
                     }
                     None => {
                         // The leadership moved (or the read failed): look again.

@@ -2,7 +2,8 @@
 topic, and the leader of a group's partition of it coordinates the group.
 
 - kill -9 of the node coordinating a group while two members consume and commit: the
-  group moves to another node, the members rejoin and go on from the committed offsets;
+  group moves to another node with its membership (same members, same generation, no
+  rebalance), and the members go on from the committed offsets;
   every record is consumed, none is consumed again once a commit covered it, and the
   commits are all there afterwards (also after the killed node is back);
 - the offsets topic is Kafka's: internal in Metadata, refused to producers, never deleted
@@ -29,11 +30,18 @@ pytestmark = pytest.mark.timeout(240)
 OFFSETS_TOPIC = "__consumer_offsets"
 
 
+def describe(bootstrap, group, timeout=10):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return admin.describe_consumer_groups([group])[group].result(timeout=timeout)
+
+
 def coordinator_node(bootstrap, group, timeout=10):
     """The node coordinating `group`, as DescribeConsumerGroups reports it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    described = admin.describe_consumer_groups([group])[group].result(timeout=timeout)
-    return node_of(described.coordinator.id)
+    return node_of(describe(bootstrap, group, timeout).coordinator.id)
+
+
+def member_ids(bootstrap, group):
+    return sorted(m.member_id for m in describe(bootstrap, group).members)
 
 
 class Member:
@@ -57,8 +65,12 @@ class Member:
             "heartbeat.interval.ms": 500,
             "topic.metadata.refresh.interval.ms": 2000,
         })
-        self.consumer.subscribe([topic])
+        self.assignments = 0  # times the group gave this member partitions
+        self.consumer.subscribe([topic], on_assign=self._assigned)
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _assigned(self, _consumer, _partitions):
+        self.assignments += 1
 
     def _run(self):
         while not self.stop.is_set():
@@ -119,6 +131,10 @@ def test_killing_the_group_coordinator_moves_the_group_with_its_offsets(cluster)
         assert victim in (1, 2, 3)
         wait_for("the group's offsets partition checkpointed",
                  lambda: "checkpointed an offsets partition" in cluster.node(victim).log(), 30)
+        wait_for("both members in the group", lambda: len(member_ids(
+            cluster.bootstrap_all(), group)) == 2, 30)
+        members_before = member_ids(cluster.bootstrap_all(), group)
+        assignments_before = [m.assignments for m in members]
         cluster.node(victim).kill9()
         killed_at = time.time()
         survivors = [cluster.node(n) for n in (1, 2, 3) if n != victim]
@@ -130,6 +146,9 @@ def test_killing_the_group_coordinator_moves_the_group_with_its_offsets(cluster)
         failover_s = time.time() - killed_at
         print(f"group {group}: coordinator node {victim} killed, node {moved} took over "
               f"in {failover_s:.2f} s")
+        # The membership moved with the group (stored at each generation): the same
+        # members, known to the new coordinator at once, without a rebalance.
+        assert member_ids(bootstrap, group) == members_before
 
         def all_committed():
             with lock:
@@ -153,6 +172,9 @@ def test_killing_the_group_coordinator_moves_the_group_with_its_offsets(cluster)
         assert not missing, f"partition {p}: offsets never consumed: {missing[:10]}"
     redelivered = len(log) - len(seen)
     print(f"{len(log)} records consumed, {redelivered} redelivered after the failover")
+    rebalances = [m.assignments - before for m, before in zip(members, assignments_before)]
+    print(f"assignments after the failover, per member: {rebalances}")
+    assert rebalances == [0, 0], "the coordinator move made the group rebalance"
 
     # The commits are all there, read from the new coordinator and, once the killed node
     # is back (and may lead the partition again), from whoever coordinates then.
