@@ -55,6 +55,13 @@ impl Histogram {
     }
 }
 
+/// A latency histogram.
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(LATENCY_BUCKETS_S)
+    }
+}
+
 /// Request outcome counters of one API.
 #[derive(Clone, Debug)]
 pub struct ApiCounts {
@@ -209,6 +216,8 @@ pub struct PeerTraffic {
     pub reconnects: u64,
     /// Raft messages dropped (link down, outbox full, too large).
     pub raft_dropped: u64,
+    /// How long the peer took to answer the Raft heartbeats of partitions led here.
+    pub heartbeat_rtt: Histogram,
 }
 
 /// The replicated partitions of a shard, as they stand.
@@ -650,6 +659,23 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
     }
     family(
         &mut out,
+        "strand_peer_heartbeat_rtt_seconds",
+        "histogram",
+        "Inter-node latency: from a Raft heartbeat of a partition led on the shard leaving for the peer node to its answer being stepped (the oldest unanswered heartbeat counts).",
+    );
+    for s in snaps {
+        for p in &s.replication.peers {
+            let labels = format!("shard=\"{}\",peer=\"{}\"", s.shard, p.peer);
+            histogram_series(
+                &mut out,
+                "strand_peer_heartbeat_rtt_seconds",
+                &labels,
+                &p.heartbeat_rtt,
+            );
+        }
+    }
+    family(
+        &mut out,
         "strand_request_latency_seconds",
         "histogram",
         "Requests of every API, from decoded to answered (Produce: acks=-1/1 after fdatasync; Fetch: long polls included).",
@@ -806,6 +832,7 @@ mod tests {
                     bytes_received: 200,
                     reconnects: 1,
                     raft_dropped: 0,
+                    heartbeat_rtt: h.clone(),
                 }],
             },
             topics: Vec::new(),
@@ -817,6 +844,10 @@ mod tests {
             text.contains("strand_produce_latency_seconds_bucket{shard=\"3\",le=\"0.00005\"} 1")
         );
         assert!(text.contains("strand_produce_latency_seconds_bucket{shard=\"3\",le=\"0.0005\"} 3"));
+        assert!(text.contains(
+            "strand_peer_heartbeat_rtt_seconds_bucket{shard=\"3\",peer=\"2\",le=\"0.0005\"} 3"
+        ));
+        assert!(text.contains("strand_peer_heartbeat_rtt_seconds_count{shard=\"3\",peer=\"2\"} 5"));
         assert!(text.contains("strand_produce_latency_seconds_bucket{shard=\"3\",le=\"30\"} 4"));
         assert!(text.contains("strand_produce_latency_seconds_bucket{shard=\"3\",le=\"+Inf\"} 5"));
         assert!(text.contains("strand_produce_latency_seconds_count{shard=\"3\"} 5"));

@@ -118,6 +118,10 @@ impl PeerTransport for PeerLinks {
         PeerLinks::is_up(self, peer)
     }
 
+    fn heartbeat_answered(&self, peer: u64, rtt: std::time::Duration) {
+        PeerLinks::heartbeat_answered(self, peer, rtt)
+    }
+
     fn traffic(&self) -> Vec<crate::metrics::PeerTraffic> {
         self.peer_ids()
             .into_iter()
@@ -132,6 +136,7 @@ impl PeerTransport for PeerLinks {
                     raft_dropped: s.raft_dropped_full
                         + s.raft_dropped_down
                         + s.raft_dropped_too_large,
+                    heartbeat_rtt: self.heartbeat_rtt(peer)?,
                 })
             })
             .collect()

@@ -264,6 +264,9 @@ struct Peer {
     requests_answering: Cell<usize>,
     requests_answered: Notify,
     counters: Counters,
+    /// How long the peer took to answer this shard's Raft heartbeats (see
+    /// [`PeerLinks::heartbeat_answered`]).
+    heartbeat_rtt: RefCell<crate::metrics::Histogram>,
 }
 
 impl Peer {
@@ -440,6 +443,9 @@ impl PeerLinks {
                     requests_answering: Cell::new(0),
                     requests_answered: Notify::default(),
                     counters: Counters::default(),
+                    heartbeat_rtt: RefCell::new(crate::metrics::Histogram::new(
+                        crate::metrics::LATENCY_BUCKETS_S,
+                    )),
                 }),
             );
         }
@@ -550,6 +556,21 @@ impl PeerLinks {
 
     pub fn stats(&self, peer: u64) -> Option<LinkStats> {
         self.shared.peers.get(&peer).map(|p| p.stats())
+    }
+
+    /// A Raft heartbeat this shard sent to `peer` was answered after `rtt`.
+    pub fn heartbeat_answered(&self, peer: u64, rtt: Duration) {
+        if let Some(p) = self.shared.peers.get(&peer) {
+            p.heartbeat_rtt.borrow_mut().observe(rtt.as_secs_f64());
+        }
+    }
+
+    /// The peer's heartbeat answer times so far.
+    pub fn heartbeat_rtt(&self, peer: u64) -> Option<crate::metrics::Histogram> {
+        self.shared
+            .peers
+            .get(&peer)
+            .map(|p| p.heartbeat_rtt.borrow().clone())
     }
 
     pub fn inbound_stats(&self) -> InboundStats {

@@ -31,6 +31,8 @@ pub trait PeerTransport {
     fn send_request(&self, peer: u64, req_id: u64, op: u8, payload: Bytes) -> bool;
     /// Whether the link to `peer` is up now.
     fn is_up(&self, peer: u64) -> bool;
+    /// A Raft heartbeat sent to `peer` was answered after `rtt` (for metrics).
+    fn heartbeat_answered(&self, _peer: u64, _rtt: Duration) {}
     /// Each peer's link as its counters stand (for metrics).
     fn traffic(&self) -> Vec<crate::metrics::PeerTraffic> {
         Vec::new()
@@ -86,6 +88,8 @@ pub struct RaftGroup {
     /// When a read last asked for the read lease (see [`Self::read_lease`]): the driver
     /// renews it every tick for [`LEASE_WANTED_FOR`] after.
     lease_wanted: Cell<Option<Instant>>,
+    /// When the oldest unanswered heartbeat to each peer left (inter-node latency).
+    heartbeats: RefCell<HashMap<u64, Instant>>,
     last_renewal: Cell<Option<Instant>>,
     /// Ticks withheld from the replica until a leader is known (see
     /// [`Self::hold_first_election`]).
@@ -116,6 +120,7 @@ impl RaftGroup {
             in_sync: RefCell::new(InSync::default()),
             last_in_sync: RefCell::new(Vec::new()),
             lease_wanted: Cell::new(None),
+            heartbeats: RefCell::new(HashMap::new()),
             last_renewal: Cell::new(None),
             held_ticks: Cell::new(0),
         })
@@ -578,6 +583,9 @@ impl RaftGroup {
             replica.report_unreachable(peer);
         }
         for message in std::mem::take(&mut *self.inbox.borrow_mut()) {
+            if message.msg_type == raft::eraftpb::MessageType::MsgHeartbeatResponse {
+                self.heartbeat_answered(message.from);
+            }
             if let Err(err) = replica.step(message) {
                 tracing::error!(group = self.id, %err, "a peer's Raft message failed");
             }
@@ -614,6 +622,22 @@ impl RaftGroup {
         self.replica.borrow_mut().entries_fetched(fetched)
     }
 
+    /// `peer` answered a heartbeat: how long after the oldest unanswered one left goes to
+    /// the link's latency histogram. One unanswered for an election timeout was lost and
+    /// is not counted.
+    fn heartbeat_answered(&self, peer: u64) {
+        let Some(sent) = self.heartbeats.borrow_mut().remove(&peer) else {
+            return;
+        };
+        let rtt = sent.elapsed();
+        if rtt >= self.election_timeout() {
+            return;
+        }
+        if let Some(transport) = self.transport.borrow().as_ref() {
+            transport.heartbeat_answered(peer, rtt);
+        }
+    }
+
     /// Sends what the replica has queued.
     fn send(&self) {
         let outbox = self.replica.borrow_mut().take_outbox();
@@ -629,6 +653,13 @@ impl RaftGroup {
                 continue;
             }
             let snapshot = message.msg_type == raft::eraftpb::MessageType::MsgSnapshot;
+            if message.msg_type == raft::eraftpb::MessageType::MsgHeartbeat {
+                // The oldest unanswered one: the answer says how long the peer took.
+                self.heartbeats
+                    .borrow_mut()
+                    .entry(to)
+                    .or_insert_with(Instant::now);
+            }
             let sent = transport
                 .as_ref()
                 .is_some_and(|t| t.send_raft(to, self.id, message));

@@ -1634,6 +1634,12 @@ def test_replication_metrics(cluster):
         assert metric("strand_peer_up", peer=peer) == 1
         assert metric("strand_peer_bytes_sent_total", peer=peer) > 0
         assert metric("strand_peer_bytes_received_total", peer=peer) > 0
+        # Inter-node latency: the peers answer the heartbeats of the partitions led here,
+        # on loopback well within a second.
+        answered = metric("strand_peer_heartbeat_rtt_seconds_count", peer=peer)
+        assert answered > 0
+        within_1s = metric("strand_peer_heartbeat_rtt_seconds_bucket", peer=peer, le="1")
+        assert within_1s >= answered * 0.9, (within_1s, answered)
 
     # Consumer group lag is reported by the group's coordinator node alone: node 1 shows
     # it for the groups it coordinates (both partitions led there), no other group.
