@@ -147,7 +147,7 @@ pub enum ClusterCommand {
         connection: Connection,
     },
     /// Exit 1 if a partition has no leader or fewer in-sync replicas than replicas
-    /// (listing them), else 0: for scripts and probes.
+    /// (listing them), 2 if no broker answered, else 0: for scripts and probes.
     Health {
         #[command(flatten)]
         connection: Connection,
@@ -183,11 +183,21 @@ pub fn topic(command: TopicCommand) -> i32 {
 
 /// Runs a cluster command; returns the process exit code.
 pub fn cluster(command: ClusterCommand) -> i32 {
-    finish(match command {
-        ClusterCommand::Info { connection } => cluster_info(&connection),
-        ClusterCommand::Health { connection } => cluster_health(&connection),
-    })
+    match command {
+        ClusterCommand::Info { connection } => finish(cluster_info(&connection)),
+        // A probe tells "the cluster answered: unhealthy" (1) from "no answer" (2).
+        ClusterCommand::Health { connection } => match cluster_health(&connection) {
+            Ok(code) => code,
+            Err(failure) => {
+                report(&failure);
+                HEALTH_UNREACHABLE
+            }
+        },
+    }
 }
+
+/// `strand cluster health`'s exit code when no broker answered.
+const HEALTH_UNREACHABLE: i32 = 2;
 
 fn finish(result: Result<i32, Failure>) -> i32 {
     match result {

@@ -106,6 +106,10 @@ def test_no_broker_is_one_line_and_exit_1(tmp_path):
     result = subprocess.run([STRAND_BIN, "cluster", "info"], capture_output=True, text=True,
                             timeout=30, env={"STRAND_BROKERS": f"127.0.0.1:{port}"})
     assert result.returncode == 1 and f"127.0.0.1:{port}" in result.stderr
+    # A probe tells no answer (2) from an unhealthy cluster (1).
+    code, _, err = strand("cluster", "health", "-b", f"127.0.0.1:{port}", "--timeout-ms", "2000",
+                          check=False)
+    assert code == 2 and f"127.0.0.1:{port}" in err
 
 
 def test_alter_config_and_add_partitions(broker, topic):
