@@ -513,7 +513,11 @@ mod tests {
             let without_proof = format!("c=biws,r={echo}");
             let auth = format!("{bare},{server_first},{without_proof}");
             let signature = hash.hmac(&hash.h(&client_key), auth.as_bytes());
-            let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(a, b)| a ^ b)
+                .collect();
             let last = format!("{without_proof},p={}", B64.encode(proof));
             let done = matches!(server.step(last.as_bytes(), lookup), Step::Done { .. });
             assert_eq!(done, ok, "{echo}");
