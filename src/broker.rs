@@ -45,6 +45,8 @@ struct ShardStart {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// A cluster member's inter-node listener of this shard.
     rpc_listener: Option<StdListener>,
+    /// `--max-connections-per-ip`, counted for the whole node.
+    ip_quota: Arc<crate::server::ip_quota::IpQuota>,
     shutdown: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
@@ -97,6 +99,7 @@ pub fn check_config(config: &Config, shards: usize) -> Result<(), String> {
         c
     };
     crate::security::tls::server_config(&config_with(config))?;
+    crate::server::ip_quota::IpQuota::new(config)?;
     if listeners.iter().any(|l| l.protocol.sasl()) {
         crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)?;
         crate::security::users::Users::load(&config.data_dir)?;
@@ -187,6 +190,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     let mut config = config;
     config.listener_set = config.resolve_listeners()?;
     let tls = crate::security::tls::server_config(&config)?;
+    let ip_quota = crate::server::ip_quota::IpQuota::new(&config)?;
     let mut listeners = Vec::with_capacity(shards);
     for k in 0..shards {
         let mut of_shard = Vec::with_capacity(config.listener_set.len());
@@ -244,6 +248,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             listeners: listener,
             tls: tls.clone(),
             rpc_listener: rpc_listeners[k].take(),
+            ip_quota: ip_quota.clone(),
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
@@ -443,6 +448,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         mechanisms: crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)
             .unwrap_or_default(),
         users: std::cell::RefCell::new(crate::security::users::UserStore::new(&config.data_dir)),
+        ip_quota: start.ip_quota.clone(),
     });
     let mut accepting = Vec::with_capacity(start.listeners.len());
     for (index, (std_listener, l)) in start

@@ -291,6 +291,18 @@ pub struct Config {
     #[arg(long, help_heading = "Network and limits", default_value_t = 10_000)]
     pub max_connections_per_shard: usize,
 
+    /// Connections one client IP address may hold open on this node, all listeners and
+    /// shards together (Kafka's `max.connections.per.ip`; default: no limit). A connection
+    /// over it is closed at accept, logged and counted
+    /// (`strand_connections_rejected_per_ip_total`).
+    #[arg(long, help_heading = "Network and limits", default_value_t = i32::MAX as u32)]
+    pub max_connections_per_ip: u32,
+
+    /// Per-address limits that replace `--max-connections-per-ip`: `HOST:COUNT,…` with HOST
+    /// an IP address or a name resolved at start (Kafka's `max.connections.per.ip.overrides`).
+    #[arg(long, help_heading = "Network and limits", default_value = "")]
+    pub max_connections_per_ip_overrides: String,
+
     /// Partitions (of all topics together) a shard may hold; the broker holds this many
     /// times its shard count. Creating topics or partitions past it (also by auto-creation)
     /// is refused with INVALID_PARTITIONS. Each partition costs memory (its recent-batch

@@ -30,7 +30,18 @@ from confluent_kafka.admin import (
 )
 
 from conftest import STRAND_BIN
-from test_security import MECHANISMS, PASSWORD, USER, SecureBroker, create, read_frame, run_broker
+from test_security import (
+    MECHANISMS,
+    PASSWORD,
+    USER,
+    SecureBroker,
+    api_versions,
+    closed,
+    create,
+    read_frame,
+    run_broker,
+)
+from test_security import request as request_frame
 
 
 @pytest.fixture
@@ -232,3 +243,52 @@ def test_scram_credentials_described_and_altered_over_the_wire(secure):
     # on a request-level error of this API).
     assert describe_all_by_hand(secure.ports["PLAINTEXT"]) == (KafkaError.CLUSTER_AUTHORIZATION_FAILED, 0)
     assert "mallory" not in (secure.broker.data_dir / "users.json").read_text()
+
+
+# --- --max-connections-per-ip ----------------------------------------------------------------
+
+
+def test_max_connections_per_ip_counts_the_node_and_closes_at_accept(tmp_path, request):
+    # The default limit is 1000, the override for 127.0.0.1 (the tests' address) 3.
+    sb = run_broker(
+        request,
+        SecureBroker(
+            tmp_path,
+            extra=["--max-connections-per-ip", "1000", "--max-connections-per-ip-overrides", "127.0.0.1:3"],
+        ),
+    )
+    base = sb.ports["PLAINTEXT"]
+    # Three connections spread over both shards and two listeners: the count is the node's.
+    held = [
+        socket.create_connection(("127.0.0.1", port), timeout=10)
+        for port in (base, base + 1, sb.ports["SASL_PLAINTEXT"])
+    ]
+    for sock in held[:2]:
+        api_versions(sock)
+    # The fourth, on either shard, is closed at once without an answer.
+    for port in (base, base + 1):
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert closed(extra, timeout=5)
+        extra.close()
+    assert sb.metric("strand_connections_rejected_per_ip_total") == 2
+    assert "already has the configured maximum of 3 connections" in sb.broker.log()
+    # The held connections still work; once one closes, a new one is accepted.
+    api_versions(held[0], correlation_id=2)
+    held.pop().close()
+    deadline = time.time() + 10
+    while True:
+        sock = socket.create_connection(("127.0.0.1", base), timeout=10)
+        sock.sendall(request_frame(18, 0, 9, b""))
+        try:
+            data = read_frame(sock, timeout=5)
+        except OSError:
+            data = None
+        if data is not None:
+            break
+        sock.close()
+        assert time.time() < deadline, "no connection accepted after one closed"
+        time.sleep(0.2)
+    sock.close()
+    for s in held:
+        s.close()
+
