@@ -56,8 +56,8 @@ pub struct ListenerCtx {
     /// Its index among the listeners in force (the endpoints it advertises).
     pub index: usize,
     pub protocol: SecurityProtocol,
-    /// The TLS acceptor of an SSL or SASL_SSL listener.
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// The TLS configuration of an SSL or SASL_SSL listener (replaced on SIGHUP).
+    pub tls: Option<std::sync::Arc<crate::security::tls::ServerTls>>,
     pub security: Rc<ShardSecurity>,
 }
 
@@ -253,9 +253,10 @@ async fn open(
     stream: TcpStream,
     peer: &str,
 ) -> Option<socket::Socket> {
-    let Some(acceptor) = &ctx.tls else {
+    let Some(tls) = &ctx.tls else {
         return Some(socket::Socket::Plain(Rc::new(RefCell::new(stream))));
     };
+    let acceptor = tls.acceptor();
     let handshake = crate::util::timeout(
         Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
         acceptor.accept(stream),

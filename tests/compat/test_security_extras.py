@@ -11,12 +11,14 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
 import uuid
 
 import pytest
+import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as aio_errors
 from aiokafka.helpers import create_ssl_context
@@ -292,3 +294,65 @@ def test_max_connections_per_ip_counts_the_node_and_closes_at_accept(tmp_path, r
     for s in held:
         s.close()
 
+
+# --- certificate reload on SIGHUP -----------------------------------------------------------
+
+
+def tls_connect(sb, ca_file):
+    """A TLS connection to the SSL listener; (socket, the server certificate in DER)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection(("127.0.0.1", sb.ports["SSL"]), timeout=10)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    return sock, sock.getpeercert(binary_form=True)
+
+
+def pem_to_der(path):
+    return ssl.PEM_cert_to_DER_cert(path.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+
+
+def wait_for_log(sb, text, timeout=10):
+    deadline = time.time() + timeout
+    while text not in sb.broker.log():
+        assert time.time() < deadline, f"no {text!r} in the log"
+        time.sleep(0.1)
+
+
+def test_sighup_reloads_certificates_for_new_connections_only(secure, tmp_path):
+    certs = secure.certs
+    old, old_der = tls_connect(secure, certs.ca)
+    assert old_der == pem_to_der(certs.server_cert)
+    api_versions(old)
+
+    # A new CA and server certificate replace the files (as a renewal would).
+    ca2 = trustme.CA()
+    server2 = ca2.issue_cert("localhost", "127.0.0.1")
+    ca2_file = tmp_path / "ca2.pem"
+    ca2.cert_pem.write_to_path(str(ca2_file))
+    staged_cert, staged_key = tmp_path / "new.pem", tmp_path / "new.key"
+    server2.private_key_pem.write_to_path(str(staged_key))
+    for i, pem in enumerate(server2.cert_chain_pems):
+        pem.write_to_path(str(staged_cert), append=i > 0)
+    staged_cert.replace(certs.server_cert)
+    staged_key.replace(certs.server_key)
+    secure.broker.proc.send_signal(signal.SIGHUP)
+    wait_for_log(secure, "TLS certificates re-read")
+
+    new, new_der = tls_connect(secure, ca2_file)
+    assert new_der == pem_to_der(certs.server_cert) != old_der
+    api_versions(new)
+    # The connection opened before goes on with its session.
+    api_versions(old, correlation_id=2)
+    # Clients trusting only the old CA now fail their handshake.
+    with pytest.raises(ssl.SSLError):
+        tls_connect(secure, certs.ca)
+
+    # A broken key file: the reload fails, logged, and the certificate in force stays.
+    certs.server_key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    secure.broker.proc.send_signal(signal.SIGHUP)
+    wait_for_log(secure, "TLS certificates not reloaded")
+    again, again_der = tls_connect(secure, ca2_file)
+    assert again_der == new_der
+    api_versions(again)
+    for s in (old, new, again):
+        s.close()
+    assert secure.broker.proc.poll() is None
