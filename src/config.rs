@@ -135,7 +135,9 @@ pub struct Config {
     pub advertised_listeners: Option<String>,
 
     /// PEM certificate chain of the SSL and SASL_SSL listeners (the server's certificate
-    /// first).
+    /// first). This file, `--tls-key-file` and `--tls-ca-file` are read again on SIGHUP:
+    /// new connections use them, open ones keep theirs, a bad file keeps the old ones
+    /// (logged).
     #[arg(long, help_heading = "Security")]
     pub tls_cert_file: Option<PathBuf>,
 
