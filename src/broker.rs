@@ -41,10 +41,12 @@ struct ShardStart {
     ends: MeshEnds,
     /// The shard's client listeners, in the order of the listeners in force.
     listeners: Vec<StdListener>,
-    /// The TLS listeners' server configuration (shared by every shard).
-    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS listeners' server configuration (shared by every shard, replaced on SIGHUP).
+    tls: Option<Arc<crate::security::tls::ServerTls>>,
     /// A cluster member's inter-node listener of this shard.
     rpc_listener: Option<StdListener>,
+    /// `--max-connections-per-ip`, counted for the whole node.
+    ip_quota: Arc<crate::server::ip_quota::IpQuota>,
     shutdown: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
@@ -97,6 +99,7 @@ pub fn check_config(config: &Config, shards: usize) -> Result<(), String> {
         c
     };
     crate::security::tls::server_config(&config_with(config))?;
+    crate::server::ip_quota::IpQuota::new(config)?;
     if listeners.iter().any(|l| l.protocol.sasl()) {
         crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)?;
         crate::security::users::Users::load(&config.data_dir)?;
@@ -186,7 +189,9 @@ pub fn serve(config: Config) -> Result<(), String> {
 
     let mut config = config;
     config.listener_set = config.resolve_listeners()?;
-    let tls = crate::security::tls::server_config(&config)?;
+    let tls =
+        crate::security::tls::server_config(&config)?.map(crate::security::tls::ServerTls::new);
+    let ip_quota = crate::server::ip_quota::IpQuota::new(&config)?;
     let mut listeners = Vec::with_capacity(shards);
     for k in 0..shards {
         let mut of_shard = Vec::with_capacity(config.listener_set.len());
@@ -244,6 +249,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             listeners: listener,
             tls: tls.clone(),
             rpc_listener: rpc_listeners[k].take(),
+            ip_quota: ip_quota.clone(),
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
@@ -278,17 +284,24 @@ pub fn serve(config: Config) -> Result<(), String> {
         handles.push(handle);
     }
 
-    // Relay SIGTERM/SIGINT to the shards through the shared flag.
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Relay SIGTERM/SIGINT to the shards through the shared flag; SIGHUP re-reads the TLS
+    // certificates (Kafka reloads them through a dynamic config change instead).
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
     let flag = shutdown.clone();
+    let reload = (config.clone(), tls);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "shutdown requested; draining");
-                flag.store(true, Ordering::SeqCst);
+            for signal in signals.forever() {
+                if signal == libc::SIGHUP {
+                    reload_tls(&reload.0, reload.1.as_deref());
+                } else {
+                    tracing::info!(signal, "shutdown requested; draining");
+                    flag.store(true, Ordering::SeqCst);
+                }
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
@@ -304,6 +317,25 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: the TLS listeners' certificates and key (and mTLS CAs) read again; new
+/// handshakes use them, open connections keep theirs, a bad file keeps the old ones.
+fn reload_tls(config: &Config, tls: Option<&crate::security::tls::ServerTls>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no SSL or SASL_SSL listener, no certificate to re-read");
+        return;
+    };
+    match tls.reload(config) {
+        Ok(()) => tracing::info!(
+            cert = ?config.tls_cert_file,
+            ca = ?config.tls_ca_file,
+            "SIGHUP: TLS certificates re-read; new connections use them"
+        ),
+        Err(err) => tracing::error!(
+            "SIGHUP: TLS certificates not reloaded, the previous ones stay in force: {err}"
+        ),
+    }
 }
 
 /// See where it is made in [`serve`].
@@ -443,6 +475,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         mechanisms: crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)
             .unwrap_or_default(),
         users: std::cell::RefCell::new(crate::security::users::UserStore::new(&config.data_dir)),
+        ip_quota: start.ip_quota.clone(),
     });
     let mut accepting = Vec::with_capacity(start.listeners.len());
     for (index, (std_listener, l)) in start
@@ -461,12 +494,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         let ctx = Rc::new(crate::server::ListenerCtx {
             index,
             protocol: l.protocol,
-            tls: l
-                .protocol
-                .tls()
-                .then(|| start.tls.clone())
-                .flatten()
-                .map(futures_rustls::TlsAcceptor::from),
+            tls: l.protocol.tls().then(|| start.tls.clone()).flatten(),
             security: security.clone(),
         });
         accepting.push((listener, ctx));

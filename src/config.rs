@@ -135,7 +135,9 @@ pub struct Config {
     pub advertised_listeners: Option<String>,
 
     /// PEM certificate chain of the SSL and SASL_SSL listeners (the server's certificate
-    /// first).
+    /// first). This file, `--tls-key-file` and `--tls-ca-file` are read again on SIGHUP:
+    /// new connections use them, open ones keep theirs, a bad file keeps the old ones
+    /// (logged).
     #[arg(long, help_heading = "Security")]
     pub tls_cert_file: Option<PathBuf>,
 
@@ -290,6 +292,18 @@ pub struct Config {
     /// Connections a shard accepts at once; further connections are closed on accept.
     #[arg(long, help_heading = "Network and limits", default_value_t = 10_000)]
     pub max_connections_per_shard: usize,
+
+    /// Connections one client IP address may hold open on this node, all listeners and
+    /// shards together (Kafka's `max.connections.per.ip`; default: no limit). A connection
+    /// over it is closed at accept, logged and counted
+    /// (`strand_connections_rejected_per_ip_total`).
+    #[arg(long, help_heading = "Network and limits", default_value_t = i32::MAX as u32)]
+    pub max_connections_per_ip: u32,
+
+    /// Per-address limits that replace `--max-connections-per-ip`: `HOST:COUNT,…` with HOST
+    /// an IP address or a name resolved at start (Kafka's `max.connections.per.ip.overrides`).
+    #[arg(long, help_heading = "Network and limits", default_value = "")]
+    pub max_connections_per_ip_overrides: String,
 
     /// Partitions (of all topics together) a shard may hold; the broker holds this many
     /// times its shard count. Creating topics or partitions past it (also by auto-creation)

@@ -275,6 +275,8 @@ pub const KAFKA_KEYS: &[&str] = &[
     "fetch.max.bytes",
     "queued.max.request.bytes",
     "connections.max.idle.ms",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "transaction.max.timeout.ms",
     "transactional.id.expiration.ms",
     "offsets.retention.minutes",

@@ -109,6 +109,8 @@ pub struct ShardMetrics {
     flush_latency: RefCell<Histogram>,
     flush_bytes: RefCell<Histogram>,
     accept_errors: Cell<u64>,
+    /// Connections closed at accept by `--max-connections-per-ip`.
+    rejected_per_ip: Cell<u64>,
     leader_elections: Cell<u64>,
     /// SASL logins that succeeded and failed.
     authentications: Cell<u64>,
@@ -133,6 +135,7 @@ impl Default for ShardMetrics {
             flush_latency: RefCell::new(Histogram::new(LATENCY_BUCKETS_S)),
             flush_bytes: RefCell::new(Histogram::new(SIZE_BUCKETS_BYTES)),
             accept_errors: Cell::new(0),
+            rejected_per_ip: Cell::new(0),
             leader_elections: Cell::new(0),
             authentications: Cell::new(0),
             failed_authentications: Cell::new(0),
@@ -187,6 +190,11 @@ impl ShardMetrics {
     /// An accept failed on one of the shard's listeners.
     pub fn accept_error(&self) {
         self.accept_errors.set(self.accept_errors.get() + 1);
+    }
+
+    /// A connection closed at accept: its address had `--max-connections-per-ip`.
+    pub fn rejected_per_ip(&self) {
+        self.rejected_per_ip.set(self.rejected_per_ip.get() + 1);
     }
 
     /// A SASL login ended: it succeeded or failed.
@@ -367,6 +375,7 @@ impl ShardMetrics {
             flush_latency: self.flush_latency.borrow().clone(),
             flush_bytes: self.flush_bytes.borrow().clone(),
             accept_errors: self.accept_errors.get(),
+            rejected_per_ip: self.rejected_per_ip.get(),
             authentications: self.authentications.get(),
             failed_authentications: self.failed_authentications.get(),
             connections: gauges.connections,
@@ -414,6 +423,7 @@ pub struct Snapshot {
     pub flush_latency: Histogram,
     pub flush_bytes: Histogram,
     pub accept_errors: u64,
+    pub rejected_per_ip: u64,
     pub authentications: u64,
     pub failed_authentications: u64,
     pub connections: Vec<(&'static str, u64)>,
@@ -525,7 +535,7 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
         &'static str,
         fn(&Snapshot) -> u64,
     );
-    let simple: [Simple; 12] = [
+    let simple: [Simple; 13] = [
         (
             "strand_bytes_in_total",
             "counter",
@@ -552,6 +562,12 @@ pub fn render(snaps: &[Snapshot], node: &NodeView) -> String {
             "counter",
             "Failed accepts on the shard's listeners (the metrics listener's count on shard 0).",
             |s| s.accept_errors,
+        ),
+        (
+            "strand_connections_rejected_per_ip_total",
+            "counter",
+            "Connections closed at accept because their client address had --max-connections-per-ip connections open on the node.",
+            |s| s.rejected_per_ip,
         ),
         (
             "strand_successful_authentication_total",
@@ -813,6 +829,7 @@ mod tests {
             flush_latency: Histogram::new(LATENCY_BUCKETS_S),
             flush_bytes: Histogram::new(SIZE_BUCKETS_BYTES),
             accept_errors: 0,
+            rejected_per_ip: 0,
             authentications: 8,
             failed_authentications: 9,
             connections: vec![("PLAINTEXT", 4), ("SASL_SSL", 2)],

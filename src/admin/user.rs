@@ -92,11 +92,12 @@ fn run(command: UserCommand) -> Result<(), String> {
             if password.is_empty() {
                 return Err("the password is empty".into());
             }
-            let mut users = Users::load(&data_dir)?;
-            for hash in &hashes {
-                users.set(&name, *hash, password.as_bytes(), iterations);
-            }
-            users.save(&data_dir)?;
+            Users::update(&data_dir, |users| {
+                for hash in &hashes {
+                    users.set(&name, *hash, password.as_bytes(), iterations);
+                }
+                ((), true)
+            })?;
             let names: Vec<&str> = hashes.iter().map(|h| h.mechanism()).collect();
             println!(
                 "user {name}: {} set in {}",
@@ -106,11 +107,12 @@ fn run(command: UserCommand) -> Result<(), String> {
             Ok(())
         }
         UserCommand::Delete { name, data_dir } => {
-            let mut users = Users::load(&data_dir)?;
-            if !users.remove(&name) {
+            if !Users::update(&data_dir, |users| {
+                let removed = users.remove(&name);
+                (removed, removed)
+            })? {
                 return Err(format!("no user {name:?}"));
             }
-            users.save(&data_dir)?;
             println!("user {name} deleted");
             Ok(())
         }

@@ -18,6 +18,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod scram_credentials;
 mod txn;
 mod write_txn_markers;
 
@@ -259,6 +260,8 @@ async fn dispatch_inner(
         ApiKey::ListTransactions => call!(txn::list_transactions),
         ApiKey::DescribeProducers => call!(txn::describe_producers),
         ApiKey::WriteTxnMarkers => call!(write_txn_markers::handle),
+        ApiKey::DescribeUserScramCredentials => call!(scram_credentials::describe),
+        ApiKey::AlterUserScramCredentials => call!(scram_credentials::alter),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

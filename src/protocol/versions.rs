@@ -52,6 +52,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // The operator's abort of a hanging transaction (Admin.abortTransaction); v0 is gone
     // from Kafka 4.
     (ApiKey::WriteTxnMarkers, 1, 1),
+    // SCRAM users (KIP-554).
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Produce versions that can carry magic-2 record batches.
@@ -119,6 +122,10 @@ mod tests {
                 ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
                 ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
                 ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
+                ApiKey::DescribeUserScramCredentials => {
+                    DescribeUserScramCredentialsRequest::VERSIONS
+                }
+                ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
                 other => panic!("no range for {other:?}"),
             };
             (r.min, r.max)

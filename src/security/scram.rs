@@ -106,12 +106,17 @@ mod b64 {
 impl Credential {
     /// The credential of `password` with `salt` and `iterations`.
     pub fn new(hash: Hash, password: &[u8], salt: &[u8], iterations: u32) -> Credential {
-        let salted = hash.hi(password, salt, iterations);
-        let client_key = hash.hmac(&salted, b"Client Key");
+        Credential::from_salted(hash, &hash.hi(password, salt, iterations), salt, iterations)
+    }
+
+    /// The credential of a SaltedPassword (`Hi(password, salt, iterations)`), as
+    /// AlterUserScramCredentials sends it: the password itself never reaches the broker.
+    pub fn from_salted(hash: Hash, salted: &[u8], salt: &[u8], iterations: u32) -> Credential {
+        let client_key = hash.hmac(salted, b"Client Key");
         Credential {
             salt: salt.to_vec(),
             stored_key: hash.h(&client_key),
-            server_key: hash.hmac(&salted, b"Server Key"),
+            server_key: hash.hmac(salted, b"Server Key"),
             iterations,
         }
     }
@@ -321,7 +326,18 @@ impl Server {
         if !channel_ok {
             return self.fail("bad SCRAM channel binding attribute");
         }
-        if got_nonce != Some(nonce) {
+        // librdkafka before 2.6.1 (kcat 1.7 and the Debian/Ubuntu packages among them)
+        // sends its own nonce again in front of the combined one (librdkafka #4895);
+        // Kafka 3.8.1 to 3.9 accepted that (`endsWith`). Strand accepts exactly that form
+        // besides the RFC's: the server nonce must still be echoed whole.
+        let client_nonce = nonce.strip_suffix(self.server_nonce.as_str()).unwrap_or("");
+        let echoed = got_nonce == Some(nonce)
+            || got_nonce.is_some_and(|got| {
+                got.len() == client_nonce.len() + nonce.len()
+                    && got.starts_with(client_nonce)
+                    && got.ends_with(nonce)
+            });
+        if !echoed {
             return self.fail("SCRAM nonce mismatch");
         }
         let Ok(proof) = B64.decode(proof) else {
@@ -467,6 +483,44 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
+        }
+    }
+
+    /// librdkafka before 2.6.1 echoes `r=CNONCE` + the combined nonce: accepted; any
+    /// other nonce (the server's part missing or changed) is refused.
+    #[test]
+    fn old_librdkafka_nonce_is_accepted_and_others_are_not() {
+        let hash = Hash::Sha256;
+        let salt = random_bytes(16);
+        let credential = Credential::new(hash, b"pw", &salt, 4096);
+        let salted = hash.hi(b"pw", &salt, 4096);
+        let client_key = hash.hmac(&salted, b"Client Key");
+        let cnonce = "-=~abc";
+        for (echo, ok) in [
+            (format!("{cnonce}{cnonce}SNONCE"), true),
+            (format!("{cnonce}SNONCE"), true),
+            (format!("x{cnonce}SNONCE"), false),
+            (format!("{cnonce}{cnonce}SNONCf"), false),
+            (cnonce.to_string(), false),
+        ] {
+            let mut server = Server::with_nonce(hash, "SNONCE".into());
+            let lookup = |u: &str| (u == "u").then(|| credential.clone());
+            let bare = format!("n=u,r={cnonce}");
+            let Step::Continue(first) = server.step(format!("n,,{bare}").as_bytes(), lookup) else {
+                panic!("first step failed")
+            };
+            let server_first = String::from_utf8(first).unwrap();
+            let without_proof = format!("c=biws,r={echo}");
+            let auth = format!("{bare},{server_first},{without_proof}");
+            let signature = hash.hmac(&hash.h(&client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(a, b)| a ^ b)
+                .collect();
+            let last = format!("{without_proof},p={}", B64.encode(proof));
+            let done = matches!(server.step(last.as_bytes(), lookup), Step::Done { .. });
+            assert_eq!(done, ok, "{echo}");
         }
     }
 

@@ -1,9 +1,10 @@
 //! TLS of the SSL and SASL_SSL listeners: one rustls server configuration built at start
 //! from `--tls-cert-file`, `--tls-key-file` and (for mTLS) `--tls-ca-file`, shared by every
-//! shard; and the principal a client certificate names.
+//! shard and rebuilt from the files on SIGHUP ([`ServerTls::reload`]); and the principal a
+//! client certificate names.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -56,6 +57,36 @@ pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>
         .with_single_cert(certs, key)
         .map_err(|e| format!("--tls-cert-file/--tls-key-file: {e}"))?;
     Ok(Some(Arc::new(server)))
+}
+
+/// The TLS configuration in force. Each handshake takes the configuration current when it
+/// starts (a read of the lock, not held during the handshake); sessions already open keep
+/// the one they began with. [`ServerTls::reload`] replaces it only if the new files make a
+/// whole configuration, so a bad file keeps the old one.
+pub struct ServerTls {
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl ServerTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Arc<ServerTls> {
+        Arc::new(ServerTls {
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The acceptor of the next handshake.
+    pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        futures_rustls::TlsAcceptor::from(current.clone())
+    }
+
+    /// Re-reads `--tls-cert-file`, `--tls-key-file` and `--tls-ca-file`; `Err` (and the
+    /// configuration in force kept) if they do not make a valid one.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let fresh = server_config(config)?.ok_or("no TLS listener")?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
 }
 
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {

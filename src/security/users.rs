@@ -61,6 +61,40 @@ impl Users {
         write().map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
+    /// Reads the file, applies `change` and writes the file back if `change` says so
+    /// (`(result, true)`), all under an exclusive lock on `users.json.lock`: writers of
+    /// one data directory (the shards, `strand user`) never lose each other's changes.
+    pub fn update<T>(
+        data_dir: &Path,
+        change: impl FnOnce(&mut Users) -> (T, bool),
+    ) -> Result<T, String> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        let lock_path = data_dir.join(format!("{USERS_FILE}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "cannot lock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut users = Users::load(data_dir)?;
+        let (result, changed) = change(&mut users);
+        if changed {
+            users.save(data_dir)?;
+        }
+        drop(lock);
+        Ok(result)
+    }
+
     /// Sets `user`'s credential for `hash` from `password`, with a fresh salt.
     pub fn set(&mut self, user: &str, hash: Hash, password: &[u8], iterations: u32) {
         let credential = Credential::new(hash, password, &scram::random_bytes(32), iterations);
@@ -73,6 +107,27 @@ impl Users {
     /// Removes a user; whether it existed.
     pub fn remove(&mut self, user: &str) -> bool {
         self.users.remove(user).is_some()
+    }
+
+    /// Sets `user`'s credential for `hash` (AlterUserScramCredentials).
+    pub fn set_credential(&mut self, user: &str, hash: Hash, credential: Credential) {
+        self.users
+            .entry(user.to_string())
+            .or_default()
+            .insert(hash.mechanism().to_string(), credential);
+    }
+
+    /// Removes `user`'s credential for `hash` (and the user with its last one); whether
+    /// it existed.
+    pub fn remove_credential(&mut self, user: &str, hash: Hash) -> bool {
+        let Some(creds) = self.users.get_mut(user) else {
+            return false;
+        };
+        let removed = creds.remove(hash.mechanism()).is_some();
+        if creds.is_empty() {
+            self.users.remove(user);
+        }
+        removed
     }
 
     pub fn credential(&self, user: &str, hash: Hash) -> Option<Credential> {
@@ -150,5 +205,36 @@ mod tests {
         assert!(loaded.credential("alice", Hash::Sha256).is_none());
         let mut store = UserStore::new(dir.path());
         assert!(store.current().check_plain("alice", b"alice-secret"));
+    }
+
+    #[test]
+    fn update_under_lock_and_remove_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let writers: Vec<_> = (0..4)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for j in 0..5 {
+                        Users::update(&path, |u| {
+                            u.set(&format!("u{i}-{j}"), Hash::Sha256, b"pw", 4096);
+                            ((), true)
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut users = Users::load(&path).unwrap();
+        assert_eq!(users.users.len(), 20, "no update lost");
+        users.set("u0-0", Hash::Sha512, b"pw", 4096);
+        assert!(users.remove_credential("u0-0", Hash::Sha256));
+        assert!(!users.remove_credential("u0-0", Hash::Sha256));
+        assert!(users.users.contains_key("u0-0"));
+        assert!(users.remove_credential("u0-0", Hash::Sha512));
+        assert!(!users.users.contains_key("u0-0"));
     }
 }

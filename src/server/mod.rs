@@ -29,6 +29,7 @@
 mod budget;
 pub mod cluster;
 mod connection;
+pub mod ip_quota;
 pub mod metrics_http;
 pub mod rpc;
 #[cfg(test)]
@@ -55,8 +56,8 @@ pub struct ListenerCtx {
     /// Its index among the listeners in force (the endpoints it advertises).
     pub index: usize,
     pub protocol: SecurityProtocol,
-    /// The TLS acceptor of an SSL or SASL_SSL listener.
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// The TLS configuration of an SSL or SASL_SSL listener (replaced on SIGHUP).
+    pub tls: Option<std::sync::Arc<crate::security::tls::ServerTls>>,
     pub security: Rc<ShardSecurity>,
 }
 
@@ -66,6 +67,8 @@ pub struct ShardSecurity {
     pub mechanisms: Vec<Mechanism>,
     /// The users file, reloaded when it changes.
     pub users: RefCell<UserStore>,
+    /// `--max-connections-per-ip`: the node's count of connections per client address.
+    pub ip_quota: std::sync::Arc<ip_quota::IpQuota>,
 }
 
 /// The wait after a first failed accept; it doubles with each failure in a row.
@@ -194,6 +197,27 @@ pub async fn accept_loop(
             drop(stream);
             continue;
         }
+        let ip_slot = match stream.peer_addr() {
+            Ok(addr) => match ctx.security.ip_quota.acquire(addr.ip()) {
+                Ok(slot) => slot,
+                Err(limit) => {
+                    // Kafka's acceptor: "Rejected connection from …, address already has
+                    // the configured maximum of N connections."
+                    shard.metrics.rejected_per_ip();
+                    let host = addr.ip().to_string();
+                    connection::log_refused(
+                        shard.id.0,
+                        &peer,
+                        &host,
+                        ("", connection::ANONYMOUS),
+                        &format!("rejected: address {host} already has the configured maximum of {limit} connections (--max-connections-per-ip)"),
+                    );
+                    drop(stream);
+                    continue;
+                }
+            },
+            Err(_) => None,
+        };
         let _ = stream.set_nodelay(true);
         shard.connections.set(shard.connections.get() + 1);
         shard.listener_connection(ctx.protocol.name(), 1);
@@ -205,6 +229,7 @@ pub async fn accept_loop(
             if let Some(socket) = open(&shard, &ctx, stream, &peer).await {
                 connection::serve(&shard, &budget, socket, &peer, &ctx).await;
             }
+            drop(ip_slot);
             shard.connections.set(shard.connections.get() - 1);
             shard.listener_connection(ctx.protocol.name(), -1);
             shard.connections_changed.notify_all();
@@ -228,9 +253,10 @@ async fn open(
     stream: TcpStream,
     peer: &str,
 ) -> Option<socket::Socket> {
-    let Some(acceptor) = &ctx.tls else {
+    let Some(tls) = &ctx.tls else {
         return Some(socket::Socket::Plain(Rc::new(RefCell::new(stream))));
     };
+    let acceptor = tls.acceptor();
     let handshake = crate::util::timeout(
         Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
         acceptor.accept(stream),
