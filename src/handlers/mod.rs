@@ -6,6 +6,7 @@
 //! request cannot be decoded). Handlers must not await before their state changes: see
 //! the ordering note in [`crate::server`].
 
+mod acls;
 mod admin;
 mod api_versions;
 mod create_topics;
@@ -209,6 +210,9 @@ async fn dispatch_inner(
             "unsupported request {api_key:?} v{version} (see docs/protocol.md)"
         ));
     }
+    if let Some(denied) = acls::precheck(shard, &ctx, &body) {
+        return denied;
+    }
     // Decodes the body as the handler's request type and calls it.
     macro_rules! call {
         ($handler:path) => {
@@ -259,6 +263,9 @@ async fn dispatch_inner(
         ApiKey::ListTransactions => call!(txn::list_transactions),
         ApiKey::DescribeProducers => call!(txn::describe_producers),
         ApiKey::WriteTxnMarkers => call!(write_txn_markers::handle),
+        ApiKey::CreateAcls => call!(acls::create_acls),
+        ApiKey::DescribeAcls => call!(acls::describe_acls),
+        ApiKey::DeleteAcls => call!(acls::delete_acls),
         other => Response::Close(format!("unsupported request {other:?}")),
     }
 }

@@ -52,6 +52,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // The operator's abort of a hanging transaction (Admin.abortTransaction); v0 is gone
     // from Kafka 4.
     (ApiKey::WriteTxnMarkers, 1, 1),
+    // Authorization (answered SECURITY_DISABLED without `--authorizer`); v0 is gone from
+    // Kafka 4, and librdkafka and the Java client send v1+.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Produce versions that can carry magic-2 record batches.
@@ -119,6 +124,9 @@ mod tests {
                 ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
                 ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
                 ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
+                ApiKey::DescribeAcls => DescribeAclsRequest::VERSIONS,
+                ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,
+                ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
                 other => panic!("no range for {other:?}"),
             };
             (r.min, r.max)
