@@ -125,6 +125,12 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
                     .with_error_code(code)
                     .with_node_id(BrokerId(-1))
                     .with_port(-1);
+                if ctx.version < 4 {
+                    return ctx.respond(&out);
+                }
+                out.error_code = NONE;
+                out.node_id = BrokerId(0);
+                out.port = 0;
                 out.coordinators = keys
                     .iter()
                     .map(|k| {
