@@ -60,7 +60,7 @@ pub fn operations(shard: &Shard, ctx: &Ctx, ops: i32, rtype: i8, name: &str) -> 
 /// response of the API, or `None` to run the handler (which checks per resource where
 /// Kafka answers per resource).
 pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Response> {
-    if !shard.acls.enabled() {
+    if !shard.acls.checks(&ctx.principal) {
         return None;
     }
     let mut body = body.clone();

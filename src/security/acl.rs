@@ -555,6 +555,11 @@ impl ShardAcls {
         self.inner.is_some()
     }
 
+    /// Whether checks apply to `principal`: an authorizer is on and it is no super user.
+    pub fn checks(&self, principal: &str) -> bool {
+        self.inner.as_ref().is_some_and(|e| !e.policy.is_super(principal))
+    }
+
     pub fn store(&self) -> Option<&Arc<AclStore>> {
         self.inner.as_ref().map(|e| &e.store)
     }
