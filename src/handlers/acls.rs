@@ -333,6 +333,33 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
                 ctx.respond(&out)
             })
         }
+        ApiKey::DeleteGroups => {
+            let r = req!(DeleteGroupsRequest);
+            let denied: Vec<bool> = r
+                .groups_names
+                .iter()
+                .map(|g| !allowed(shard, ctx, op::DELETE, resource::GROUP, g))
+                .collect();
+            // A request naming a denied group is answered whole: the denied groups fail,
+            // the others are not attempted.
+            denied.iter().any(|d| *d).then(|| {
+                let results = r
+                    .groups_names
+                    .iter()
+                    .zip(&denied)
+                    .map(|(g, &d)| {
+                        delete_groups_response::DeletableGroupResult::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(if d {
+                                GROUP_AUTHORIZATION_FAILED
+                            } else {
+                                OPERATION_NOT_ATTEMPTED
+                            })
+                    })
+                    .collect();
+                ctx.respond(&DeleteGroupsResponse::default().with_results(results))
+            })
+        }
         ApiKey::DescribeCluster => (!cluster(shard, ctx, op::DESCRIBE)).then(|| {
             ctx.respond(
                 &DescribeClusterResponse::default()
@@ -386,24 +413,10 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
         | ApiKey::ListTransactions
         | ApiKey::DescribeTransactions
         | ApiKey::DescribeProducers
-        | ApiKey::ListGroups
-        | ApiKey::DescribeGroups
-        | ApiKey::DeleteGroups
-        | ApiKey::OffsetDelete
-        | ApiKey::DescribeConfigs
-        | ApiKey::AlterConfigs
-        | ApiKey::IncrementalAlterConfigs
-        | ApiKey::CreatePartitions
-        | ApiKey::DeleteRecords
-        | ApiKey::OffsetForLeaderEpoch => {
+        | ApiKey::OffsetDelete => {
             let need = match ctx.api {
                 ApiKey::WriteTxnMarkers => op::CLUSTER_ACTION,
-                ApiKey::DescribeConfigs => op::DESCRIBE_CONFIGS,
-                ApiKey::AlterConfigs | ApiKey::IncrementalAlterConfigs => op::ALTER_CONFIGS,
-                ApiKey::DeleteGroups
-                | ApiKey::OffsetDelete
-                | ApiKey::CreatePartitions
-                | ApiKey::DeleteRecords => op::ALTER,
+                ApiKey::OffsetDelete => op::ALTER,
                 _ => op::DESCRIBE,
             };
             (!cluster(shard, ctx, need)).then(|| {
@@ -414,6 +427,59 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
             })
         }
         _ => None,
+    }
+}
+
+/// Answers trimmed after the handler ran, where Kafka filters what a principal sees:
+/// ListGroups lists only the groups it may describe (all with DESCRIBE on the cluster),
+/// DescribeGroups answers GROUP_AUTHORIZATION_FAILED for the others.
+pub fn postfilter(shard: &Shard, ctx: &Ctx, response: Response) -> Response {
+    if !shard.acls.checks(&ctx.principal) {
+        return response;
+    }
+    let Response::Bytes(bytes) = &response else {
+        return response;
+    };
+    fn decode_response<T: kafka_protocol::protocol::Decodable>(ctx: &Ctx, bytes: &bytes::Bytes) -> Option<T> {
+        use kafka_protocol::protocol::Decodable;
+        let mut b = bytes.slice(4..);
+        ResponseHeader::decode(&mut b, ctx.api.response_header_version(ctx.version)).ok()?;
+        T::decode(&mut b, ctx.version).ok()
+    }
+    let describable = |g: &str| allowed(shard, ctx, op::DESCRIBE, resource::GROUP, g);
+    match ctx.api {
+        ApiKey::ListGroups if !cluster(shard, ctx, op::DESCRIBE) => {
+            match decode_response::<ListGroupsResponse>(ctx, bytes) {
+                Some(mut out) => {
+                    out.groups.retain(|g| describable(&g.group_id));
+                    ctx.respond(&out)
+                }
+                None => Response::Close("cannot re-read a ListGroups response".into()),
+            }
+        }
+        ApiKey::DescribeGroups => match decode_response::<DescribeGroupsResponse>(ctx, bytes) {
+            Some(mut out) => {
+                for g in out.groups.iter_mut() {
+                    if !describable(&g.group_id) {
+                        *g = describe_groups_response::DescribedGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(GROUP_AUTHORIZATION_FAILED)
+                            .with_authorized_operations(g.authorized_operations);
+                    } else if g.authorized_operations != super::authorized::AUTHORIZED_OPERATIONS_OMITTED {
+                        g.authorized_operations = operations(
+                            shard,
+                            ctx,
+                            super::authorized::GROUP,
+                            resource::GROUP,
+                            &g.group_id,
+                        );
+                    }
+                }
+                ctx.respond(&out)
+            }
+            None => Response::Close("cannot re-read a DescribeGroups response".into()),
+        },
+        _ => response,
     }
 }
 

@@ -222,7 +222,7 @@ async fn dispatch_inner(
             }
         };
     }
-    match api_key {
+    let response = match api_key {
         ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
             "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
         )),
@@ -267,5 +267,6 @@ async fn dispatch_inner(
         ApiKey::DescribeAcls => call!(acls::describe_acls),
         ApiKey::DeleteAcls => call!(acls::delete_acls),
         other => Response::Close(format!("unsupported request {other:?}")),
-    }
+    };
+    acls::postfilter(shard, &ctx, response)
 }

@@ -5,7 +5,8 @@ and two SCRAM users: `admin` (a super user) and `bob`. The admin manages ACLs wi
 AdminClient create_acls/describe_acls/delete_acls; bob is denied produce, consume and topic
 creation (librdkafka's TOPIC_AUTHORIZATION_FAILED / GROUP_AUTHORIZATION_FAILED) until ACLs
 allow them; PREFIXED grants, a DENY beating an ALLOW, Metadata hiding what bob may not
-describe, ACLs surviving a restart, `--allow-everyone-if-no-acl-found`, and the ACL APIs
+describe, an idempotent producer allowed by WRITE on a topic, DescribeConfigs and
+ListGroups checked per resource, ACLs surviving a restart, `--allow-everyone-if-no-acl-found`, and the ACL APIs
 answering SECURITY_DISABLED without an authorizer.
 """
 
@@ -20,6 +21,7 @@ from confluent_kafka.admin import (
     AclOperation,
     AclPermissionType,
     AdminClient,
+    ConfigResource,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -90,10 +92,10 @@ def create_acls(admin, bindings):
         f.result(timeout=30)
 
 
-def produce_error(ab, user, topic):
+def produce_error(ab, user, topic, **conf):
     """The delivery error of one message (None if it was written)."""
     errors = []
-    p = Producer(ab.conf(user, **{"message.timeout.ms": 10000}))
+    p = Producer(ab.conf(user, **{"message.timeout.ms": 10000, **conf}))
     p.produce(topic, b"v", on_delivery=lambda err, msg: errors.append(err))
     p.flush(20)
     assert errors, "no delivery report"
@@ -202,6 +204,31 @@ def test_prefixed_grant_and_deny_beats_allow(acl_broker):
                          AclOperation.ANY, AclPermissionType.ANY)
     ).result(timeout=30)
     assert len(matched) == 3
+
+
+def test_idempotence_configs_and_groups(acl_broker):
+    ab = acl_broker
+    admin = ab.admin()
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    group = f"admins-{uuid.uuid4().hex[:8]}"
+    create_topic(admin, topic)
+    create_acls(admin, [allow("User:bob", ResourceType.TOPIC, topic, AclOperation.WRITE)])
+    # An idempotent producer's InitProducerId: WRITE on any topic is enough (Kafka 3+).
+    assert produce_error(ab, "bob", topic, **{"enable.idempotence": True}) is None
+    bob_admin = ab.admin("bob")
+    # WRITE does not imply DESCRIBE_CONFIGS.
+    futures = bob_admin.describe_configs([ConfigResource("topic", topic)])
+    with pytest.raises(KafkaException) as e:
+        list(futures.values())[0].result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The admin's group exists, but bob may not describe it: not listed to him.
+    msg = consume_error(ab, "admin", topic, group)
+    assert not msg.error()
+    listed = lambda a: {g.group_id for g in a.list_consumer_groups().result(timeout=30).valid}
+    assert group in listed(admin)
+    assert group not in listed(bob_admin)
+    create_acls(admin, [allow("User:bob", ResourceType.GROUP, group, AclOperation.DESCRIBE)])
+    assert group in listed(bob_admin)
 
 
 def test_acls_survive_restart(acl_broker):
