@@ -535,14 +535,10 @@ impl Config {
             "" => Ok(None),
             "standard"
             | "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-            | "kafka.security.authorizer.AclAuthorizer" => {
-                Ok(Some(crate::security::acl::Policy {
-                    super_users: crate::security::acl::Policy::parse_super_users(
-                        &self.super_users,
-                    )?,
-                    allow_if_no_acl: self.allow_everyone_if_no_acl_found,
-                }))
-            }
+            | "kafka.security.authorizer.AclAuthorizer" => Ok(Some(crate::security::acl::Policy {
+                super_users: crate::security::acl::Policy::parse_super_users(&self.super_users)?,
+                allow_if_no_acl: self.allow_everyone_if_no_acl_found,
+            })),
             other => Err(format!(
                 "--authorizer {other:?}: Strand has Kafka's StandardAuthorizer (`standard`) only"
             )),

@@ -18,7 +18,9 @@ use crate::shard::Shard;
 
 /// The client's address as ACL hosts name it (an IPv6 address without brackets).
 fn host(ctx: &Ctx) -> &str {
-    ctx.client_host.trim_start_matches('[').trim_end_matches(']')
+    ctx.client_host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// Whether the request's principal may do `operation` on `name` of `rtype` (always
@@ -50,7 +52,10 @@ pub fn operations(shard: &Shard, ctx: &Ctx, ops: i32, rtype: i8, name: &str) -> 
     if !shard.acls.enabled() {
         return ops;
     }
-    let wanted: Vec<i8> = (0..31).filter(|b| ops & (1 << b) != 0).map(|b| b as i8).collect();
+    let wanted: Vec<i8> = (0..31)
+        .filter(|b| ops & (1 << b) != 0)
+        .map(|b| b as i8)
+        .collect();
     shard
         .acls
         .operations(&ctx.principal, host(ctx), &wanted, rtype, name)
@@ -88,25 +93,34 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
         ApiKey::SyncGroup => {
             let r = req!(SyncGroupRequest);
             (!group(&r.group_id)).then(|| {
-                ctx.respond(&SyncGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED))
+                ctx.respond(
+                    &SyncGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
+                )
             })
         }
         ApiKey::Heartbeat => {
             let r = req!(HeartbeatRequest);
             (!group(&r.group_id)).then(|| {
-                ctx.respond(&HeartbeatResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED))
+                ctx.respond(
+                    &HeartbeatResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
+                )
             })
         }
         ApiKey::LeaveGroup => {
             let r = req!(LeaveGroupRequest);
             (!group(&r.group_id)).then(|| {
-                ctx.respond(&LeaveGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED))
+                ctx.respond(
+                    &LeaveGroupResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
+                )
             })
         }
         ApiKey::FindCoordinator => {
             let r = req!(FindCoordinatorRequest);
             let (rtype, code) = if r.key_type == 1 {
-                (resource::TRANSACTIONAL_ID, TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                (
+                    resource::TRANSACTIONAL_ID,
+                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                )
             } else {
                 (resource::GROUP, GROUP_AUTHORIZATION_FAILED)
             };
@@ -134,7 +148,11 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
                 out.coordinators = keys
                     .iter()
                     .map(|k| {
-                        let code = if denied.contains(&k) { code } else { COORDINATOR_NOT_AVAILABLE };
+                        let code = if denied.contains(&k) {
+                            code
+                        } else {
+                            COORDINATOR_NOT_AVAILABLE
+                        };
                         find_coordinator_response::Coordinator::default()
                             .with_key(s(k.clone()))
                             .with_node_id(BrokerId(-1))
@@ -177,7 +195,8 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
             let r = req!(EndTxnRequest);
             (!txn(&r.transactional_id)).then(|| {
                 ctx.respond(
-                    &EndTxnResponse::default().with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                    &EndTxnResponse::default()
+                        .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
                 )
             })
         }
@@ -223,7 +242,8 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
                     })
                     .collect();
                 ctx.respond(
-                    &AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results),
+                    &AddPartitionsToTxnResponse::default()
+                        .with_results_by_topic_v3_and_below(results),
                 )
             })
         }
@@ -321,7 +341,8 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
                 .iter()
                 .any(|g| !allowed(shard, ctx, op::DESCRIBE, resource::GROUP, g));
             (denied).then(|| {
-                let mut out = OffsetFetchResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+                let mut out =
+                    OffsetFetchResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
                 out.groups = groups
                     .iter()
                     .map(|g| {
@@ -400,10 +421,14 @@ pub fn precheck(shard: &Shard, ctx: &Ctx, body: &bytes::Bytes) -> Option<Respons
             })
         }
         ApiKey::DescribeAcls => (!cluster(shard, ctx, op::DESCRIBE)).then(|| {
-            ctx.respond(&DescribeAclsResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED))
+            ctx.respond(
+                &DescribeAclsResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+            )
         }),
         ApiKey::ElectLeaders => (!cluster(shard, ctx, op::ALTER)).then(|| {
-            ctx.respond(&ElectLeadersResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED))
+            ctx.respond(
+                &ElectLeadersResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+            )
         }),
         // Operator APIs not yet checked per resource: the cluster permission Kafka asks
         // for the broadest use of each (a super user or an ALTER/DESCRIBE grant on the
@@ -440,7 +465,10 @@ pub fn postfilter(shard: &Shard, ctx: &Ctx, response: Response) -> Response {
     let Response::Bytes(bytes) = &response else {
         return response;
     };
-    fn decode_response<T: kafka_protocol::protocol::Decodable>(ctx: &Ctx, bytes: &bytes::Bytes) -> Option<T> {
+    fn decode_response<T: kafka_protocol::protocol::Decodable>(
+        ctx: &Ctx,
+        bytes: &bytes::Bytes,
+    ) -> Option<T> {
         use kafka_protocol::protocol::Decodable;
         let mut b = bytes.slice(4..);
         ResponseHeader::decode(&mut b, ctx.api.response_header_version(ctx.version)).ok()?;
@@ -465,7 +493,9 @@ pub fn postfilter(shard: &Shard, ctx: &Ctx, response: Response) -> Response {
                             .with_group_id(g.group_id.clone())
                             .with_error_code(GROUP_AUTHORIZATION_FAILED)
                             .with_authorized_operations(g.authorized_operations);
-                    } else if g.authorized_operations != super::authorized::AUTHORIZED_OPERATIONS_OMITTED {
+                    } else if g.authorized_operations
+                        != super::authorized::AUTHORIZED_OPERATIONS_OMITTED
+                    {
                         g.authorized_operations = operations(
                             shard,
                             ctx,
@@ -484,7 +514,9 @@ pub fn postfilter(shard: &Shard, ctx: &Ctx, response: Response) -> Response {
 }
 
 fn security_disabled(ctx: &Ctx) -> Response {
-    let msg = Some(s("no authorizer is configured on the broker (--authorizer)"));
+    let msg = Some(s(
+        "no authorizer is configured on the broker (--authorizer)",
+    ));
     match ctx.api {
         ApiKey::CreateAcls => ctx.respond(&CreateAclsResponse::default().with_results(vec![
             AclCreationResult::default()
@@ -557,11 +589,7 @@ pub async fn create_acls(shard: &Rc<Shard>, ctx: &Ctx, request: CreateAclsReques
     ctx.respond(&CreateAclsResponse::default().with_results(results))
 }
 
-pub async fn describe_acls(
-    shard: &Rc<Shard>,
-    ctx: &Ctx,
-    r: DescribeAclsRequest,
-) -> Response {
+pub async fn describe_acls(shard: &Rc<Shard>, ctx: &Ctx, r: DescribeAclsRequest) -> Response {
     let Some(store) = shard.acls.store() else {
         return security_disabled(ctx);
     };

@@ -205,8 +205,10 @@ fn broker_refusal(shard: &Shard, name: &str) -> Planned {
 /// broker; the error code if denied.
 fn config_denied(shard: &Shard, ctx: &Ctx, kind: i8, name: &str, operation: i8) -> Option<i16> {
     match kind {
-        RESOURCE_TOPIC => (!super::acls::allowed(shard, ctx, operation, acl::resource::TOPIC, name))
-            .then_some(TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_TOPIC => {
+            (!super::acls::allowed(shard, ctx, operation, acl::resource::TOPIC, name))
+                .then_some(TOPIC_AUTHORIZATION_FAILED)
+        }
         _ => (!super::acls::cluster(shard, ctx, operation)).then_some(CLUSTER_AUTHORIZATION_FAILED),
     }
 }
@@ -221,7 +223,11 @@ fn authorize_alter(
         .into_iter()
         .map(|(kind, name, planned)| {
             match config_denied(shard, ctx, kind, &name, acl::op::ALTER_CONFIGS) {
-                Some(code) => (kind, name, Planned::Failed(code, "Authorization failed.".into())),
+                Some(code) => (
+                    kind,
+                    name,
+                    Planned::Failed(code, "Authorization failed.".into()),
+                ),
                 None => (kind, name, planned),
             }
         })
@@ -433,7 +439,10 @@ pub async fn create_partitions(
             &topic.name,
         );
         let growth = if denied {
-            Err((TOPIC_AUTHORIZATION_FAILED, "Authorization failed.".to_string()))
+            Err((
+                TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".to_string(),
+            ))
         } else {
             assignment
         }
@@ -490,7 +499,8 @@ pub async fn delete_records(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let denied = !super::acls::allowed(shard, ctx, acl::op::DELETE, acl::resource::TOPIC, &name);
+        let denied =
+            !super::acls::allowed(shard, ctx, acl::op::DELETE, acl::resource::TOPIC, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let mut out = DeleteRecordsPartitionResult::default()
@@ -646,7 +656,8 @@ pub async fn offset_for_leader_epoch(
     for topic in request.topics {
         let name = topic.topic.0.to_string();
         // Kafka: DESCRIBE on the topic (a consumer's READ implies it).
-        let denied = !super::acls::allowed(shard, ctx, acl::op::DESCRIBE, acl::resource::TOPIC, &name);
+        let denied =
+            !super::acls::allowed(shard, ctx, acl::op::DESCRIBE, acl::resource::TOPIC, &name);
         let partitions = topic
             .partitions
             .into_iter()

@@ -80,8 +80,7 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
             }
         }
         // Kafka: CREATE on the cluster or on the topic.
-        if !may_create_all
-            && !super::acls::allowed(shard, ctx, op::CREATE, resource::TOPIC, &name)
+        if !may_create_all && !super::acls::allowed(shard, ctx, op::CREATE, resource::TOPIC, &name)
         {
             error = Some((
                 TOPIC_AUTHORIZATION_FAILED,

@@ -52,7 +52,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     let allow_create =
         shard.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     use crate::security::acl::{op, resource};
-    let describable = |name: &str| super::acls::allowed(shard, ctx, op::DESCRIBE, resource::TOPIC, name);
+    let describable =
+        |name: &str| super::acls::allowed(shard, ctx, op::DESCRIBE, resource::TOPIC, name);
     // Kafka: auto-creation needs CREATE on the cluster or the topic; a missing topic the
     // client may not create is answered TOPIC_AUTHORIZATION_FAILED.
     let may_create_all = super::acls::cluster(shard, ctx, op::CREATE);
@@ -145,7 +146,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                     (_, Some(topic)) => !describable(&topic.name),
                     (Some(name), None) => {
                         !describable(name)
-                            || (allow_create && validate_topic_name(name).is_ok() && !may_create(name))
+                            || (allow_create
+                                && validate_topic_name(name).is_ok()
+                                && !may_create(name))
                     }
                     (None, None) => false,
                 };

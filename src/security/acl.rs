@@ -367,7 +367,8 @@ pub fn authorize_any(
         .iter()
         .filter(applies)
         .filter(|b| {
-            b.permission == permission::ALLOW && (b.operation == operation || b.operation == op::ALL)
+            b.permission == permission::ALLOW
+                && (b.operation == operation || b.operation == op::ALL)
         })
         .any(|b| !shadowed(b));
     if granted {
@@ -557,7 +558,9 @@ impl ShardAcls {
 
     /// Whether checks apply to `principal`: an authorizer is on and it is no super user.
     pub fn checks(&self, principal: &str) -> bool {
-        self.inner.as_ref().is_some_and(|e| !e.policy.is_super(principal))
+        self.inner
+            .as_ref()
+            .is_some_and(|e| !e.policy.is_super(principal))
     }
 
     pub fn store(&self) -> Option<&Arc<AclStore>> {
@@ -576,14 +579,29 @@ impl ShardAcls {
 
     /// Whether `principal` at `host` may do `operation` on `name` of `rtype`; always
     /// without an authorizer.
-    pub fn allowed(&self, principal: &str, host: &str, operation: i8, rtype: i8, name: &str) -> bool {
+    pub fn allowed(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: i8,
+        rtype: i8,
+        name: &str,
+    ) -> bool {
         match &self.inner {
             None => true,
             Some(e) => {
                 if e.policy.is_super(principal) {
                     return true;
                 }
-                authorize(&Self::table(e), &e.policy, principal, host, operation, rtype, name)
+                authorize(
+                    &Self::table(e),
+                    &e.policy,
+                    principal,
+                    host,
+                    operation,
+                    rtype,
+                    name,
+                )
             }
         }
     }
@@ -592,7 +610,14 @@ impl ShardAcls {
     pub fn allowed_any(&self, principal: &str, host: &str, operation: i8, rtype: i8) -> bool {
         match &self.inner {
             None => true,
-            Some(e) => authorize_any(&Self::table(e), &e.policy, principal, host, operation, rtype),
+            Some(e) => authorize_any(
+                &Self::table(e),
+                &e.policy,
+                principal,
+                host,
+                operation,
+                rtype,
+            ),
         }
     }
 
@@ -638,14 +663,46 @@ mod tests {
         use permission::*;
         use resource::TOPIC;
         let table = AclTable::new(vec![
-            b(TOPIC, "orders", pattern::LITERAL, "User:bob", op::READ, ALLOW),
-            b(TOPIC, "pay-", pattern::PREFIXED, "User:bob", op::WRITE, ALLOW),
-            b(TOPIC, "pay-secret", pattern::LITERAL, "User:bob", op::ALL, DENY),
+            b(
+                TOPIC,
+                "orders",
+                pattern::LITERAL,
+                "User:bob",
+                op::READ,
+                ALLOW,
+            ),
+            b(
+                TOPIC,
+                "pay-",
+                pattern::PREFIXED,
+                "User:bob",
+                op::WRITE,
+                ALLOW,
+            ),
+            b(
+                TOPIC,
+                "pay-secret",
+                pattern::LITERAL,
+                "User:bob",
+                op::ALL,
+                DENY,
+            ),
             b(TOPIC, "*", pattern::LITERAL, "User:*", op::DESCRIBE, ALLOW),
-            b(TOPIC, "hosted", pattern::LITERAL, "User:bob", op::READ, ALLOW),
+            b(
+                TOPIC,
+                "hosted",
+                pattern::LITERAL,
+                "User:bob",
+                op::READ,
+                ALLOW,
+            ),
         ]);
         let mut hosted = table.bindings.clone();
-        hosted.iter_mut().find(|b| b.resource_name == "hosted").unwrap().host = "10.0.0.2".into();
+        hosted
+            .iter_mut()
+            .find(|b| b.resource_name == "hosted")
+            .unwrap()
+            .host = "10.0.0.2".into();
         let policy = Policy {
             super_users: vec!["User:admin".into()],
             allow_if_no_acl: false,
@@ -657,13 +714,26 @@ mod tests {
         assert!(check(&table, &policy, "User:eve", op::DESCRIBE, "orders"));
         assert!(check(&table, &policy, "User:bob", op::WRITE, "pay-1"));
         assert!(!check(&table, &policy, "User:bob", op::WRITE, "pay-secret"));
-        assert!(!check(&table, &policy, "User:bob", op::DESCRIBE, "pay-secret"));
+        assert!(!check(
+            &table,
+            &policy,
+            "User:bob",
+            op::DESCRIBE,
+            "pay-secret"
+        ));
         assert!(!check(&table, &policy, "User:bob", op::WRITE, "other"));
         assert!(check(&table, &policy, "User:admin", op::DELETE, "anything"));
         let hosted = AclTable::new(hosted);
         assert!(!check(&hosted, &policy, "User:bob", op::READ, "hosted"));
         // No ACL names the topic: denied, unless allow.everyone.if.no.acl.found.
-        let empty = AclTable::new(vec![b(resource::GROUP, "g", pattern::LITERAL, "User:bob", op::READ, ALLOW)]);
+        let empty = AclTable::new(vec![b(
+            resource::GROUP,
+            "g",
+            pattern::LITERAL,
+            "User:bob",
+            op::READ,
+            ALLOW,
+        )]);
         assert!(!check(&empty, &policy, "User:bob", op::READ, "t"));
         let open = Policy {
             allow_if_no_acl: true,
@@ -672,13 +742,34 @@ mod tests {
         assert!(check(&empty, &open, "User:bob", op::READ, "t"));
         assert!(!check(&table, &open, "User:eve", op::READ, "orders"));
         // authorizeByResourceType.
-        assert!(authorize_any(&table, &policy, "User:bob", "h", op::WRITE, TOPIC));
-        assert!(!authorize_any(&table, &policy, "User:eve", "h", op::WRITE, TOPIC));
+        assert!(authorize_any(
+            &table,
+            &policy,
+            "User:bob",
+            "h",
+            op::WRITE,
+            TOPIC
+        ));
+        assert!(!authorize_any(
+            &table,
+            &policy,
+            "User:eve",
+            "h",
+            op::WRITE,
+            TOPIC
+        ));
         let shadowed = AclTable::new(vec![
             b(TOPIC, "a-", pattern::PREFIXED, "User:bob", op::WRITE, ALLOW),
             b(TOPIC, "a", pattern::PREFIXED, "User:bob", op::WRITE, DENY),
         ]);
-        assert!(!authorize_any(&shadowed, &policy, "User:bob", "h", op::WRITE, TOPIC));
+        assert!(!authorize_any(
+            &shadowed,
+            &policy,
+            "User:bob",
+            "h",
+            op::WRITE,
+            TOPIC
+        ));
     }
 
     #[test]
@@ -696,7 +787,15 @@ mod tests {
         assert!(out[0].is_ok() && out[1].is_ok() && out[2].is_err() && out[3].is_err());
         let g = store.generation();
         // The same binding again: no change.
-        assert!(store.create(vec![b(TOPIC, "t", pattern::LITERAL, "User:bob", op::READ, ALLOW)])[0].is_ok());
+        assert!(store.create(vec![b(
+            TOPIC,
+            "t",
+            pattern::LITERAL,
+            "User:bob",
+            op::READ,
+            ALLOW
+        )])[0]
+            .is_ok());
         assert_eq!(store.generation(), g);
         let reopened = AclStore::open(dir.path()).unwrap();
         assert_eq!(reopened.current().bindings().len(), 2);
@@ -710,14 +809,30 @@ mod tests {
             permission: permission::ANY,
         };
         let all = reopened.current();
-        assert_eq!(all.bindings().iter().filter(|x| matching("t-1").matches(x)).count(), 1);
-        assert_eq!(all.bindings().iter().filter(|x| matching("t").matches(x)).count(), 1);
+        assert_eq!(
+            all.bindings()
+                .iter()
+                .filter(|x| matching("t-1").matches(x))
+                .count(),
+            1
+        );
+        assert_eq!(
+            all.bindings()
+                .iter()
+                .filter(|x| matching("t").matches(x))
+                .count(),
+            1
+        );
         let deleted = reopened.delete(&[AclFilter {
             pattern_type: pattern::ANY,
             resource_name: None,
             ..matching("")
         }]);
         assert_eq!(deleted[0].as_ref().unwrap().len(), 2);
-        assert!(AclStore::open(dir.path()).unwrap().current().bindings().is_empty());
+        assert!(AclStore::open(dir.path())
+            .unwrap()
+            .current()
+            .bindings()
+            .is_empty());
     }
 }
