@@ -53,6 +53,8 @@ struct ShardStart {
     /// The shard's consumer groups and transactional ids, loaded by the main thread.
     groups: LoadedGroups,
     txns: LoadedTxns,
+    /// The node's ACLs, with `--authorizer`.
+    acls: Option<Arc<crate::security::acl::AclStore>>,
 }
 
 /// The checks of a configuration that need no more than the flags (and whether the data
@@ -100,6 +102,7 @@ pub fn check_config(config: &Config, shards: usize) -> Result<(), String> {
     };
     crate::security::tls::server_config(&config_with(config))?;
     crate::server::ip_quota::IpQuota::new(config)?;
+    config.acl_policy()?;
     if listeners.iter().any(|l| l.protocol.sasl()) {
         crate::security::sasl::Mechanism::parse_list(&config.sasl_enabled_mechanisms)?;
         crate::security::users::Users::load(&config.data_dir)?;
@@ -232,6 +235,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     config.shards = Some(shards);
     config.max_open_segment_files_per_shard = fds.segment_files_per_shard;
     config.descriptor_partitions_max = Some(fds.partitions_max);
+    let acls = match config.acl_policy()? {
+        Some(_) => Some(Arc::new(crate::security::acl::AclStore::open(
+            &config.data_dir,
+        )?)),
+        None => None,
+    };
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -255,6 +264,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             failed: failed.clone(),
             groups,
             txns,
+            acls: acls.clone(),
         };
         let cpu = cpus[k % cpus.len()];
         tracing::debug!(shard = k, cpu, "pinning shard");
@@ -382,6 +392,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         mesh,
         groups,
         TxnCoordinator::new(start.txns),
+        crate::security::acl::ShardAcls::new(start.acls, config.acl_policy()?.unwrap_or_default()),
     );
     shard
         .groups

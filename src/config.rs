@@ -165,6 +165,28 @@ pub struct Config {
     #[arg(long, help_heading = "Security", default_value_t = 100)]
     pub connection_failed_authentication_delay_ms: u64,
 
+    /// The authorizer (Kafka's `authorizer.class.name`): `standard` (or Kafka's
+    /// `org.apache.kafka.metadata.authorizer.StandardAuthorizer`) checks every request
+    /// against the ACLs (docs/security.md); empty: no authorization.
+    #[arg(
+        long,
+        help_heading = "Security",
+        default_value = "",
+        num_args = 0..=1,
+        default_missing_value = "standard"
+    )]
+    pub authorizer: String,
+
+    /// Principals the authorizer lets do everything, `User:admin;User:ops` (Kafka's
+    /// `super.users`).
+    #[arg(long, help_heading = "Security", default_value = "")]
+    pub super_users: String,
+
+    /// With `--authorizer`: a resource no ACL names is open to everyone (Kafka's
+    /// `allow.everyone.if.no.acl.found`); by default it is closed to all but super users.
+    #[arg(long, help_heading = "Security")]
+    pub allow_everyone_if_no_acl_found: bool,
+
     /// The listeners in force (resolved at start from `--listeners` or `--listen`, not a
     /// flag); empty before, when `--listen`/`--advertise` describe the one listener.
     #[arg(skip)]
@@ -521,6 +543,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The authorizer's policy, `None` without `--authorizer`.
+    pub fn acl_policy(&self) -> Result<Option<crate::security::acl::Policy>, String> {
+        match self.authorizer.trim() {
+            "" => Ok(None),
+            "standard"
+            | "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            | "kafka.security.authorizer.AclAuthorizer" => Ok(Some(crate::security::acl::Policy {
+                super_users: crate::security::acl::Policy::parse_super_users(&self.super_users)?,
+                allow_if_no_acl: self.allow_everyone_if_no_acl_found,
+            })),
+            other => Err(format!(
+                "--authorizer {other:?}: Strand has Kafka's StandardAuthorizer (`standard`) only"
+            )),
+        }
+    }
+
     /// The shard count in force (`serve` resolves the default before starting shards).
     pub fn shards_resolved(&self) -> usize {
         self.shards.unwrap_or(1).max(1)

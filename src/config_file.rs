@@ -199,6 +199,11 @@ pub const ALIASES: &[Alias] = &[
         convert: Convert::Advertised,
     },
     Alias {
+        kafka: "authorizer.class.name",
+        flag: "authorizer",
+        convert: Convert::Same,
+    },
+    Alias {
         kafka: "broker.id",
         flag: "node-id",
         convert: Convert::Same,

@@ -35,6 +35,7 @@ use crate::cluster::controller::{
 use crate::cluster::topic_config::{self, source, DEFS};
 use crate::cluster::{shard_of_broker, NodeId, ShardId};
 use crate::protocol::errors::*;
+use crate::security::acl;
 use crate::shard::Shard;
 use crate::storage::ReadError;
 
@@ -81,6 +82,17 @@ pub async fn describe_configs(
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        if let Some(code) = config_denied(
+            shard,
+            ctx,
+            resource.resource_type,
+            &resource.resource_name,
+            acl::op::DESCRIBE_CONFIGS,
+        ) {
+            result.error_code = code;
+            results.push(result);
+            continue;
+        }
         match resource.resource_type {
             RESOURCE_TOPIC => match snapshot.topic(resource.resource_name.as_str()) {
                 None => {
@@ -189,6 +201,39 @@ fn broker_refusal(shard: &Shard, name: &str) -> Planned {
     }
 }
 
+/// Kafka's check of a config resource: `operation` on the topic, or on the cluster for a
+/// broker; the error code if denied.
+fn config_denied(shard: &Shard, ctx: &Ctx, kind: i8, name: &str, operation: i8) -> Option<i16> {
+    match kind {
+        RESOURCE_TOPIC => {
+            (!super::acls::allowed(shard, ctx, operation, acl::resource::TOPIC, name))
+                .then_some(TOPIC_AUTHORIZATION_FAILED)
+        }
+        _ => (!super::acls::cluster(shard, ctx, operation)).then_some(CLUSTER_AUTHORIZATION_FAILED),
+    }
+}
+
+/// The alterations the principal may not make, failed before they are sent.
+fn authorize_alter(
+    shard: &Shard,
+    ctx: &Ctx,
+    resources: Vec<(i8, StrBytes, Planned)>,
+) -> Vec<(i8, StrBytes, Planned)> {
+    resources
+        .into_iter()
+        .map(|(kind, name, planned)| {
+            match config_denied(shard, ctx, kind, &name, acl::op::ALTER_CONFIGS) {
+                Some(code) => (
+                    kind,
+                    name,
+                    Planned::Failed(code, "Authorization failed.".into()),
+                ),
+                None => (kind, name, planned),
+            }
+        })
+        .collect()
+}
+
 /// Sends the planned alterations to the controller and builds the per-resource answers.
 async fn alter(
     shard: &Rc<Shard>,
@@ -271,6 +316,7 @@ pub async fn alter_configs(shard: &Rc<Shard>, ctx: &Ctx, request: AlterConfigsRe
             (r.resource_type, r.resource_name, planned)
         })
         .collect();
+    let resources = authorize_alter(shard, ctx, resources);
     match alter(shard, resources, request.validate_only).await {
         Ok(responses) => {
             let mut response = AlterConfigsResponse::default();
@@ -335,6 +381,7 @@ pub async fn incremental_alter_configs(
             (r.resource_type, r.resource_name, planned)
         })
         .collect();
+    let resources = authorize_alter(shard, ctx, resources);
     match alter(shard, resources, request.validate_only).await {
         Ok(responses) => {
             let mut response = IncrementalAlterConfigsResponse::default();
@@ -384,7 +431,22 @@ pub async fn create_partitions(
                 .collect::<Result<Vec<Vec<(NodeId, ShardId)>>, _>>()
                 .map(Some),
         };
-        let growth = assignment.map(|assignment| PartitionGrowth {
+        let denied = !super::acls::allowed(
+            shard,
+            ctx,
+            acl::op::ALTER,
+            acl::resource::TOPIC,
+            &topic.name,
+        );
+        let growth = if denied {
+            Err((
+                TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".to_string(),
+            ))
+        } else {
+            assignment
+        }
+        .map(|assignment| PartitionGrowth {
             topic: topic.name.0.to_string(),
             count: topic.count,
             assignment,
@@ -437,12 +499,19 @@ pub async fn delete_records(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let denied =
+            !super::acls::allowed(shard, ctx, acl::op::DELETE, acl::resource::TOPIC, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let mut out = DeleteRecordsPartitionResult::default()
                 .with_partition_index(wanted.partition_index)
                 .with_low_watermark(-1);
-            match shard.owned_partition(&name, wanted.partition_index) {
+            let owned = if denied {
+                Err(TOPIC_AUTHORIZATION_FAILED)
+            } else {
+                shard.owned_partition(&name, wanted.partition_index)
+            };
+            match owned {
                 Err(code) => out.error_code = code,
                 Ok(partition) => {
                     let deleted = partition.log.borrow_mut().delete_records(wanted.offset);
@@ -549,10 +618,17 @@ pub async fn describe_cluster(
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(text(snapshot.cluster_id.clone()))
         .with_controller_id(BrokerId(shard.controller_broker(&snapshot)))
-        .with_cluster_authorized_operations(super::authorized::when(
-            request.include_cluster_authorized_operations,
-            super::authorized::CLUSTER,
-        ))
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            super::acls::operations(
+                shard,
+                ctx,
+                super::authorized::CLUSTER,
+                acl::resource::CLUSTER,
+                acl::CLUSTER_NAME,
+            )
+        } else {
+            super::authorized::AUTHORIZED_OPERATIONS_OMITTED
+        })
         .with_endpoint_type(1);
     response.brokers = super::metadata::brokers(shard, &snapshot, ctx.listener)
         .into_iter()
@@ -579,6 +655,9 @@ pub async fn offset_for_leader_epoch(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.topic.0.to_string();
+        // Kafka: DESCRIBE on the topic (a consumer's READ implies it).
+        let denied =
+            !super::acls::allowed(shard, ctx, acl::op::DESCRIBE, acl::resource::TOPIC, &name);
         let partitions = topic
             .partitions
             .into_iter()
@@ -587,9 +666,12 @@ pub async fn offset_for_leader_epoch(
                     .with_partition(p.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                let owned = shard
-                    .owned_partition(&name, p.partition)
-                    .and_then(|q| q.check_leader_epoch(p.current_leader_epoch).map(|()| q));
+                let owned = if denied {
+                    Err(TOPIC_AUTHORIZATION_FAILED)
+                } else {
+                    shard.owned_partition(&name, p.partition)
+                }
+                .and_then(|q| q.check_leader_epoch(p.current_leader_epoch).map(|()| q));
                 match owned {
                     Err(code) => out.error_code = code,
                     Ok(partition) => {

@@ -25,6 +25,8 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
     let mut specs = Vec::new();
     // The overrides asked for each valid topic: a v5+ answer lists the configs it got.
     let mut requested: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    use crate::security::acl::{op, resource};
+    let may_create_all = super::acls::cluster(shard, ctx, op::CREATE);
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let mut error = None;
@@ -76,6 +78,14 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, request: CreateTopicsRequest) 
                     ))
                 }
             }
+        }
+        // Kafka: CREATE on the cluster or on the topic.
+        if !may_create_all && !super::acls::allowed(shard, ctx, op::CREATE, resource::TOPIC, &name)
+        {
+            error = Some((
+                TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".to_string(),
+            ));
         }
         match error {
             Some((code, message)) => results.push(Some(
@@ -189,6 +199,39 @@ pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteTopicsRequest) 
             .map(|n| TopicRef::Name(n.0.to_string()))
             .collect()
     };
+    // Kafka: DELETE on each topic; a denied one is answered here, not deleted.
+    let snapshot = shard.snapshot();
+    let mut denied = Vec::new();
+    let refs: Vec<TopicRef> = refs
+        .into_iter()
+        .filter(|r| {
+            let name = match r {
+                TopicRef::Name(n) => Some(n.clone()),
+                TopicRef::Id(id) => snapshot.topic_by_id(id).map(|t| t.name.clone()),
+            };
+            let Some(name) = name else { return true };
+            let ok = super::acls::allowed(
+                shard,
+                ctx,
+                crate::security::acl::op::DELETE,
+                crate::security::acl::resource::TOPIC,
+                &name,
+            );
+            if !ok {
+                let id = match r {
+                    TopicRef::Id(id) => *id,
+                    TopicRef::Name(_) => Default::default(),
+                };
+                denied.push(
+                    DeletableTopicResult::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_topic_id(id)
+                        .with_error_code(TOPIC_AUTHORIZATION_FAILED),
+                );
+            }
+            ok
+        })
+        .collect();
     let outcomes = match shard
         .control(ControlRequest::DeleteTopics { topics: refs })
         .await
@@ -206,6 +249,7 @@ pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteTopicsRequest) 
                 .with_error_code(o.error_code)
                 .with_error_message(o.message.map(StrBytes::from_string))
         })
+        .chain(denied)
         .collect();
     ctx.respond(&response)
 }

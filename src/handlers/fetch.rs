@@ -99,6 +99,16 @@ async fn fetch_once(
         let name = meta
             .map(|m| TopicName(StrBytes::from_string(m.name.clone())))
             .unwrap_or_else(|| topic.topic.clone());
+        // Kafka: READ on the topic, checked before its existence (a topic id must resolve
+        // first).
+        let denied = (ctx.version < 13 || meta.is_some())
+            && !super::acls::allowed(
+                shard,
+                ctx,
+                crate::security::acl::op::READ,
+                crate::security::acl::resource::TOPIC,
+                &name,
+            );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (p, wanted) in topic.partitions.iter().enumerate() {
             let mut out = PartitionData::default()
@@ -106,6 +116,12 @@ async fn fetch_once(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
+            if denied {
+                out.error_code = crate::protocol::errors::TOPIC_AUTHORIZATION_FAILED;
+                must_answer = true;
+                partitions.push(out);
+                continue;
+            }
             let Some(meta) = meta else {
                 out.error_code = if ctx.version >= 13 {
                     UNKNOWN_TOPIC_ID

@@ -24,6 +24,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let denied = !super::acls::allowed(
+            shard,
+            ctx,
+            crate::security::acl::op::DESCRIBE,
+            crate::security::acl::resource::TOPIC,
+            &name,
+        );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             // As Kafka: offset, timestamp and leader epoch are -1 unless an offset is found.
@@ -32,6 +39,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ListOffsetsRequest) -
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
+            if denied {
+                out.error_code = crate::protocol::errors::TOPIC_AUTHORIZATION_FAILED;
+                partitions.push(out);
+                continue;
+            }
             let owned = shard
                 .owned_partition(&name, wanted.partition_index)
                 .and_then(|p| {

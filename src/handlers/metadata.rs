@@ -51,12 +51,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     };
     let allow_create =
         shard.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    use crate::security::acl::{op, resource};
+    let describable =
+        |name: &str| super::acls::allowed(shard, ctx, op::DESCRIBE, resource::TOPIC, name);
+    // Kafka: auto-creation needs CREATE on the cluster or the topic; a missing topic the
+    // client may not create is answered TOPIC_AUTHORIZATION_FAILED.
+    let may_create_all = super::acls::cluster(shard, ctx, op::CREATE);
+    let may_create = |name: &str| {
+        may_create_all || super::acls::allowed(shard, ctx, op::CREATE, resource::TOPIC, name)
+    };
 
     if let (Some(wanted), true) = (&wanted, allow_create) {
         let missing: Vec<TopicSpec> = wanted
             .iter()
             .filter_map(|(name, _)| name.as_ref())
             .filter(|name| snapshot.topic(name).is_none() && validate_topic_name(name).is_ok())
+            .filter(|name| describable(name) && may_create(name))
             .map(|name| TopicSpec {
                 name: name.clone(),
                 partitions: -1,
@@ -99,19 +109,31 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
     response.brokers = brokers(shard, &snapshot, ctx.listener);
     response.cluster_id = Some(StrBytes::from_string(snapshot.cluster_id.clone()));
     response.controller_id = BrokerId(shard.controller_broker(&snapshot));
-    response.cluster_authorized_operations = super::authorized::when(
-        request.include_cluster_authorized_operations,
-        super::authorized::CLUSTER,
-    );
-    let topic_operations = super::authorized::when(
-        request.include_topic_authorized_operations,
-        super::authorized::TOPIC,
-    );
+    response.cluster_authorized_operations = if request.include_cluster_authorized_operations {
+        super::acls::operations(
+            shard,
+            ctx,
+            super::authorized::CLUSTER,
+            resource::CLUSTER,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    } else {
+        super::authorized::AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let topic_operations = |name: &str| {
+        if request.include_topic_authorized_operations {
+            super::acls::operations(shard, ctx, super::authorized::TOPIC, resource::TOPIC, name)
+        } else {
+            super::authorized::AUTHORIZED_OPERATIONS_OMITTED
+        }
+    };
     response.topics = match wanted {
+        // Topics the principal may not describe are left out, as Kafka does.
         None => snapshot
             .topics
             .values()
-            .map(|t| topic_entry(shard, &snapshot, t, topic_operations))
+            .filter(|t| describable(&t.name))
+            .map(|t| topic_entry(shard, &snapshot, t, topic_operations(&t.name)))
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -120,8 +142,29 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: MetadataRequest) -> R
                     Some(name) => snapshot.topic(name),
                     None => snapshot.topic_by_id(&id),
                 };
+                let denied = match (&name, found) {
+                    (_, Some(topic)) => !describable(&topic.name),
+                    (Some(name), None) => {
+                        !describable(name)
+                            || (allow_create
+                                && validate_topic_name(name).is_ok()
+                                && !may_create(name))
+                    }
+                    (None, None) => false,
+                };
                 match found {
-                    Some(topic) => topic_entry(shard, &snapshot, topic, topic_operations),
+                    _ if denied => {
+                        let mut entry = MetadataResponseTopic::default();
+                        entry.error_code = TOPIC_AUTHORIZATION_FAILED;
+                        entry.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+                        entry.topic_id = id;
+                        entry.topic_authorized_operations =
+                            super::authorized::AUTHORIZED_OPERATIONS_OMITTED;
+                        entry
+                    }
+                    Some(topic) => {
+                        topic_entry(shard, &snapshot, topic, topic_operations(&topic.name))
+                    }
                     None => {
                         let code = match &name {
                             Some(n) if validate_topic_name(n).is_err() => INVALID_TOPIC_EXCEPTION,

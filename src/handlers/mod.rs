@@ -6,6 +6,7 @@
 //! request cannot be decoded). Handlers must not await before their state changes: see
 //! the ordering note in [`crate::server`].
 
+mod acls;
 mod admin;
 mod api_versions;
 mod create_topics;
@@ -210,6 +211,9 @@ async fn dispatch_inner(
             "unsupported request {api_key:?} v{version} (see docs/protocol.md)"
         ));
     }
+    if let Some(denied) = acls::precheck(shard, &ctx, &body) {
+        return denied;
+    }
     // Decodes the body as the handler's request type and calls it.
     macro_rules! call {
         ($handler:path) => {
@@ -219,7 +223,7 @@ async fn dispatch_inner(
             }
         };
     }
-    match api_key {
+    let response = match api_key {
         ApiKey::Produce if version < PRODUCE_MIN_ACCEPTED => Response::Close(format!(
             "Produce v{version} carries message format v0/v1, which this broker does not store; use a client that sends magic-2 batches (Produce v3+)"
         )),
@@ -262,6 +266,10 @@ async fn dispatch_inner(
         ApiKey::WriteTxnMarkers => call!(write_txn_markers::handle),
         ApiKey::DescribeUserScramCredentials => call!(scram_credentials::describe),
         ApiKey::AlterUserScramCredentials => call!(scram_credentials::alter),
+        ApiKey::CreateAcls => call!(acls::create_acls),
+        ApiKey::DescribeAcls => call!(acls::describe_acls),
+        ApiKey::DeleteAcls => call!(acls::delete_acls),
         other => Response::Close(format!("unsupported request {other:?}")),
-    }
+    };
+    acls::postfilter(shard, &ctx, response)
 }

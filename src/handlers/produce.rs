@@ -105,8 +105,31 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
     // Where the leaders of partitions answered NOT_LEADER_OR_FOLLOWER are (KIP-951).
     let mut hints: Vec<crate::shard::LeaderHint> = Vec::new();
 
+    // Kafka: a transactional producer needs WRITE on its transactional id, and every
+    // topic WRITE (checked before the topic's existence, so a denied client learns nothing).
+    let txn_denied = txn_id.as_deref().is_some_and(|id| {
+        !super::acls::allowed(
+            shard,
+            ctx,
+            crate::security::acl::op::WRITE,
+            crate::security::acl::resource::TRANSACTIONAL_ID,
+            id,
+        )
+    });
     for (t, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
+        let denied = if txn_denied {
+            Some(crate::protocol::errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else {
+            (!super::acls::allowed(
+                shard,
+                ctx,
+                crate::security::acl::op::WRITE,
+                crate::security::acl::resource::TOPIC,
+                &name,
+            ))
+            .then_some(crate::protocol::errors::TOPIC_AUTHORIZATION_FAILED)
+        };
         let internal = name == crate::cluster::OFFSETS_TOPIC && shard.groups.is_replicated();
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for (p, data) in topic.partition_data.into_iter().enumerate() {
@@ -117,6 +140,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, request: ProduceRequest) -> Re
                 .with_log_start_offset(-1);
             if acks != 0 && acks != 1 && acks != -1 {
                 out.error_code = INVALID_REQUIRED_ACKS;
+                partition_responses.push(out);
+                continue;
+            }
+            if let Some(code) = denied {
+                out.error_code = code;
                 partition_responses.push(out);
                 continue;
             }

@@ -41,14 +41,25 @@ const ANONYMOUS: &str = "User:ANONYMOUS";
 
 /// Whether the request's principal may do `operation` (ALTER or DESCRIBE, Kafka's
 /// `AclOperation` code) on the CLUSTER resource, as Kafka requires of these two APIs:
-/// `Err(message)` answers CLUSTER_AUTHORIZATION_FAILED. The one place an authorizer
-/// decides them. Without one, credentials are managed by any connection that
-/// authenticated (SASL, or a client certificate), never by an anonymous one.
+/// `Err(message)` answers CLUSTER_AUTHORIZATION_FAILED. With `--authorizer` the ACLs
+/// decide (super users pass); without one, credentials are managed by any connection
+/// that authenticated (SASL, or a client certificate), never by an anonymous one.
 pub(crate) fn may_manage_credentials(
-    _shard: &Shard,
+    shard: &Shard,
     ctx: &Ctx,
-    _operation: i32,
+    operation: i32,
 ) -> Result<(), String> {
+    if shard.acls.enabled() {
+        return if super::acls::cluster(shard, ctx, operation as i8) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} may not {} on the cluster",
+                ctx.principal,
+                if operation == ALTER { "ALTER" } else { "DESCRIBE" }
+            ))
+        };
+    }
     if &*ctx.principal == ANONYMOUS {
         return Err(
             "SCRAM credentials are managed only over an authenticated connection (SASL, or mTLS)"

@@ -55,6 +55,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SCRAM users (KIP-554).
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // Authorization (answered SECURITY_DISABLED without `--authorizer`); v0 is gone from
+    // Kafka 4, and librdkafka and the Java client send v1+.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Produce versions that can carry magic-2 record batches.
@@ -126,6 +131,9 @@ mod tests {
                     DescribeUserScramCredentialsRequest::VERSIONS
                 }
                 ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
+                ApiKey::DescribeAcls => DescribeAclsRequest::VERSIONS,
+                ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,
+                ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
                 other => panic!("no range for {other:?}"),
             };
             (r.min, r.max)

@@ -217,6 +217,8 @@ pub struct Shard {
     /// A cluster member stopping: its Raft groups and links stopped (signals
     /// `connections_changed`).
     pub cluster_stopped: Cell<bool>,
+    /// The authorizer's view of the node's ACLs (off without `--authorizer`).
+    pub acls: crate::security::acl::ShardAcls,
 }
 
 impl Shard {
@@ -226,6 +228,7 @@ impl Shard {
         mesh: Mesh,
         groups: GroupCoordinator,
         txns: TxnCoordinator,
+        acls: crate::security::acl::ShardAcls,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -253,6 +256,7 @@ impl Shard {
             raft_groups: RefCell::new(HashMap::new()),
             meta: RefCell::new(None),
             cluster_stopped: Cell::new(false),
+            acls,
         })
     }
 
@@ -872,5 +876,6 @@ pub(crate) async fn test_shard(data_dir: &std::path::Path) -> Rc<Shard> {
         mesh,
         GroupCoordinator::new(groups),
         TxnCoordinator::new(txns),
+        crate::security::acl::ShardAcls::default(),
     )
 }

@@ -35,6 +35,7 @@ VCONSUMER=org.apache.kafka.tools.VerifiableConsumer
 TRANSACTIONS=org.apache.kafka.tools.TransactionsCommand
 API_VERSIONS=org.apache.kafka.tools.BrokerApiVersionsCommand
 LOG_DIRS=org.apache.kafka.tools.LogDirsCommand
+ACLS=org.apache.kafka.tools.AclCommand
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/strand-cli.XXXXXX")"
 strand_pid=""
@@ -119,12 +120,15 @@ done
 if [ "${CLI_BROKER:-strand}" = kafka ]; then
     expected_brokers=1
     kafka_started=1
-    "$kafka" start "$PORT" "$work/kafka" >/dev/null || { echo "kafka did not start"; exit 1; }
+    "$kafka" start "$PORT" "$work/kafka" \
+        authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
+        super.users=User:ANONYMOUS >/dev/null || { echo "kafka did not start"; exit 1; }
     echo "Kafka 4.1.1 on $BOOT; Kafka tools 4.1.1"
 else
     expected_brokers=2
     "$STRAND_BIN" serve --data-dir "$work/data" --listen "$BOOT" --shards 2 \
         --group-initial-rebalance-delay-ms 0 --log-level info \
+        --authorizer org.apache.kafka.metadata.authorizer.StandardAuthorizer --super-users User:ANONYMOUS \
         </dev/null >/dev/null 2>"$work/strand.log" &
     strand_pid=$!
     strand_ready() {
@@ -453,6 +457,30 @@ check "VerifiableConsumer: consumed = acked = $M, offsets 0..end, commits succee
 tool_stdout $GROUPS_CMD --bootstrap-server "$BOOT" --describe --group cli-verifiable-group
 check "VerifiableConsumer's committed offsets: lag 0, sum $M" "$out" \
     eq "$(awk '$1 == "cli-verifiable-group" {c += $4; l += $6} END {print c, l}' <<<"$out")" "$M 0"
+
+# ------------------------------------------------------------------------------ AclCommand
+# The broker runs Kafka's StandardAuthorizer with the tools' principal (User:ANONYMOUS on a
+# PLAINTEXT listener) as a super user, so every tool above ran authorized.
+echo "# AclCommand"
+A=cli-acl
+tool $ACLS --bootstrap-server "$BOOT" --add --allow-principal User:bob --operation Read --topic $A
+check "acls --add --allow-principal User:bob --operation Read: Adding ACLs" "$out" \
+    has "$out" "Adding ACLs for resource .ResourcePattern\(resourceType=TOPIC, name=$A, patternType=LITERAL\)"
+tool $ACLS --bootstrap-server "$BOOT" --add --deny-principal User:eve --operation All \
+    --topic $A- --resource-pattern-type prefixed
+check "acls --add --deny-principal on a PREFIXED pattern succeeds" "$out" eq "$rc" 0
+tool_stdout $ACLS --bootstrap-server "$BOOT" --list --topic $A
+check "acls --list --topic: bob's READ ALLOW" "$out" \
+    has "$out" "\(principal=User:bob, host=\*, operation=READ, permissionType=ALLOW\)"
+tool_stdout $ACLS --bootstrap-server "$BOOT" --list
+check "acls --list: both bindings, eve's DENY ALL on the prefix" "$out" \
+    has "$out" "ResourcePattern\(resourceType=TOPIC, name=$A-, patternType=PREFIXED\)"
+check "acls --list: eve's DENY ALL" "$out" \
+    has "$out" "\(principal=User:eve, host=\*, operation=ALL, permissionType=DENY\)"
+tool $ACLS --bootstrap-server "$BOOT" --remove --allow-principal User:bob --operation Read --topic $A --force
+check "acls --remove succeeds" "$out" eq "$rc" 0
+tool_stdout $ACLS --bootstrap-server "$BOOT" --list --topic $A
+check "acls --list after --remove: bob's READ gone" "$out" lacks "$out" "principal=User:bob"
 
 # ------------------------------------------------------------------------------ result
 if [ -z "$strand_pid" ]; then
