@@ -754,10 +754,12 @@ impl ConsumerGroup {
         }
     }
 
-    /// A commit or an offset fetch by a member: NONE, or why not.
-    pub fn check_member_epoch(&self, member_id: &str, epoch: i32) -> i16 {
+    /// An offset commit (`fetch` false) or fetch by a member: NONE, or why not. Without a
+    /// member id and epoch, a fetch is always allowed and a commit only while the group is
+    /// empty (the admin client, or a consumer assigning partitions itself).
+    pub fn check_member_epoch(&self, member_id: &str, epoch: i32, fetch: bool) -> i16 {
         if epoch < 0 && member_id.is_empty() {
-            return if self.members.is_empty() {
+            return if fetch || self.members.is_empty() {
                 NONE
             } else {
                 UNKNOWN_MEMBER_ID
@@ -943,11 +945,17 @@ impl ConsumerGroups {
 
     /// The verdict on an offset commit or fetch by `member_id` at `epoch`, if `id` is a
     /// consumer group (None: not one, the classic checks apply).
-    pub fn check_member_epoch(&self, id: &str, member_id: &str, epoch: i32) -> Option<i16> {
+    pub fn check_member_epoch(
+        &self,
+        id: &str,
+        member_id: &str,
+        epoch: i32,
+        fetch: bool,
+    ) -> Option<i16> {
         self.groups
             .borrow()
             .get(id)
-            .map(|g| g.check_member_epoch(member_id, epoch))
+            .map(|g| g.check_member_epoch(member_id, epoch, fetch))
     }
 
     /// Removes an empty consumer group (DeleteGroups, or a classic group taking the id).

@@ -41,7 +41,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
     } else if let Some(code) =
         shard
             .consumer_groups
-            .check_member_epoch(&group_id, &request.member_id, generation)
+            .check_member_epoch(&group_id, &request.member_id, generation, false)
     {
         // A consumer-protocol group (KIP-848): the member's epoch must be current.
         code
@@ -292,7 +292,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                 let member = g.member_id.as_deref().unwrap_or_default();
                 let checked = shard
                     .consumer_groups
-                    .check_member_epoch(&g.group_id, member, g.member_epoch)
+                    .check_member_epoch(&g.group_id, member, g.member_epoch, true)
                     .filter(|_| ctx.version >= 9 && shard.coordinates_group(&g.group_id).is_ok())
                     .filter(|code| *code != NONE);
                 match checked.map_or_else(|| fetch_offsets(shard, &g.group_id, wanted), Err) {
