@@ -7,6 +7,7 @@ The broker runs with a short consumer-group session timeout and heartbeat interv
 a killed member's partitions move within seconds.
 """
 
+import select
 import subprocess
 import sys
 import time
@@ -142,6 +143,22 @@ time.sleep(600)
 """
 
 
+def read_line(proc, consumers, timeout=30):
+    """The next line of `proc`'s output, polling `consumers` meanwhile (their rebalance
+    callbacks run in poll, and the other process's assignment may wait for them)."""
+    deadline = time.time() + timeout
+    while True:
+        assert time.time() < deadline, "no line from the subprocess"
+        ready, _, _ = select.select([proc.stdout], [], [], 0)
+        if ready:
+            words = proc.stdout.readline().split()
+            assert words, "the subprocess exited"
+            return words
+        for c in consumers:
+            m = c.poll(0.05)
+            assert m is None, "no records yet"
+
+
 def test_killed_member_partitions_move_within_session_timeout_from_last_commit(broker):
     topic = "t-" + uuid.uuid4().hex[:8]
     create_topic(broker, topic, 6)
@@ -153,8 +170,8 @@ def test_killed_member_partitions_move_within_session_timeout_from_last_commit(b
     try:
         for c in survivors:
             c.subscribe([topic])
-        line = victim.stdout.readline().split()
-        assert line and line[0] == "assigned", line
+        line = read_line(victim, survivors)
+        assert line[0] == "assigned", line
         victim_parts = {int(p) for p in line[1:]}
         poll_until(survivors, lambda: [len(assigned(c)) for c in survivors] == [2, 2])
         assert not victim_parts & {p for c in survivors for _, p in assigned(c)}
@@ -162,10 +179,7 @@ def test_killed_member_partitions_move_within_session_timeout_from_last_commit(b
         victim.stdin.write("go\n")
         victim.stdin.flush()
         committed = {}
-        for line in victim.stdout:
-            words = line.split()
-            if words[0] == "done":
-                break
+        while (words := read_line(victim, [], timeout=30))[0] != "done":
             committed[int(words[1])] = int(words[2])
         assert set(committed) == victim_parts and set(committed.values()) == {3}
         seen = []
