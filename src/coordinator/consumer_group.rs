@@ -487,7 +487,9 @@ impl ConsumerGroup {
         self.reconcile(&mut member, owned, now);
         let full = joining
             || (hb.rebalance_timeout_ms != -1 && hb.subscribed_names.is_some() && owned.is_some());
-        let changed = before.as_ref().is_none_or(|b| b.assigned != member.assigned)
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.assigned != member.assigned)
             || assigned_before != member.assigned;
         let result = HeartbeatResult {
             member_id: member.id.clone(),
@@ -585,14 +587,22 @@ impl ConsumerGroup {
     }
 
     /// The topics a member subscribes to that exist.
-    fn member_topics(&self, m: &Member, snapshot_topics: &BTreeMap<String, (Uuid, usize)>) -> BTreeSet<String> {
+    fn member_topics(
+        &self,
+        m: &Member,
+        snapshot_topics: &BTreeMap<String, (Uuid, usize)>,
+    ) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = m
             .subscribed_names
             .iter()
             .filter(|n| snapshot_topics.contains_key(*n))
             .cloned()
             .collect();
-        if let Some(re) = m.subscribed_regex.as_ref().and_then(|r| self.regexes.get(r)) {
+        if let Some(re) = m
+            .subscribed_regex
+            .as_ref()
+            .and_then(|r| self.regexes.get(r))
+        {
             out.extend(
                 snapshot_topics
                     .keys()
@@ -723,7 +733,13 @@ impl ConsumerGroup {
             let revoke: BTreeSet<i32> = current.difference(&keep).copied().collect();
             let mut add: BTreeSet<i32> = t.difference(&keep).copied().collect();
             add.retain(|p| match self.owners.get(&(*topic, *p)) {
-                Some(owner) if *owner != member.id || member.pending_revocation.get(topic).is_some_and(|r| r.contains(p)) => {
+                Some(owner)
+                    if *owner != member.id
+                        || member
+                            .pending_revocation
+                            .get(topic)
+                            .is_some_and(|r| r.contains(p)) =>
+                {
                     unreleased = true;
                     false
                 }
@@ -781,9 +797,14 @@ pub fn assign_uniform(
     topics: &BTreeMap<String, (Uuid, usize)>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let names: HashMap<Uuid, &str> = topics.iter().map(|(n, (id, _))| (*id, n.as_str())).collect();
-    let mut out: BTreeMap<String, Assignment> =
-        subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let names: HashMap<Uuid, &str> = topics
+        .iter()
+        .map(|(n, (id, _))| (*id, n.as_str()))
+        .collect();
+    let mut out: BTreeMap<String, Assignment> = subs
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     let mut count: BTreeMap<String, usize> = subs.keys().map(|m| (m.clone(), 0)).collect();
     let mut taken: BTreeSet<(Uuid, i32)> = BTreeSet::new();
     let subscribed_anywhere: BTreeSet<&String> = subs.values().flatten().collect();
@@ -802,7 +823,11 @@ pub fn assign_uniform(
             let partitions = topics[*name].1 as i32;
             for &p in parts {
                 if p < partitions && taken.insert((*topic, p)) {
-                    out.get_mut(member).unwrap().entry(*topic).or_default().insert(p);
+                    out.get_mut(member)
+                        .unwrap()
+                        .entry(*topic)
+                        .or_default()
+                        .insert(p);
                     *count.get_mut(member).unwrap() += 1;
                 }
             }
@@ -854,7 +879,11 @@ pub fn assign_uniform(
                     if parts.is_empty() {
                         from.remove(&topic);
                     }
-                    out.get_mut(low).unwrap().entry(topic).or_default().insert(p);
+                    out.get_mut(low)
+                        .unwrap()
+                        .entry(topic)
+                        .or_default()
+                        .insert(p);
                     *count.get_mut(high).unwrap() -= 1;
                     *count.get_mut(low).unwrap() += 1;
                     moved = true;
@@ -877,8 +906,10 @@ pub fn assign_range(
     topics: &BTreeMap<String, (Uuid, usize)>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> =
-        subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let mut out: BTreeMap<String, Assignment> = subs
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     for (name, (id, partitions)) in topics {
         let members: Vec<&String> = subs
             .iter()
@@ -989,7 +1020,9 @@ mod tests {
     }
 
     fn counts(a: &BTreeMap<String, Assignment>) -> Vec<usize> {
-        a.values().map(|x| x.values().map(|p| p.len()).sum()).collect()
+        a.values()
+            .map(|x| x.values().map(|p| p.len()).sum())
+            .collect()
     }
 
     #[test]
@@ -1002,7 +1035,11 @@ mod tests {
         assert_eq!(counts(&next), vec![2, 2, 2]);
         // m1 kept two of its partitions.
         let kept = &next["m1"];
-        assert!(kept.values().next().unwrap().is_subset(one["m1"].values().next().unwrap()));
+        assert!(kept
+            .values()
+            .next()
+            .unwrap()
+            .is_subset(one["m1"].values().next().unwrap()));
         // Same input, same output.
         assert_eq!(assign_uniform(&three, &t, &next), next);
         // m2 leaves: only its partitions move.
@@ -1020,7 +1057,10 @@ mod tests {
     fn uniform_spreads_single_partition_topics_range_does_not() {
         let t = topics(&[("a", 1), ("b", 1)]);
         let s = subs(&[("m1", &["a", "b"]), ("m2", &["a", "b"])]);
-        assert_eq!(counts(&assign_uniform(&s, &t, &BTreeMap::new())), vec![1, 1]);
+        assert_eq!(
+            counts(&assign_uniform(&s, &t, &BTreeMap::new())),
+            vec![1, 1]
+        );
         assert_eq!(counts(&assign_range(&s, &t, &BTreeMap::new())), vec![2, 0]);
     }
 
@@ -1124,7 +1164,9 @@ mod tests {
         assert_eq!(size(&b3.assignment.unwrap()), 2);
         assert_eq!(g.state_name(), "Stable");
         // A stale epoch is fenced.
-        let e = g.heartbeat(beat("a", 5, None), &cfg, &snap, now).unwrap_err();
+        let e = g
+            .heartbeat(beat("a", 5, None), &cfg, &snap, now)
+            .unwrap_err();
         assert_eq!(e.0, FENCED_MEMBER_EPOCH);
         // b leaves: a gets everything back.
         g.heartbeat(beat("b", LEAVE_EPOCH, None), &cfg, &snap, now)
@@ -1173,16 +1215,25 @@ mod tests {
         let mut j = join("a", &[]);
         j.subscribed_names = Some(vec![]);
         j.subscribed_regex = Some("(^pre.*)".into());
-        let a = g.heartbeat(j, &cfg, &snapshot(&[("pre1", 1), ("other", 1)], 1), now).unwrap();
+        let a = g
+            .heartbeat(j, &cfg, &snapshot(&[("pre1", 1), ("other", 1)], 1), now)
+            .unwrap();
         assert_eq!(size(&a.assignment.unwrap()), 1);
         let a2 = g
-            .heartbeat(beat("a", 1, None), &cfg, &snapshot(&[("pre1", 1), ("pre2", 2), ("other", 1)], 2), now)
+            .heartbeat(
+                beat("a", 1, None),
+                &cfg,
+                &snapshot(&[("pre1", 1), ("pre2", 2), ("other", 1)], 2),
+                now,
+            )
             .unwrap();
         assert_eq!(size(&a2.assignment.unwrap()), 3);
         let mut bad = join("b", &[]);
         bad.subscribed_regex = Some("(".into());
         assert_eq!(
-            g.heartbeat(bad, &cfg, &snapshot(&[], 3), now).unwrap_err().0,
+            g.heartbeat(bad, &cfg, &snapshot(&[], 3), now)
+                .unwrap_err()
+                .0,
             INVALID_REGULAR_EXPRESSION
         );
     }

@@ -80,7 +80,10 @@ pub async fn heartbeat(
             .subscribed_topic_names
             .as_ref()
             .map(|n| n.iter().map(|t| t.0.to_string()).collect()),
-        subscribed_regex: request.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
+        subscribed_regex: request
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|r| r.to_string()),
         assignor: request.server_assignor.as_ref().map(|a| a.to_string()),
         owned: request.topic_partitions.as_ref().map(|tps| {
             let mut owned = Assignment::new();
@@ -169,7 +172,12 @@ pub async fn heartbeat(
 /// Removes a member once its session (or its time to revoke partitions) runs out.
 fn watch_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
     let key = (group_id.to_string(), member_id.to_string());
-    if !shard.consumer_groups.watched.borrow_mut().insert(key.clone()) {
+    if !shard
+        .consumer_groups
+        .watched
+        .borrow_mut()
+        .insert(key.clone())
+    {
         return;
     }
     let shard = shard.clone();
@@ -196,7 +204,11 @@ fn watch_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
             }
             let mut groups = shard.consumer_groups.groups.borrow_mut();
             if let Some(group) = groups.get_mut(&key.0) {
-                tracing::info!(group = key.0, member = key.1, "consumer group member expired");
+                tracing::info!(
+                    group = key.0,
+                    member = key.1,
+                    "consumer group member expired"
+                );
                 group.remove_member(&key.1);
                 if group.members.is_empty() {
                     groups.remove(&key.0);

@@ -256,7 +256,10 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     }
     // The id of a consumer-protocol group with members (KIP-848).
     if !shard.consumer_groups.remove_if_empty(&group_id) {
-        return join_response(ctx, JoinResult::error(INCONSISTENT_GROUP_PROTOCOL, &member_id));
+        return join_response(
+            ctx,
+            JoinResult::error(INCONSISTENT_GROUP_PROTOCOL, &member_id),
+        );
     }
     let group = shard.groups.get_or_create(&group_id);
     let client_id = ctx.client_id.clone();

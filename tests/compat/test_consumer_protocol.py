@@ -307,7 +307,8 @@ def test_describe_and_list_show_consumer_and_classic_groups(broker):
         classic.subscribe([topic])
         got = []
         poll_until(cs + [classic], lambda: [len(assigned(c)) for c in cs] == [1, 1]
-                   and len(assigned(classic)) == 2 and len(got) >= 10,
+                   and len(assigned(classic)) == 2 and got.count(True) >= 10
+                   and got.count(False) >= 10,
                    on_message=lambda c, m: got.append(c is classic))
         # The classic group read everything, and committed.
         assert got.count(True) == 10
@@ -327,7 +328,7 @@ def test_describe_and_list_show_consumer_and_classic_groups(broker):
         types = {g.group_id: g.type for g in listed.valid}
         assert types[group] == ConsumerGroupType.CONSUMER
         assert types[classic_group] == ConsumerGroupType.CLASSIC
-        only = admin.list_consumer_groups(types=[ConsumerGroupType.CONSUMER]).result(timeout=10)
+        only = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(timeout=10)
         assert {g.group_id for g in only.valid} == {group}
     finally:
         for c in cs:
