@@ -1080,7 +1080,7 @@ mod tests {
         for (name, p) in list {
             let meta = crate::cluster::TopicMeta {
                 name: name.to_string(),
-                id: Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()),
+                id: Uuid::from_u128(name.bytes().fold(1u128, |h, b| h * 31 + u128::from(b))),
                 partitions: vec![crate::cluster::ShardId(0); *p],
                 configs: Default::default(),
                 replicas: vec![],
