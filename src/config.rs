@@ -427,6 +427,19 @@ pub struct Config {
     #[arg(long, help_heading = "Consumer groups", default_value_t = 1_000)]
     pub group_max_size: usize,
 
+    /// How long a member of a consumer-protocol group (KIP-848, `group.protocol=consumer`)
+    /// may go without a heartbeat before it is removed and its partitions move.
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 45_000)]
+    pub group_consumer_session_timeout_ms: i32,
+
+    /// How often members of a consumer-protocol group are told to heartbeat.
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 5_000)]
+    pub group_consumer_heartbeat_interval_ms: i32,
+
+    /// Members a consumer-protocol group may have.
+    #[arg(long, help_heading = "Consumer groups", default_value_t = 1_000)]
+    pub group_consumer_max_size: usize,
+
     /// Upper bound on the record bytes of one fetch response, whatever the client asks
     /// (Kafka's broker `fetch.max.bytes`); the first batch is still returned whole.
     #[arg(long, help_heading = "Network and limits", default_value_t = 55 * 1024 * 1024)]

@@ -964,6 +964,21 @@ pub fn broker_configs(config: &Config) -> Vec<(&'static str, String, i8)> {
         config.group_max_size.to_string(),
         kind_code::INT,
     ));
+    out.push((
+        "group.consumer.session.timeout.ms",
+        config.group_consumer_session_timeout_ms.to_string(),
+        kind_code::INT,
+    ));
+    out.push((
+        "group.consumer.heartbeat.interval.ms",
+        config.group_consumer_heartbeat_interval_ms.to_string(),
+        kind_code::INT,
+    ));
+    out.push((
+        "group.consumer.max.size",
+        config.group_consumer_max_size.to_string(),
+        kind_code::INT,
+    ));
     out.sort_by(|a, b| a.0.cmp(b.0));
     out.dedup_by(|a, b| a.0 == b.0);
     out

@@ -19,6 +19,7 @@
 //! and both record logs are rewritten from memory while running once they hold mostly
 //! dead records ([`LogGate`] keeps appends and rewrites apart).
 
+pub mod consumer_group;
 pub mod group;
 pub mod txn;
 

@@ -233,6 +233,13 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: &Ctx, request: JoinGroupRequest)
     if let Err(code) = shard.serves_group(&group_id).await {
         return join_response(ctx, JoinResult::error(code, &member_id));
     }
+    // The id of a consumer-protocol group with members (KIP-848).
+    if !shard.consumer_groups.remove_if_empty(&group_id) {
+        return join_response(
+            ctx,
+            JoinResult::error(INCONSISTENT_GROUP_PROTOCOL, &member_id),
+        );
+    }
     let group = shard.groups.get_or_create(&group_id);
     let client_id = ctx.client_id.clone();
     let args = JoinArgs {
@@ -429,8 +436,11 @@ const GROUP_TYPE: &str = "classic";
 
 pub async fn list_groups(shard: &Rc<Shard>, ctx: &Ctx, request: ListGroupsRequest) -> Response {
     let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
-    let mut listed = Vec::new();
+    let mut listed = super::consumer_group::listed(shard, &request);
     for group in groups {
+        if shard.consumer_groups.exists(&group.id) {
+            continue;
+        }
         let inner = group.inner.borrow();
         if inner.state == State::Dead {
             continue;
@@ -480,6 +490,12 @@ pub async fn describe_groups(
             let mut out = DescribedGroup::default().with_group_id(id.clone());
             if let Err(code) = shard.coordinates_group(id) {
                 out.error_code = code;
+                return out;
+            }
+            if shard.consumer_groups.exists(id) {
+                // As Kafka: a consumer-protocol group is described by ConsumerGroupDescribe.
+                out.error_code = GROUP_ID_NOT_FOUND;
+                out.error_message = Some(s(format!("Group {} is not a classic group.", id.0)));
                 return out;
             }
             let Some(group) = shard.groups.get(id) else {
@@ -535,6 +551,7 @@ pub async fn delete_groups(shard: &Rc<Shard>, ctx: &Ctx, request: DeleteGroupsRe
             code
         } else {
             match shard.groups.get(id) {
+                _ if !shard.consumer_groups.remove_if_empty(id) => NON_EMPTY_GROUP,
                 None => GROUP_ID_NOT_FOUND,
                 Some(group) if group.state() != State::Empty => NON_EMPTY_GROUP,
                 Some(group) => match shard

@@ -9,6 +9,7 @@
 mod acls;
 mod admin;
 mod api_versions;
+mod consumer_group;
 mod create_topics;
 mod elect_leaders;
 mod fetch;
@@ -241,6 +242,8 @@ async fn dispatch_inner(
         ApiKey::SyncGroup => call!(groups::sync_group),
         ApiKey::Heartbeat => call!(groups::heartbeat),
         ApiKey::LeaveGroup => call!(groups::leave_group),
+        ApiKey::ConsumerGroupHeartbeat => call!(consumer_group::heartbeat),
+        ApiKey::ConsumerGroupDescribe => call!(consumer_group::describe),
         ApiKey::OffsetCommit => call!(offsets::offset_commit),
         ApiKey::OffsetFetch => call!(offsets::offset_fetch),
         ApiKey::ListGroups => call!(groups::list_groups),

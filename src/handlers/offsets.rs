@@ -38,6 +38,13 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetCommitRe
         INVALID_GROUP_ID
     } else if let Err(code) = shard.coordinates_group(&group_id) {
         code
+    } else if let Some(code) =
+        shard
+            .consumer_groups
+            .check_member_epoch(&group_id, &request.member_id, generation, false)
+    {
+        // A consumer-protocol group (KIP-848): the member's epoch must be current.
+        code
     } else {
         let group = shard.groups.get_or_create(&group_id);
         group.check_commit(&request.member_id, instance.as_deref(), generation, false)
@@ -288,7 +295,17 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &Ctx, request: OffsetFetchRequ
                 });
                 let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 let unstable = unstable_offsets(shard, &g.group_id, request.require_stable);
-                match served.and_then(|()| fetch_offsets(shard, &g.group_id, wanted)) {
+                // v9 (KIP-848): a consumer-protocol member fetches at its current epoch.
+                let member = g.member_id.as_deref().unwrap_or_default();
+                let checked = shard
+                    .consumer_groups
+                    .check_member_epoch(&g.group_id, member, g.member_epoch, true)
+                    .filter(|_| ctx.version >= 9 && shard.coordinates_group(&g.group_id).is_ok())
+                    .filter(|code| *code != NONE);
+                match checked.map_or_else(
+                    || served.and_then(|()| fetch_offsets(shard, &g.group_id, wanted)),
+                    Err,
+                ) {
                     Err(code) => out.error_code = code,
                     Ok(topics) => {
                         out.topics = topics

@@ -56,7 +56,11 @@ pub(crate) fn may_manage_credentials(
             Err(format!(
                 "{} may not {} on the cluster",
                 ctx.principal,
-                if operation == ALTER { "ALTER" } else { "DESCRIBE" }
+                if operation == ALTER {
+                    "ALTER"
+                } else {
+                    "DESCRIBE"
+                }
             ))
         };
     }

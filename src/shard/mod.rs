@@ -201,6 +201,8 @@ pub struct Shard {
     unflushed_bytes: Cell<usize>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The consumer-protocol groups (KIP-848) this shard coordinates.
+    pub consumer_groups: crate::coordinator::consumer_group::ConsumerGroups,
     /// The transactional ids this shard coordinates.
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::ShardMetrics,
@@ -249,6 +251,7 @@ impl Shard {
             connections_changed: Notify::default(),
             unflushed_bytes: Cell::new(0),
             groups,
+            consumer_groups: Default::default(),
             txns,
             metrics: crate::metrics::ShardMetrics::default(),
             segment_files: SegmentFiles::new(segment_files_capacity(&config)),
