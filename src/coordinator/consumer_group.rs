@@ -1075,8 +1075,10 @@ mod tests {
     }
 
     fn snapshot(list: &[(&str, usize)], version: u64) -> ClusterSnapshot {
-        let mut s = ClusterSnapshot::default();
-        s.version = version;
+        let mut s = ClusterSnapshot {
+            version,
+            ..Default::default()
+        };
         for (name, p) in list {
             let meta = crate::cluster::TopicMeta {
                 name: name.to_string(),
