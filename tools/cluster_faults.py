@@ -257,6 +257,9 @@ class ProducerThread(threading.Thread):
         self.rng = rng
         self.lock = threading.Lock()
         self.acked = []  # (topic, partition, offset, value)
+        # Acknowledged, but the delivery report carried no offset (librdkafka's
+        # RD_KAFKA_OFFSET_INVALID): checked by value in their partition.
+        self.acked_no_offset = []  # (topic, partition, value)
         self.errors = Counter()  # delivery report errors by name
         self.client_errors = Counter()  # error_cb by name
         self.fatal = []
@@ -310,7 +313,9 @@ class ProducerThread(threading.Thread):
 
     def on_delivery(self, err, msg):
         with self.lock:
-            if err is None:
+            if err is None and msg.offset() is None:
+                self.acked_no_offset.append((msg.topic(), msg.partition(), msg.value().decode()))
+            elif err is None:
                 self.acked.append((msg.topic(), msg.partition(), msg.offset(), msg.value().decode()))
             else:
                 self.errors[err.name()] += 1
@@ -1144,7 +1149,15 @@ def check_records(run, producers, topics, report):
             lost += 1
             if lost <= 50:
                 run.anomaly("acked-record-missing", f"{value} acknowledged at {t}/{p}@{o}; there: {got!r} (end {len(log[(t, p)])})")
-    report["records"] = {"acked": len(by_offset), "read": read, "unacked_present": len(set(seen) - set(by_offset.values())),
+    no_offset = [r for pr in producers for r in pr.acked_no_offset]
+    for t, p, value in no_offset:
+        if seen.get(value, (None, None))[:2] != (t, p):
+            lost += 1
+            if lost <= 50:
+                run.anomaly("acked-record-missing", f"{value} acknowledged (no offset reported) in {t}/{p}; found at {seen.get(value)!r}")
+    acked_values = set(by_offset.values()) | {v for _, _, v in no_offset}
+    report["records"] = {"acked": len(by_offset) + len(no_offset), "acked_without_offset": len(no_offset),
+                         "read": read, "unacked_present": len(set(seen) - acked_values),
                          "lost_or_moved": lost, "client_epoch_bump_resends": len(client_resends)}
     if client_resends:
         run.say(f"{len(client_resends)} record(s) written twice by a producer's own resend after an "
@@ -1251,7 +1264,7 @@ def summary_line(report):
     return (
         f"cluster_faults seed={report['seed']} seconds={report['seconds']:.0f}: "
         f"faults kill={kinds['kill']} pause={kinds['pause']} kill2={kinds['kill2']}{network} (leader hit {leader_hits}); "
-        f"acked records {r.get('acked', 0)} (read {r.get('read', 0)}, unacked present {r.get('unacked_present', 0)}, "
+        f"acked records {r.get('acked', 0)} (without offset {r.get('acked_without_offset', 0)}, read {r.get('read', 0)}, unacked present {r.get('unacked_present', 0)}, "
         f"produce errors {dict(errs) or 0}); "
         f"creations ok {ok} refused {sum(refused.values())} {refused or ''} unknown {c.get('unknown', 0)} "
         f"(uncertain that exist {sum(report.get('creations', {}).get('uncertain_that_exist', {}).values())}); "
